@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod quarantine;
+pub mod runner;
+pub mod stream;
+pub mod traits;
+pub mod types;
+
+pub use checkpoint::{CheckpointStore, InMemoryCheckpointStore, LocalFileCheckpointStore};
+pub use context::{Context, ContextBuilder};
+pub use error::{Error, ErrorKind, Result, Retry};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_schema};
+pub use runner::{Pipeline, PipelineBuilder, RetryPolicy, RunObserver, RunOptions, RunOutcome, RunReport, crash_point};
+pub use stream::{BatchStream, BatchStreamAdapter, SendableBatchStream, empty_stream};
+pub use traits::{
+    BatchTransform, CommitOutcome, Delivery, Prepared, Sink, SinkCapabilities, SinkWriter, Source, StreamTransform,
+};
+pub use types::{CommitMarker, Cursor, Epoch, ReadPlan, ReadRequest, Split};
+
+/// Re-exported so implementors name the same Arrow types as core.
+pub use arrow_array::RecordBatch;
+/// Re-exported so implementors name the same Arrow types as core.
+pub use arrow_schema::{Schema, SchemaRef};

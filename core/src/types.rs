@@ -1,0 +1,122 @@
+//! Positions and commit bookkeeping: [`Cursor`], [`Epoch`], [`CommitMarker`], splits and plans.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An opaque, versioned position owned by a connector: a page token, a high-water mark, a
+/// listing watermark, a change-stream resume token. Strata stores and compares it for equality
+/// only; the connector that produced it is the only one that reads it.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// Wrap a connector-encoded position. Connectors should put a version tag inside.
+    pub fn new(encoded: impl Into<String>) -> Self {
+        Self(encoded.into())
+    }
+
+    /// The encoded position.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Cursors can be long (a set of file names); keep logs readable.
+        if self.0.len() > 120 {
+            write!(f, "Cursor({}…{} bytes)", &self.0[..self.0.floor_char_boundary(100)], self.0.len())
+        } else {
+            write!(f, "Cursor({})", self.0)
+        }
+    }
+}
+
+/// A numbered unit of work: everything read between two commits. Epoch 0 means "nothing
+/// committed yet"; the first epoch a pipeline commits is 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch after this one.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a sink records inside its own transaction when it commits an epoch, and what a
+/// checkpoint store saves: the pipeline, the epoch and the source position it reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitMarker {
+    /// The pipeline that committed.
+    pub pipeline_id: String,
+    /// The epoch committed.
+    pub epoch: Epoch,
+    /// The source position reached by this epoch (the plan's pinned end).
+    pub cursor: Option<Cursor>,
+}
+
+impl CommitMarker {
+    /// A marker for `pipeline_id` at `epoch`, having read up to `cursor`.
+    pub fn new(pipeline_id: impl Into<String>, epoch: Epoch, cursor: Option<Cursor>) -> Self {
+        Self { pipeline_id: pipeline_id.into(), epoch, cursor }
+    }
+}
+
+/// What a pipeline asks a source for.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ReadRequest {
+    /// Read what comes after this position (`None`: from the beginning).
+    pub from: Option<Cursor>,
+}
+
+impl ReadRequest {
+    /// Read everything after `from`.
+    pub fn after(from: Option<Cursor>) -> Self {
+        Self { from }
+    }
+}
+
+/// One independent unit of reading: a file, a byte range of a file, a page range, an `_id`
+/// range. The spec is connector-encoded (JSON by convention), so splits can be shipped to
+/// other workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// A human-readable id, unique within the plan (`orders.ndjson[0..67108864]`).
+    pub id: String,
+    /// The connector's own description of the unit.
+    pub spec: String,
+    /// The approximate number of input bytes, for scheduling and progress.
+    pub size_bytes: Option<u64>,
+}
+
+/// The result of planning: the splits to read and the position the epoch ends at.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ReadPlan {
+    /// Independent units of work, read concurrently.
+    pub splits: Vec<Split>,
+    /// The pinned end position; committed with the data.
+    pub end: Option<Cursor>,
+}
+
+impl ReadPlan {
+    /// A plan of `splits` ending at `end`.
+    pub fn new(splits: Vec<Split>, end: Option<Cursor>) -> Self {
+        Self { splits, end }
+    }
+
+    /// The sum of the splits' size hints.
+    pub fn total_bytes(&self) -> u64 {
+        self.splits.iter().filter_map(|s| s.size_bytes).sum()
+    }
+}
