@@ -5,10 +5,13 @@ use crate::metrics::Metrics;
 use crate::quarantine::{QuarantineRecord, QuarantineSender};
 use crate::{Error, ErrorKind, Result};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+
 
 /// The default number of rows per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
+
+/// The cancellation token type the runner and contexts use (re-exported from tokio-util).
+pub use tokio_util::sync::CancellationToken;
 
 /// Per-run state shared by every component of a pipeline. Cheap to clone.
 #[derive(Debug, Clone)]

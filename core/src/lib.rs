@@ -12,7 +12,7 @@ pub mod traits;
 pub mod types;
 
 pub use checkpoint::{CheckpointStore, InMemoryCheckpointStore, LocalFileCheckpointStore};
-pub use context::{Context, ContextBuilder};
+pub use context::{CancellationToken, Context, ContextBuilder};
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_schema};

@@ -327,7 +327,13 @@ impl Pipeline {
             let mut attempt = 0u32;
             let (prepared, outcome) = loop {
                 attempt += 1;
-                match self.attempt(&plan, &marker, &cancel).await {
+                // Cancellation drops the attempt wherever it is awaiting (even inside a blocked
+                // write); an uncommitted epoch stays invisible and the sink cleans it up on open.
+                let result = tokio::select! {
+                    r = self.attempt(&plan, &marker, &cancel) => r,
+                    () = cancel.cancelled() => Err(Error::cancelled()),
+                };
+                match result {
                     Ok(done) => break done,
                     Err(e) if e.is_retryable() && attempt < p.options.retry.max_attempts && !cancel.is_cancelled() => {
                         p.metrics.component("runner").add(metrics::ERRORS_TOTAL, 1);

@@ -1,1 +1,9 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod assert;
+pub mod conformance;
+pub mod memory;
+
+pub use conformance::{SinkFixture, SourceFixture, check_sink, check_source};
+pub use memory::{MemorySink, MemorySource, SinkFault};
