@@ -1,1 +1,23 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod checkpoint;
+mod decode;
+pub mod error;
+pub mod infer;
+mod location;
+pub mod options;
+mod parquet_io;
+mod reader;
+mod sink;
+mod source;
+
+pub use checkpoint::ObjectStoreCheckpointStore;
+pub use error::FilesError;
+pub use location::StoreLocation;
+pub use options::{
+    ColumnSpec, Compression, CsvOptions, FileSourceConfig, Format, ParquetSinkConfig, SchemaSource, TypeDriftPolicy, UnknownFieldPolicy,
+    parse_data_type,
+};
+pub use sink::{Manifest, ManifestFile, ParquetSink};
+pub use source::FileSource;

@@ -1,0 +1,102 @@
+//! Where files live: an object store and a prefix inside it.
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use std::fmt;
+use std::sync::Arc;
+use strata_core::{Error, Result};
+
+/// An object store and a prefix in it: the root a source lists or a sink writes under.
+#[derive(Clone)]
+pub struct StoreLocation {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    display: String,
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreLocation").field("location", &self.display).finish()
+    }
+}
+
+impl StoreLocation {
+    /// Any object store (S3, Azure, memory, ...) with a prefix. `display` is how errors name it
+    /// (`s3://bucket/prefix`).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, display: impl Into<String>) -> Self {
+        Self { store, prefix, display: display.into(), local_root: None }
+    }
+
+    /// A directory on local disk (`./data/orders`, `/abs/path` or `file:///abs/path`). It is
+    /// created if missing, so sinks can write into a new directory.
+    ///
+    /// # Errors
+    /// [`strata_core::ErrorKind::Config`] when the path cannot be created or resolved.
+    pub fn local(path: &str) -> Result<Self> {
+        let raw = path.strip_prefix("file://").unwrap_or(path);
+        std::fs::create_dir_all(raw)
+            .map_err(|e| Error::config("cannot create the local directory").with_context("path", raw).with_source(e))?;
+        let abs = std::fs::canonicalize(raw)
+            .map_err(|e| Error::config("cannot resolve the local directory").with_context("path", raw).with_source(e))?;
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| Error::config("cannot open the local directory").with_context("path", abs.display()).with_source(e))?;
+        Ok(Self { store: Arc::new(store), prefix: Path::default(), display: abs.display().to_string(), local_root: Some(abs) })
+    }
+
+    /// Parse a root: a local path or `file://` URL. Other schemes come from their connector
+    /// crates (`strata-s3`, `strata-azure-blob`), which build a location with [`StoreLocation::new`].
+    ///
+    /// # Errors
+    /// [`strata_core::ErrorKind::Config`] for an unsupported scheme.
+    pub fn parse(root: &str) -> Result<Self> {
+        if let Some((scheme, _)) = root.split_once("://")
+            && scheme != "file"
+        {
+            return Err(Error::config("this build reads local paths and file:// URLs; use the strata-s3 or strata-azure-blob connector for cloud stores")
+                .with_context("root", root));
+        }
+        Self::local(root)
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The prefix all paths are under.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// A path under the prefix.
+    pub fn child(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+
+    /// The path relative to the prefix (as users name files).
+    pub fn relative<'a>(&self, p: &'a Path) -> String {
+        let s = p.as_ref();
+        let pre = self.prefix.as_ref();
+        if pre.is_empty() {
+            s.to_string()
+        } else {
+            s.strip_prefix(pre).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_else(|| s.to_string())
+        }
+    }
+
+    /// How errors and reports name a path: the root joined with the relative path.
+    pub fn describe(&self, p: &Path) -> String {
+        format!("{}/{}", self.display.trim_end_matches('/'), self.relative(p))
+    }
+
+    /// The local directory, when the store is local disk.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+}

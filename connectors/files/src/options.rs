@@ -1,0 +1,478 @@
+//! Configuration of file sources and the Parquet sink: serde structs (YAML-ready, unknown keys
+//! rejected) whose doc comments are the user documentation.
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use strata_core::{Error, Result};
+
+/// The format of input files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Format {
+    /// Newline-delimited JSON: one object per line.
+    Ndjson,
+    /// Comma-separated values with a header line. Values must not contain newlines (so files
+    /// can be split at line boundaries).
+    Csv(CsvOptions),
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// CSV dialect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// The field delimiter (one ASCII character).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// Whether the first line of each file is a header.
+    #[serde(default = "yes")]
+    pub header: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self { delimiter: ',', header: true }
+    }
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+fn yes() -> bool {
+    true
+}
+
+/// Compression of input files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Compression {
+    /// From the file name: `.gz` is gzip, `.zst`/`.zstd` is zstd, anything else is plain.
+    #[default]
+    Auto,
+    /// Plain bytes.
+    None,
+    /// gzip (multi-member files too).
+    Gzip,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of `path` under this setting.
+    pub fn resolve(self, path: &str) -> Compression {
+        match self {
+            Compression::Auto if path.ends_with(".gz") || path.ends_with(".gzip") => Compression::Gzip,
+            Compression::Auto if path.ends_with(".zst") || path.ends_with(".zstd") => Compression::Zstd,
+            Compression::Auto => Compression::None,
+            other => other,
+        }
+    }
+}
+
+/// What to do with a value whose type does not match its column (a number column that
+/// sometimes holds a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TypeDriftPolicy {
+    /// Send the whole record to quarantine, with the column and value in the reason.
+    #[default]
+    Quarantine,
+    /// Keep the record with that value set to null (counted as coerced).
+    Null,
+    /// Stop the run with an error naming the file, line, column and value.
+    Fail,
+}
+
+/// What to do with fields that are not in the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UnknownFieldPolicy {
+    /// Drop them from the record (counted as coerced, reported once per field).
+    #[default]
+    Ignore,
+    /// Send the record to quarantine.
+    Quarantine,
+    /// Stop the run with an error naming the file, line and field.
+    Fail,
+}
+
+/// Where the schema comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum SchemaSource {
+    /// Inferred from the first records of the first files (bounded).
+    Infer {
+        /// Records sampled at most.
+        #[serde(default = "default_sample_records")]
+        sample_records: usize,
+        /// Bytes sampled at most.
+        #[serde(default = "default_sample_bytes")]
+        sample_bytes: u64,
+    },
+    /// Declared: `name: type` per column, types as in [`parse_data_type`]; every column is
+    /// nullable unless its type ends with `not null`.
+    Explicit(Vec<ColumnSpec>),
+}
+
+impl Default for SchemaSource {
+    fn default() -> Self {
+        SchemaSource::Infer { sample_records: default_sample_records(), sample_bytes: default_sample_bytes() }
+    }
+}
+
+fn default_sample_records() -> usize {
+    10_000
+}
+fn default_sample_bytes() -> u64 {
+    8 << 20
+}
+
+/// One declared column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// The column name.
+    pub name: String,
+    /// Its type, e.g. `int64`, `utf8`, `timestamp`, `decimal(18,2)`, `list<struct<sku: utf8>>`,
+    /// optionally followed by `not null`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// Configuration of a file source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The root directory (`./data`, `/abs/path`, `file:///abs/path`).
+    pub root: String,
+    /// Glob patterns, relative to the root, of the files to read (default: every file).
+    #[serde(default = "default_include")]
+    pub include: Vec<String>,
+    /// Glob patterns of files to skip (files and directories starting with `_` or `.` are
+    /// always skipped).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The file format.
+    pub format: Format,
+    /// Input compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// The schema: inferred (default) or explicit.
+    #[serde(default)]
+    pub schema: SchemaSource,
+    /// What to do with a value of the wrong type.
+    #[serde(default)]
+    pub type_drift: TypeDriftPolicy,
+    /// What to do with fields not in the schema (NDJSON).
+    #[serde(default)]
+    pub unknown_fields: UnknownFieldPolicy,
+    /// Plain NDJSON and CSV files bigger than this are read as several byte ranges in parallel.
+    #[serde(default = "default_split_megabytes")]
+    pub split_size_megabytes: u64,
+    /// The longest record accepted, in bytes.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+    /// The most bytes one compressed file may expand to.
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: u64,
+}
+
+fn default_include() -> Vec<String> {
+    vec!["**".to_string()]
+}
+fn default_split_megabytes() -> u64 {
+    32
+}
+fn default_max_record_bytes() -> u64 {
+    16 << 20
+}
+fn default_max_decompressed_bytes() -> u64 {
+    64 << 30
+}
+
+impl FileSourceConfig {
+    /// A config for `root` in `format` with every other setting at its default.
+    pub fn new(root: impl Into<String>, format: Format) -> Self {
+        Self {
+            root: root.into(),
+            include: default_include(),
+            exclude: Vec::new(),
+            format,
+            compression: Compression::default(),
+            schema: SchemaSource::default(),
+            type_drift: TypeDriftPolicy::default(),
+            unknown_fields: UnknownFieldPolicy::default(),
+            split_size_megabytes: default_split_megabytes(),
+            max_record_bytes: default_max_record_bytes(),
+            max_decompressed_bytes: default_max_decompressed_bytes(),
+        }
+    }
+
+    /// Check the config without I/O.
+    ///
+    /// # Errors
+    /// [`strata_core::ErrorKind::Config`] naming the key and value at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.root.trim().is_empty() {
+            return Err(Error::config("`root` must not be empty"));
+        }
+        for g in self.include.iter().chain(&self.exclude) {
+            globset::Glob::new(g).map_err(|e| Error::config("invalid glob").with_context("glob", g).with_source(e))?;
+        }
+        if self.split_size_megabytes == 0 {
+            return Err(Error::config("`split_size_megabytes` must be at least 1"));
+        }
+        if let Format::Csv(c) = &self.format
+            && !c.delimiter.is_ascii()
+        {
+            return Err(Error::config("the CSV `delimiter` must be one ASCII character").with_context("delimiter", c.delimiter));
+        }
+        if let SchemaSource::Explicit(cols) = &self.schema {
+            explicit_schema(cols)?;
+        }
+        Ok(())
+    }
+}
+
+/// Build an Arrow schema from declared columns.
+///
+/// # Errors
+/// [`strata_core::ErrorKind::Config`] naming the column and type at fault.
+pub fn explicit_schema(cols: &[ColumnSpec]) -> Result<SchemaRef> {
+    if cols.is_empty() {
+        return Err(Error::config("an explicit schema needs at least one column"));
+    }
+    let fields = cols
+        .iter()
+        .map(|c| {
+            let (ty, nullable) = match c.data_type.trim().strip_suffix("not null") {
+                Some(t) => (t.trim(), false),
+                None => (c.data_type.trim(), true),
+            };
+            let dt = parse_data_type(ty).map_err(|e| e.with_context("column", &c.name))?;
+            Ok(Field::new(&c.name, dt, nullable))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Parse a type name: `bool`, `int8`..`int64`, `uint8`..`uint64`, `float32`, `float64`,
+/// `utf8` (or `string`), `large_utf8`, `binary`, `date` (date32), `timestamp` (microseconds,
+/// UTC), `timestamp_ms`, `timestamp_ntz` (no zone), `decimal(p,s)`, `list<T>`,
+/// `struct<name: T, ...>`.
+///
+/// # Errors
+/// [`strata_core::ErrorKind::Config`] naming the type.
+pub fn parse_data_type(s: &str) -> Result<DataType> {
+    let mut p = TypeParser { s: s.as_bytes(), i: 0, src: s };
+    let t = p.parse()?;
+    p.ws();
+    if p.i != p.s.len() {
+        return Err(p.err("unexpected text after the type"));
+    }
+    Ok(t)
+}
+
+struct TypeParser<'a> {
+    s: &'a [u8],
+    i: usize,
+    src: &'a str,
+}
+
+impl TypeParser<'_> {
+    fn err(&self, what: &str) -> Error {
+        Error::config(format!("invalid type: {what}")).with_context("type", self.src).with_context("at", self.i)
+    }
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+    fn ident(&mut self) -> String {
+        self.ws();
+        let start = self.i;
+        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'_') {
+            self.i += 1;
+        }
+        self.src[start..self.i].to_ascii_lowercase()
+    }
+    fn expect(&mut self, c: u8) -> Result<()> {
+        self.ws();
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err(&format!("expected `{}`", c as char)))
+        }
+    }
+    fn number(&mut self) -> Result<i64> {
+        self.ws();
+        let start = self.i;
+        while self.i < self.s.len() && (self.s[self.i].is_ascii_digit() || self.s[self.i] == b'-') {
+            self.i += 1;
+        }
+        self.src[start..self.i].parse().map_err(|_| self.err("expected a number"))
+    }
+    fn parse(&mut self) -> Result<DataType> {
+        let name = self.ident();
+        Ok(match name.as_str() {
+            "bool" | "boolean" => DataType::Boolean,
+            "int8" => DataType::Int8,
+            "int16" => DataType::Int16,
+            "int32" | "int" => DataType::Int32,
+            "int64" | "bigint" | "long" => DataType::Int64,
+            "uint8" => DataType::UInt8,
+            "uint16" => DataType::UInt16,
+            "uint32" => DataType::UInt32,
+            "uint64" => DataType::UInt64,
+            "float32" | "float" => DataType::Float32,
+            "float64" | "double" => DataType::Float64,
+            "utf8" | "string" | "text" => DataType::Utf8,
+            "large_utf8" => DataType::LargeUtf8,
+            "binary" => DataType::Binary,
+            "date" | "date32" => DataType::Date32,
+            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            "decimal" | "decimal128" => {
+                self.expect(b'(')?;
+                let p = self.number()?;
+                self.expect(b',')?;
+                let s = self.number()?;
+                self.expect(b')')?;
+                let p = u8::try_from(p).ok().filter(|p| (1..=38).contains(p)).ok_or_else(|| self.err("precision must be 1..=38"))?;
+                let s = i8::try_from(s).map_err(|_| self.err("scale out of range"))?;
+                DataType::Decimal128(p, s)
+            }
+            "list" => {
+                self.expect(b'<')?;
+                let inner = self.parse()?;
+                self.expect(b'>')?;
+                DataType::List(Arc::new(Field::new("item", inner, true)))
+            }
+            "struct" => {
+                self.expect(b'<')?;
+                let mut fields = Vec::new();
+                loop {
+                    let fname = {
+                        self.ws();
+                        let start = self.i;
+                        while self.i < self.s.len() && !matches!(self.s[self.i], b':' | b' ') {
+                            self.i += 1;
+                        }
+                        self.src[start..self.i].to_string()
+                    };
+                    if fname.is_empty() {
+                        return Err(self.err("expected a field name"));
+                    }
+                    self.expect(b':')?;
+                    let t = self.parse()?;
+                    fields.push(Field::new(fname, t, true));
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'>') => {
+                            self.i += 1;
+                            break;
+                        }
+                        _ => return Err(self.err("expected `,` or `>`")),
+                    }
+                }
+                DataType::Struct(Fields::from(fields))
+            }
+            "" => return Err(self.err("expected a type name")),
+            other => return Err(self.err(&format!("unknown type `{other}`"))),
+        })
+    }
+}
+
+/// Configuration of the Parquet sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// The root directory the table is written under.
+    pub root: String,
+    /// Files are closed once they reach about this size.
+    #[serde(default = "default_target_file_megabytes")]
+    pub target_file_size_megabytes: u64,
+    /// Rows per Parquet row group at most.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// The zstd level (1-22).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+    /// Files written in parallel (0: one per core).
+    #[serde(default)]
+    pub write_concurrency: usize,
+}
+
+fn default_target_file_megabytes() -> u64 {
+    128
+}
+fn default_row_group_rows() -> usize {
+    122_880
+}
+fn default_zstd_level() -> i32 {
+    1
+}
+
+impl ParquetSinkConfig {
+    /// A config writing under `root` with the defaults.
+    pub fn new(root: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            target_file_size_megabytes: default_target_file_megabytes(),
+            row_group_rows: default_row_group_rows(),
+            zstd_level: default_zstd_level(),
+            write_concurrency: 0,
+        }
+    }
+
+    /// Check the config without I/O.
+    ///
+    /// # Errors
+    /// [`strata_core::ErrorKind::Config`] naming the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.root.trim().is_empty() {
+            return Err(Error::config("`root` must not be empty"));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(Error::config("`zstd_level` must be 1..=22").with_context("zstd_level", self.zstd_level));
+        }
+        if self.target_file_size_megabytes == 0 || self.row_group_rows == 0 {
+            return Err(Error::config("`target_file_size_megabytes` and `row_group_rows` must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nested_types() {
+        let t = parse_data_type("list<struct<sku: utf8, qty: int64, price: decimal(12,2)>>").unwrap();
+        let DataType::List(f) = t else { panic!("list") };
+        let DataType::Struct(fields) = f.data_type() else { panic!("struct") };
+        assert_eq!(fields.len(), 3);
+        assert_eq!(fields[2].data_type(), &DataType::Decimal128(12, 2));
+        assert_eq!(parse_data_type("timestamp").unwrap(), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    }
+
+    #[test]
+    fn bad_types_name_the_column() {
+        let e = explicit_schema(&[ColumnSpec { name: "qty".into(), data_type: "int65".into() }]).unwrap_err();
+        assert_eq!(e.context_value("column"), Some("qty"));
+        assert!(e.to_string().contains("unknown type `int65`"), "{e}");
+        let s = explicit_schema(&[ColumnSpec { name: "id".into(), data_type: "int64 not null".into() }]).unwrap();
+        assert!(!s.field(0).is_nullable());
+    }
+}

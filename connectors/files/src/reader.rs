@@ -1,0 +1,300 @@
+//! Blocking byte readers over object store ranges, with decompression, and the line chunker
+//! that cuts a byte range into chunks of whole lines.
+//!
+//! Decoding runs on blocking threads (one per split being read), so the reader is a plain
+//! [`std::io::Read`]: a local file is read directly with large reads; any other store's byte
+//! stream is pulled with the runtime handle.
+
+use crate::error::FilesError;
+use crate::options::Compression;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+use strata_core::Result;
+use tokio::runtime::Handle;
+
+/// A blocking reader over (a range of) one object.
+pub(crate) enum RangeReader {
+    File(io::Take<std::fs::File>),
+    Stream { handle: Handle, stream: BoxStream<'static, object_store::Result<Bytes>>, cur: Bytes },
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            RangeReader::File(f) => f.read(out),
+            RangeReader::Stream { handle, stream, cur } => {
+                while cur.is_empty() {
+                    match handle.block_on(stream.next()) {
+                        Some(Ok(b)) => *cur = b,
+                        Some(Err(e)) => return Err(io::Error::other(e)),
+                        None => return Ok(0),
+                    }
+                }
+                let n = out.len().min(cur.len());
+                out[..n].copy_from_slice(&cur.split_to(n));
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Open `path` from byte `start` (to the end) on a blocking thread.
+pub(crate) fn open_from(handle: &Handle, store: &Arc<dyn ObjectStore>, path: &Path, start: u64, describe: &str) -> Result<RangeReader> {
+    let opts = GetOptions { range: (start > 0).then_some(GetRange::Offset(start)), ..Default::default() };
+    let got = handle.block_on(store.get_opts(path, opts)).map_err(|e| crate::error::store_err("get", describe, e))?;
+    let range = got.range.clone();
+    Ok(match got.payload {
+        GetResultPayload::File(mut file, _) => {
+            file.seek(SeekFrom::Start(range.start))
+                .map_err(|source| FilesError::Read { path: describe.to_string(), source })?;
+            RangeReader::File(file.take(range.end - range.start))
+        }
+        GetResultPayload::Stream(stream) => RangeReader::Stream { handle: handle.clone(), stream, cur: Bytes::new() },
+    })
+}
+
+/// Counts bytes and fails past a limit (the decompressed-size cap).
+struct Capped<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("decompressed size exceeds {} bytes", self.limit)));
+        }
+        Ok(n)
+    }
+}
+
+/// Wrap `reader` in the decompressor `compression` calls for, capped at `limit` output bytes.
+pub(crate) fn decompress(reader: RangeReader, compression: Compression, limit: u64) -> io::Result<Box<dyn Read + Send>> {
+    Ok(match compression {
+        Compression::Gzip => {
+            Box::new(Capped { inner: flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, reader)), read: 0, limit })
+        }
+        Compression::Zstd => Box::new(Capped { inner: zstd::stream::read::Decoder::new(reader)?, read: 0, limit }),
+        _ => Box::new(reader),
+    })
+}
+
+/// A chunk of whole lines.
+pub(crate) struct Chunk {
+    pub bytes: Bytes,
+    /// Lines before this chunk within the split (0-based index of its first line).
+    pub first_line: u64,
+}
+
+/// Cuts a reader into chunks of whole lines, owning the lines that *start* before `end`.
+pub(crate) struct LineChunker {
+    reader: Box<dyn Read + Send>,
+    buf: BytesMut,
+    /// Absolute offset of `buf[0]` in the file (meaningful for uncompressed ranges).
+    pos: u64,
+    end: Option<u64>,
+    eof: bool,
+    done: bool,
+    chunk_bytes: usize,
+    max_record: usize,
+    lines: u64,
+    skip_partial_first: bool,
+}
+
+impl LineChunker {
+    /// A chunker over `reader`, whose first byte is at offset `pos`. When `skip_partial_first`,
+    /// the bytes up to and including the first newline belong to the previous split.
+    pub fn new(reader: Box<dyn Read + Send>, pos: u64, end: Option<u64>, skip_partial_first: bool, chunk_bytes: usize, max_record: usize) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::with_capacity(chunk_bytes + (64 << 10)),
+            pos,
+            end,
+            eof: false,
+            done: false,
+            chunk_bytes,
+            max_record,
+            lines: 0,
+            skip_partial_first,
+        }
+    }
+
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        while !self.eof && self.buf.len() < want {
+            let len = self.buf.len();
+            let grow = (want - len).max(256 << 10);
+            self.buf.resize(len + grow, 0);
+            let n = loop {
+                match self.reader.read(&mut self.buf[len..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            match n {
+                Ok(n) => {
+                    self.buf.truncate(len + n);
+                    if n == 0 {
+                        self.eof = true;
+                    }
+                }
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` at the end of the range.
+    ///
+    /// Errors: I/O errors, and `InvalidData` with "record too large" for a line longer than the cap.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if self.skip_partial_first {
+            self.skip_partial_first = false;
+            loop {
+                self.fill(1)?;
+                if self.buf.is_empty() {
+                    self.done = true;
+                    break;
+                }
+                if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                    let _ = self.buf.split_to(i + 1);
+                    self.pos += (i + 1) as u64;
+                    break;
+                }
+                self.pos += self.buf.len() as u64;
+                self.buf.clear();
+            }
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let mut want = self.chunk_bytes;
+        let cut = loop {
+            self.fill(want)?;
+            if let Some(end) = self.end {
+                // Our last line is the one containing byte end-1: cut after the newline at or past it.
+                if self.pos >= end {
+                    self.done = true;
+                    return Ok(None);
+                }
+                let rel = usize::try_from(end - 1 - self.pos).unwrap_or(usize::MAX);
+                if rel < self.buf.len() {
+                    if let Some(nl) = memchr::memchr(b'\n', &self.buf[rel..]) {
+                        self.done = true;
+                        break rel + nl + 1;
+                    }
+                    if self.eof {
+                        self.done = true;
+                        break self.buf.len();
+                    }
+                    // The last line continues past the buffer: read more of it.
+                    if self.buf.len() - rel > self.max_record {
+                        return Err(too_large());
+                    }
+                    want = self.buf.len() + (1 << 20);
+                    continue;
+                }
+            }
+            if self.eof {
+                self.done = true;
+                break self.buf.len();
+            }
+            match memchr::memrchr(b'\n', &self.buf) {
+                Some(i) => break i + 1,
+                None if self.buf.len() > self.max_record => return Err(too_large()),
+                None => want = self.buf.len() * 2,
+            }
+        };
+        if cut == 0 {
+            return Ok(None);
+        }
+        let bytes = self.buf.split_to(cut).freeze();
+        self.pos += cut as u64;
+        let mut lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+        if !bytes.ends_with(b"\n") {
+            lines += 1;
+        }
+        let chunk = Chunk { bytes, first_line: self.lines };
+        self.lines += lines;
+        Ok(Some(chunk))
+    }
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "record too large")
+}
+
+/// Count newlines in `[0, offset)` for each offset (sorted), reading the object once.
+pub(crate) fn newlines_before(mut reader: impl Read, offsets: &[u64]) -> io::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut pos, mut count) = (0u64, 0u64);
+    let mut next = 0;
+    while next < offsets.len() {
+        if offsets[next] <= pos {
+            out.push(count);
+            next += 1;
+            continue;
+        }
+        let want = usize::try_from(offsets[next] - pos).unwrap_or(usize::MAX).min(buf.len());
+        let n = reader.read(&mut buf[..want])?;
+        if n == 0 {
+            out.push(count);
+            next += 1;
+            continue;
+        }
+        count += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        pos += n as u64;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks_of(data: &[u8], start: u64, end: Option<u64>, chunk: usize) -> Vec<String> {
+        let skip = start > 0;
+        let from = if skip { start - 1 } else { 0 };
+        let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(data[from as usize..].to_vec()));
+        let mut c = LineChunker::new(reader, from, end, skip, chunk, 1 << 20);
+        let mut out = Vec::new();
+        while let Some(ch) = c.next_chunk().unwrap() {
+            out.push(String::from_utf8(ch.bytes.to_vec()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn ranges_own_the_lines_that_start_in_them() {
+        let data = b"aaa\nbbbb\ncc\n\ndddd\ne";
+        for size in 1..data.len() as u64 + 2 {
+            for chunk in [1, 3, 64] {
+                let mut all = String::new();
+                let mut start = 0u64;
+                while start < data.len() as u64 {
+                    let end = (start + size).min(data.len() as u64);
+                    all.push_str(&chunks_of(data, start, Some(end), chunk).concat());
+                    start = end;
+                }
+                assert_eq!(all.as_bytes(), data, "split size {size}, chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn newline_counts_at_offsets() {
+        let data = b"a\nb\nc\nd";
+        assert_eq!(newlines_before(io::Cursor::new(data), &[0, 1, 2, 5, 100]).unwrap(), vec![0, 0, 1, 2, 3]);
+    }
+}

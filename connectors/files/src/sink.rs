@@ -1,0 +1,429 @@
+//! [`ParquetSink`]: size-targeted zstd Parquet files committed exactly once through a
+//! create-only manifest.
+//!
+//! Layout under the root:
+//! ```text
+//! part-<pipeline>-e<epoch>-<lane>-<seq>.parquet          the data (what readers glob)
+//! _quarantine/part-<pipeline>-e<epoch>-<seq>.parquet      rejected records of the same epochs
+//! _strata/manifests/<pipeline>/<epoch>.json               one per committed epoch: marker + files
+//! _strata/staging/<pipeline>/<attempt>/...                files of epochs not yet committed
+//! ```
+//! An epoch is written to staging (invisible), then committed by creating its manifest with
+//! `PutMode::Create` (the commit point: exactly one attempt wins), then published by renaming
+//! its files into place. A crash after the manifest is rolled forward by the next
+//! `last_committed`/`open`; a crash before it leaves only staging files, deleted on the next
+//! `open`. Readers that follow manifests see whole epochs only; a plain glob over the root can
+//! see an epoch's files appear one by one during publication.
+
+use crate::error::{FilesError, store_err};
+use crate::location::StoreLocation;
+use crate::options::ParquetSinkConfig;
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::AsyncArrowWriter;
+use crate::parquet_io::ObjectWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+use strata_core::{
+    CommitMarker, CommitOutcome, Context, Delivery, Epoch, Error, ErrorKind, Prepared, Result, Sink, SinkCapabilities, SinkWriter,
+    crash_point,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Writes Parquet files under a root, exactly once per epoch.
+#[derive(Clone)]
+pub struct ParquetSink {
+    inner: Arc<SinkInner>,
+}
+
+struct SinkInner {
+    location: StoreLocation,
+    cfg: ParquetSinkConfig,
+}
+
+impl fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParquetSink").field("location", &self.inner.location).finish()
+    }
+}
+
+/// One committed file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to the root.
+    pub path: String,
+    /// Where it was staged, relative to the root.
+    pub staged: String,
+    /// Rows in it.
+    pub rows: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// `data` or `quarantine`.
+    pub kind: String,
+}
+
+/// The commit record of one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version (1).
+    pub version: u32,
+    /// The commit marker.
+    pub marker: CommitMarker,
+    /// The writer attempt that won the commit.
+    pub attempt: String,
+    /// The files of the epoch.
+    pub files: Vec<ManifestFile>,
+}
+
+impl ParquetSink {
+    /// A sink writing under the local root of `cfg`.
+    ///
+    /// # Errors
+    /// Config errors naming the key.
+    pub fn try_new(cfg: ParquetSinkConfig) -> Result<Self> {
+        cfg.validate()?;
+        let location = StoreLocation::parse(&cfg.root)?;
+        Self::try_new_at(location, cfg)
+    }
+
+    /// A sink writing under any object store location.
+    ///
+    /// # Errors
+    /// Config errors naming the key.
+    pub fn try_new_at(location: StoreLocation, cfg: ParquetSinkConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self { inner: Arc::new(SinkInner { location, cfg }) })
+    }
+
+    /// Every committed manifest of `pipeline_id`, in epoch order.
+    ///
+    /// # Errors
+    /// Store errors naming the path.
+    pub async fn manifests(&self, pipeline_id: &str) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for p in self.inner.manifest_paths(pipeline_id).await? {
+            out.push(self.inner.read_manifest(&p).await?);
+        }
+        Ok(out)
+    }
+
+    /// The location written to.
+    pub fn location(&self) -> &StoreLocation {
+        &self.inner.location
+    }
+}
+
+impl SinkInner {
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        self.location.store()
+    }
+
+    fn manifest_dir(&self, pid: &str) -> Path {
+        self.location.child(&format!("_strata/manifests/{pid}"))
+    }
+
+    fn staging_dir(&self, pid: &str) -> Path {
+        self.location.child(&format!("_strata/staging/{pid}"))
+    }
+
+    async fn manifest_paths(&self, pid: &str) -> Result<Vec<Path>> {
+        let dir = self.manifest_dir(pid);
+        let mut paths: Vec<Path> = self
+            .store()
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_filter(|p| futures::future::ready(p.as_ref().ends_with(".json")))
+            .try_collect()
+            .await
+            .map_err(|e| store_err("list", self.location.describe(&dir), e))?;
+        paths.sort();
+        Ok(paths)
+    }
+
+    async fn read_manifest(&self, p: &Path) -> Result<Manifest> {
+        let bytes = self.store().get(p).await.map_err(|e| store_err("get", self.location.describe(p), e))?.bytes().await
+            .map_err(|e| store_err("get", self.location.describe(p), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(ErrorKind::Data, "a commit manifest is corrupt").with_context("file", self.location.describe(p)).with_source(e)
+        })
+    }
+
+    /// Finish publishing a committed manifest (idempotent).
+    async fn publish(&self, m: &Manifest) -> Result<()> {
+        for f in &m.files {
+            let staged = self.location.child(&f.staged);
+            let dest = self.location.child(&f.path);
+            match self.store().rename(&staged, &dest).await {
+                Ok(()) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    // Already published by an earlier run; make sure it is there.
+                    self.store().head(&dest).await.map_err(|e| {
+                        Error::new(ErrorKind::Data, "a committed file is missing: it was neither staged nor published")
+                            .with_context("file", self.location.describe(&dest))
+                            .with_context("pipeline", &m.marker.pipeline_id)
+                            .with_context("epoch", m.marker.epoch)
+                            .with_source(e)
+                    })?;
+                }
+                Err(e) => return Err(store_err("rename", self.location.describe(&staged), e)),
+            }
+            crash_point("files.sink.after_publish_file").await;
+        }
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        let locations = self.store().list(Some(prefix)).map_ok(|m| m.location).boxed();
+        self.store()
+            .delete_stream(locations)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| store_err("delete", self.location.describe(prefix), e))?;
+        Ok(())
+    }
+
+    /// Roll the latest committed epoch forward and return its marker.
+    async fn recover(&self, pid: &str) -> Result<Option<Manifest>> {
+        let Some(last) = self.manifest_paths(pid).await?.pop() else {
+            return Ok(None);
+        };
+        let m = self.read_manifest(&last).await?;
+        self.publish(&m).await?;
+        Ok(Some(m))
+    }
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    fn name(&self) -> &str {
+        "parquet"
+    }
+
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities::new(Delivery::ExactlyOnce).with_quarantine(true)
+    }
+
+    async fn open(&self, schema: SchemaRef, ctx: &Context) -> Result<Box<dyn SinkWriter>> {
+        let pid = ctx.pipeline_id().to_string();
+        strata_core::checkpoint::validate_pipeline_id(&pid)?;
+        let s = &self.inner;
+        s.recover(&pid).await?;
+        // Nothing in staging belongs to a committed epoch any more: abandoned attempts.
+        s.delete_prefix(&s.staging_dir(&pid)).await?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let lanes = if s.cfg.write_concurrency == 0 { cores } else { s.cfg.write_concurrency };
+        let attempt = format!("{:016x}", rand::random::<u64>());
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(s.cfg.zstd_level).map_err(|e| {
+                Error::config("invalid zstd_level").with_context("zstd_level", s.cfg.zstd_level).with_source(e)
+            })?))
+            .set_max_row_group_row_count(Some(s.cfg.row_group_rows))
+            .build();
+        Ok(Box::new(ParquetWriter {
+            sink: self.inner.clone(),
+            pid,
+            attempt,
+            schema,
+            props,
+            lanes: (0..lanes.max(1)).map(|_| None).collect(),
+            tasks: JoinSet::new(),
+            next_lane: 0,
+            quarantine: None,
+            quarantine_files: Vec::new(),
+            files: Vec::new(),
+            epoch: None,
+        }))
+    }
+
+    async fn last_committed(&self, pipeline_id: &str, _ctx: &Context) -> Result<Option<CommitMarker>> {
+        strata_core::checkpoint::validate_pipeline_id(pipeline_id)?;
+        Ok(self.inner.recover(pipeline_id).await?.map(|m| m.marker))
+    }
+}
+
+struct QuarantineFile {
+    writer: AsyncArrowWriter<ObjectWriter>,
+    staged: String,
+    rows: u64,
+}
+
+struct ParquetWriter {
+    sink: Arc<SinkInner>,
+    pid: String,
+    attempt: String,
+    schema: SchemaRef,
+    props: WriterProperties,
+    lanes: Vec<Option<mpsc::Sender<RecordBatch>>>,
+    tasks: JoinSet<Result<Vec<ManifestFile>>>,
+    next_lane: usize,
+    quarantine: Option<QuarantineFile>,
+    quarantine_files: Vec<ManifestFile>,
+    files: Vec<ManifestFile>,
+    epoch: Option<Epoch>,
+}
+
+impl ParquetWriter {
+    fn staged_name(&self, final_rel: &str) -> String {
+        format!("_strata/staging/{}/{}/{}", self.pid, self.attempt, final_rel)
+    }
+
+    fn start_lane(&mut self, lane: usize) -> mpsc::Sender<RecordBatch> {
+        let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
+        let sink = self.sink.clone();
+        let schema = self.schema.clone();
+        let props = self.props.clone();
+        let target = self.sink.cfg.target_file_size_megabytes << 20;
+        let (pid, attempt) = (self.pid.clone(), self.attempt.clone());
+        self.tasks.spawn(async move {
+            let mut done = Vec::new();
+            let mut current: Option<(AsyncArrowWriter<ObjectWriter>, String, String, u64)> = None;
+            let mut seq = 0u32;
+            while let Some(batch) = rx.recv().await {
+                if current.is_none() {
+                    // The epoch is not known before prepare: name by attempt, lane and sequence;
+                    // the final name gets the epoch at commit.
+                    let rel = format!("part-{pid}-{attempt}-{lane:02}-{seq:04}.parquet");
+                    let staged = format!("_strata/staging/{pid}/{attempt}/{rel}");
+                    let obj = ObjectWriter::new(sink.store().clone(), sink.location.child(&staged));
+                    let w = AsyncArrowWriter::try_new(obj, schema.clone(), Some(props.clone()))
+                        .map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+                    current = Some((w, rel, staged, 0));
+                    seq += 1;
+                }
+                let (w, _, staged, rows) = current.as_mut().expect("opened above");
+                w.write(&batch).await.map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+                *rows += batch.num_rows() as u64;
+                if (w.bytes_written() + w.in_progress_size()) as u64 >= target {
+                    let (w, rel, staged, rows) = current.take().expect("open");
+                    done.push(close(w, rel, staged, rows, "data").await?);
+                }
+            }
+            if let Some((w, rel, staged, rows)) = current.take() {
+                done.push(close(w, rel, staged, rows, "data").await?);
+            }
+            Ok(done)
+        });
+        tx
+    }
+
+    async fn join_lanes(&mut self) -> Result<()> {
+        for l in &mut self.lanes {
+            *l = None;
+        }
+        while let Some(joined) = self.tasks.join_next().await {
+            let files = joined.map_err(|e| Error::internal("a Parquet writer task failed").with_source(e))??;
+            self.files.extend(files);
+        }
+        Ok(())
+    }
+}
+
+async fn close(w: AsyncArrowWriter<ObjectWriter>, rel: String, staged: String, rows: u64, kind: &str) -> Result<ManifestFile> {
+    let bytes = w.bytes_written() as u64;
+    w.close().await.map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+    Ok(ManifestFile { path: rel, staged, rows, bytes, kind: kind.to_string() })
+}
+
+#[async_trait]
+impl SinkWriter for ParquetWriter {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let lane = self.next_lane % self.lanes.len();
+        self.next_lane = self.next_lane.wrapping_add(1);
+        let tx = match &self.lanes[lane] {
+            Some(tx) => tx.clone(),
+            None => {
+                let tx = self.start_lane(lane);
+                self.lanes[lane] = Some(tx.clone());
+                tx
+            }
+        };
+        if tx.send(batch).await.is_err() {
+            // The lane task ended early: surface its error.
+            self.join_lanes().await?;
+            return Err(Error::internal("a Parquet writer lane stopped"));
+        }
+        Ok(())
+    }
+
+    async fn write_quarantine(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.quarantine.is_none() {
+            let rel = format!("_quarantine/part-{}-{}-{:04}.parquet", self.pid, self.attempt, self.quarantine_files.len());
+            let staged = self.staged_name(&rel);
+            let obj = ObjectWriter::new(self.sink.store().clone(), self.sink.location.child(&staged));
+            let writer = AsyncArrowWriter::try_new(obj, batch.schema(), Some(self.props.clone()))
+                .map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+            self.quarantine = Some(QuarantineFile { writer, staged, rows: 0 });
+        }
+        let q = self.quarantine.as_mut().expect("opened above");
+        q.writer.write(&batch).await.map_err(|source| Error::from(FilesError::Parquet { path: q.staged.clone(), source }))?;
+        q.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    async fn prepare(&mut self, epoch: Epoch) -> Result<Prepared> {
+        self.join_lanes().await?;
+        if let Some(q) = self.quarantine.take() {
+            let rel = q.staged.rsplit_once(&format!("{}/", self.attempt)).map_or(q.staged.clone(), |(_, r)| r.to_string());
+            self.quarantine_files.push(close(q.writer, rel, q.staged, q.rows, "quarantine").await?);
+        }
+        self.epoch = Some(epoch);
+        let rows = self.files.iter().map(|f| f.rows).sum();
+        let quarantined = self.quarantine_files.iter().map(|f| f.rows).sum();
+        let bytes = self.files.iter().chain(&self.quarantine_files).map(|f| f.bytes).sum();
+        let items = self.files.iter().chain(&self.quarantine_files).map(|f| final_name(&f.path, &self.attempt, epoch)).collect();
+        Ok(Prepared::new(epoch, rows, quarantined, bytes, items))
+    }
+
+    async fn commit(&mut self, prepared: Prepared, marker: &CommitMarker) -> Result<CommitOutcome> {
+        let epoch = prepared.epoch;
+        let files: Vec<ManifestFile> = self
+            .files
+            .iter()
+            .chain(&self.quarantine_files)
+            .map(|f| ManifestFile { path: final_name(&f.path, &self.attempt, epoch), ..f.clone() })
+            .collect();
+        let manifest = Manifest { version: 1, marker: marker.clone(), attempt: self.attempt.clone(), files };
+        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal("cannot encode the manifest").with_source(e))?;
+        let path = self.sink.manifest_dir(&marker.pipeline_id).join(format!("{:020}.json", marker.epoch.0));
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.sink.store().put_opts(&path, PutPayload::from(body), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.sink.read_manifest(&path).await?;
+                if existing.attempt != self.attempt {
+                    // Another attempt (an earlier run) committed this epoch: ours is a replay.
+                    self.sink.publish(&existing).await?;
+                    self.abort(None).await?;
+                    return Ok(CommitOutcome::AlreadyCommitted);
+                }
+            }
+            Err(e) => return Err(store_err("put (create-only manifest)", self.sink.location.describe(&path), e)),
+        }
+        crash_point("files.sink.after_manifest").await;
+        self.sink.publish(&manifest).await?;
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn abort(&mut self, _prepared: Option<Prepared>) -> Result<()> {
+        self.tasks.abort_all();
+        for l in &mut self.lanes {
+            *l = None;
+        }
+        self.quarantine = None;
+        let dir = self.sink.staging_dir(&self.pid).join(self.attempt.as_str());
+        self.sink.delete_prefix(&dir).await
+    }
+}
+
+/// The published name of a staged file: the attempt id replaced by the epoch.
+fn final_name(rel: &str, attempt: &str, epoch: Epoch) -> String {
+    rel.replace(&format!("-{attempt}-"), &format!("-e{:08}-", epoch.0))
+}

@@ -1,0 +1,445 @@
+//! [`FileSource`]: NDJSON, CSV and Parquet files under a root, read as parallel splits.
+
+use crate::decode::{CsvFormat, JsonFormat, LineFormat, decode_chunk};
+use crate::error::{FilesError, store_err};
+use crate::location::StoreLocation;
+use crate::options::{Compression, FileSourceConfig, Format, SchemaSource, explicit_schema};
+use crate::reader::{LineChunker, decompress, newlines_before, open_from};
+use arrow_array::{RecordBatch, new_null_array};
+use arrow_schema::{Schema, SchemaRef};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use object_store::ObjectMeta;
+use crate::parquet_io::ObjectReader;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use strata_core::metrics::{COERCED_VALUES_TOTAL, RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
+use strata_core::{
+    BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest, Result, SendableBatchStream,
+    Source, Split,
+};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+const CURSOR_PREFIX: &str = "files/v1:";
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Reads NDJSON, CSV or Parquet files under a root directory or prefix.
+///
+/// - Planning lists the files matching `include`/`exclude` (skipping `_*` and `.*`), keeps
+///   those new or changed since the cursor (the cursor remembers each file's version), and cuts
+///   plain NDJSON/CSV files bigger than `split_size_megabytes` into byte ranges at line
+///   boundaries.
+/// - Reading is lazy; each split is decoded on a blocking thread, so splits use every core.
+/// - Malformed lines go to quarantine with the file, line number, raw text and reason; type
+///   drift and unknown fields follow the declared policies.
+#[derive(Clone)]
+pub struct FileSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    location: StoreLocation,
+    cfg: FileSourceConfig,
+    schema: SchemaRef,
+    include: GlobSet,
+    exclude: GlobSet,
+    /// Newline counts at split starts, per file version, computed on the first bad line.
+    line_index: Mutex<HashMap<String, Arc<Mutex<Option<Arc<Vec<u64>>>>>>>,
+    warned_fields: Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSource").field("location", &self.inner.location).field("format", &self.inner.cfg.format).finish()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SplitSpec {
+    path: String,
+    version: String,
+    start: u64,
+    end: u64,
+    size: u64,
+    split_bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FilesCursor {
+    /// relative path -> version (ETag, or size and modification time).
+    seen: BTreeMap<String, String>,
+}
+
+fn version_of(meta: &ObjectMeta) -> String {
+    match &meta.e_tag {
+        Some(tag) => tag.clone(),
+        None => format!("{}@{}", meta.size, meta.last_modified.timestamp_micros()),
+    }
+}
+
+fn build_globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| Error::config("invalid glob").with_context("glob", p).with_source(e))?);
+    }
+    b.build().map_err(|e| Error::config("invalid glob set").with_source(e))
+}
+
+impl FileSource {
+    /// Open the source described by `cfg` (a local root), inferring the schema if asked.
+    ///
+    /// # Errors
+    /// Config errors; [`ErrorKind::NotFound`] when nothing matches and the schema must be inferred.
+    pub async fn try_new(cfg: FileSourceConfig) -> Result<Self> {
+        cfg.validate()?;
+        let location = StoreLocation::parse(&cfg.root)?;
+        Self::try_new_at(location, cfg).await
+    }
+
+    /// Open a source over any object store location (used by the S3 and Azure connectors).
+    ///
+    /// # Errors
+    /// As [`FileSource::try_new`].
+    pub async fn try_new_at(location: StoreLocation, cfg: FileSourceConfig) -> Result<Self> {
+        cfg.validate()?;
+        let include = build_globs(&cfg.include)?;
+        let exclude = build_globs(&cfg.exclude)?;
+        let mut inner = Inner {
+            name: "files".to_string(),
+            location,
+            schema: Arc::new(Schema::empty()),
+            include,
+            exclude,
+            cfg,
+            line_index: Mutex::new(HashMap::new()),
+            warned_fields: Mutex::new(HashSet::new()),
+        };
+        inner.schema = match &inner.cfg.schema {
+            SchemaSource::Explicit(cols) => explicit_schema(cols)?,
+            SchemaSource::Infer { sample_records, sample_bytes } => Arc::new(inner.infer(*sample_records, *sample_bytes).await?),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The location this source reads.
+    pub fn location(&self) -> &StoreLocation {
+        &self.inner.location
+    }
+}
+
+impl Inner {
+    async fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.location.prefix();
+        let mut files: Vec<ObjectMeta> = self
+            .location
+            .store()
+            .list(Some(prefix))
+            .map_err(|e| store_err("list", self.location.describe(prefix), e))
+            .try_filter(|m| {
+                let rel = self.location.relative(&m.location);
+                let hidden = rel.split('/').any(|seg| seg.starts_with('_') || seg.starts_with('.'));
+                futures::future::ready(!hidden && self.include.is_match(&rel) && !self.exclude.is_match(&rel))
+            })
+            .try_collect()
+            .await?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
+    }
+
+    async fn infer(&self, max_records: usize, max_bytes: u64) -> Result<Schema> {
+        let files = self.list().await?;
+        let Some(first) = files.first() else {
+            return Err(Error::new(ErrorKind::NotFound, "no file matches, so no schema can be inferred: add files or declare the schema")
+                .with_context("root", self.location.describe(self.location.prefix()))
+                .with_context("include", self.cfg.include.join(",")));
+        };
+        let describe = self.location.describe(&first.location);
+        if self.cfg.format == Format::Parquet {
+            let reader = ObjectReader::new(self.location.store().clone(), first.location.clone(), first.size);
+            let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|source| Error::from(FilesError::Parquet { path: describe.clone(), source }))?;
+            return Ok(Schema::new(builder.schema().fields().clone()));
+        }
+        // Sample the first bytes of the first files, decompressed.
+        let (store, path, compression) =
+            (self.location.store().clone(), first.location.clone(), self.cfg.compression.resolve(first.location.as_ref()));
+        let limit = self.cfg.max_decompressed_bytes;
+        let d = describe.clone();
+        let sample = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            use std::io::Read;
+            let handle = Handle::current();
+            let reader = open_from(&handle, &store, &path, 0, &d)?;
+            let mut r = decompress(reader, compression, limit).map_err(|source| FilesError::Read { path: d.clone(), source })?;
+            let mut buf = Vec::new();
+            r.by_ref().take(max_bytes).read_to_end(&mut buf).map_err(|source| FilesError::Read { path: d.clone(), source })?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Error::internal("schema sampling panicked").with_source(e))??;
+        match &self.cfg.format {
+            Format::Ndjson => crate::infer::infer_ndjson(&sample, max_records, &describe),
+            Format::Csv(c) => crate::infer::infer_csv(&sample, c.delimiter as u8, c.header, max_records, &describe),
+            Format::Parquet => unreachable!("handled above"),
+        }
+    }
+
+    fn splits_of(&self, meta: &ObjectMeta) -> Vec<Split> {
+        let rel = self.location.relative(&meta.location);
+        let version = version_of(meta);
+        let split_bytes = self.cfg.split_size_megabytes << 20;
+        let splittable = self.cfg.format != Format::Parquet && self.cfg.compression.resolve(&rel) == Compression::None;
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = if splittable { (start + split_bytes).min(meta.size) } else { meta.size };
+            let spec = SplitSpec { path: rel.clone(), version: version.clone(), start, end, size: meta.size, split_bytes };
+            let id = if start == 0 && end == meta.size { rel.clone() } else { format!("{rel}[{start}..{end}]") };
+            out.push(Split { id, spec: serde_json::to_string(&spec).unwrap_or_default(), size_bytes: Some(end - start) });
+            start = end;
+            if start >= meta.size {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Lines before the first line of the split starting at `start` (computed once per file).
+    fn lines_before(&self, handle: &Handle, spec: &SplitSpec, describe: &str) -> Result<u64> {
+        if spec.start == 0 {
+            return Ok(0);
+        }
+        let key = format!("{}#{}", spec.path, spec.version);
+        let cell = self.line_index.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone();
+        let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let starts: Vec<u64> = (1..).map(|i| i * spec.split_bytes).take_while(|s| *s < spec.size).map(|s| s - 1).collect();
+            let reader = open_from(handle, self.location.store(), &self.location.child(&spec.path), 0, describe)?;
+            let counts = newlines_before(reader, &starts).map_err(|source| FilesError::Read { path: describe.to_string(), source })?;
+            *slot = Some(Arc::new(counts));
+        }
+        let counts = slot.as_ref().expect("filled above");
+        let i = usize::try_from(spec.start / spec.split_bytes).unwrap_or(1).saturating_sub(1);
+        // The split's first line follows the first newline at or after start-1.
+        Ok(counts.get(i).copied().unwrap_or(0) + 1)
+    }
+
+    fn line_format(&self, batch_size: usize) -> Box<dyn LineFormat> {
+        match &self.cfg.format {
+            Format::Csv(c) => Box::new(CsvFormat {
+                schema: self.schema.clone(),
+                batch_size,
+                delimiter: c.delimiter as u8,
+                drift: self.cfg.type_drift,
+            }),
+            _ => Box::new(JsonFormat {
+                schema: self.schema.clone(),
+                batch_size,
+                drift: self.cfg.type_drift,
+                unknown: self.cfg.unknown_fields,
+            }),
+        }
+    }
+
+    /// Read one NDJSON/CSV split on a blocking thread, sending batches to `tx`.
+    fn run_line_split(self: &Arc<Self>, spec: &SplitSpec, ctx: &Context, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
+        let handle = Handle::current();
+        let path = self.location.child(&spec.path);
+        let describe = self.location.describe(&path);
+        let compression = self.cfg.compression.resolve(&spec.path);
+        let skip = spec.start > 0;
+        let from = if skip { spec.start - 1 } else { 0 };
+        let raw = open_from(&handle, self.location.store(), &path, from, &describe)?;
+        let reader = decompress(raw, compression, self.cfg.max_decompressed_bytes)
+            .map_err(|source| FilesError::Read { path: describe.clone(), source })?;
+        let end = (compression == Compression::None).then_some(spec.end);
+        let max_record = usize::try_from(self.cfg.max_record_bytes).unwrap_or(usize::MAX);
+        let mut chunker = LineChunker::new(reader, from, end, skip, CHUNK_BYTES, max_record);
+        let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
+        let format = self.line_format(ctx.batch_size());
+        let metrics = ctx.metrics().component("source");
+        let mut base: Option<u64> = None;
+        let mut first = true;
+        loop {
+            if ctx.is_cancelled() {
+                return Err(Error::cancelled());
+            }
+            let chunk = match chunker.next_chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) if e.to_string() == "record too large" => {
+                    return Err(FilesError::RecordTooLarge { path: describe, line: 0, limit: max_record }.into());
+                }
+                Err(source) => return Err(FilesError::Read { path: describe, source }.into()),
+            };
+            metrics.add(RECEIVED_BYTES_TOTAL, chunk.bytes.len() as u64);
+            let mut bytes = &chunk.bytes[..];
+            let mut first_line = chunk.first_line;
+            if header && first {
+                // Drop the header line.
+                let cut = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+                bytes = &bytes[cut..];
+                first_line += 1;
+            }
+            first = false;
+            let out = match decode_chunk(format.as_ref(), bytes) {
+                Ok(out) => out,
+                Err((line, e)) => {
+                    let b = *base.get_or_insert(self.lines_before(&handle, spec, &describe)?);
+                    return Err(e.with_context("file", &describe).with_context("line", b + first_line + line + 1));
+                }
+            };
+            if out.coerced > 0 {
+                metrics.add(COERCED_VALUES_TOTAL, out.coerced);
+            }
+            for f in &out.unknown_fields {
+                if self.warned_fields.lock().unwrap_or_else(|p| p.into_inner()).insert(f.clone()) {
+                    tracing::warn!(file = %describe, field = %f, "a field not in the schema is ignored (unknown_fields: ignore)");
+                }
+            }
+            if !out.rejected.is_empty() {
+                let b = match base {
+                    Some(b) => b,
+                    None => *base.insert(self.lines_before(&handle, spec, &describe)?),
+                };
+                let records = out
+                    .rejected
+                    .into_iter()
+                    .map(|r| QuarantineRecord {
+                        component: "source".into(),
+                        location: describe.clone(),
+                        position: Some(b + first_line + r.line_in_chunk + 1),
+                        raw: r.raw,
+                        reason: r.reason,
+                        column: r.column,
+                    })
+                    .collect();
+                handle.block_on(ctx.quarantine("source", records))?;
+            }
+            for batch in out.batches {
+                metrics.add(RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
+                if tx.blocking_send(Ok(batch)).is_err() {
+                    return Ok(()); // the stream was dropped
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_parquet(self: &Arc<Self>, spec: SplitSpec, ctx: &Context) -> SendableBatchStream {
+        let this = self.clone();
+        let batch_size = ctx.batch_size();
+        let schema = self.schema.clone();
+        let metrics = ctx.metrics().component("source");
+        let stream = futures::stream::once(async move {
+            let path = this.location.child(&spec.path);
+            let describe = this.location.describe(&path);
+            let reader = ObjectReader::new(this.location.store().clone(), path, spec.size);
+            let d = describe.clone();
+            let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .and_then(|b| b.with_batch_size(batch_size).build())
+                .map_err(|source| Error::from(FilesError::Parquet { path: d, source }))?;
+            metrics.add(RECEIVED_BYTES_TOTAL, spec.size);
+            let target = this.schema.clone();
+            Ok::<_, Error>(stream.map(move |b| {
+                let b = b.map_err(|source| Error::from(FilesError::Parquet { path: describe.clone(), source }))?;
+                metrics.add(RECEIVED_ROWS_TOTAL, b.num_rows() as u64);
+                align(&b, &target, &describe)
+            }))
+        })
+        .try_flatten();
+        BatchStreamAdapter::boxed(schema, Box::pin(stream))
+    }
+}
+
+/// Project a Parquet batch onto the source schema by column name: missing nullable columns
+/// become nulls; a type difference is cast (an impossible cast is a Schema error).
+fn align(batch: &RecordBatch, target: &SchemaRef, describe: &str) -> Result<RecordBatch> {
+    if batch.schema().fields() == target.fields() {
+        return Ok(RecordBatch::try_new(target.clone(), batch.columns().to_vec())?);
+    }
+    let cols = target
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| {
+                Error::new(ErrorKind::Schema, "a Parquet column has a type the schema cannot take")
+                    .with_context("file", describe)
+                    .with_context("column", f.name())
+                    .with_context("found", c.data_type())
+                    .with_source(e)
+            }),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => Err(Error::new(ErrorKind::Schema, "a required column is missing from a Parquet file")
+                .with_context("file", describe)
+                .with_context("column", f.name())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(target.clone(), cols)?)
+}
+
+fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {
+    let body = c
+        .as_str()
+        .strip_prefix(CURSOR_PREFIX)
+        .ok_or_else(|| Error::new(ErrorKind::Conflict, "the checkpoint cursor was not written by a file source").with_context("cursor", format!("{c:?}")))?;
+    serde_json::from_str(body).map_err(|e| Error::new(ErrorKind::Data, "the file source cursor is corrupt").with_source(e))
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema.clone()
+    }
+
+    async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
+        let seen = req.from.as_ref().map(parse_cursor).transpose()?.unwrap_or_default().seen;
+        let files = self.inner.list().await?;
+        let mut splits = Vec::new();
+        let mut now = BTreeMap::new();
+        for meta in &files {
+            let rel = self.inner.location.relative(&meta.location);
+            let version = version_of(meta);
+            if seen.get(&rel) != Some(&version) && meta.size > 0 {
+                splits.extend(self.inner.splits_of(meta));
+            }
+            now.insert(rel, version);
+        }
+        let end = Cursor::new(format!("{CURSOR_PREFIX}{}", serde_json::to_string(&FilesCursor { seen: now }).unwrap_or_default()));
+        Ok(ReadPlan::new(splits, Some(end)))
+    }
+
+    fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
+        let spec: SplitSpec = serde_json::from_str(&split.spec)
+            .map_err(|e| Error::internal("not a file source split").with_context("split", &split.id).with_source(e))?;
+        if self.inner.cfg.format == Format::Parquet {
+            return Ok(self.inner.read_parquet(spec, ctx));
+        }
+        let inner = self.inner.clone();
+        let ctx = ctx.clone();
+        // Nothing starts until the first poll; dropping the stream closes the channel, which
+        // stops the blocking reader at its next batch.
+        let stream = futures::stream::once(async move {
+            let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
+            let _reader = tokio::task::spawn_blocking(move || {
+                if let Err(e) = inner.run_line_split(&spec, &ctx, &tx) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+        })
+        .flatten();
+        Ok(BatchStreamAdapter::boxed(self.inner.schema.clone(), Box::pin(stream)))
+    }
+}
