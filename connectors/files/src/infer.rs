@@ -41,7 +41,7 @@ fn child_values<'a>(values: &[&'a Value], name: &str) -> Vec<&'a Value> {
 fn refine(field: &Field, values: &[&Value]) -> Field {
     let dt = match field.data_type() {
         DataType::Utf8 if !values.is_empty() && values.iter().all(|v| v.as_str().is_some_and(is_datetime)) => {
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
         }
         DataType::Utf8 if !values.is_empty() && values.iter().all(|v| v.as_str().is_some_and(|s| s.len() == 10 && s.parse::<chrono::NaiveDate>().is_ok())) => {
             DataType::Date32
@@ -88,7 +88,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(s.field_with_name("at").unwrap().data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+        assert_eq!(s.field_with_name("at").unwrap().data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())));
         assert_eq!(s.field_with_name("day").unwrap().data_type(), &DataType::Date32);
         assert!(matches!(s.field_with_name("lines").unwrap().data_type(), DataType::List(_)));
     }

@@ -338,8 +338,8 @@ impl TypeParser<'_> {
             "large_utf8" => DataType::LargeUtf8,
             "binary" => DataType::Binary,
             "date" | "date32" => DataType::Date32,
-            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
             "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
             "decimal" | "decimal128" => {
                 self.expect(b'(')?;
@@ -464,7 +464,7 @@ mod tests {
         let DataType::Struct(fields) = f.data_type() else { panic!("struct") };
         assert_eq!(fields.len(), 3);
         assert_eq!(fields[2].data_type(), &DataType::Decimal128(12, 2));
-        assert_eq!(parse_data_type("timestamp").unwrap(), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+        assert_eq!(parse_data_type("timestamp").unwrap(), DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())));
     }
 
     #[test]

@@ -48,6 +48,7 @@ struct Inner {
     schema: SchemaRef,
     include: GlobSet,
     exclude: GlobSet,
+    split_bytes: u64,
     /// Newline counts at split starts, per file version, computed on the first bad line.
     line_index: Mutex<HashMap<String, Arc<Mutex<Option<Arc<Vec<u64>>>>>>>,
     warned_fields: Mutex<HashSet<String>>,
@@ -110,6 +111,7 @@ impl FileSource {
         let include = build_globs(&cfg.include)?;
         let exclude = build_globs(&cfg.exclude)?;
         let mut inner = Inner {
+            split_bytes: cfg.split_size_megabytes << 20,
             name: "files".to_string(),
             location,
             schema: Arc::new(Schema::empty()),
@@ -124,6 +126,19 @@ impl FileSource {
             SchemaSource::Infer { sample_records, sample_bytes } => Arc::new(inner.infer(*sample_records, *sample_bytes).await?),
         };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Split plain NDJSON/CSV files into ranges of `bytes` (at least 1) instead of
+    /// `split_size_megabytes`: finer than the config allows, for tests and tuning.
+    #[must_use]
+    pub fn with_split_bytes(self, bytes: u64) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.split_bytes = bytes.max(1);
+                Self { inner: Arc::new(inner) }
+            }
+            Err(inner) => Self { inner },
+        }
     }
 
     /// The location this source reads.
@@ -192,7 +207,7 @@ impl Inner {
     fn splits_of(&self, meta: &ObjectMeta) -> Vec<Split> {
         let rel = self.location.relative(&meta.location);
         let version = version_of(meta);
-        let split_bytes = self.cfg.split_size_megabytes << 20;
+        let split_bytes = self.split_bytes;
         let splittable = self.cfg.format != Format::Parquet && self.cfg.compression.resolve(&rel) == Compression::None;
         let mut out = Vec::new();
         let mut start = 0;

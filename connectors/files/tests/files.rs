@@ -1,0 +1,352 @@
+//! strata-files against local disk: conformance, property tests, quarantine, compression,
+//! incremental pickup, exactly-once Parquet.
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use proptest::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_core::{CheckpointStore, Context, Epoch, ErrorKind, PipelineBuilder, ReadRequest, RunOptions, RunOutcome, Sink, Source};
+use strata_files::{
+    ColumnSpec, CsvOptions, FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig,
+    SchemaSource, StoreLocation, TypeDriftPolicy,
+};
+use strata_testkit::assert::sorted_rows;
+use strata_testkit::{MemorySink, SinkFixture, SourceFixture, check_sink, check_source};
+
+fn orders_ndjson(n: usize, bad_every: usize) -> (String, usize, Vec<usize>) {
+    let mut s = String::new();
+    let mut good = 0;
+    let mut bad_lines = Vec::new();
+    for i in 0..n {
+        if bad_every > 0 && i % bad_every == bad_every - 1 {
+            s.push_str(&format!("{{\"order_id\": {i}, \"qty\": \n"));
+            bad_lines.push(i + 1);
+        } else {
+            s.push_str(&format!(
+                "{{\"order_id\":{i},\"customer\":\"c{}\",\"qty\":{},\"amount\":{}.5,\"at\":\"2024-03-0{}T10:00:00+02:00\",\"lines\":[{{\"sku\":\"s{}\",\"q\":1}}]}}\n",
+                i % 7,
+                i % 5,
+                i,
+                1 + i % 9,
+                i % 3
+            ));
+            good += 1;
+        }
+    }
+    (s, good, bad_lines)
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+async fn read_all(source: &FileSource, batch_size: usize) -> (Vec<RecordBatch>, Vec<strata_core::QuarantineRecord>) {
+    let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(10_000);
+    let ctx = Context::builder("t").with_batch_size(batch_size).with_quarantine(qtx).build();
+    let plan = source.plan(&ReadRequest::default(), &ctx).await.unwrap();
+    let mut out = Vec::new();
+    for s in &plan.splits {
+        let mut st = source.read(s, &ctx).unwrap();
+        while let Some(b) = futures::StreamExt::next(&mut st).await {
+            out.push(b.unwrap());
+        }
+    }
+    let mut q = Vec::new();
+    while let Ok(r) = qrx.try_recv() {
+        q.extend(r);
+    }
+    q.sort_by_key(|r| r.position);
+    (out, q)
+}
+
+fn ndjson_cfg(root: &Path) -> FileSourceConfig {
+    FileSourceConfig::new(root.to_str().unwrap(), Format::Ndjson)
+}
+
+fn rows(b: &[RecordBatch]) -> usize {
+    b.iter().map(RecordBatch::num_rows).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_names_file_and_true_line_numbers_across_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, good, bad) = orders_ndjson(5000, 97);
+    write(dir.path(), "orders.ndjson", data.as_bytes());
+    let mut cfg = ndjson_cfg(dir.path());
+    cfg.split_size_megabytes = 1; // ~0.6 MB file: still one split; force more with a bigger file below
+    let source = FileSource::try_new(cfg.clone()).await.unwrap();
+    let (batches, q) = read_all(&source, 1000).await;
+    assert_eq!(rows(&batches), good);
+    assert_eq!(q.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad);
+    assert!(q[0].location.ends_with("orders.ndjson"));
+    assert!(q[0].raw.starts_with("{\"order_id\": 96"), "{}", q[0].raw);
+    assert!(q[0].reason.contains("malformed JSON"), "{}", q[0].reason);
+
+    // A file of several splits gives the same rows and the same line numbers.
+    let (big, good, bad) = orders_ndjson(40_000, 333);
+    write(dir.path(), "orders.ndjson", big.as_bytes());
+    let source = FileSource::try_new(cfg).await.unwrap();
+    let plan = source.plan(&ReadRequest::default(), &Context::new("t")).await.unwrap();
+    assert!(plan.splits.len() >= 4, "{} splits", plan.splits.len());
+    let (batches, q) = read_all(&source, 777).await;
+    assert_eq!(rows(&batches), good);
+    assert_eq!(q.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+    /// Any split size and any batch size give the same rows and the same rejected lines.
+    #[test]
+    fn any_split_and_batch_size_give_the_same_rows(n in 1usize..600, bad_every in 0usize..40, split_bytes in 1u64..8192, batch in 1usize..300) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (data, good, bad) = orders_ndjson(n, bad_every);
+            write(dir.path(), "a.ndjson", data.as_bytes());
+            let mut cfg = ndjson_cfg(dir.path());
+            cfg.schema = SchemaSource::Explicit(vec![
+                ColumnSpec { name: "order_id".into(), data_type: "int64".into() },
+                ColumnSpec { name: "customer".into(), data_type: "utf8".into() },
+                ColumnSpec { name: "qty".into(), data_type: "int64".into() },
+                ColumnSpec { name: "amount".into(), data_type: "float64".into() },
+                ColumnSpec { name: "at".into(), data_type: "timestamp".into() },
+                ColumnSpec { name: "lines".into(), data_type: "list<struct<sku: utf8, q: int64>>".into() },
+            ]);
+            let whole = FileSource::try_new(cfg.clone()).await.unwrap();
+            let (reference, rq) = read_all(&whole, 100_000).await;
+            prop_assert_eq!(rows(&reference), good);
+            prop_assert_eq!(rq.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad.clone());
+            let split = FileSource::try_new(cfg).await.unwrap().with_split_bytes(split_bytes);
+            let (chunked, cq) = read_all(&split, batch).await;
+            prop_assert!(chunked.iter().all(|b| b.num_rows() <= batch));
+            prop_assert_eq!(sorted_rows(&chunked), sorted_rows(&reference));
+            prop_assert_eq!(cq.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad);
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_zstd_and_plain_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, good, _) = orders_ndjson(3000, 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data.as_bytes()).unwrap();
+    write(dir.path(), "gz/a.ndjson.gz", &gz.finish().unwrap());
+    write(dir.path(), "zst/a.ndjson.zst", &zstd::encode_all(data.as_bytes(), 3).unwrap());
+    write(dir.path(), "plain/a.ndjson", data.as_bytes());
+    let mut results = Vec::new();
+    for sub in ["gz", "zst", "plain"] {
+        let s = FileSource::try_new(ndjson_cfg(&dir.path().join(sub))).await.unwrap();
+        let (b, q) = read_all(&s, 500).await;
+        assert_eq!((rows(&b), q.len()), (good, 0), "{sub}");
+        results.push(sorted_rows(&b));
+    }
+    assert_eq!(results[0], results[2]);
+    assert_eq!(results[1], results[2]);
+
+    // A truncated gzip object is an error that names the file.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    write(dir.path(), "gz/a.ndjson.gz", &bytes[..bytes.len() / 2]);
+    let mut cfg = ndjson_cfg(&dir.path().join("gz"));
+    cfg.schema = SchemaSource::Explicit(vec![ColumnSpec { name: "order_id".into(), data_type: "int64".into() }]);
+    let s = FileSource::try_new(cfg).await.unwrap();
+    let ctx = Context::new("t");
+    let plan = s.plan(&ReadRequest::default(), &ctx).await.unwrap();
+    let mut st = s.read(&plan.splits[0], &ctx).unwrap();
+    let mut err = None;
+    while let Some(b) = futures::StreamExt::next(&mut st).await {
+        if let Err(e) = b {
+            err = Some(e);
+            break;
+        }
+    }
+    let e = err.expect("a truncated gzip fails");
+    assert!(e.context_value("file").unwrap().ends_with("a.ndjson.gz"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_with_header_and_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,name,qty\n");
+    for i in 0..1000 {
+        if i == 500 {
+            csv.push_str("500,x,notanumber\n");
+        } else {
+            csv.push_str(&format!("{i},n{i},{}\n", i % 10));
+        }
+    }
+    write(dir.path(), "p.csv", csv.as_bytes());
+    let s = FileSource::try_new(FileSourceConfig::new(dir.path().to_str().unwrap(), Format::Csv(CsvOptions::default()))).await.unwrap();
+    // Inference saw the bad value only if it sampled it; declare to be sure.
+    let _ = s;
+    let mut cfg = FileSourceConfig::new(dir.path().to_str().unwrap(), Format::Csv(CsvOptions::default()));
+    cfg.schema = SchemaSource::Explicit(vec![
+        ColumnSpec { name: "id".into(), data_type: "int64".into() },
+        ColumnSpec { name: "name".into(), data_type: "utf8".into() },
+        ColumnSpec { name: "qty".into(), data_type: "int64".into() },
+    ]);
+    let s = FileSource::try_new(cfg.clone()).await.unwrap();
+    let (b, q) = read_all(&s, 128).await;
+    assert_eq!(rows(&b), 999);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].position, Some(502), "line 1 is the header, id 0 is line 2");
+    assert_eq!(q[0].column.as_deref(), Some("qty"));
+    assert_eq!(q[0].raw, "500,x,notanumber");
+
+    cfg.type_drift = TypeDriftPolicy::Fail;
+    let s = FileSource::try_new(cfg).await.unwrap();
+    let ctx = Context::new("t");
+    let plan = s.plan(&ReadRequest::default(), &ctx).await.unwrap();
+    let mut st = s.read(&plan.splits[0], &ctx).unwrap();
+    let mut failed = None;
+    while let Some(r) = futures::StreamExt::next(&mut st).await {
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    }
+    let e = failed.expect("fail policy stops");
+    assert_eq!(e.kind(), ErrorKind::Schema);
+    assert_eq!(e.context_value("line"), Some("502"));
+    assert_eq!(e.context_value("column"), Some("qty"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_runs_pick_up_only_new_and_changed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in");
+    let (a, ga, _) = orders_ndjson(100, 0);
+    write(&src, "2024/a.ndjson", a.as_bytes());
+    write(&src, "_tmp/ignored.ndjson", b"{\"x\":1}\n");
+    let source = Arc::new(FileSource::try_new(ndjson_cfg(&src)).await.unwrap());
+    let sink = MemorySink::new();
+    let store = Arc::new(strata_core::LocalFileCheckpointStore::new(dir.path().join("cp")));
+    let p = PipelineBuilder::new("inc", source.clone(), Arc::new(sink.clone()), store).build().unwrap();
+    assert_eq!(p.run().await.unwrap().rows_written, ga as u64);
+    assert_eq!(p.run().await.unwrap().outcome, RunOutcome::NothingNew);
+    let (b, gb, _) = orders_ndjson(30, 0);
+    write(&src, "2024/b.ndjson", b.as_bytes());
+    let r = p.run().await.unwrap();
+    assert_eq!((r.epoch, r.rows_written), (Epoch(2), gb as u64));
+    assert_eq!(sink.visible_rows(), ga + gb);
+}
+
+struct NdjsonFixture {
+    dir: tempfile::TempDir,
+    expected: Vec<RecordBatch>,
+}
+
+#[async_trait::async_trait]
+impl SourceFixture for NdjsonFixture {
+    async fn source(&self) -> Arc<dyn Source> {
+        let mut cfg = ndjson_cfg(&self.dir.path().join("in"));
+        cfg.split_size_megabytes = 1;
+        Arc::new(FileSource::try_new(cfg).await.unwrap())
+    }
+    async fn expected(&self) -> Vec<RecordBatch> {
+        self.expected.clone()
+    }
+    async fn break_input(&self) {
+        std::fs::remove_dir_all(self.dir.path().join("in")).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_source_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, _) = orders_ndjson(20_000, 0);
+    write(&dir.path().join("in"), "a.ndjson", data.as_bytes());
+    write(&dir.path().join("in"), "b.ndjson", data.as_bytes());
+    let reference = FileSource::try_new(ndjson_cfg(&dir.path().join("in"))).await.unwrap();
+    let (expected, _) = read_all(&reference, 4096).await;
+    check_source(&NdjsonFixture { dir, expected }).await;
+}
+
+/// What a reader globbing `<root>/*.parquet` sees.
+fn visible_parquet(root: &Path) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else { return out };
+    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    files.sort();
+    for f in files {
+        let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap().build().unwrap();
+        out.extend(r.map(|b| b.unwrap()));
+    }
+    out
+}
+
+struct ParquetFixture {
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl SinkFixture for ParquetFixture {
+    async fn sink(&self) -> Arc<dyn Sink> {
+        Arc::new(ParquetSink::try_new(ParquetSinkConfig::new(self.root.to_str().unwrap())).unwrap())
+    }
+    async fn visible(&self) -> Vec<RecordBatch> {
+        visible_parquet(&self.root)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_sink_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, _) = orders_ndjson(3000, 0);
+    write(&dir.path().join("in"), "a.ndjson", data.as_bytes());
+    let source = FileSource::try_new(ndjson_cfg(&dir.path().join("in"))).await.unwrap();
+    let (batches, _) = read_all(&source, 1000).await;
+    check_sink(&ParquetFixture { root: dir.path().join("out") }, batches).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_round_trip_with_quarantine_and_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, good, bad) = orders_ndjson(10_000, 101);
+    write(&dir.path().join("in"), "orders.ndjson", data.as_bytes());
+    let source = Arc::new(FileSource::try_new(ndjson_cfg(&dir.path().join("in"))).await.unwrap());
+    let out = dir.path().join("out");
+    let mut sink_cfg = ParquetSinkConfig::new(out.to_str().unwrap());
+    sink_cfg.target_file_size_megabytes = 1;
+    let sink = Arc::new(ParquetSink::try_new(sink_cfg).unwrap());
+    let store = Arc::new(ObjectStoreCheckpointStore::new(StoreLocation::local(dir.path().join("cp").to_str().unwrap()).unwrap()));
+    let p = PipelineBuilder::new("orders", source.clone(), sink.clone(), store.clone())
+        .with_options(RunOptions::default().with_batch_size(1000))
+        .build()
+        .unwrap();
+    let r = p.run().await.unwrap();
+    assert_eq!((r.rows_written as usize, r.rows_quarantined as usize), (good, bad.len()));
+    assert_eq!(rows(&visible_parquet(&out)), good);
+    let q = visible_parquet(&out.join("_quarantine"));
+    assert_eq!(rows(&q), bad.len());
+    let lines = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(q[0].column(2));
+    let mut got: Vec<u64> = q.iter().flat_map(|b| arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(b.column(2)).values().to_vec()).collect();
+    got.sort_unstable();
+    assert_eq!(got, bad.iter().map(|l| *l as u64).collect::<Vec<_>>());
+    let _ = lines;
+    assert_eq!(p.run().await.unwrap().outcome, RunOutcome::NothingNew);
+    assert_eq!(sink.manifests("orders").await.unwrap().len(), 1);
+    assert_eq!(store.load("orders").await.unwrap().unwrap().epoch, Epoch(1));
+}
+
+#[tokio::test]
+async fn object_store_checkpoints_are_compare_and_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStoreCheckpointStore::new(StoreLocation::local(dir.path().to_str().unwrap()).unwrap());
+    let m1 = strata_core::CommitMarker::new("p", Epoch(1), None);
+    store.save(&m1, Epoch(0)).await.unwrap();
+    assert_eq!(store.save(&m1, Epoch(0)).await.unwrap_err().kind(), ErrorKind::Conflict);
+    for e in 2..6 {
+        store.save(&strata_core::CommitMarker::new("p", Epoch(e), None), Epoch(e - 1)).await.unwrap();
+    }
+    assert_eq!(store.load("p").await.unwrap().unwrap().epoch, Epoch(5));
+    assert_eq!(std::fs::read_dir(dir.path().join("p")).unwrap().count(), 3, "old epochs are pruned");
+}
+
