@@ -9,6 +9,7 @@ pub mod quarantine;
 pub mod runner;
 pub mod stream;
 pub mod traits;
+pub mod transforms;
 pub mod types;
 
 pub use checkpoint::{CheckpointStore, InMemoryCheckpointStore, LocalFileCheckpointStore};

@@ -138,7 +138,7 @@ pub struct DirtCounts {
     pub unknown_currency: u64,
     /// Records created days before their neighbours (late arrivals).
     pub late_records: u64,
-    /// Records whose `total_amount` is a JSON string instead of a number (type drift).
+    /// Records whose `total_amount` is an object `{value, currency}` instead of a number (type drift).
     pub type_drift_total_amount: u64,
     /// Records carrying the field `coupon_code`, which appears only in the last fifth of the data.
     pub new_field_coupon_code: u64,
@@ -346,7 +346,12 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
             );
         }
         let customer_json = if dirt == Dirt::NullCustomer { "null".to_string() } else { format!("\"C-{customer:07}\"") };
-        let total_json = if dirt == Dirt::TypeDrift { format!("\"{}\"", money(total)) } else { money(total) };
+        let total_json = if dirt == Dirt::TypeDrift {
+            // An upstream API change: the amount becomes an object.
+            format!("{{\"value\":\"{}\",\"currency\":\"{currency}\"}}", money(total))
+        } else {
+            money(total)
+        };
         let coupon = if i * 5 >= n * 4 { format!(",\"coupon_code\":\"SAVE{}\"", rng.random_range(5..30)) } else { String::new() };
         line.clear();
         let _ = write!(
@@ -497,7 +502,7 @@ pub fn generate(cfg: &GeneratorConfig, dir: &Path, progress: &(dyn Fn(u64) + Syn
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).map_err(io_err(&path))?);
     let chunks = cfg.orders().div_ceil(CHUNK_ORDERS);
     let threads = cfg.threads.max(1) as u64;
-    let mut done = 0u64;
+
     let mut first = 0;
     while first < chunks {
         let group: Vec<u64> = (first..(first + threads).min(chunks)).collect();
@@ -518,7 +523,7 @@ pub fn generate(cfg: &GeneratorConfig, dir: &Path, progress: &(dyn Fn(u64) + Syn
             add_expected(&mut manifest.expected, &o.expected);
         }
         first += threads;
-        done = (first * CHUNK_ORDERS).min(cfg.orders());
+        let done = (first * CHUNK_ORDERS).min(cfg.orders());
         progress(done);
     }
     w.flush().map_err(io_err(&path))?;
@@ -586,7 +591,7 @@ mod tests {
             .collect();
         assert_eq!(bad, m.malformed_line_numbers);
         assert_eq!(bad.len() as u64, m.dirt.malformed_json_lines);
-        let drift = lines.iter().filter(|l| l.contains("\"total_amount\":\"")).count() as u64;
+        let drift = lines.iter().filter(|l| l.contains("\"total_amount\":{")).count() as u64;
         assert_eq!(drift, m.dirt.type_drift_total_amount);
         assert!(m.dirt.duplicate_records > 0 && m.dirt.negative_quantity > 0 && m.dirt.late_records > 0);
         // Expected revenue recomputed from the valid, deduplicated records.

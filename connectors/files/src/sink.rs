@@ -327,8 +327,9 @@ impl ParquetWriter {
 }
 
 async fn close(w: AsyncArrowWriter<ObjectWriter>, rel: String, staged: String, rows: u64, kind: &str) -> Result<ManifestFile> {
+    let mut w = w;
+    w.finish().await.map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
     let bytes = w.bytes_written() as u64;
-    w.close().await.map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
     Ok(ManifestFile { path: rel, staged, rows, bytes, kind: kind.to_string() })
 }
 

@@ -280,6 +280,7 @@ impl Inner {
         let metrics = ctx.metrics().component("source");
         let mut base: Option<u64> = None;
         let mut first = true;
+        let mut dirty = false;
         loop {
             if ctx.is_cancelled() {
                 return Err(Error::cancelled());
@@ -302,13 +303,14 @@ impl Inner {
                 first_line += 1;
             }
             first = false;
-            let out = match decode_chunk(format.as_ref(), bytes) {
+            let out = match decode_chunk(format.as_ref(), bytes, dirty) {
                 Ok(out) => out,
                 Err((line, e)) => {
                     let b = *base.get_or_insert(self.lines_before(&handle, spec, &describe)?);
                     return Err(e.with_context("file", &describe).with_context("line", b + first_line + line + 1));
                 }
             };
+            dirty = !out.rejected.is_empty();
             if out.coerced > 0 {
                 metrics.add(COERCED_VALUES_TOTAL, out.coerced);
             }
@@ -336,7 +338,7 @@ impl Inner {
                     .collect();
                 handle.block_on(ctx.quarantine("source", records))?;
             }
-            for batch in out.batches {
+            for batch in coalesce(&self.schema, out.batches, ctx.batch_size())? {
                 metrics.add(RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
                 if tx.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the stream was dropped
@@ -371,6 +373,29 @@ impl Inner {
         .try_flatten();
         BatchStreamAdapter::boxed(schema, Box::pin(stream))
     }
+}
+
+/// Merge the many small batches a dirty chunk decodes into batches of up to `rows` rows.
+fn coalesce(schema: &SchemaRef, batches: Vec<RecordBatch>, rows: usize) -> Result<Vec<RecordBatch>> {
+    if batches.len() <= 1 {
+        return Ok(batches);
+    }
+    let mut out = Vec::new();
+    let mut group: Vec<RecordBatch> = Vec::new();
+    let mut n = 0;
+    for b in batches {
+        if n + b.num_rows() > rows && !group.is_empty() {
+            out.push(arrow_select::concat::concat_batches(schema, &group)?);
+            group.clear();
+            n = 0;
+        }
+        n += b.num_rows();
+        group.push(b);
+    }
+    if !group.is_empty() {
+        out.push(arrow_select::concat::concat_batches(schema, &group)?);
+    }
+    Ok(out)
 }
 
 /// Project a Parquet batch onto the source schema by column name: missing nullable columns

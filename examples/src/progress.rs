@@ -1,0 +1,70 @@
+//! Progress bars (indicatif) fed from the run's metrics: bytes read of the planned total, rows.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_core::metrics::{RECEIVED_BYTES_TOTAL, SENT_ROWS_TOTAL};
+use strata_core::{Epoch, Metrics, ReadPlan, RunObserver};
+
+/// A bar for one run; hidden when stderr is not a terminal.
+pub struct RunProgress {
+    bar: ProgressBar,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Observer(ProgressBar);
+
+impl RunObserver for Observer {
+    fn on_plan(&self, epoch: Epoch, plan: &ReadPlan) {
+        self.0.set_length(plan.total_bytes());
+        self.0.set_prefix(format!("epoch {epoch}, {} splits", plan.splits.len()));
+    }
+}
+
+impl RunProgress {
+    pub fn new(name: &str, metrics: Metrics, show: bool) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(name.to_string());
+        let b = bar.clone();
+        let ticker = show.then(|| {
+            tokio::spawn(async move {
+                let source = metrics.component("source");
+                loop {
+                    b.set_position(source.get(RECEIVED_BYTES_TOTAL));
+                    b.set_message(format!("{} rows", source.get(SENT_ROWS_TOTAL)));
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+            })
+        });
+        Self { bar, ticker }
+    }
+
+    pub fn observer(&self) -> Arc<dyn RunObserver> {
+        Arc::new(Observer(self.bar.clone()))
+    }
+
+    pub fn finish(self) {
+        if let Some(t) = self.ticker {
+            t.abort();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A bar over a known count (the generator).
+pub fn counter(len: u64, what: &str, show: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
