@@ -140,7 +140,7 @@ pub struct DirtCounts {
     pub late_records: u64,
     /// Records whose `total_amount` is an object `{value, currency}` instead of a number (type drift).
     pub type_drift_total_amount: u64,
-    /// Records carrying the field `coupon_code`, which appears only in the last fifth of the data.
+    /// Records carrying the field `coupon_code`, which appears only in the last fifth of the data (when `dirt_rate` > 0).
     pub new_field_coupon_code: u64,
 }
 
@@ -352,7 +352,7 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
         } else {
             money(total)
         };
-        let coupon = if i * 5 >= n * 4 { format!(",\"coupon_code\":\"SAVE{}\"", rng.random_range(5..30)) } else { String::new() };
+        let coupon = if cfg.dirt_rate > 0.0 && i * 5 >= n * 4 { format!(",\"coupon_code\":\"SAVE{}\"", rng.random_range(5..30)) } else { String::new() };
         line.clear();
         let _ = write!(
             line,
@@ -488,8 +488,8 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
     Ok(())
 }
 
-/// Generate `partners.ndjson`, `customers.ndjson`, `products.ndjson`, `orders.ndjson` and
-/// `manifest.json` into `dir`. `progress` is called with the orders written so far.
+/// Generate `partners.ndjson`, `customers.ndjson`, `products.ndjson`, `orders.ndjson`,
+/// `orders.schema.json` (the explicit schema) and `manifest.json` into `dir`. `progress` is called with the orders written so far.
 ///
 /// # Errors
 /// [`GenError`] naming the setting or the file.
@@ -529,6 +529,10 @@ pub fn generate(cfg: &GeneratorConfig, dir: &Path, progress: &(dyn Fn(u64) + Syn
     w.flush().map_err(io_err(&path))?;
     manifest.well_formed_order_lines =
         manifest.order_file_lines - manifest.dirt.malformed_json_lines - manifest.dirt.type_drift_total_amount;
+    let spath = dir.join("orders.schema.json");
+    let schema: Vec<serde_json::Value> = orders_schema().into_iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect();
+    let body = serde_json::to_vec_pretty(&schema).map_err(|e| GenError::Io { path: spath.clone(), source: e.into() })?;
+    std::fs::write(&spath, body).map_err(io_err(&spath))?;
     let mpath = dir.join("manifest.json");
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| GenError::Io { path: mpath.clone(), source: e.into() })?;
     std::fs::write(&mpath, body).map_err(io_err(&mpath))?;
