@@ -24,9 +24,9 @@ pub(crate) enum Verdict {
 }
 
 /// A record format whose records are lines.
-pub(crate) trait LineFormat: Send + Sync {
+pub(crate) trait LineFormat: Send {
     /// Decode whole lines into batches; fails on the first bad record.
-    fn decode(&self, bytes: &[u8], lenient: bool) -> Result<Vec<RecordBatch>, ArrowError>;
+    fn decode(&mut self, bytes: &[u8], lenient: bool) -> Result<Vec<RecordBatch>, ArrowError>;
     /// Why one line fails.
     fn diagnose(&self, line: &[u8], err: &ArrowError) -> Verdict;
     /// The unknown field named by an error, when unknown fields are ignored by policy and the
@@ -52,7 +52,7 @@ pub(crate) struct ChunkOutput {
 }
 
 /// Decode a chunk of whole lines. `Err` carries the line (within the chunk) of a fatal record.
-pub(crate) fn decode_chunk(fmt: &dyn LineFormat, chunk: &[u8], expect_dirty: bool) -> Result<ChunkOutput, (u64, Error)> {
+pub(crate) fn decode_chunk(fmt: &mut dyn LineFormat, chunk: &[u8], expect_dirty: bool) -> Result<ChunkOutput, (u64, Error)> {
     let mut out = ChunkOutput::default();
     match if expect_dirty { Err(ArrowError::JsonError(String::new())) } else { fmt.decode(chunk, false) } {
         Ok(batches) => {
@@ -85,7 +85,7 @@ pub(crate) fn decode_chunk(fmt: &dyn LineFormat, chunk: &[u8], expect_dirty: boo
 const FANOUT: usize = 16;
 
 /// Decode lines `lo..hi` of a range known to fail, in up to 16 parts.
-fn split_search(fmt: &dyn LineFormat, chunk: &[u8], starts: &[usize], lo: usize, hi: usize, out: &mut ChunkOutput) -> Result<(), (u64, Error)> {
+fn split_search(fmt: &mut dyn LineFormat, chunk: &[u8], starts: &[usize], lo: usize, hi: usize, out: &mut ChunkOutput) -> Result<(), (u64, Error)> {
     let n = hi - lo;
     let step = n.div_ceil(FANOUT).max(1);
     let mut a = lo;
@@ -101,7 +101,7 @@ fn split_search(fmt: &dyn LineFormat, chunk: &[u8], starts: &[usize], lo: usize,
     Ok(())
 }
 
-fn handle_line(fmt: &dyn LineFormat, bytes: &[u8], lo: usize, err: &ArrowError, out: &mut ChunkOutput) -> Result<(), (u64, Error)> {
+fn handle_line(fmt: &mut dyn LineFormat, bytes: &[u8], lo: usize, err: &ArrowError, out: &mut ChunkOutput) -> Result<(), (u64, Error)> {
     let line = trim_line(bytes);
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
@@ -146,16 +146,45 @@ pub(crate) struct JsonFormat {
     pub batch_size: usize,
     pub drift: TypeDriftPolicy,
     pub unknown: UnknownFieldPolicy,
+    /// Decoders kept between chunks (strict, lenient): their buffers are reused, which saves
+    /// the regrowth of the tape on every chunk. A decoder that failed is dropped.
+    pub cached: [Option<arrow_json::reader::Decoder>; 2],
+}
+
+impl JsonFormat {
+    pub(crate) fn new(schema: SchemaRef, batch_size: usize, drift: TypeDriftPolicy, unknown: UnknownFieldPolicy) -> Self {
+        Self { schema, batch_size, drift, unknown, cached: [None, None] }
+    }
 }
 
 impl LineFormat for JsonFormat {
-    fn decode(&self, bytes: &[u8], lenient: bool) -> Result<Vec<RecordBatch>, ArrowError> {
+    fn decode(&mut self, bytes: &[u8], lenient: bool) -> Result<Vec<RecordBatch>, ArrowError> {
         let strict = !(lenient && self.unknown == UnknownFieldPolicy::Ignore);
-        let mut dec = arrow_json::ReaderBuilder::new(self.schema.clone())
-            .with_batch_size(self.batch_size)
-            .with_coerce_primitive(true)
-            .with_strict_mode(strict)
-            .build_decoder()?;
+        let slot = usize::from(!strict);
+        let mut dec = match self.cached[slot].take() {
+            Some(d) => d,
+            None => arrow_json::ReaderBuilder::new(self.schema.clone())
+                .with_batch_size(self.batch_size)
+                .with_coerce_primitive(true)
+                .with_strict_mode(strict)
+                .build_decoder()?,
+        };
+        let out = Self::run(&mut dec, bytes)?;
+        self.cached[slot] = Some(dec);
+        Ok(out)
+    }
+
+    fn ignorable_unknown_field(&self, err: &ArrowError) -> Option<String> {
+        self.unknown_field(err)
+    }
+
+    fn diagnose(&self, line: &[u8], err: &ArrowError) -> Verdict {
+        self.diagnose_line(line, err)
+    }
+}
+
+impl JsonFormat {
+    fn run(dec: &mut arrow_json::reader::Decoder, bytes: &[u8]) -> Result<Vec<RecordBatch>, ArrowError> {
         let mut out = Vec::new();
         let mut off = 0;
         while off < bytes.len() {
@@ -178,7 +207,7 @@ impl LineFormat for JsonFormat {
         Ok(out)
     }
 
-    fn ignorable_unknown_field(&self, err: &ArrowError) -> Option<String> {
+    fn unknown_field(&self, err: &ArrowError) -> Option<String> {
         if self.unknown != UnknownFieldPolicy::Ignore {
             return None;
         }
@@ -188,7 +217,7 @@ impl LineFormat for JsonFormat {
         rest.find("' missing from schema").map(|end| rest[..end].to_string())
     }
 
-    fn diagnose(&self, line: &[u8], err: &ArrowError) -> Verdict {
+    fn diagnose_line(&self, line: &[u8], err: &ArrowError) -> Verdict {
         let mut value: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => return Verdict::Reject { reason: format!("malformed JSON: {e}"), column: None },
@@ -341,7 +370,7 @@ pub(crate) struct CsvFormat {
 }
 
 impl LineFormat for CsvFormat {
-    fn decode(&self, bytes: &[u8], _lenient: bool) -> Result<Vec<RecordBatch>, ArrowError> {
+    fn decode(&mut self, bytes: &[u8], _lenient: bool) -> Result<Vec<RecordBatch>, ArrowError> {
         let mut dec = arrow_csv::ReaderBuilder::new(self.schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
@@ -412,13 +441,13 @@ mod tests {
             Field::new("qty", DataType::Int64, true),
             Field::new("name", DataType::Utf8, true),
         ]));
-        JsonFormat { schema, batch_size: 2, drift, unknown: UnknownFieldPolicy::Ignore }
+        JsonFormat::new(schema, 2, drift, UnknownFieldPolicy::Ignore)
     }
 
     #[test]
     fn bad_lines_are_isolated_with_reasons() {
         let data = b"{\"id\":1,\"qty\":2}\n{\"id\":2,\"qty\":\"lots\"}\n{\"id\":3\n{\"id\":4,\"name\":5,\"extra\":true}\n{\"qty\":1}\n";
-        let out = decode_chunk(&json(TypeDriftPolicy::Quarantine), data, false).map_err(|(_, e)| e).unwrap();
+        let out = decode_chunk(&mut json(TypeDriftPolicy::Quarantine), data, false).map_err(|(_, e)| e).unwrap();
         let rows: usize = out.batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 2, "lines 0 and 3 are good (a number into a text column is coerced, an unknown field ignored)");
         let lines: Vec<u64> = out.rejected.iter().map(|r| r.line_in_chunk).collect();
@@ -432,7 +461,7 @@ mod tests {
 
     #[test]
     fn null_policy_keeps_the_record() {
-        let out = decode_chunk(&json(TypeDriftPolicy::Null), b"{\"id\":2,\"qty\":\"lots\"}\n", true).map_err(|(_, e)| e).unwrap();
+        let out = decode_chunk(&mut json(TypeDriftPolicy::Null), b"{\"id\":2,\"qty\":\"lots\"}\n", true).map_err(|(_, e)| e).unwrap();
         assert_eq!(out.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
         assert_eq!(out.coerced, 1);
         assert!(out.batches[0].column(1).is_null(0));
@@ -440,7 +469,7 @@ mod tests {
 
     #[test]
     fn fail_policy_names_column_and_value() {
-        let Err((line, e)) = decode_chunk(&json(TypeDriftPolicy::Fail), b"{\"id\":1}\n{\"id\":2,\"qty\":\"lots\"}\n", false) else {
+        let Err((line, e)) = decode_chunk(&mut json(TypeDriftPolicy::Fail), b"{\"id\":1}\n{\"id\":2,\"qty\":\"lots\"}\n", false) else {
             panic!("must fail")
         };
         assert_eq!(line, 1);

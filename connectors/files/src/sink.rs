@@ -226,6 +226,7 @@ impl Sink for ParquetSink {
                 Error::config("invalid zstd_level").with_context("zstd_level", s.cfg.zstd_level).with_source(e)
             })?))
             .set_max_row_group_row_count(Some(s.cfg.row_group_rows))
+            .set_dictionary_page_size_limit(128 << 10)
             .build();
         Ok(Box::new(ParquetWriter {
             sink: self.inner.clone(),

@@ -252,12 +252,7 @@ impl Inner {
                 delimiter: c.delimiter as u8,
                 drift: self.cfg.type_drift,
             }),
-            _ => Box::new(JsonFormat {
-                schema: self.schema.clone(),
-                batch_size,
-                drift: self.cfg.type_drift,
-                unknown: self.cfg.unknown_fields,
-            }),
+            _ => Box::new(JsonFormat::new(self.schema.clone(), batch_size, self.cfg.type_drift, self.cfg.unknown_fields)),
         }
     }
 
@@ -276,7 +271,7 @@ impl Inner {
         let max_record = usize::try_from(self.cfg.max_record_bytes).unwrap_or(usize::MAX);
         let mut chunker = LineChunker::new(reader, from, end, skip, CHUNK_BYTES, max_record);
         let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
-        let format = self.line_format(ctx.batch_size());
+        let mut format = self.line_format(ctx.batch_size());
         let metrics = ctx.metrics().component("source");
         let mut base: Option<u64> = None;
         let mut first = true;
@@ -303,7 +298,7 @@ impl Inner {
                 first_line += 1;
             }
             first = false;
-            let out = match decode_chunk(format.as_ref(), bytes, dirty) {
+            let out = match decode_chunk(format.as_mut(), bytes, dirty) {
                 Ok(out) => out,
                 Err((line, e)) => {
                     let b = *base.get_or_insert(self.lines_before(&handle, spec, &describe)?);
