@@ -90,7 +90,7 @@ impl Default for RunOptions {
         Self {
             batch_size: crate::context::DEFAULT_BATCH_SIZE,
             read_concurrency: cores.max(2),
-            channel_capacity: cores.max(2) * 2,
+            channel_capacity: cores.max(2),
             quarantine_batch_rows: 4096,
             retry: RetryPolicy::default(),
         }

@@ -277,7 +277,7 @@ impl ParquetWriter {
     }
 
     fn start_lane(&mut self, lane: usize) -> mpsc::Sender<RecordBatch> {
-        let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
+        let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
         let sink = self.sink.clone();
         let schema = self.schema.clone();
         let props = self.props.clone();

@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 const CURSOR_PREFIX: &str = "files/v1:";
-const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// Reads NDJSON, CSV or Parquet files under a root directory or prefix.
 ///
@@ -52,6 +52,9 @@ struct Inner {
     /// Newline counts at split starts, per file version, computed on the first bad line.
     line_index: Mutex<HashMap<String, Arc<Mutex<Option<Arc<Vec<u64>>>>>>>,
     warned_fields: Mutex<HashSet<String>>,
+    /// Decoders returned by finished splits, by batch size: reusing their buffers keeps the
+    /// heap from fragmenting as split after split allocates and frees them.
+    decoders: Mutex<Vec<(usize, Box<dyn LineFormat>)>>,
 }
 
 impl fmt::Debug for FileSource {
@@ -120,6 +123,7 @@ impl FileSource {
             cfg,
             line_index: Mutex::new(HashMap::new()),
             warned_fields: Mutex::new(HashSet::new()),
+            decoders: Mutex::new(Vec::new()),
         };
         inner.schema = match &inner.cfg.schema {
             SchemaSource::Explicit(cols) => explicit_schema(cols)?,
@@ -258,6 +262,17 @@ impl Inner {
 
     /// Read one NDJSON/CSV split on a blocking thread, sending batches to `tx`.
     fn run_line_split(self: &Arc<Self>, spec: &SplitSpec, ctx: &Context, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
+        let pooled = {
+            let mut pool = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
+            pool.iter().position(|(b, _)| *b == ctx.batch_size()).map(|i| pool.swap_remove(i).1)
+        };
+        let mut format = pooled.unwrap_or_else(|| self.line_format(ctx.batch_size()));
+        let result = self.decode_split(spec, ctx, tx, format.as_mut());
+        self.decoders.lock().unwrap_or_else(|p| p.into_inner()).push((ctx.batch_size(), format));
+        result
+    }
+
+    fn decode_split(&self, spec: &SplitSpec, ctx: &Context, tx: &mpsc::Sender<Result<RecordBatch>>, format: &mut dyn LineFormat) -> Result<()> {
         let handle = Handle::current();
         let path = self.location.child(&spec.path);
         let describe = self.location.describe(&path);
@@ -271,7 +286,6 @@ impl Inner {
         let max_record = usize::try_from(self.cfg.max_record_bytes).unwrap_or(usize::MAX);
         let mut chunker = LineChunker::new(reader, from, end, skip, CHUNK_BYTES, max_record);
         let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
-        let mut format = self.line_format(ctx.batch_size());
         let metrics = ctx.metrics().component("source");
         let mut base: Option<u64> = None;
         let mut first = true;
@@ -298,7 +312,7 @@ impl Inner {
                 first_line += 1;
             }
             first = false;
-            let out = match decode_chunk(format.as_mut(), bytes, dirty) {
+            let out = match decode_chunk(format, bytes, dirty) {
                 Ok(out) => out,
                 Err((line, e)) => {
                     let b = *base.get_or_insert(self.lines_before(&handle, spec, &describe)?);
@@ -466,7 +480,7 @@ impl Source for FileSource {
         // Nothing starts until the first poll; dropping the stream closes the channel, which
         // stops the blocking reader at its next batch.
         let stream = futures::stream::once(async move {
-            let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
+            let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(1);
             let _reader = tokio::task::spawn_blocking(move || {
                 if let Err(e) = inner.run_line_split(&spec, &ctx, &tx) {
                     let _ = tx.blocking_send(Err(e));
