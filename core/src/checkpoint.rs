@@ -30,10 +30,13 @@ pub trait CheckpointStore: Send + Sync + Debug {
 }
 
 fn conflict(pipeline_id: &str, expected: Epoch, found: Epoch) -> Error {
-    Error::new(ErrorKind::Conflict, "the checkpoint moved under this run: another run of the same pipeline is active")
-        .with_context("pipeline", pipeline_id)
-        .with_context("expected_epoch", expected)
-        .with_context("found_epoch", found)
+    Error::new(
+        ErrorKind::Conflict,
+        "the checkpoint moved under this run: another run of the same pipeline is active",
+    )
+    .with_context("pipeline", pipeline_id)
+    .with_context("expected_epoch", expected)
+    .with_context("found_epoch", found)
 }
 
 fn stored_epoch(m: Option<&CommitMarker>) -> Epoch {
@@ -56,7 +59,12 @@ impl InMemoryCheckpointStore {
 #[async_trait]
 impl CheckpointStore for InMemoryCheckpointStore {
     async fn load(&self, pipeline_id: &str) -> Result<Option<CommitMarker>> {
-        Ok(self.map.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline_id).cloned())
+        Ok(self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pipeline_id)
+            .cloned())
     }
 
     async fn save(&self, marker: &CommitMarker, expected: Epoch) -> Result<()> {
@@ -82,7 +90,10 @@ pub struct LocalFileCheckpointStore {
 impl LocalFileCheckpointStore {
     /// A store in `dir` (created on first save).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), lock: tokio::sync::Mutex::new(()) }
+        Self {
+            dir: dir.into(),
+            lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn path(&self, pipeline_id: &str) -> Result<PathBuf> {
@@ -99,7 +110,9 @@ pub fn validate_pipeline_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -111,7 +124,9 @@ pub fn validate_pipeline_id(id: &str) -> Result<()> {
 async fn read_marker(path: &Path) -> Result<Option<CommitMarker>> {
     match tokio::fs::read(path).await {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::new(ErrorKind::Data, "the checkpoint file is corrupt").with_context("file", path.display()).with_source(e)
+            Error::new(ErrorKind::Data, "the checkpoint file is corrupt")
+                .with_context("file", path.display())
+                .with_source(e)
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::from(e).with_context("file", path.display())),
@@ -127,10 +142,16 @@ impl CheckpointStore for LocalFileCheckpointStore {
     async fn save(&self, marker: &CommitMarker, expected: Epoch) -> Result<()> {
         let path = self.path(&marker.pipeline_id)?;
         let _guard = self.lock.lock().await;
-        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| Error::from(e).with_context("dir", self.dir.display()))?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| Error::from(e).with_context("dir", self.dir.display()))?;
         let lock_path = path.with_extension("lock");
         // Create-only lock file: a second process saving at the same moment gets a Conflict.
-        let lock = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&lock_path).await;
+        let lock = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+            .await;
         if let Err(e) = lock {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 return Err(Error::new(ErrorKind::Conflict, "another process is saving this checkpoint (remove a stale lock file if none is)")
@@ -144,11 +165,16 @@ impl CheckpointStore for LocalFileCheckpointStore {
                 return Err(conflict(&marker.pipeline_id, expected, found));
             }
             let tmp = path.with_extension("json.tmp");
-            let bytes = serde_json::to_vec_pretty(marker).map_err(|e| Error::internal("could not encode the checkpoint").with_source(e))?;
-            let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| Error::from(e).with_context("file", tmp.display()))?;
+            let bytes = serde_json::to_vec_pretty(marker)
+                .map_err(|e| Error::internal("could not encode the checkpoint").with_source(e))?;
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| Error::from(e).with_context("file", tmp.display()))?;
             tokio::io::AsyncWriteExt::write_all(&mut f, &bytes).await?;
             f.sync_all().await?;
-            tokio::fs::rename(&tmp, &path).await.map_err(|e| Error::from(e).with_context("file", path.display()))?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| Error::from(e).with_context("file", path.display()))?;
             Ok(())
         }
         .await;
@@ -168,7 +194,10 @@ mod tests {
         store.save(&m1, Epoch(0)).await.unwrap();
         assert_eq!(store.load("p1").await.unwrap(), Some(m1.clone()));
         // A stale writer expecting epoch 0 again conflicts.
-        let err = store.save(&CommitMarker::new("p1", Epoch(1), None), Epoch(0)).await.unwrap_err();
+        let err = store
+            .save(&CommitMarker::new("p1", Epoch(1), None), Epoch(0))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Conflict);
         assert_eq!(err.context_value("found_epoch"), Some("1"));
         let m2 = CommitMarker::new("p1", Epoch(2), Some(Cursor::new("c2")));
@@ -195,15 +224,25 @@ mod tests {
     async fn local_file_store_reports_corruption_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.checkpoint.json"), b"{not json").unwrap();
-        let err = LocalFileCheckpointStore::new(dir.path()).load("p").await.unwrap_err();
+        let err = LocalFileCheckpointStore::new(dir.path())
+            .load("p")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Data);
-        assert!(err.context_value("file").unwrap().ends_with("p.checkpoint.json"));
+        assert!(
+            err.context_value("file")
+                .unwrap()
+                .ends_with("p.checkpoint.json")
+        );
     }
 
     #[test]
     fn pipeline_ids_are_checked() {
         assert!(validate_pipeline_id("orders_to_parquet-1").is_ok());
-        assert_eq!(validate_pipeline_id("../etc").unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(
+            validate_pipeline_id("../etc").unwrap_err().kind(),
+            ErrorKind::Config
+        );
         assert!(validate_pipeline_id("").is_err());
     }
 }

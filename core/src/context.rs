@@ -6,7 +6,6 @@ use crate::quarantine::{QuarantineRecord, QuarantineSender};
 use crate::{Error, ErrorKind, Result};
 use std::sync::Arc;
 
-
 /// The default number of rows per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
 
@@ -81,14 +80,22 @@ impl Context {
         }
         let Some(q) = &self.inner.quarantine else {
             let first = &records[0];
-            let mut e = Error::new(ErrorKind::Data, format!("rejected record: {}", first.reason))
-                .with_context("location", &first.location);
+            let mut e = Error::new(
+                ErrorKind::Data,
+                format!("rejected record: {}", first.reason),
+            )
+            .with_context("location", &first.location);
             if let Some(p) = first.position {
                 e = e.with_context("position", p);
             }
-            return Err(e.with_context("hint", "attach a quarantine (the runner does) to keep going past bad records"));
+            return Err(e.with_context(
+                "hint",
+                "attach a quarantine (the runner does) to keep going past bad records",
+            ));
         };
-        self.metrics().component(component).add(crate::metrics::DISCARDED_ROWS_TOTAL, records.len() as u64);
+        self.metrics()
+            .component(component)
+            .add(crate::metrics::DISCARDED_ROWS_TOTAL, records.len() as u64);
         q.send(records).await
     }
 }
@@ -106,7 +113,13 @@ pub struct ContextBuilder {
 impl ContextBuilder {
     /// Start from the defaults.
     pub fn new(pipeline_id: impl Into<String>) -> Self {
-        Self { pipeline_id: pipeline_id.into(), batch_size: DEFAULT_BATCH_SIZE, cancel: None, metrics: None, quarantine: None }
+        Self {
+            pipeline_id: pipeline_id.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            cancel: None,
+            metrics: None,
+            quarantine: None,
+        }
     }
 
     /// Rows per batch (at least 1).

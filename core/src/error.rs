@@ -46,7 +46,9 @@ impl ErrorKind {
     /// The default retry advice for this kind.
     pub fn default_retry(self) -> Retry {
         match self {
-            ErrorKind::RateLimited | ErrorKind::Unavailable | ErrorKind::Timeout => Retry::Transient,
+            ErrorKind::RateLimited | ErrorKind::Unavailable | ErrorKind::Timeout => {
+                Retry::Transient
+            }
             _ => Retry::Permanent,
         }
     }
@@ -102,7 +104,13 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message saying what failed and, where it helps, what to do.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { kind, retry: kind.default_retry(), message: message.into(), context: Vec::new(), source: None }
+        Self {
+            kind,
+            retry: kind.default_retry(),
+            message: message.into(),
+            context: Vec::new(),
+            source: None,
+        }
     }
 
     /// Shorthand for [`ErrorKind::Config`].
@@ -173,7 +181,10 @@ impl Error {
 
     /// The value of the first context entry named `key`.
     pub fn context_value(&self, key: &str) -> Option<&str> {
-        self.context.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.context
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The message, context and the whole source chain on one line, for logs and CLI output.
@@ -221,7 +232,9 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -230,7 +243,9 @@ impl From<arrow_schema::ArrowError> for Error {
         use arrow_schema::ArrowError as A;
         let kind = match &e {
             A::SchemaError(_) | A::CastError(_) => ErrorKind::Schema,
-            A::ParseError(_) | A::JsonError(_) | A::CsvError(_) | A::InvalidArgumentError(_) => ErrorKind::Data,
+            A::ParseError(_) | A::JsonError(_) | A::CsvError(_) | A::InvalidArgumentError(_) => {
+                ErrorKind::Data
+            }
             A::IoError(..) => ErrorKind::Unavailable,
             A::NotYetImplemented(_) => ErrorKind::Unsupported,
             _ => ErrorKind::Internal,
@@ -246,9 +261,11 @@ impl From<std::io::Error> for Error {
             K::NotFound => ErrorKind::NotFound,
             K::PermissionDenied => ErrorKind::Auth,
             K::TimedOut => ErrorKind::Timeout,
-            K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::Interrupted => {
-                ErrorKind::Unavailable
-            }
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::Interrupted => ErrorKind::Unavailable,
             K::InvalidData | K::UnexpectedEof => ErrorKind::Data,
             _ => ErrorKind::Internal,
         };
@@ -267,8 +284,14 @@ mod tests {
             .with_context("file", "orders.ndjson")
             .with_context("line", 17)
             .with_source(io);
-        assert_eq!(e.to_string(), "malformed record (file: orders.ndjson, line: 17)");
-        assert_eq!(e.report(), "malformed record (file: orders.ndjson, line: 17): bad byte");
+        assert_eq!(
+            e.to_string(),
+            "malformed record (file: orders.ndjson, line: 17)"
+        );
+        assert_eq!(
+            e.report(),
+            "malformed record (file: orders.ndjson, line: 17): bad byte"
+        );
         assert_eq!(e.context_value("line"), Some("17"));
         assert!(!e.is_retryable());
     }

@@ -17,10 +17,14 @@ pub use context::{CancellationToken, Context, ContextBuilder};
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_schema};
-pub use runner::{Pipeline, PipelineBuilder, RetryPolicy, RunObserver, RunOptions, RunOutcome, RunReport, crash_point};
+pub use runner::{
+    Pipeline, PipelineBuilder, RetryPolicy, RunObserver, RunOptions, RunOutcome, RunReport,
+    crash_point,
+};
 pub use stream::{BatchStream, BatchStreamAdapter, SendableBatchStream, empty_stream};
 pub use traits::{
-    BatchTransform, CommitOutcome, Delivery, Prepared, Sink, SinkCapabilities, SinkWriter, Source, StreamTransform,
+    BatchTransform, CommitOutcome, Delivery, Prepared, Sink, SinkCapabilities, SinkWriter, Source,
+    StreamTransform,
 };
 pub use types::{CommitMarker, Cursor, Epoch, ReadPlan, ReadRequest, Split};
 

@@ -57,7 +57,10 @@ impl ComponentMetrics {
 
     /// Add elapsed time to the busy counter.
     pub fn add_busy(&self, elapsed: Duration) {
-        self.add(BUSY_NANOSECONDS_TOTAL, u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        self.add(
+            BUSY_NANOSECONDS_TOTAL,
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        );
     }
 
     /// The current value of counter `name`.
@@ -89,7 +92,12 @@ impl Metrics {
         let map = self.components.lock().unwrap_or_else(|p| p.into_inner());
         let components = map
             .iter()
-            .map(|(c, m)| (c.clone(), NAMES.iter().map(|n| ((*n).to_string(), m.get(n))).collect()))
+            .map(|(c, m)| {
+                (
+                    c.clone(),
+                    NAMES.iter().map(|n| ((*n).to_string(), m.get(n))).collect(),
+                )
+            })
             .collect();
         MetricsSnapshot { components }
     }
@@ -105,7 +113,11 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// One counter, or 0.
     pub fn get(&self, component: &str, metric: &str) -> u64 {
-        self.components.get(component).and_then(|m| m.get(metric)).copied().unwrap_or(0)
+        self.components
+            .get(component)
+            .and_then(|m| m.get(metric))
+            .copied()
+            .unwrap_or(0)
     }
 }
 

@@ -98,10 +98,12 @@ impl QuarantineSender {
         if records.is_empty() {
             return Ok(());
         }
-        self.tx
-            .send(records)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "the quarantine channel is closed: the pipeline is stopping"))
+        self.tx.send(records).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Cancelled,
+                "the quarantine channel is closed: the pipeline is stopping",
+            )
+        })
     }
 }
 

@@ -16,9 +16,13 @@
 //! cancelling a run aborts every task it started.
 
 use crate::metrics::{self, Metrics, MetricsSnapshot};
-use crate::quarantine::{QuarantineReceiver, QuarantineRecord, quarantine_batch, quarantine_channel};
+use crate::quarantine::{
+    QuarantineReceiver, QuarantineRecord, quarantine_batch, quarantine_channel,
+};
 use crate::stream::{BatchStreamAdapter, SendableBatchStream};
-use crate::traits::{BatchTransform, CommitOutcome, Prepared, Sink, SinkWriter, Source, StreamTransform};
+use crate::traits::{
+    BatchTransform, CommitOutcome, Prepared, Sink, SinkWriter, Source, StreamTransform,
+};
 use crate::types::{CommitMarker, Epoch, ReadPlan, ReadRequest, Split};
 use crate::{CheckpointStore, Context, Error, ErrorKind, Result, Retry};
 use arrow_array::RecordBatch;
@@ -46,14 +50,22 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, initial_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(30) }
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
     }
 }
 
 impl RetryPolicy {
     /// A policy with `max_attempts` and the given first and largest delays.
     pub fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
-        Self { max_attempts: max_attempts.max(1), initial_backoff, max_backoff }
+        Self {
+            max_attempts: max_attempts.max(1),
+            initial_backoff,
+            max_backoff,
+        }
     }
 
     /// The delay before retry number `retry` (1-based): uniform in `[0, min(max, initial·2^(retry-1))]`,
@@ -62,7 +74,9 @@ impl RetryPolicy {
         if let Retry::After(d) = advice {
             return d.min(self.max_backoff.max(d));
         }
-        let exp = self.initial_backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
         let cap = exp.min(self.max_backoff);
         cap.mul_f64(rand::random::<f64>())
     }
@@ -191,7 +205,12 @@ pub struct PipelineBuilder {
 
 impl PipelineBuilder {
     /// A pipeline `id` from `source` to `sink`, checkpointed in `checkpoints`.
-    pub fn new(id: impl Into<String>, source: Arc<dyn Source>, sink: Arc<dyn Sink>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        source: Arc<dyn Source>,
+        sink: Arc<dyn Sink>,
+        checkpoints: Arc<dyn CheckpointStore>,
+    ) -> Self {
         Self {
             id: id.into(),
             source,
@@ -253,7 +272,10 @@ impl PipelineBuilder {
         for t in &self.stream_transforms {
             schema = t.output_schema(&schema)?;
         }
-        Ok(Pipeline { inner: Arc::new(self), output_schema: schema })
+        Ok(Pipeline {
+            inner: Arc::new(self),
+            output_schema: schema,
+        })
     }
 }
 
@@ -371,7 +393,12 @@ impl Pipeline {
         .await
     }
 
-    async fn attempt(&self, plan: &ReadPlan, marker: &CommitMarker, cancel: &CancellationToken) -> Result<(Prepared, CommitOutcome)> {
+    async fn attempt(
+        &self,
+        plan: &ReadPlan,
+        marker: &CommitMarker,
+        cancel: &CancellationToken,
+    ) -> Result<(Prepared, CommitOutcome)> {
         let p = &self.inner;
         let attempt_cancel = cancel.child_token();
         // Cancel this attempt's tasks however we leave this function.
@@ -411,7 +438,13 @@ impl Pipeline {
 
     /// Read every split, transform, and write; returns once every batch and every rejected
     /// record reached the writer.
-    async fn drive(&self, plan: &ReadPlan, ctx: &Context, writer: &mut dyn SinkWriter, mut qrx: QuarantineReceiver) -> Result<()> {
+    async fn drive(
+        &self,
+        plan: &ReadPlan,
+        ctx: &Context,
+        writer: &mut dyn SinkWriter,
+        mut qrx: QuarantineReceiver,
+    ) -> Result<()> {
         let p = &self.inner;
         let (tx, rx) = mpsc::channel::<RecordBatch>(p.options.channel_capacity);
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
@@ -419,17 +452,21 @@ impl Pipeline {
         let mut tx = Some(tx);
         for _ in 0..p.options.read_concurrency {
             match (pending.next(), &tx) {
-                (Some(split), Some(sender)) => self.spawn_split(&mut tasks, split.clone(), ctx.clone(), sender.clone()),
+                (Some(split), Some(sender)) => {
+                    self.spawn_split(&mut tasks, split.clone(), ctx.clone(), sender.clone())
+                }
                 _ => break,
             }
         }
         if pending.len() == 0 {
             tx = None;
         }
-        let mut stream: SendableBatchStream =
-            BatchStreamAdapter::boxed(p.source_output_schema(), Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        let mut stream: SendableBatchStream = BatchStreamAdapter::boxed(
+            p.source_output_schema(),
+            Box::pin(futures::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (Ok(b), rx))
-            })));
+            })),
+        );
         for t in &p.stream_transforms {
             stream = t.transform(stream, ctx)?;
         }
@@ -480,34 +517,47 @@ impl Pipeline {
         // Every reader is done (the stream ended only after every sender was dropped); collect
         // the rejected records still queued.
         while let Some(joined) = tasks.join_next().await {
-            joined.map_err(|e| Error::internal("a split reader failed to join").with_source(e))??;
+            joined
+                .map_err(|e| Error::internal("a split reader failed to join").with_source(e))??;
         }
         while let Ok(records) = qrx.try_recv() {
             quarantined.extend(records);
         }
         if !quarantined.is_empty() {
-            writer.write_quarantine(quarantine_batch(&quarantined)?).await?;
+            writer
+                .write_quarantine(quarantine_batch(&quarantined)?)
+                .await?;
         }
         Ok(())
     }
 
-    fn spawn_split(&self, tasks: &mut JoinSet<Result<()>>, split: Split, ctx: Context, tx: mpsc::Sender<RecordBatch>) {
+    fn spawn_split(
+        &self,
+        tasks: &mut JoinSet<Result<()>>,
+        split: Split,
+        ctx: Context,
+        tx: mpsc::Sender<RecordBatch>,
+    ) {
         let p = self.inner.clone();
         let span = tracing::debug_span!("split", id = %split.id);
         tasks.spawn(
             async move {
                 let source_metrics = p.metrics.component("source");
-                let mut stream = p.source.read(&split, &ctx).map_err(|e| e.with_context("split", &split.id))?;
+                let mut stream = p
+                    .source
+                    .read(&split, &ctx)
+                    .map_err(|e| e.with_context("split", &split.id))?;
                 let expected = p.source.schema();
                 while let Some(batch) = stream.next().await {
-                    let batch = batch.map_err(|e| {
-                        source_metrics.add(metrics::ERRORS_TOTAL, 1);
-                        e
-                    })?;
+                    let batch =
+                        batch.inspect_err(|_| source_metrics.add(metrics::ERRORS_TOTAL, 1))?;
                     if batch.schema() != expected {
-                        return Err(Error::new(ErrorKind::Schema, "the source yielded a batch that does not have its declared schema")
-                            .with_context("source", p.source.name())
-                            .with_context("split", &split.id));
+                        return Err(Error::new(
+                            ErrorKind::Schema,
+                            "the source yielded a batch that does not have its declared schema",
+                        )
+                        .with_context("source", p.source.name())
+                        .with_context("split", &split.id));
                     }
                     source_metrics.add(metrics::SENT_ROWS_TOTAL, batch.num_rows() as u64);
                     source_metrics.add(metrics::SENT_BATCHES_TOTAL, 1);
@@ -517,7 +567,9 @@ impl Pipeline {
                         let (p2, ctx2) = (p.clone(), ctx.clone());
                         tokio::task::spawn_blocking(move || p2.apply_batch_transforms(batch, &ctx2))
                             .await
-                            .map_err(|e| Error::internal("a batch transform panicked").with_source(e))??
+                            .map_err(|e| {
+                                Error::internal("a batch transform panicked").with_source(e)
+                            })??
                     };
                     if batch.num_rows() == 0 {
                         continue;
@@ -576,7 +628,12 @@ async fn reconcile(
     if mark_epoch > cp_epoch {
         // A crash between the sink's commit and the checkpoint save: the sink is authoritative.
         let m = mark.expect("mark_epoch > 0 implies a marker");
-        tracing::info!(pipeline = id, from = cp_epoch.0, to = m.epoch.0, "fast-forwarding the checkpoint to the sink's marker");
+        tracing::info!(
+            pipeline = id,
+            from = cp_epoch.0,
+            to = m.epoch.0,
+            "fast-forwarding the checkpoint to the sink's marker"
+        );
         store.save(&m, cp_epoch).await?;
         Ok(Some(m))
     } else if mark_epoch < cp_epoch {
@@ -596,7 +653,9 @@ async fn reconcile(
 pub async fn crash_point(name: &str) {
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();
     let points = POINTS.get_or_init(|| {
-        std::env::var("STRATA_PAUSE_AT").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default()
+        std::env::var("STRATA_PAUSE_AT")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
     });
     if points.iter().any(|p| p == name) {
         eprintln!("strata: paused at {name}");

@@ -92,7 +92,12 @@ pub struct SinkCapabilities {
 impl SinkCapabilities {
     /// Capabilities with the given delivery and nothing else.
     pub fn new(delivery: Delivery) -> Self {
-        Self { delivery, upsert: false, schema_evolution: false, quarantine: false }
+        Self {
+            delivery,
+            upsert: false,
+            schema_evolution: false,
+            quarantine: false,
+        }
     }
 
     /// With quarantine support.
@@ -121,8 +126,20 @@ pub struct Prepared {
 
 impl Prepared {
     /// A prepared epoch.
-    pub fn new(epoch: Epoch, rows: u64, quarantined_rows: u64, bytes: u64, items: Vec<String>) -> Self {
-        Self { epoch, rows, quarantined_rows, bytes, items }
+    pub fn new(
+        epoch: Epoch,
+        rows: u64,
+        quarantined_rows: u64,
+        bytes: u64,
+        items: Vec<String>,
+    ) -> Self {
+        Self {
+            epoch,
+            rows,
+            quarantined_rows,
+            bytes,
+            items,
+        }
     }
 }
 
@@ -150,7 +167,11 @@ pub trait Sink: Send + Sync + Debug {
     async fn open(&self, schema: SchemaRef, ctx: &Context) -> Result<Box<dyn SinkWriter>>;
 
     /// The last marker this sink committed for `pipeline_id`, read from the destination itself.
-    async fn last_committed(&self, pipeline_id: &str, ctx: &Context) -> Result<Option<CommitMarker>>;
+    async fn last_committed(
+        &self,
+        pipeline_id: &str,
+        ctx: &Context,
+    ) -> Result<Option<CommitMarker>>;
 }
 
 /// Writes one epoch.
@@ -166,7 +187,10 @@ pub trait SinkWriter: Send {
 
     /// Write rejected records (see [`crate::quarantine_schema`]) to be committed with the epoch.
     async fn write_quarantine(&mut self, _batch: RecordBatch) -> Result<()> {
-        Err(Error::new(ErrorKind::Unsupported, "this sink does not keep a quarantine"))
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "this sink does not keep a quarantine",
+        ))
     }
 
     /// Make everything written durable but invisible.

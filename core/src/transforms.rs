@@ -24,7 +24,15 @@ impl Select {
                 schema.index_of(c).map_err(|_| {
                     Error::config("select names a column the input does not have")
                         .with_context("column", c)
-                        .with_context("available", schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "))
+                        .with_context(
+                            "available",
+                            schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        )
                 })
             })
             .collect()

@@ -26,7 +26,12 @@ impl fmt::Debug for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Cursors can be long (a set of file names); keep logs readable.
         if self.0.len() > 120 {
-            write!(f, "Cursor({}…{} bytes)", &self.0[..self.0.floor_char_boundary(100)], self.0.len())
+            write!(
+                f,
+                "Cursor({}…{} bytes)",
+                &self.0[..self.0.floor_char_boundary(100)],
+                self.0.len()
+            )
         } else {
             write!(f, "Cursor({})", self.0)
         }
@@ -35,7 +40,9 @@ impl fmt::Debug for Cursor {
 
 /// A numbered unit of work: everything read between two commits. Epoch 0 means "nothing
 /// committed yet"; the first epoch a pipeline commits is 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Epoch(pub u64);
 
@@ -67,7 +74,11 @@ pub struct CommitMarker {
 impl CommitMarker {
     /// A marker for `pipeline_id` at `epoch`, having read up to `cursor`.
     pub fn new(pipeline_id: impl Into<String>, epoch: Epoch, cursor: Option<Cursor>) -> Self {
-        Self { pipeline_id: pipeline_id.into(), epoch, cursor }
+        Self {
+            pipeline_id: pipeline_id.into(),
+            epoch,
+            cursor,
+        }
     }
 }
 

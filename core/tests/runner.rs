@@ -5,50 +5,79 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::Arc;
 use std::time::Duration;
 use strata_core::{
-    BatchTransform, CancellationToken, CheckpointStore, CommitMarker, Context, Epoch, ErrorKind, InMemoryCheckpointStore, PipelineBuilder,
-    RetryPolicy, RunOptions, RunOutcome, Result, Sink,
+    BatchTransform, CancellationToken, CheckpointStore, CommitMarker, Context, Epoch, ErrorKind,
+    InMemoryCheckpointStore, PipelineBuilder, Result, RetryPolicy, RunOptions, RunOutcome, Sink,
 };
 use strata_testkit::{MemorySink, MemorySource, SinkFault, assert_same_rows};
 
 fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]))
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
 }
 
 fn batch(start: i64, n: i64) -> RecordBatch {
     let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(start..start + n));
-    let names: ArrayRef = Arc::new(StringArray::from_iter_values((start..start + n).map(|i| format!("n{i}"))));
+    let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (start..start + n).map(|i| format!("n{i}")),
+    ));
     RecordBatch::try_new(schema(), vec![ids, names]).unwrap()
 }
 
 fn fast_retry() -> RunOptions {
-    RunOptions::default().with_retry(RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(5)))
+    RunOptions::default().with_retry(RetryPolicy::new(
+        3,
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    ))
 }
 
 fn setup(n_batches: i64) -> (Arc<MemorySource>, MemorySink, Arc<InMemoryCheckpointStore>) {
     let source = Arc::new(MemorySource::new(schema()));
     source.append((0..n_batches).map(|i| batch(i * 100, 100)));
-    (source, MemorySink::new(), Arc::new(InMemoryCheckpointStore::new()))
+    (
+        source,
+        MemorySink::new(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_once_then_nothing_new_then_the_next_epoch() {
     let (source, sink, store) = setup(10);
     source.reject_in(3, "bad record in batch 3");
-    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store.clone()).with_options(fast_retry()).build().unwrap();
+    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store.clone())
+        .with_options(fast_retry())
+        .build()
+        .unwrap();
     let r = p.run().await.unwrap();
     assert_eq!(r.outcome, RunOutcome::Committed);
-    assert_eq!((r.epoch, r.rows_written, r.rows_quarantined, r.splits), (Epoch(1), 1000, 1, 10));
-    assert_same_rows!(&sink.visible(), &(0..10).map(|i| batch(i * 100, 100)).collect::<Vec<_>>());
+    assert_eq!(
+        (r.epoch, r.rows_written, r.rows_quarantined, r.splits),
+        (Epoch(1), 1000, 1, 10)
+    );
+    assert_same_rows!(
+        &sink.visible(),
+        &(0..10).map(|i| batch(i * 100, 100)).collect::<Vec<_>>()
+    );
     assert_eq!(sink.visible_quarantine()[0].num_rows(), 1);
     assert_eq!(store.load("p").await.unwrap().unwrap().epoch, Epoch(1));
 
     let r = p.run().await.unwrap();
     assert_eq!(r.outcome, RunOutcome::NothingNew);
-    assert_eq!(sink.commits(), 1, "a second run with nothing new commits nothing");
+    assert_eq!(
+        sink.commits(),
+        1,
+        "a second run with nothing new commits nothing"
+    );
 
     source.append([batch(5000, 7)]);
     let r = p.run().await.unwrap();
-    assert_eq!((r.outcome, r.epoch, r.rows_written), (RunOutcome::Committed, Epoch(2), 7));
+    assert_eq!(
+        (r.outcome, r.epoch, r.rows_written),
+        (RunOutcome::Committed, Epoch(2), 7)
+    );
     assert_eq!(sink.visible_rows(), 1007);
 }
 
@@ -57,19 +86,29 @@ async fn transient_failures_are_retried_and_permanent_ones_keep_their_context() 
     let (source, sink, store) = setup(4);
     source.fail_transient(2);
     sink.set_fault(Some(SinkFault::WriteTransient));
-    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store.clone()).with_options(fast_retry()).build().unwrap();
+    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store.clone())
+        .with_options(fast_retry())
+        .build()
+        .unwrap();
     let r = p.run().await.unwrap();
     assert!(r.attempts >= 2, "the run needed retries");
     assert_eq!(sink.visible_rows(), 400, "retries do not duplicate rows");
 
     let (source, sink, store) = setup(2);
     source.fail_permanent(true);
-    let p = PipelineBuilder::new("q", source, Arc::new(sink.clone()), store).with_options(fast_retry()).build().unwrap();
+    let p = PipelineBuilder::new("q", source, Arc::new(sink.clone()), store)
+        .with_options(fast_retry())
+        .build()
+        .unwrap();
     let e = p.run().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Data);
     assert_eq!(e.context_value("pipeline"), Some("q"));
     assert_eq!(e.context_value("epoch"), Some("1"));
-    assert_eq!(e.context_value("attempts"), Some("1"), "a permanent error is not retried");
+    assert_eq!(
+        e.context_value("attempts"),
+        Some("1"),
+        "a permanent error is not retried"
+    );
     assert!(e.context_value("split").unwrap().starts_with("memory["));
     assert_eq!(sink.commits(), 0);
 }
@@ -78,7 +117,10 @@ async fn transient_failures_are_retried_and_permanent_ones_keep_their_context() 
 async fn a_commit_whose_answer_was_lost_is_not_applied_twice() {
     let (source, sink, store) = setup(3);
     sink.set_fault(Some(SinkFault::CommitTransientAfterVisible));
-    let p = PipelineBuilder::new("p", source, Arc::new(sink.clone()), store).with_options(fast_retry()).build().unwrap();
+    let p = PipelineBuilder::new("p", source, Arc::new(sink.clone()), store)
+        .with_options(fast_retry())
+        .build()
+        .unwrap();
     let r = p.run().await.unwrap();
     assert_eq!(r.outcome, RunOutcome::AlreadyCommitted);
     assert_eq!((sink.commits(), sink.visible_rows()), (1, 300));
@@ -88,8 +130,13 @@ async fn a_commit_whose_answer_was_lost_is_not_applied_twice() {
 async fn backpressure_bounds_what_is_read_ahead_and_cancellation_stops_every_task() {
     let (source, sink, store) = setup(500);
     sink.set_fault(Some(SinkFault::WriteBlocks));
-    let opts = fast_retry().with_read_concurrency(2).with_channel_capacity(4);
-    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store).with_options(opts).build().unwrap();
+    let opts = fast_retry()
+        .with_read_concurrency(2)
+        .with_channel_capacity(4);
+    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store)
+        .with_options(opts)
+        .build()
+        .unwrap();
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (p, c) = (p.clone(), cancel.clone());
@@ -98,11 +145,22 @@ async fn backpressure_bounds_what_is_read_ahead_and_cancellation_stops_every_tas
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The writer holds 1 batch, the channel 4, and each of 2 readers 1 more it is trying to send.
     let read = source.polled_batches();
-    assert!(read <= 1 + 4 + 2, "read {read} batches ahead of a blocked writer");
+    assert!(
+        read <= 1 + 4 + 2,
+        "read {read} batches ahead of a blocked writer"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(source.polled_batches(), read, "nothing more is read while the writer is blocked");
+    assert_eq!(
+        source.polled_batches(),
+        read,
+        "nothing more is read while the writer is blocked"
+    );
     cancel.cancel();
-    let e = tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(source.live_streams(), 0, "every split stream was dropped");
@@ -114,17 +172,34 @@ async fn the_sink_marker_is_authoritative() {
     let (source, sink, store) = setup(2);
     let ctx = Context::new("p");
     // The sink committed epoch 1 but the checkpoint was never saved: fast-forward.
-    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store.clone()).build().unwrap();
+    let p = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), store.clone())
+        .build()
+        .unwrap();
     p.run().await.unwrap();
     let fresh_store = Arc::new(InMemoryCheckpointStore::new());
-    let p2 = PipelineBuilder::new("p", source.clone(), Arc::new(sink.clone()), fresh_store.clone()).build().unwrap();
+    let p2 = PipelineBuilder::new(
+        "p",
+        source.clone(),
+        Arc::new(sink.clone()),
+        fresh_store.clone(),
+    )
+    .build()
+    .unwrap();
     assert_eq!(p2.run().await.unwrap().outcome, RunOutcome::NothingNew);
-    assert_eq!(fresh_store.load("p").await.unwrap(), sink.last_committed("p", &ctx).await.unwrap());
+    assert_eq!(
+        fresh_store.load("p").await.unwrap(),
+        sink.last_committed("p", &ctx).await.unwrap()
+    );
 
     // A checkpoint ahead of the sink is a Conflict, not silent data loss.
     let ahead = Arc::new(InMemoryCheckpointStore::new());
-    ahead.save(&CommitMarker::new("p", Epoch(5), None), Epoch(0)).await.unwrap();
-    let p3 = PipelineBuilder::new("p", source, Arc::new(sink), ahead).build().unwrap();
+    ahead
+        .save(&CommitMarker::new("p", Epoch(5), None), Epoch(0))
+        .await
+        .unwrap();
+    let p3 = PipelineBuilder::new("p", source, Arc::new(sink), ahead)
+        .build()
+        .unwrap();
     let e = p3.run().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict);
     assert_eq!(e.context_value("checkpoint_epoch"), Some("5"));
@@ -141,12 +216,23 @@ impl BatchTransform for DoubleIds {
         Ok(input.clone())
     }
     fn apply(&self, batch: RecordBatch, _ctx: &Context) -> Result<RecordBatch> {
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         if ids.value(0) == 666 * 2 {
-            return Err(strata_core::Error::data("an id is cursed").with_context("column", "id").with_context("value", 666));
+            return Err(strata_core::Error::data("an id is cursed")
+                .with_context("column", "id")
+                .with_context("value", 666));
         }
-        let doubled: ArrayRef = Arc::new(Int64Array::from_iter_values(ids.values().iter().map(|v| v * 2)));
-        Ok(RecordBatch::try_new(batch.schema(), vec![doubled, batch.column(1).clone()])?)
+        let doubled: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            ids.values().iter().map(|v| v * 2),
+        ));
+        Ok(RecordBatch::try_new(
+            batch.schema(),
+            vec![doubled, batch.column(1).clone()],
+        )?)
     }
 }
 
@@ -158,24 +244,49 @@ async fn batch_transforms_run_and_their_errors_name_the_transform() {
         .build()
         .unwrap();
     let r = p.run().await.unwrap();
-    assert_eq!(r.metrics.get("double_ids", strata_core::metrics::RECEIVED_ROWS_TOTAL), 300);
-    let max = sink.visible().iter().map(|b| arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(b.column(0)).values().iter().copied().max().unwrap()).max();
+    assert_eq!(
+        r.metrics
+            .get("double_ids", strata_core::metrics::RECEIVED_ROWS_TOTAL),
+        300
+    );
+    let max = sink
+        .visible()
+        .iter()
+        .map(|b| {
+            arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(b.column(0))
+                .values()
+                .iter()
+                .copied()
+                .max()
+                .unwrap()
+        })
+        .max();
     assert_eq!(max, Some(299 * 2));
 
     let source = Arc::new(MemorySource::new(schema()));
     source.append([batch(1332, 2)]);
-    let p = PipelineBuilder::new("p", source, Arc::new(MemorySink::new()), Arc::new(InMemoryCheckpointStore::new()))
-        .with_batch_transform(Arc::new(DoubleIds))
-        .build()
-        .unwrap();
+    let p = PipelineBuilder::new(
+        "p",
+        source,
+        Arc::new(MemorySink::new()),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
+    .with_batch_transform(Arc::new(DoubleIds))
+    .build()
+    .unwrap();
     let _ = p.run().await.map(|_| ()); // 1332 doubled is not cursed
     let source = Arc::new(MemorySource::new(schema()));
     source.append([batch(666, 2)]);
-    let p = PipelineBuilder::new("p", source, Arc::new(MemorySink::new()), Arc::new(InMemoryCheckpointStore::new()))
-        .with_batch_transform(Arc::new(DoubleIds))
-        .with_batch_transform(Arc::new(DoubleIds))
-        .build()
-        .unwrap();
+    let p = PipelineBuilder::new(
+        "p",
+        source,
+        Arc::new(MemorySink::new()),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
+    .with_batch_transform(Arc::new(DoubleIds))
+    .with_batch_transform(Arc::new(DoubleIds))
+    .build()
+    .unwrap();
     let e = p.run().await.unwrap_err();
     assert_eq!(e.context_value("transform"), Some("double_ids"));
     assert_eq!(e.context_value("value"), Some("666"));
@@ -194,7 +305,11 @@ async fn the_reference_sink_passes_the_conformance_suite() {
             self.0.visible()
         }
     }
-    strata_testkit::check_sink(&Fixture(MemorySink::new()), vec![batch(0, 10), batch(10, 5)]).await;
+    strata_testkit::check_sink(
+        &Fixture(MemorySink::new()),
+        vec![batch(0, 10), batch(10, 5)],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,10 @@ impl Default for GeneratorConfig {
 impl GeneratorConfig {
     /// The default config at `scale_factor`.
     pub fn at_scale(scale_factor: f64) -> Self {
-        Self { scale_factor, ..Self::default() }
+        Self {
+            scale_factor,
+            ..Self::default()
+        }
     }
 
     /// With this seed.
@@ -111,13 +114,22 @@ impl GeneratorConfig {
     /// [`GenError::Config`] naming the key.
     pub fn validate(&self) -> Result<(), GenError> {
         if !(self.scale_factor > 0.0 && self.scale_factor <= 100.0) {
-            return Err(GenError::Config { key: "scale_factor", reason: format!("must be in (0, 100], got {}", self.scale_factor) });
+            return Err(GenError::Config {
+                key: "scale_factor",
+                reason: format!("must be in (0, 100], got {}", self.scale_factor),
+            });
         }
         if !(0.0..=0.5).contains(&self.dirt_rate) {
-            return Err(GenError::Config { key: "dirt_rate", reason: format!("must be in [0, 0.5], got {}", self.dirt_rate) });
+            return Err(GenError::Config {
+                key: "dirt_rate",
+                reason: format!("must be in [0, 0.5], got {}", self.dirt_rate),
+            });
         }
         if self.days == 0 {
-            return Err(GenError::Config { key: "days", reason: "must be at least 1".into() });
+            return Err(GenError::Config {
+                key: "days",
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
@@ -198,8 +210,14 @@ pub fn orders_schema() -> Vec<(&'static str, &'static str)> {
         ("currency", "utf8"),
         ("created_at", "timestamp"),
         ("updated_at", "timestamp"),
-        ("shipping_address", "struct<street: utf8, postal_code: utf8, city: utf8, country: utf8>"),
-        ("lines", "list<struct<line_no: int32, product_id: utf8, quantity: int32, unit_price: decimal(12,2), discount: decimal(12,2)>>"),
+        (
+            "shipping_address",
+            "struct<street: utf8, postal_code: utf8, city: utf8, country: utf8>",
+        ),
+        (
+            "lines",
+            "list<struct<line_no: int32, product_id: utf8, quantity: int32, unit_price: decimal(12,2), discount: decimal(12,2)>>",
+        ),
         ("total_amount", "decimal(14,2)"),
         ("coupon_code", "utf8"),
     ]
@@ -219,7 +237,11 @@ fn rng_for(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
 fn ts(t: NaiveDateTime, offset_h: i32) -> String {
     let local = t + Duration::hours(i64::from(offset_h));
     let sign = if offset_h < 0 { '-' } else { '+' };
-    format!("{}{sign}{:02}:00", local.format("%Y-%m-%dT%H:%M:%S"), offset_h.abs())
+    format!(
+        "{}{sign}{:02}:00",
+        local.format("%Y-%m-%dT%H:%M:%S"),
+        offset_h.abs()
+    )
 }
 
 fn luhn_card(rng: &mut ChaCha8Rng) -> String {
@@ -229,10 +251,20 @@ fn luhn_card(rng: &mut ChaCha8Rng) -> String {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                *d
+            }
+        })
         .sum();
     digits.push((10 - sum % 10) % 10);
-    digits.iter().map(|d| char::from_digit(*d, 10).unwrap_or('0')).collect()
+    digits
+        .iter()
+        .map(|d| char::from_digit(*d, 10).unwrap_or('0'))
+        .collect()
 }
 
 /// True when `number` passes the Luhn check.
@@ -241,11 +273,32 @@ pub fn luhn_valid(number: &str) -> bool {
     if digits.len() < 12 {
         return false;
     }
-    let sum: u32 = digits.iter().rev().enumerate().map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d }).sum();
-    sum % 10 == 0
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                *d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
 }
 
-fn place(i: u64) -> &'static (&'static str, &'static str, &'static str, i32, &'static str, usize) {
+fn place(
+    i: u64,
+) -> &'static (
+    &'static str,
+    &'static str,
+    &'static str,
+    i32,
+    &'static str,
+    usize,
+) {
     &PLACES[(i % PLACES.len() as u64) as usize]
 }
 
@@ -254,7 +307,9 @@ fn pick<'a>(rng: &mut ChaCha8Rng, xs: &'a [&'a str]) -> &'a str {
 }
 
 fn postal(rng: &mut ChaCha8Rng, digits: usize) -> String {
-    (0..digits).map(|_| char::from_digit(rng.random_range(0..10), 10).unwrap_or('0')).collect()
+    (0..digits)
+        .map(|_| char::from_digit(rng.random_range(0..10), 10).unwrap_or('0'))
+        .collect()
 }
 
 fn product_price_cents(seed: u64, product: u64) -> i64 {
@@ -286,7 +341,13 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
     let n = cfg.orders();
     let (lo, hi) = (chunk * CHUNK_ORDERS, ((chunk + 1) * CHUNK_ORDERS).min(n));
     let mut rng = rng_for(cfg.seed, 4, chunk);
-    let mut out = ChunkOut { text: String::with_capacity(((hi - lo) * 700) as usize), lines: 0, malformed_at: Vec::new(), dirt: DirtCounts::default(), expected: ExpectedTotals::default() };
+    let mut out = ChunkOut {
+        text: String::with_capacity(((hi - lo) * 700) as usize),
+        lines: 0,
+        malformed_at: Vec::new(),
+        dirt: DirtCounts::default(),
+        expected: ExpectedTotals::default(),
+    };
     let start = cfg.start_date.and_hms_opt(0, 0, 0).expect("midnight");
     let span_secs = i64::from(cfg.days) * 86_400;
     let partners = cfg.partners();
@@ -318,7 +379,11 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
         let updated = created + Duration::minutes(rng.random_range(0..600));
         let status = STATUSES[[0, 1, 2, 3, 3, 3, 3, 4, 5][rng.random_range(0..9)]];
         let channel = pick(&mut rng, CHANNELS);
-        let currency = if dirt == Dirt::UnknownCurrency { pick(&mut rng, UNKNOWN_CURRENCIES) } else { currency };
+        let currency = if dirt == Dirt::UnknownCurrency {
+            pick(&mut rng, UNKNOWN_CURRENCIES)
+        } else {
+            currency
+        };
         let n_lines = rng.random_range(1..=5u32);
         let mut lines_json = String::with_capacity(128 * n_lines as usize);
         let mut total = 0i64;
@@ -331,7 +396,11 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
                 qty = -qty;
             }
             let gross = qty * price;
-            let discount = if rng.random_range(0..4) == 0 { gross * [5, 10, 15][rng.random_range(0..3)] / 100 } else { 0 };
+            let discount = if rng.random_range(0..4) == 0 {
+                gross * [5, 10, 15][rng.random_range(0..3)] / 100
+            } else {
+                0
+            };
             total += gross - discount;
             units += qty;
             if l > 0 {
@@ -345,14 +414,25 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
                 money(discount)
             );
         }
-        let customer_json = if dirt == Dirt::NullCustomer { "null".to_string() } else { format!("\"C-{customer:07}\"") };
+        let customer_json = if dirt == Dirt::NullCustomer {
+            "null".to_string()
+        } else {
+            format!("\"C-{customer:07}\"")
+        };
         let total_json = if dirt == Dirt::TypeDrift {
             // An upstream API change: the amount becomes an object.
-            format!("{{\"value\":\"{}\",\"currency\":\"{currency}\"}}", money(total))
+            format!(
+                "{{\"value\":\"{}\",\"currency\":\"{currency}\"}}",
+                money(total)
+            )
         } else {
             money(total)
         };
-        let coupon = if cfg.dirt_rate > 0.0 && i * 5 >= n * 4 { format!(",\"coupon_code\":\"SAVE{}\"", rng.random_range(5..30)) } else { String::new() };
+        let coupon = if cfg.dirt_rate > 0.0 && i * 5 >= n * 4 {
+            format!(",\"coupon_code\":\"SAVE{}\"", rng.random_range(5..30))
+        } else {
+            String::new()
+        };
         line.clear();
         let _ = write!(
             line,
@@ -390,10 +470,22 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
         if dirt == Dirt::Duplicate {
             // A later version: same order, later updated_at, possibly a new status.
             let later = updated + Duration::hours(rng.random_range(1..48));
-            final_status = if status == "delivered" { "returned" } else { "delivered" };
+            final_status = if status == "delivered" {
+                "returned"
+            } else {
+                "delivered"
+            };
             let dup = line
-                .replacen(&format!("\"updated_at\":\"{}\"", ts(updated, offset)), &format!("\"updated_at\":\"{}\"", ts(later, offset)), 1)
-                .replacen(&format!("\"status\":\"{status}\""), &format!("\"status\":\"{final_status}\""), 1);
+                .replacen(
+                    &format!("\"updated_at\":\"{}\"", ts(updated, offset)),
+                    &format!("\"updated_at\":\"{}\"", ts(later, offset)),
+                    1,
+                )
+                .replacen(
+                    &format!("\"status\":\"{status}\""),
+                    &format!("\"status\":\"{final_status}\""),
+                    1,
+                );
             out.text.push_str(&dup);
             out.text.push('\n');
             out.lines += 1;
@@ -407,18 +499,29 @@ fn gen_orders_chunk(cfg: &GeneratorConfig, chunk: u64) -> ChunkOut {
             e.orders += 1;
             e.order_lines += u64::from(n_lines);
             e.units += units as u64;
-            *e.revenue_cents_by_currency.entry(currency.to_string()).or_default() += total;
-            *e.orders_by_status.entry(final_status.to_string()).or_default() += 1;
+            *e.revenue_cents_by_currency
+                .entry(currency.to_string())
+                .or_default() += total;
+            *e.orders_by_status
+                .entry(final_status.to_string())
+                .or_default() += 1;
         }
     }
     out
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GenError + '_ {
-    move |source| GenError::Io { path: path.to_path_buf(), source }
+    move |source| GenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
-fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) -> Result<(), GenError> {
+fn write_entities(
+    cfg: &GeneratorConfig,
+    dir: &Path,
+    manifest: &mut Manifest,
+) -> Result<(), GenError> {
     let start = cfg.start_date.and_hms_opt(9, 0, 0).expect("time");
     // Partners.
     let path = dir.join("partners.ndjson");
@@ -426,8 +529,17 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
     for p in 0..cfg.partners() {
         let mut r = rng_for(cfg.seed, 1, p);
         let &(country, city, currency, offset, phone, _) = place(p);
-        let name = format!("{} {} {}", pick(&mut r, ADJECTIVES), pick(&mut r, LAST_NAMES), pick(&mut r, PARTNER_SUFFIXES));
-        let iban = format!("{country}{:02}{:018}", r.random_range(10..99), r.random_range(0..1_000_000_000_000_000_000u64));
+        let name = format!(
+            "{} {} {}",
+            pick(&mut r, ADJECTIVES),
+            pick(&mut r, LAST_NAMES),
+            pick(&mut r, PARTNER_SUFFIXES)
+        );
+        let iban = format!(
+            "{country}{:02}{:018}",
+            r.random_range(10..99),
+            r.random_range(0..1_000_000_000_000_000_000u64)
+        );
         writeln!(
             w,
             "{{\"partner_id\":\"P-{p:05}\",\"name\":\"{name}\",\"country\":\"{country}\",\"city\":\"{city}\",\"currency\":\"{currency}\",\"contact_email\":\"partners+{p}@{}\",\"contact_phone\":\"{phone} {}\",\"iban\":\"{iban}\",\"onboarded_at\":\"{}\"}}",
@@ -438,7 +550,9 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
         .map_err(io_err(&path))?;
     }
     w.flush().map_err(io_err(&path))?;
-    manifest.entity_records.insert("partners".into(), cfg.partners());
+    manifest
+        .entity_records
+        .insert("partners".into(), cfg.partners());
     // Customers, with PII.
     let path = dir.join("customers.ndjson");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io_err(&path))?);
@@ -446,8 +560,19 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
         let mut r = rng_for(cfg.seed, 2, c);
         let &(country, city, _, offset, phone, pdigits) = place(c);
         let (first, last) = (pick(&mut r, FIRST_NAMES), pick(&mut r, LAST_NAMES));
-        let email = format!("{}.{}{}@{}", first.to_lowercase(), last.to_lowercase().replace(' ', ""), c, pick(&mut r, EMAIL_DOMAINS));
-        let birth = NaiveDate::from_ymd_opt(r.random_range(1940..2006), r.random_range(1..=12), r.random_range(1..=28)).expect("date");
+        let email = format!(
+            "{}.{}{}@{}",
+            first.to_lowercase(),
+            last.to_lowercase().replace(' ', ""),
+            c,
+            pick(&mut r, EMAIL_DOMAINS)
+        );
+        let birth = NaiveDate::from_ymd_opt(
+            r.random_range(1940..2006),
+            r.random_range(1..=12),
+            r.random_range(1..=28),
+        )
+        .expect("date");
         let created = start - Duration::days(r.random_range(0..700));
         writeln!(
             w,
@@ -464,7 +589,9 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
         .map_err(io_err(&path))?;
     }
     w.flush().map_err(io_err(&path))?;
-    manifest.entity_records.insert("customers".into(), cfg.customers());
+    manifest
+        .entity_records
+        .insert("customers".into(), cfg.customers());
     // Products.
     let path = dir.join("products.ndjson");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io_err(&path))?);
@@ -484,7 +611,9 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
         .map_err(io_err(&path))?;
     }
     w.flush().map_err(io_err(&path))?;
-    manifest.entity_records.insert("products".into(), cfg.products());
+    manifest
+        .entity_records
+        .insert("products".into(), cfg.products());
     Ok(())
 }
 
@@ -493,13 +622,26 @@ fn write_entities(cfg: &GeneratorConfig, dir: &Path, manifest: &mut Manifest) ->
 ///
 /// # Errors
 /// [`GenError`] naming the setting or the file.
-pub fn generate(cfg: &GeneratorConfig, dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<Manifest, GenError> {
+pub fn generate(
+    cfg: &GeneratorConfig,
+    dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Manifest, GenError> {
     cfg.validate()?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut manifest = Manifest { scale_factor: cfg.scale_factor, seed: cfg.seed, dirt_rate: cfg.dirt_rate, orders: cfg.orders(), ..Manifest::default() };
+    let mut manifest = Manifest {
+        scale_factor: cfg.scale_factor,
+        seed: cfg.seed,
+        dirt_rate: cfg.dirt_rate,
+        orders: cfg.orders(),
+        ..Manifest::default()
+    };
     write_entities(cfg, dir, &mut manifest)?;
     let path = dir.join("orders.ndjson");
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).map_err(io_err(&path))?);
+    let mut w = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&path).map_err(io_err(&path))?,
+    );
     let chunks = cfg.orders().div_ceil(CHUNK_ORDERS);
     let threads = cfg.threads.max(1) as u64;
 
@@ -507,14 +649,22 @@ pub fn generate(cfg: &GeneratorConfig, dir: &Path, progress: &(dyn Fn(u64) + Syn
     while first < chunks {
         let group: Vec<u64> = (first..(first + threads).min(chunks)).collect();
         let outs: Vec<ChunkOut> = std::thread::scope(|s| {
-            let handles: Vec<_> = group.iter().map(|c| s.spawn(move || gen_orders_chunk(cfg, *c))).collect();
-            handles.into_iter().map(|h| h.join().expect("generator thread")).collect()
+            let handles: Vec<_> = group
+                .iter()
+                .map(|c| s.spawn(move || gen_orders_chunk(cfg, *c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("generator thread"))
+                .collect()
         });
         for o in outs {
             w.write_all(o.text.as_bytes()).map_err(io_err(&path))?;
             for l in &o.malformed_at {
                 if manifest.malformed_line_numbers.len() < 10_000 {
-                    manifest.malformed_line_numbers.push(manifest.order_file_lines + l + 1);
+                    manifest
+                        .malformed_line_numbers
+                        .push(manifest.order_file_lines + l + 1);
                 }
             }
             manifest.order_file_lines += o.lines;
@@ -527,14 +677,24 @@ pub fn generate(cfg: &GeneratorConfig, dir: &Path, progress: &(dyn Fn(u64) + Syn
         progress(done);
     }
     w.flush().map_err(io_err(&path))?;
-    manifest.well_formed_order_lines =
-        manifest.order_file_lines - manifest.dirt.malformed_json_lines - manifest.dirt.type_drift_total_amount;
+    manifest.well_formed_order_lines = manifest.order_file_lines
+        - manifest.dirt.malformed_json_lines
+        - manifest.dirt.type_drift_total_amount;
     let spath = dir.join("orders.schema.json");
-    let schema: Vec<serde_json::Value> = orders_schema().into_iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect();
-    let body = serde_json::to_vec_pretty(&schema).map_err(|e| GenError::Io { path: spath.clone(), source: e.into() })?;
+    let schema: Vec<serde_json::Value> = orders_schema()
+        .into_iter()
+        .map(|(n, t)| serde_json::json!({"name": n, "type": t}))
+        .collect();
+    let body = serde_json::to_vec_pretty(&schema).map_err(|e| GenError::Io {
+        path: spath.clone(),
+        source: e.into(),
+    })?;
     std::fs::write(&spath, body).map_err(io_err(&spath))?;
     let mpath = dir.join("manifest.json");
-    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| GenError::Io { path: mpath.clone(), source: e.into() })?;
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| GenError::Io {
+        path: mpath.clone(),
+        source: e.into(),
+    })?;
     std::fs::write(&mpath, body).map_err(io_err(&mpath))?;
     Ok(manifest)
 }
@@ -570,19 +730,44 @@ mod tests {
     fn output_is_deterministic_and_independent_of_threads() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        let cfg = GeneratorConfig { threads: 1, ..GeneratorConfig::at_scale(0.05).with_dirt_rate(0.05) };
+        let cfg = GeneratorConfig {
+            threads: 1,
+            ..GeneratorConfig::at_scale(0.05).with_dirt_rate(0.05)
+        };
         let ma = generate(&cfg, a.path(), &|_| {}).unwrap();
-        let mb = generate(&GeneratorConfig { threads: 3, ..cfg.clone() }, b.path(), &|_| {}).unwrap();
+        let mb = generate(
+            &GeneratorConfig {
+                threads: 3,
+                ..cfg.clone()
+            },
+            b.path(),
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(ma, mb);
-        for f in ["orders.ndjson", "customers.ndjson", "partners.ndjson", "products.ndjson"] {
-            assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
+        for f in [
+            "orders.ndjson",
+            "customers.ndjson",
+            "partners.ndjson",
+            "products.ndjson",
+        ] {
+            assert_eq!(
+                std::fs::read(a.path().join(f)).unwrap(),
+                std::fs::read(b.path().join(f)).unwrap(),
+                "{f}"
+            );
         }
     }
 
     #[test]
     fn manifest_counts_match_the_file() {
         let d = tempfile::tempdir().unwrap();
-        let m = generate(&GeneratorConfig::at_scale(0.03).with_dirt_rate(0.1), d.path(), &|_| {}).unwrap();
+        let m = generate(
+            &GeneratorConfig::at_scale(0.03).with_dirt_rate(0.1),
+            d.path(),
+            &|_| {},
+        )
+        .unwrap();
         let text = std::fs::read_to_string(d.path().join("orders.ndjson")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len() as u64, m.order_file_lines);
@@ -595,13 +780,20 @@ mod tests {
             .collect();
         assert_eq!(bad, m.malformed_line_numbers);
         assert_eq!(bad.len() as u64, m.dirt.malformed_json_lines);
-        let drift = lines.iter().filter(|l| l.contains("\"total_amount\":{")).count() as u64;
+        let drift = lines
+            .iter()
+            .filter(|l| l.contains("\"total_amount\":{"))
+            .count() as u64;
         assert_eq!(drift, m.dirt.type_drift_total_amount);
-        assert!(m.dirt.duplicate_records > 0 && m.dirt.negative_quantity > 0 && m.dirt.late_records > 0);
+        assert!(
+            m.dirt.duplicate_records > 0 && m.dirt.negative_quantity > 0 && m.dirt.late_records > 0
+        );
         // Expected revenue recomputed from the valid, deduplicated records.
         let mut latest: BTreeMap<String, (String, serde_json::Value)> = BTreeMap::new();
         for l in &lines {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                continue;
+            };
             let id = v["order_id"].as_str().unwrap().to_string();
             let upd = v["updated_at"].as_str().unwrap().to_string();
             if latest.get(&id).is_none_or(|(u, _)| *u < upd) {
@@ -615,7 +807,11 @@ mod tests {
             let valid = !v["customer_id"].is_null()
                 && v["total_amount"].is_number()
                 && !UNKNOWN_CURRENCIES.contains(&cur)
-                && v["lines"].as_array().unwrap().iter().all(|l| l["quantity"].as_i64().unwrap() > 0);
+                && v["lines"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|l| l["quantity"].as_i64().unwrap() > 0);
             if valid {
                 orders += 1;
                 let cents = (v["total_amount"].as_f64().unwrap() * 100.0).round() as i64;

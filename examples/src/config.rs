@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_core::{BatchTransform, CheckpointStore, RetryPolicy, RunOptions, Sink, Source};
-use strata_files::{FileSource, FileSourceConfig, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig, StoreLocation};
+use strata_files::{
+    FileSource, FileSourceConfig, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig,
+    StoreLocation,
+};
 
 /// A pipeline file.
 #[derive(Debug, Deserialize)]
@@ -131,10 +134,21 @@ pub fn interpolate(text: &str, file: &Path) -> Result<String> {
                 continue;
             }
             out.push_str(&rest[..i]);
-            let end = rest[i..].find('}').ok_or_else(|| anyhow!("{}:{}: unterminated `${{` in the configuration", file.display(), n + 1))?;
+            let end = rest[i..].find('}').ok_or_else(|| {
+                anyhow!(
+                    "{}:{}: unterminated `${{` in the configuration",
+                    file.display(),
+                    n + 1
+                )
+            })?;
             let name = &rest[i + 2..i + end];
-            let value = std::env::var(name)
-                .map_err(|_| anyhow!("{}:{}: environment variable `{name}` is not set (used as ${{{name}}})", file.display(), n + 1))?;
+            let value = std::env::var(name).map_err(|_| {
+                anyhow!(
+                    "{}:{}: environment variable `{name}` is not set (used as ${{{name}}})",
+                    file.display(),
+                    n + 1
+                )
+            })?;
             out.push_str(&value);
             rest = &rest[i + end + 1..];
         }
@@ -146,7 +160,8 @@ pub fn interpolate(text: &str, file: &Path) -> Result<String> {
 
 /// Read, interpolate and parse a pipeline file; errors name the file, line and key.
 pub fn load(path: &Path) -> Result<PipelineConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
     parse(&interpolate(&text, path)?, path)
 }
 
@@ -156,15 +171,23 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         Some(l) => anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => anyhow!("{}: {e}", path.display()),
     })?;
-    strata_core::checkpoint::validate_pipeline_id(&cfg.pipeline).map_err(|e| anyhow!("{}: `pipeline`: {e}", path.display()))?;
+    strata_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
+        .map_err(|e| anyhow!("{}: `pipeline`: {e}", path.display()))?;
     match &cfg.source {
-        SourceConfig::Files(c) => c.validate().map_err(|e| anyhow!("{}: `source.files`: {e}", path.display()))?,
+        SourceConfig::Files(c) => c
+            .validate()
+            .map_err(|e| anyhow!("{}: `source.files`: {e}", path.display()))?,
     }
     match &cfg.sink {
-        SinkConfig::Parquet(c) => c.validate().map_err(|e| anyhow!("{}: `sink.parquet`: {e}", path.display()))?,
+        SinkConfig::Parquet(c) => c
+            .validate()
+            .map_err(|e| anyhow!("{}: `sink.parquet`: {e}", path.display()))?,
     }
     if cfg.options.batch_size == 0 {
-        bail!("{}: `options.batch_size` must be at least 1", path.display());
+        bail!(
+            "{}: `options.batch_size` must be at least 1",
+            path.display()
+        );
     }
     Ok(cfg)
 }
@@ -182,19 +205,31 @@ pub struct Built {
 /// Build every component (may touch the disk: listing, schema inference).
 pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
     let source: Arc<dyn Source> = match &cfg.source {
-        SourceConfig::Files(c) => Arc::new(FileSource::try_new(c.clone()).await.map_err(|e| anyhow!("source.files: {}", e.report()))?),
+        SourceConfig::Files(c) => Arc::new(
+            FileSource::try_new(c.clone())
+                .await
+                .map_err(|e| anyhow!("source.files: {}", e.report()))?,
+        ),
     };
     let transforms = cfg
         .transforms
         .iter()
         .map(|t| -> Arc<dyn BatchTransform> {
             match t {
-                TransformConfig::Select { columns } => Arc::new(strata_core::transforms::Select::new(columns.clone())),
+                TransformConfig::Select { columns } => {
+                    Arc::new(strata_core::transforms::Select::new(columns.clone()))
+                }
             }
         })
         .collect();
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
-        SinkConfig::Parquet(c) => (Arc::new(ParquetSink::try_new(c.clone()).map_err(|e| anyhow!("sink.parquet: {}", e.report()))?), c.root.clone()),
+        SinkConfig::Parquet(c) => (
+            Arc::new(
+                ParquetSink::try_new(c.clone())
+                    .map_err(|e| anyhow!("sink.parquet: {}", e.report()))?,
+            ),
+            c.root.clone(),
+        ),
     };
     let checkpoints: Arc<dyn CheckpointStore> = match &cfg.checkpoint {
         CheckpointConfig::Local { dir } => Arc::new(ObjectStoreCheckpointStore::new(
@@ -203,15 +238,24 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         CheckpointConfig::Memory => Arc::new(strata_core::InMemoryCheckpointStore::new()),
     };
     let o = &cfg.options;
-    let mut options = RunOptions::default().with_batch_size(o.batch_size).with_retry(RetryPolicy::new(
-        o.max_attempts,
-        Duration::from_millis(o.initial_backoff_millis),
-        Duration::from_millis(o.max_backoff_millis),
-    ));
+    let mut options = RunOptions::default()
+        .with_batch_size(o.batch_size)
+        .with_retry(RetryPolicy::new(
+            o.max_attempts,
+            Duration::from_millis(o.initial_backoff_millis),
+            Duration::from_millis(o.max_backoff_millis),
+        ));
     if o.read_concurrency > 0 {
         options = options.with_read_concurrency(o.read_concurrency);
     }
-    Ok(Built { source, transforms, sink, checkpoints, options, sink_root })
+    Ok(Built {
+        source,
+        transforms,
+        sink,
+        checkpoints,
+        options,
+        sink_root,
+    })
 }
 
 #[cfg(test)]
@@ -230,14 +274,27 @@ mod tests {
     fn variables_are_interpolated_and_missing_ones_named() {
         // SAFETY-free: set_var is unsafe in edition 2024; use a variable every shell has.
         let home = std::env::var("PATH").unwrap();
-        assert_eq!(interpolate("a: ${PATH}\nb: $${x}", Path::new("f")).unwrap(), format!("a: {home}\nb: ${{x}}\n"));
-        let e = interpolate("x: 1\ny: ${STRATA_SURELY_UNSET_VAR}", Path::new("f.yaml")).unwrap_err().to_string();
-        assert!(e.contains("f.yaml:2") && e.contains("STRATA_SURELY_UNSET_VAR"), "{e}");
+        assert_eq!(
+            interpolate("a: ${PATH}\nb: $${x}", Path::new("f")).unwrap(),
+            format!("a: {home}\nb: ${{x}}\n")
+        );
+        let e = interpolate("x: 1\ny: ${STRATA_SURELY_UNSET_VAR}", Path::new("f.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.yaml:2") && e.contains("STRATA_SURELY_UNSET_VAR"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_pipeline_ids_are_rejected() {
         let yaml = "pipeline: ../x\nsource:\n  files:\n    root: /tmp\n    format: ndjson\nsink:\n  parquet:\n    root: /tmp/o\ncheckpoint: memory\n";
-        assert!(parse(yaml, Path::new("p.yaml")).unwrap_err().to_string().contains("`pipeline`"));
+        assert!(
+            parse(yaml, Path::new("p.yaml"))
+                .unwrap_err()
+                .to_string()
+                .contains("`pipeline`")
+        );
     }
 }

@@ -10,12 +10,16 @@ use strata_datagen::{GeneratorConfig, Manifest};
 
 /// Generate on a blocking thread, with a progress bar.
 pub async fn generate(cfg: &GeneratorConfig, out: &Path, show: bool) -> Result<Manifest> {
-    let orders = (cfg.scale_factor * strata_datagen::ORDERS_PER_SF).round().max(1.0) as u64;
+    let orders = (cfg.scale_factor * strata_datagen::ORDERS_PER_SF)
+        .round()
+        .max(1.0) as u64;
     let bar = progress::counter(orders, "generating orders", show);
     let (cfg, out, b) = (cfg.clone(), out.to_path_buf(), bar.clone());
-    let m = tokio::task::spawn_blocking(move || strata_datagen::generate(&cfg, &out, &|n| b.set_position(n)))
-        .await
-        .context("the generator panicked")??;
+    let m = tokio::task::spawn_blocking(move || {
+        strata_datagen::generate(&cfg, &out, &|n| b.set_position(n))
+    })
+    .await
+    .context("the generator panicked")??;
     bar.finish_and_clear();
     Ok(m)
 }
@@ -27,9 +31,16 @@ fn yaml_str(p: &Path) -> String {
 /// The pipeline file for one generated entity.
 pub fn pipeline_yaml(name: &str, data: &Path, lake: &Path, checkpoints: &Path) -> String {
     let mut y = String::new();
-    let _ = writeln!(y, "# {name}: NDJSON to Parquet, exactly once; malformed lines go to {name}/_quarantine.");
+    let _ = writeln!(
+        y,
+        "# {name}: NDJSON to Parquet, exactly once; malformed lines go to {name}/_quarantine."
+    );
     let _ = writeln!(y, "pipeline: {name}_bronze");
-    let _ = writeln!(y, "source:\n  files:\n    root: {}\n    include: [\"{name}.ndjson\"]\n    format: ndjson", yaml_str(data));
+    let _ = writeln!(
+        y,
+        "source:\n  files:\n    root: {}\n    include: [\"{name}.ndjson\"]\n    format: ndjson",
+        yaml_str(data)
+    );
     if name == "orders" {
         let _ = writeln!(y, "    schema:\n      explicit:");
         for (col, ty) in strata_datagen::orders_schema() {
@@ -37,8 +48,16 @@ pub fn pipeline_yaml(name: &str, data: &Path, lake: &Path, checkpoints: &Path) -
         }
     }
     let _ = writeln!(y, "    type_drift: quarantine\n    unknown_fields: ignore");
-    let _ = writeln!(y, "sink:\n  parquet:\n    root: {}", yaml_str(&lake.join(name)));
-    let _ = writeln!(y, "checkpoint:\n  local:\n    dir: {}", yaml_str(checkpoints));
+    let _ = writeln!(
+        y,
+        "sink:\n  parquet:\n    root: {}",
+        yaml_str(&lake.join(name))
+    );
+    let _ = writeln!(
+        y,
+        "checkpoint:\n  local:\n    dir: {}",
+        yaml_str(checkpoints)
+    );
     y
 }
 
@@ -47,8 +66,16 @@ pub fn pipeline_yaml(name: &str, data: &Path, lake: &Path, checkpoints: &Path) -
 pub async fn run(out: &Path, scale: f64) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let out = std::fs::canonicalize(out)?;
-    let (data, lake, pipes, cps) = (out.join("data"), out.join("lake"), out.join("pipelines"), out.join("checkpoints"));
-    println!("strata demo: scale factor {scale}, everything under {}", out.display());
+    let (data, lake, pipes, cps) = (
+        out.join("data"),
+        out.join("lake"),
+        out.join("pipelines"),
+        out.join("checkpoints"),
+    );
+    println!(
+        "strata demo: scale factor {scale}, everything under {}",
+        out.display()
+    );
     let m = generate(&GeneratorConfig::at_scale(scale), &data, true).await?;
     println!(
         "1. generated {} orders ({:.1} MB, {} lines: {} malformed, {} with a drifting type, {} duplicates), {} customers, {} partners, {} products -> {}",
@@ -94,35 +121,72 @@ pub async fn run(out: &Path, scale: f64) -> Result<()> {
             quarantine_expected
         );
     }
-    println!("3. check: orders rows = well-formed lines ({}), quarantine = malformed + drifting ({})", r.rows_written, quarantine_expected);
+    println!(
+        "3. check: orders rows = well-formed lines ({}), quarantine = malformed + drifting ({})",
+        r.rows_written, quarantine_expected
+    );
     show_quarantine(&lake.join("orders").join("_quarantine"))?;
     let again = crate::run_file(&pipes.join("orders.yaml"), false).await?;
     if again.outcome != RunOutcome::NothingNew {
-        bail!("a second run of the orders pipeline committed again: {:?}", again.outcome);
+        bail!(
+            "a second run of the orders pipeline committed again: {:?}",
+            again.outcome
+        );
     }
-    println!("5. a second run of {} commits nothing new (epoch {} stays the last)", pipes.join("orders.yaml").display(), again.epoch);
-    println!("   run one yourself: strata run {}", pipes.join("orders.yaml").display());
+    println!(
+        "5. a second run of {} commits nothing new (epoch {} stays the last)",
+        pipes.join("orders.yaml").display(),
+        again.epoch
+    );
+    println!(
+        "   run one yourself: strata run {}",
+        pipes.join("orders.yaml").display()
+    );
     Ok(())
 }
 
 fn show_quarantine(dir: &Path) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     files.sort();
     println!("4. quarantine sample ({}):", dir.display());
     let mut shown = 0;
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")) {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f)?)?.build()?;
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+    {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(f)?,
+        )?
+        .build()?;
         for batch in reader {
             let b = batch?;
-            let (loc, pos, reason, raw) = (b.column(1).as_string::<i32>(), b.column(2).as_primitive::<arrow_array::types::UInt64Type>(), b.column(4).as_string::<i32>(), b.column(5).as_string::<i32>());
+            let (loc, pos, reason, raw) = (
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_primitive::<arrow_array::types::UInt64Type>(),
+                b.column(4).as_string::<i32>(),
+                b.column(5).as_string::<i32>(),
+            );
             for i in 0..b.num_rows() {
                 if shown == 3 {
                     return Ok(());
                 }
                 let raw = raw.value(i);
-                let raw = if raw.len() > 60 { format!("{}…", &raw[..raw.floor_char_boundary(60)]) } else { raw.to_string() };
-                let file = Path::new(loc.value(i)).file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-                println!("   {file}:{}: {}\n      raw: {raw}", pos.value(i), reason.value(i));
+                let raw = if raw.len() > 60 {
+                    format!("{}…", &raw[..raw.floor_char_boundary(60)])
+                } else {
+                    raw.to_string()
+                };
+                let file = Path::new(loc.value(i))
+                    .file_name()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                println!(
+                    "   {file}:{}: {}\n      raw: {raw}",
+                    pos.value(i),
+                    reason.value(i)
+                );
                 shown += 1;
             }
         }

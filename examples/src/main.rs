@@ -1,4 +1,4 @@
-//! `strata`: run pipelines from YAML, generate retail data, and run the demo.
+#![doc = include_str!("../README.md")]
 
 mod config;
 mod demo;
@@ -11,7 +11,11 @@ use std::sync::Arc;
 use strata_core::{CancellationToken, Metrics, PipelineBuilder, RunOutcome, RunReport};
 
 #[derive(Parser, Debug)]
-#[command(name = "strata", version, about = "Retail data pipelines over Apache Arrow")]
+#[command(
+    name = "strata",
+    version,
+    about = "Retail data pipelines over Apache Arrow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,10 +72,16 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -89,7 +99,11 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Run { pipeline, json, quiet } => {
+        Command::Run {
+            pipeline,
+            json,
+            quiet,
+        } => {
             let report = run_file(&pipeline, !quiet && !json).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -101,16 +115,34 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Check { pipeline } => {
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
-            let p = PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints);
-            let p = built.transforms.into_iter().fold(p, |p, t| p.with_batch_transform(t)).build().map_err(|e| anyhow!("{}", e.report()))?;
+            let p =
+                PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints);
+            let p = built
+                .transforms
+                .into_iter()
+                .fold(p, |p, t| p.with_batch_transform(t))
+                .build()
+                .map_err(|e| anyhow!("{}", e.report()))?;
             println!("{}: ok; output schema:", pipeline.display());
             for f in p.output_schema().fields() {
-                println!("  {}: {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " not null" });
+                println!(
+                    "  {}: {}{}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "" } else { " not null" }
+                );
             }
             Ok(())
         }
-        Command::Generate { out, scale, seed, dirt_rate } => {
-            let cfg = strata_datagen::GeneratorConfig::at_scale(scale).with_seed(seed).with_dirt_rate(dirt_rate);
+        Command::Generate {
+            out,
+            scale,
+            seed,
+            dirt_rate,
+        } => {
+            let cfg = strata_datagen::GeneratorConfig::at_scale(scale)
+                .with_seed(seed)
+                .with_dirt_rate(dirt_rate);
             let m = demo::generate(&cfg, &out, true).await?;
             println!(
                 "generated {} orders ({} lines, {:.1} MB, {} malformed) and {} customers, {} partners, {} products in {}",
@@ -142,7 +174,9 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
     for t in built.transforms {
         b = b.with_batch_transform(t);
     }
-    let pipeline = b.build().map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
+    let pipeline = b
+        .build()
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     let _signal = tokio::spawn(async move {
@@ -153,21 +187,32 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
     });
     let result = pipeline.run_with_cancellation(cancel).await;
     bar.finish();
-    let mut report = result.map_err(|e| anyhow!("pipeline `{}` failed: {}", cfg.pipeline, e.report()))?;
-    report.items.iter_mut().for_each(|i| *i = format!("{}/{}", built.sink_root.trim_end_matches('/'), i));
+    let mut report =
+        result.map_err(|e| anyhow!("pipeline `{}` failed: {}", cfg.pipeline, e.report()))?;
+    report
+        .items
+        .iter_mut()
+        .for_each(|i| *i = format!("{}/{}", built.sink_root.trim_end_matches('/'), i));
     Ok(report)
 }
 
 fn print_report(r: &RunReport) {
     let secs = r.elapsed.as_secs_f64();
     match r.outcome {
-        RunOutcome::NothingNew => println!("{}: nothing new since epoch {} ({:.2} s)", r.pipeline_id, r.epoch, secs),
+        RunOutcome::NothingNew => println!(
+            "{}: nothing new since epoch {} ({:.2} s)",
+            r.pipeline_id, r.epoch, secs
+        ),
         _ => {
             println!(
                 "{}: epoch {} {} in {:.2} s: {} rows written, {} quarantined, {:.1} MB read ({:.0} MB/s), {:.1} MB written",
                 r.pipeline_id,
                 r.epoch,
-                if r.outcome == RunOutcome::Committed { "committed" } else { "was already committed" },
+                if r.outcome == RunOutcome::Committed {
+                    "committed"
+                } else {
+                    "was already committed"
+                },
                 secs,
                 r.rows_written,
                 r.rows_quarantined,

@@ -18,13 +18,21 @@ struct Observer(ProgressBar);
 impl RunObserver for Observer {
     fn on_plan(&self, epoch: Epoch, plan: &ReadPlan) {
         self.0.set_length(plan.total_bytes());
-        self.0.set_prefix(format!("epoch {epoch}, {} splits", plan.splits.len()));
+        self.0
+            .set_prefix(format!("epoch {epoch}, {} splits", plan.splits.len()));
     }
 }
 
 impl RunProgress {
     pub fn new(name: &str, metrics: Metrics, show: bool) -> Self {
-        let bar = ProgressBar::with_draw_target(Some(0), if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        let bar = ProgressBar::with_draw_target(
+            Some(0),
+            if show {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -59,7 +67,14 @@ impl RunProgress {
 
 /// A bar over a known count (the generator).
 pub fn counter(len: u64, what: &str, show: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let bar = ProgressBar::with_draw_target(
+        Some(len),
+        if show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())

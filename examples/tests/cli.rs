@@ -29,26 +29,34 @@ fn pipeline(dir: &Path, data: &Path, out: &Path) -> PathBuf {
         out.join("orders").display(),
         out.join("checkpoints").display()
     ));
-    let p = dir.join(format!("pipeline-{}.yaml", out.file_name().unwrap().to_string_lossy()));
+    let p = dir.join(format!(
+        "pipeline-{}.yaml",
+        out.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&p, y).unwrap();
     p
 }
 
 fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect(),
         Err(_) => return Vec::new(),
     };
     files.sort();
     files
         .into_iter()
         .flat_map(|f| {
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-                .map(|b| b.unwrap())
-                .collect::<Vec<_>>()
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(f).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -58,8 +66,16 @@ fn rows(b: &[RecordBatch]) -> u64 {
 }
 
 fn run_json(p: &Path) -> serde_json::Value {
-    let out = Command::new(BIN).args(["run", "--json"]).arg(p).output().unwrap();
-    assert!(out.status.success(), "strata run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["run", "--json"])
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strata run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -81,24 +97,43 @@ fn strata_run_writes_well_formed_rows_and_quarantines_every_malformed_line() {
     let lines: Vec<&str> = text.lines().collect();
     let mut quarantined = Vec::new();
     for b in &q {
-        let (loc, pos, reason, raw) = (b.column(1).as_string::<i32>(), b.column(2).as_primitive::<arrow_array::types::UInt64Type>(), b.column(4).as_string::<i32>(), b.column(5).as_string::<i32>());
+        let (loc, pos, reason, raw) = (
+            b.column(1).as_string::<i32>(),
+            b.column(2).as_primitive::<arrow_array::types::UInt64Type>(),
+            b.column(4).as_string::<i32>(),
+            b.column(5).as_string::<i32>(),
+        );
         for i in 0..b.num_rows() {
             assert!(loc.value(i).ends_with("orders.ndjson"));
             let line = pos.value(i);
-            assert_eq!(raw.value(i), lines[line as usize - 1], "the raw text is the line itself");
+            assert_eq!(
+                raw.value(i),
+                lines[line as usize - 1],
+                "the raw text is the line itself"
+            );
             assert!(!reason.value(i).is_empty());
             quarantined.push(line);
         }
     }
     quarantined.sort_unstable();
     for l in &m.malformed_line_numbers {
-        assert!(quarantined.binary_search(l).is_ok(), "malformed line {l} is in the quarantine");
+        assert!(
+            quarantined.binary_search(l).is_ok(),
+            "malformed line {l} is in the quarantine"
+        );
     }
-    assert_eq!(quarantined.len() as u64, m.dirt.malformed_json_lines + m.dirt.type_drift_total_amount);
+    assert_eq!(
+        quarantined.len() as u64,
+        m.dirt.malformed_json_lines + m.dirt.type_drift_total_amount
+    );
 
     let again = run_json(&p);
     assert_eq!(again["outcome"], "NothingNew");
-    assert_eq!(rows(&read_parquet_dir(&out.join("orders"))), m.well_formed_order_lines, "a second run commits nothing");
+    assert_eq!(
+        rows(&read_parquet_dir(&out.join("orders"))),
+        m.well_formed_order_lines,
+        "a second run commits nothing"
+    );
 }
 
 #[test]
@@ -109,7 +144,10 @@ fn bad_config_names_the_file_line_and_key() {
     let out = Command::new(BIN).arg("run").arg(&p).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:6") && err.contains("split_size_megabites"), "{err}");
+    assert!(
+        err.contains("bad.yaml:6") && err.contains("split_size_megabites"),
+        "{err}"
+    );
 }
 
 /// Start `strata run` paused at `point`, wait until it gets there, SIGKILL it.
@@ -140,7 +178,10 @@ fn kill_at(p: &Path, point: &str) {
 }
 
 fn snapshot(out: &Path) -> (Vec<String>, Vec<String>) {
-    (sorted_rows(&read_parquet_dir(&out.join("orders"))), sorted_rows(&read_parquet_dir(&out.join("orders/_quarantine"))))
+    (
+        sorted_rows(&read_parquet_dir(&out.join("orders"))),
+        sorted_rows(&read_parquet_dir(&out.join("orders/_quarantine"))),
+    )
 }
 
 #[test]
@@ -166,15 +207,34 @@ fn sigkill_at_each_step_then_rerun_gives_exactly_the_uninterrupted_output() {
         let p = pipeline(tmp.path(), &data, &out);
         kill_at(&p, point);
         let r = run_json(&p);
-        assert!(r["outcome"] == "Committed" || r["outcome"] == "AlreadyCommitted" || r["outcome"] == "NothingNew", "{point}: {r}");
-        assert_eq!(snapshot(&out), reference, "after SIGKILL at {point} and a rerun the output equals the uninterrupted run");
-        assert_eq!(run_json(&p)["outcome"], "NothingNew", "{point}: a further run commits nothing");
+        assert!(
+            r["outcome"] == "Committed"
+                || r["outcome"] == "AlreadyCommitted"
+                || r["outcome"] == "NothingNew",
+            "{point}: {r}"
+        );
+        assert_eq!(
+            snapshot(&out),
+            reference,
+            "after SIGKILL at {point} and a rerun the output equals the uninterrupted run"
+        );
+        assert_eq!(
+            run_json(&p)["outcome"],
+            "NothingNew",
+            "{point}: a further run commits nothing"
+        );
     }
     // Kills at arbitrary moments, too.
     for (i, delay_ms) in [30u64, 120, 250, 400].into_iter().enumerate() {
         let out = tmp.path().join(format!("timed-{i}"));
         let p = pipeline(tmp.path(), &data, &out);
-        let mut child = Command::new(BIN).args(["run", "--quiet"]).arg(&p).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--quiet"])
+            .arg(&p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(delay_ms) {
             if child.try_wait().unwrap().is_some() {
@@ -185,6 +245,10 @@ fn sigkill_at_each_step_then_rerun_gives_exactly_the_uninterrupted_output() {
         let _ = child.kill();
         let _ = child.wait();
         run_json(&p);
-        assert_eq!(snapshot(&out), reference, "after a SIGKILL at {delay_ms} ms and a rerun the output equals the uninterrupted run");
+        assert_eq!(
+            snapshot(&out),
+            reference,
+            "after a SIGKILL at {delay_ms} ms and a rerun the output equals the uninterrupted run"
+        );
     }
 }

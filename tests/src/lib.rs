@@ -1,1 +1,1 @@
-//! tests
+#![doc = include_str!("../README.md")]

@@ -53,30 +53,59 @@ impl CheckpointStore for ObjectStoreCheckpointStore {
             return Ok(None);
         };
         let d = self.location.describe(&last);
-        let bytes = self.location.store().get(&last).await.map_err(|e| store_err("get", &d, e))?.bytes().await.map_err(|e| store_err("get", &d, e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::new(ErrorKind::Data, "the checkpoint object is corrupt").with_context("file", d).with_source(e))
+        let bytes = self
+            .location
+            .store()
+            .get(&last)
+            .await
+            .map_err(|e| store_err("get", &d, e))?
+            .bytes()
+            .await
+            .map_err(|e| store_err("get", &d, e))?;
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::new(ErrorKind::Data, "the checkpoint object is corrupt")
+                .with_context("file", d)
+                .with_source(e)
+        })
     }
 
     async fn save(&self, marker: &CommitMarker, expected: Epoch) -> Result<()> {
         validate_pipeline_id(&marker.pipeline_id)?;
-        let found = self.load(&marker.pipeline_id).await?.map_or(Epoch(0), |m| m.epoch);
+        let found = self
+            .load(&marker.pipeline_id)
+            .await?
+            .map_or(Epoch(0), |m| m.epoch);
         if found != expected || marker.epoch <= found {
-            return Err(Error::new(ErrorKind::Conflict, "the checkpoint moved under this run: another run of the same pipeline is active")
-                .with_context("pipeline", &marker.pipeline_id)
-                .with_context("expected_epoch", expected)
-                .with_context("found_epoch", found));
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the checkpoint moved under this run: another run of the same pipeline is active",
+            )
+            .with_context("pipeline", &marker.pipeline_id)
+            .with_context("expected_epoch", expected)
+            .with_context("found_epoch", found));
         }
-        let path = self.dir(&marker.pipeline_id).join(format!("{:020}.json", marker.epoch.0));
-        let body = serde_json::to_vec_pretty(marker).map_err(|e| Error::internal("cannot encode the checkpoint").with_source(e))?;
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.location.store().put_opts(&path, PutPayload::from(body), opts).await {
+        let path = self
+            .dir(&marker.pipeline_id)
+            .join(format!("{:020}.json", marker.epoch.0));
+        let body = serde_json::to_vec_pretty(marker)
+            .map_err(|e| Error::internal("cannot encode the checkpoint").with_source(e))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .location
+            .store()
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(Error::new(ErrorKind::Conflict, "another run saved this epoch first")
-                    .with_context("pipeline", &marker.pipeline_id)
-                    .with_context("epoch", marker.epoch));
+                return Err(
+                    Error::new(ErrorKind::Conflict, "another run saved this epoch first")
+                        .with_context("pipeline", &marker.pipeline_id)
+                        .with_context("epoch", marker.epoch),
+                );
             }
             Err(e) => return Err(store_err("put", self.location.describe(&path), e)),
         }

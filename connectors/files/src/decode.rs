@@ -16,7 +16,10 @@ use strata_core::{Error, ErrorKind};
 /// What to do with one line that fails to decode alone.
 pub(crate) enum Verdict {
     /// Reject it with this reason (and the column at fault, if any).
-    Reject { reason: String, column: Option<String> },
+    Reject {
+        reason: String,
+        column: Option<String>,
+    },
     /// Decode these bytes instead (a value set to null by policy); `coerced` values changed.
     Replace { bytes: Vec<u8>, coerced: u64 },
     /// Stop the run.
@@ -52,9 +55,17 @@ pub(crate) struct ChunkOutput {
 }
 
 /// Decode a chunk of whole lines. `Err` carries the line (within the chunk) of a fatal record.
-pub(crate) fn decode_chunk(fmt: &mut dyn LineFormat, chunk: &[u8], expect_dirty: bool) -> Result<ChunkOutput, (u64, Error)> {
+pub(crate) fn decode_chunk(
+    fmt: &mut dyn LineFormat,
+    chunk: &[u8],
+    expect_dirty: bool,
+) -> Result<ChunkOutput, (u64, Error)> {
     let mut out = ChunkOutput::default();
-    match if expect_dirty { Err(ArrowError::JsonError(String::new())) } else { fmt.decode(chunk, false) } {
+    match if expect_dirty {
+        Err(ArrowError::JsonError(String::new()))
+    } else {
+        fmt.decode(chunk, false)
+    } {
         Ok(batches) => {
             out.batches = batches;
             return Ok(out);
@@ -85,7 +96,14 @@ pub(crate) fn decode_chunk(fmt: &mut dyn LineFormat, chunk: &[u8], expect_dirty:
 const FANOUT: usize = 16;
 
 /// Decode lines `lo..hi` of a range known to fail, in up to 16 parts.
-fn split_search(fmt: &mut dyn LineFormat, chunk: &[u8], starts: &[usize], lo: usize, hi: usize, out: &mut ChunkOutput) -> Result<(), (u64, Error)> {
+fn split_search(
+    fmt: &mut dyn LineFormat,
+    chunk: &[u8],
+    starts: &[usize],
+    lo: usize,
+    hi: usize,
+    out: &mut ChunkOutput,
+) -> Result<(), (u64, Error)> {
     let n = hi - lo;
     let step = n.div_ceil(FANOUT).max(1);
     let mut a = lo;
@@ -101,16 +119,30 @@ fn split_search(fmt: &mut dyn LineFormat, chunk: &[u8], starts: &[usize], lo: us
     Ok(())
 }
 
-fn handle_line(fmt: &mut dyn LineFormat, bytes: &[u8], lo: usize, err: &ArrowError, out: &mut ChunkOutput) -> Result<(), (u64, Error)> {
+fn handle_line(
+    fmt: &mut dyn LineFormat,
+    bytes: &[u8],
+    lo: usize,
+    err: &ArrowError,
+    out: &mut ChunkOutput,
+) -> Result<(), (u64, Error)> {
     let line = trim_line(bytes);
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
     match fmt.diagnose(line, err) {
         Verdict::Reject { reason, column } => {
-            out.rejected.push(Rejected { line_in_chunk: lo as u64, raw: String::from_utf8_lossy(line).into_owned(), reason, column });
+            out.rejected.push(Rejected {
+                line_in_chunk: lo as u64,
+                raw: String::from_utf8_lossy(line).into_owned(),
+                reason,
+                column,
+            });
         }
-        Verdict::Replace { bytes: fixed, coerced } => match fmt.decode(&fixed, true) {
+        Verdict::Replace {
+            bytes: fixed,
+            coerced,
+        } => match fmt.decode(&fixed, true) {
             Ok(b) => {
                 out.batches.extend(b);
                 out.coerced += coerced;
@@ -122,7 +154,12 @@ fn handle_line(fmt: &mut dyn LineFormat, bytes: &[u8], lo: usize, err: &ArrowErr
                 column: None,
             }),
         },
-        Verdict::Fail(e) => return Err((lo as u64, e.with_context("raw", truncate(&String::from_utf8_lossy(line), 200)))),
+        Verdict::Fail(e) => {
+            return Err((
+                lo as u64,
+                e.with_context("raw", truncate(&String::from_utf8_lossy(line), 200)),
+            ));
+        }
     }
     Ok(())
 }
@@ -152,8 +189,19 @@ pub(crate) struct JsonFormat {
 }
 
 impl JsonFormat {
-    pub(crate) fn new(schema: SchemaRef, batch_size: usize, drift: TypeDriftPolicy, unknown: UnknownFieldPolicy) -> Self {
-        Self { schema, batch_size, drift, unknown, cached: [None, None] }
+    pub(crate) fn new(
+        schema: SchemaRef,
+        batch_size: usize,
+        drift: TypeDriftPolicy,
+        unknown: UnknownFieldPolicy,
+    ) -> Self {
+        Self {
+            schema,
+            batch_size,
+            drift,
+            unknown,
+            cached: [None, None],
+        }
     }
 }
 
@@ -184,7 +232,10 @@ impl LineFormat for JsonFormat {
 }
 
 impl JsonFormat {
-    fn run(dec: &mut arrow_json::reader::Decoder, bytes: &[u8]) -> Result<Vec<RecordBatch>, ArrowError> {
+    fn run(
+        dec: &mut arrow_json::reader::Decoder,
+        bytes: &[u8],
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
         let mut out = Vec::new();
         let mut off = 0;
         while off < bytes.len() {
@@ -193,7 +244,9 @@ impl JsonFormat {
             if off < bytes.len() {
                 match dec.flush()? {
                     Some(b) => out.push(b),
-                    None if n == 0 => return Err(ArrowError::JsonError("the decoder made no progress".into())),
+                    None if n == 0 => {
+                        return Err(ArrowError::JsonError("the decoder made no progress".into()));
+                    }
                     None => {}
                 }
             }
@@ -214,16 +267,25 @@ impl JsonFormat {
         let msg = err.to_string();
         let start = msg.find("column '")? + "column '".len();
         let rest = &msg[start..];
-        rest.find("' missing from schema").map(|end| rest[..end].to_string())
+        rest.find("' missing from schema")
+            .map(|end| rest[..end].to_string())
     }
 
     fn diagnose_line(&self, line: &[u8], err: &ArrowError) -> Verdict {
         let mut value: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
-            Err(e) => return Verdict::Reject { reason: format!("malformed JSON: {e}"), column: None },
+            Err(e) => {
+                return Verdict::Reject {
+                    reason: format!("malformed JSON: {e}"),
+                    column: None,
+                };
+            }
         };
         let Value::Object(map) = &value else {
-            return Verdict::Reject { reason: "not a JSON object".into(), column: None };
+            return Verdict::Reject {
+                reason: "not a JSON object".into(),
+                column: None,
+            };
         };
         if self.unknown != UnknownFieldPolicy::Ignore
             && let Some(k) = map.keys().find(|k| self.schema.field_with_name(k).is_err())
@@ -231,33 +293,57 @@ impl JsonFormat {
             let reason = format!("unknown field `{k}` (not in the schema)");
             return match self.unknown {
                 UnknownFieldPolicy::Fail => Verdict::Fail(
-                    Error::new(ErrorKind::Schema, reason).with_context("column", k).with_context("hint", "add it to the schema or set unknown_fields: ignore"),
+                    Error::new(ErrorKind::Schema, reason)
+                        .with_context("column", k)
+                        .with_context("hint", "add it to the schema or set unknown_fields: ignore"),
                 ),
-                _ => Verdict::Reject { reason, column: Some(k.clone()) },
+                _ => Verdict::Reject {
+                    reason,
+                    column: Some(k.clone()),
+                },
             };
         }
         let mut problems = Vec::new();
         for f in self.schema.fields() {
-            check(f, map.get(f.name()).unwrap_or(&Value::Null), &mut vec![PathSeg::Key(f.name().clone())], &mut problems);
+            check(
+                f,
+                map.get(f.name()).unwrap_or(&Value::Null),
+                &mut vec![PathSeg::Key(f.name().clone())],
+                &mut problems,
+            );
         }
         let Some(first) = problems.first() else {
-            return Verdict::Reject { reason: format!("rejected by the decoder: {err}"), column: None };
+            return Verdict::Reject {
+                reason: format!("rejected by the decoder: {err}"),
+                column: None,
+            };
         };
         let column = first.path_string();
         let reason = format!("column `{column}`: {}", first.what);
         match self.drift {
-            TypeDriftPolicy::Quarantine => Verdict::Reject { reason, column: Some(column) },
+            TypeDriftPolicy::Quarantine => Verdict::Reject {
+                reason,
+                column: Some(column),
+            },
             TypeDriftPolicy::Fail => Verdict::Fail(
-                Error::new(ErrorKind::Schema, reason).with_context("column", &column).with_context("value", &first.value),
+                Error::new(ErrorKind::Schema, reason)
+                    .with_context("column", &column)
+                    .with_context("value", &first.value),
             ),
             TypeDriftPolicy::Null => {
                 if problems.iter().any(|p| p.required) {
-                    return Verdict::Reject { reason, column: Some(column) };
+                    return Verdict::Reject {
+                        reason,
+                        column: Some(column),
+                    };
                 }
                 for p in &problems {
                     set_null(&mut value, &p.path);
                 }
-                Verdict::Replace { bytes: serde_json::to_vec(&value).unwrap_or_default(), coerced: problems.len() as u64 }
+                Verdict::Replace {
+                    bytes: serde_json::to_vec(&value).unwrap_or_default(),
+                    coerced: problems.len() as u64,
+                }
             }
         }
     }
@@ -300,7 +386,14 @@ fn show(v: &Value) -> String {
 
 /// Find values that do not fit the field's type (what arrow-json would reject).
 fn check(field: &Field, v: &Value, path: &mut Vec<PathSeg>, out: &mut Vec<Problem>) {
-    let mut bad = |what: String, required: bool| out.push(Problem { path: path.clone(), what, value: show(v), required });
+    let mut bad = |what: String, required: bool| {
+        out.push(Problem {
+            path: path.clone(),
+            what,
+            value: show(v),
+            required,
+        })
+    };
     if v.is_null() {
         if !field.is_nullable() {
             bad("required value is null or missing".into(), true);
@@ -310,13 +403,27 @@ fn check(field: &Field, v: &Value, path: &mut Vec<PathSeg>, out: &mut Vec<Proble
     let dt = field.data_type();
     let ok = match dt {
         DataType::Boolean => v.is_boolean(),
-        d if d.is_integer() => v.is_i64() || v.is_u64() || v.as_str().is_some_and(|s| s.trim().parse::<i128>().is_ok()),
-        d if d.is_floating() || matches!(d, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+        d if d.is_integer() => {
+            v.is_i64() || v.is_u64() || v.as_str().is_some_and(|s| s.trim().parse::<i128>().is_ok())
+        }
+        d if d.is_floating()
+            || matches!(d, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+        {
             v.is_number() || v.as_str().is_some_and(|s| s.trim().parse::<f64>().is_ok())
         }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => !v.is_object() && !v.is_array(),
-        DataType::Timestamp(..) => v.is_i64() || v.as_str().is_some_and(|s| arrow_cast::parse::string_to_datetime(&chrono::Utc, s).is_ok()),
-        DataType::Date32 | DataType::Date64 => v.is_i64() || v.as_str().is_some_and(|s| s.parse::<chrono::NaiveDate>().is_ok()),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            !v.is_object() && !v.is_array()
+        }
+        DataType::Timestamp(..) => {
+            v.is_i64()
+                || v.as_str()
+                    .is_some_and(|s| arrow_cast::parse::string_to_datetime(&chrono::Utc, s).is_ok())
+        }
+        DataType::Date32 | DataType::Date64 => {
+            v.is_i64()
+                || v.as_str()
+                    .is_some_and(|s| s.parse::<chrono::NaiveDate>().is_ok())
+        }
         DataType::List(inner) | DataType::LargeList(inner) => match v.as_array() {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -342,7 +449,12 @@ fn check(field: &Field, v: &Value, path: &mut Vec<PathSeg>, out: &mut Vec<Proble
         _ => true,
     };
     if !ok {
-        out.push(Problem { path: path.clone(), what: format!("expected {dt}, found {}", show(v)), value: show(v), required: false });
+        out.push(Problem {
+            path: path.clone(),
+            what: format!("expected {dt}, found {}", show(v)),
+            value: show(v),
+            required: false,
+        });
     }
 }
 
@@ -412,7 +524,10 @@ impl LineFormat for CsvFormat {
             .and_then(|i| i.parse::<usize>().ok())
             .and_then(|i| self.schema.fields().get(i).map(|f| f.name().clone()));
         let reason = match &column {
-            Some(c) => format!("column `{c}`: {}", msg.split(". Row data").next().unwrap_or(&msg)),
+            Some(c) => format!(
+                "column `{c}`: {}",
+                msg.split(". Row data").next().unwrap_or(&msg)
+            ),
             None => format!("malformed CSV record: {msg}"),
         };
         let _ = line;
@@ -447,29 +562,61 @@ mod tests {
     #[test]
     fn bad_lines_are_isolated_with_reasons() {
         let data = b"{\"id\":1,\"qty\":2}\n{\"id\":2,\"qty\":\"lots\"}\n{\"id\":3\n{\"id\":4,\"name\":5,\"extra\":true}\n{\"qty\":1}\n";
-        let out = decode_chunk(&mut json(TypeDriftPolicy::Quarantine), data, false).map_err(|(_, e)| e).unwrap();
+        let out = decode_chunk(&mut json(TypeDriftPolicy::Quarantine), data, false)
+            .map_err(|(_, e)| e)
+            .unwrap();
         let rows: usize = out.batches.iter().map(RecordBatch::num_rows).sum();
-        assert_eq!(rows, 2, "lines 0 and 3 are good (a number into a text column is coerced, an unknown field ignored)");
+        assert_eq!(
+            rows, 2,
+            "lines 0 and 3 are good (a number into a text column is coerced, an unknown field ignored)"
+        );
         let lines: Vec<u64> = out.rejected.iter().map(|r| r.line_in_chunk).collect();
         assert_eq!(lines, vec![1, 2, 4]);
         assert_eq!(out.rejected[0].column.as_deref(), Some("qty"));
-        assert!(out.rejected[0].reason.contains("expected Int64, found \"lots\""), "{}", out.rejected[0].reason);
-        assert!(out.rejected[1].reason.starts_with("malformed JSON"), "{}", out.rejected[1].reason);
+        assert!(
+            out.rejected[0]
+                .reason
+                .contains("expected Int64, found \"lots\""),
+            "{}",
+            out.rejected[0].reason
+        );
+        assert!(
+            out.rejected[1].reason.starts_with("malformed JSON"),
+            "{}",
+            out.rejected[1].reason
+        );
         assert_eq!(out.rejected[1].raw, "{\"id\":3");
-        assert!(out.rejected[2].reason.contains("required value is null"), "{}", out.rejected[2].reason);
+        assert!(
+            out.rejected[2].reason.contains("required value is null"),
+            "{}",
+            out.rejected[2].reason
+        );
     }
 
     #[test]
     fn null_policy_keeps_the_record() {
-        let out = decode_chunk(&mut json(TypeDriftPolicy::Null), b"{\"id\":2,\"qty\":\"lots\"}\n", true).map_err(|(_, e)| e).unwrap();
-        assert_eq!(out.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+        let out = decode_chunk(
+            &mut json(TypeDriftPolicy::Null),
+            b"{\"id\":2,\"qty\":\"lots\"}\n",
+            true,
+        )
+        .map_err(|(_, e)| e)
+        .unwrap();
+        assert_eq!(
+            out.batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            1
+        );
         assert_eq!(out.coerced, 1);
         assert!(out.batches[0].column(1).is_null(0));
     }
 
     #[test]
     fn fail_policy_names_column_and_value() {
-        let Err((line, e)) = decode_chunk(&mut json(TypeDriftPolicy::Fail), b"{\"id\":1}\n{\"id\":2,\"qty\":\"lots\"}\n", false) else {
+        let Err((line, e)) = decode_chunk(
+            &mut json(TypeDriftPolicy::Fail),
+            b"{\"id\":1}\n{\"id\":2,\"qty\":\"lots\"}\n",
+            false,
+        ) else {
             panic!("must fail")
         };
         assert_eq!(line, 1);

@@ -59,12 +59,18 @@ impl From<FilesError> for Error {
     fn from(e: FilesError) -> Self {
         let (kind, path) = match &e {
             FilesError::Store { source, path, .. } => (store_kind(source), path.clone()),
-            FilesError::Read { source, path } => (Error::from(std::io::Error::new(source.kind(), "")).kind(), path.clone()),
+            FilesError::Read { source, path } => (
+                Error::from(std::io::Error::new(source.kind(), "")).kind(),
+                path.clone(),
+            ),
             FilesError::Parquet { path, .. } => (ErrorKind::Data, path.clone()),
-            FilesError::RecordTooLarge { path, .. } | FilesError::DecompressedTooLarge { path, .. } => (ErrorKind::Data, path.clone()),
+            FilesError::RecordTooLarge { path, .. }
+            | FilesError::DecompressedTooLarge { path, .. } => (ErrorKind::Data, path.clone()),
         };
         let message = e.to_string();
-        Error::new(kind, message).with_context("file", path).with_source(e)
+        Error::new(kind, message)
+            .with_context("file", path)
+            .with_source(e)
     }
 }
 
@@ -73,7 +79,9 @@ pub fn store_kind(e: &object_store::Error) -> ErrorKind {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => ErrorKind::NotFound,
-        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => ErrorKind::Conflict,
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            ErrorKind::Conflict
+        }
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Auth,
         E::NotSupported { .. } | E::NotImplemented { .. } => ErrorKind::Unsupported,
         E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorKind::Config,
@@ -82,6 +90,15 @@ pub fn store_kind(e: &object_store::Error) -> ErrorKind {
 }
 
 /// Wrap an object store error with the operation and path.
-pub(crate) fn store_err(op: &'static str, path: impl std::fmt::Display, source: object_store::Error) -> Error {
-    FilesError::Store { op, path: path.to_string(), source }.into()
+pub(crate) fn store_err(
+    op: &'static str,
+    path: impl std::fmt::Display,
+    source: object_store::Error,
+) -> Error {
+    FilesError::Store {
+        op,
+        path: path.to_string(),
+        source,
+    }
+    .into()
 }

@@ -21,36 +21,68 @@ pub fn infer_ndjson(sample: &[u8], max_records: usize, describe: &str) -> Result
         .take(max_records)
         .collect();
     if values.is_empty() {
-        return Err(Error::new(ErrorKind::Schema, "no JSON object found to infer a schema from: declare the schema")
-            .with_context("file", describe));
+        return Err(Error::new(
+            ErrorKind::Schema,
+            "no JSON object found to infer a schema from: declare the schema",
+        )
+        .with_context("file", describe));
     }
-    let schema = arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(|v| Ok(v.clone()))).map_err(|e| {
-        Error::new(ErrorKind::Schema, "cannot infer a schema: a field changes between object and scalar; declare the schema")
-            .with_context("file", describe)
-            .with_source(e)
-    })?;
+    let schema =
+        arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(|v| Ok(v.clone())))
+            .map_err(|e| {
+            Error::new(
+            ErrorKind::Schema,
+            "cannot infer a schema: a field changes between object and scalar; declare the schema",
+        )
+        .with_context("file", describe)
+        .with_source(e)
+        })?;
     let refs: Vec<&Value> = values.iter().collect();
-    let fields: Vec<Field> = schema.fields().iter().map(|f| refine(f, &child_values(&refs, f.name()))).collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| refine(f, &child_values(&refs, f.name())))
+        .collect();
     Ok(Schema::new(fields))
 }
 
 fn child_values<'a>(values: &[&'a Value], name: &str) -> Vec<&'a Value> {
-    values.iter().filter_map(|v| v.get(name)).filter(|v| !v.is_null()).collect()
+    values
+        .iter()
+        .filter_map(|v| v.get(name))
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
 fn refine(field: &Field, values: &[&Value]) -> Field {
     let dt = match field.data_type() {
-        DataType::Utf8 if !values.is_empty() && values.iter().all(|v| v.as_str().is_some_and(is_datetime)) => {
+        DataType::Utf8
+            if !values.is_empty() && values.iter().all(|v| v.as_str().is_some_and(is_datetime)) =>
+        {
             DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
         }
-        DataType::Utf8 if !values.is_empty() && values.iter().all(|v| v.as_str().is_some_and(|s| s.len() == 10 && s.parse::<chrono::NaiveDate>().is_ok())) => {
+        DataType::Utf8
+            if !values.is_empty()
+                && values.iter().all(|v| {
+                    v.as_str()
+                        .is_some_and(|s| s.len() == 10 && s.parse::<chrono::NaiveDate>().is_ok())
+                }) =>
+        {
             DataType::Date32
         }
         DataType::Struct(fields) => DataType::Struct(Fields::from(
-            fields.iter().map(|f| refine(f, &child_values(values, f.name()))).collect::<Vec<_>>(),
+            fields
+                .iter()
+                .map(|f| refine(f, &child_values(values, f.name())))
+                .collect::<Vec<_>>(),
         )),
         DataType::List(item) => {
-            let items: Vec<&Value> = values.iter().filter_map(|v| v.as_array()).flatten().filter(|v| !v.is_null()).collect();
+            let items: Vec<&Value> = values
+                .iter()
+                .filter_map(|v| v.as_array())
+                .flatten()
+                .filter(|v| !v.is_null())
+                .collect();
             DataType::List(Arc::new(refine(item, &items)))
         }
         other => other.clone(),
@@ -59,20 +91,36 @@ fn refine(field: &Field, values: &[&Value]) -> Field {
 }
 
 fn is_datetime(s: &str) -> bool {
-    s.len() >= 16 && s.as_bytes().get(10).is_some_and(|c| *c == b'T' || *c == b' ') && arrow_cast::parse::string_to_datetime(&chrono::Utc, s).is_ok()
+    s.len() >= 16
+        && s.as_bytes()
+            .get(10)
+            .is_some_and(|c| *c == b'T' || *c == b' ')
+        && arrow_cast::parse::string_to_datetime(&chrono::Utc, s).is_ok()
 }
 
 /// Infer a CSV schema from the sample (whose first line is the header when `header`).
 ///
 /// # Errors
 /// [`ErrorKind::Schema`] naming the file.
-pub fn infer_csv(sample: &[u8], delimiter: u8, header: bool, max_records: usize, describe: &str) -> Result<Schema> {
+pub fn infer_csv(
+    sample: &[u8],
+    delimiter: u8,
+    header: bool,
+    max_records: usize,
+    describe: &str,
+) -> Result<Schema> {
     // Only whole lines: the sample may end mid-record.
     let end = memchr::memrchr(b'\n', sample).map_or(sample.len(), |i| i + 1);
-    let format = arrow_csv::reader::Format::default().with_header(header).with_delimiter(delimiter);
+    let format = arrow_csv::reader::Format::default()
+        .with_header(header)
+        .with_delimiter(delimiter);
     let (schema, _) = format
         .infer_schema(std::io::Cursor::new(&sample[..end]), Some(max_records))
-        .map_err(|e| Error::new(ErrorKind::Schema, "cannot infer the CSV schema").with_context("file", describe).with_source(e))?;
+        .map_err(|e| {
+            Error::new(ErrorKind::Schema, "cannot infer the CSV schema")
+                .with_context("file", describe)
+                .with_source(e)
+        })?;
     Ok(schema)
 }
 
@@ -88,9 +136,18 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(s.field_with_name("at").unwrap().data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())));
-        assert_eq!(s.field_with_name("day").unwrap().data_type(), &DataType::Date32);
-        assert!(matches!(s.field_with_name("lines").unwrap().data_type(), DataType::List(_)));
+        assert_eq!(
+            s.field_with_name("at").unwrap().data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        );
+        assert_eq!(
+            s.field_with_name("day").unwrap().data_type(),
+            &DataType::Date32
+        );
+        assert!(matches!(
+            s.field_with_name("lines").unwrap().data_type(),
+            DataType::List(_)
+        ));
     }
 
     #[test]

@@ -16,8 +16,8 @@ pub use checkpoint::ObjectStoreCheckpointStore;
 pub use error::FilesError;
 pub use location::StoreLocation;
 pub use options::{
-    ColumnSpec, Compression, CsvOptions, FileSourceConfig, Format, ParquetSinkConfig, SchemaSource, TypeDriftPolicy, UnknownFieldPolicy,
-    parse_data_type,
+    ColumnSpec, Compression, CsvOptions, FileSourceConfig, Format, ParquetSinkConfig, SchemaSource,
+    TypeDriftPolicy, UnknownFieldPolicy, parse_data_type,
 };
 pub use sink::{Manifest, ManifestFile, ParquetSink};
 pub use source::FileSource;

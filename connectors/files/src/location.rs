@@ -18,7 +18,9 @@ pub struct StoreLocation {
 
 impl fmt::Debug for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreLocation").field("location", &self.display).finish()
+        f.debug_struct("StoreLocation")
+            .field("location", &self.display)
+            .finish()
     }
 }
 
@@ -26,7 +28,12 @@ impl StoreLocation {
     /// Any object store (S3, Azure, memory, ...) with a prefix. `display` is how errors name it
     /// (`s3://bucket/prefix`).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, display: impl Into<String>) -> Self {
-        Self { store, prefix, display: display.into(), local_root: None }
+        Self {
+            store,
+            prefix,
+            display: display.into(),
+            local_root: None,
+        }
     }
 
     /// A directory on local disk (`./data/orders`, `/abs/path` or `file:///abs/path`). It is
@@ -36,13 +43,27 @@ impl StoreLocation {
     /// [`strata_core::ErrorKind::Config`] when the path cannot be created or resolved.
     pub fn local(path: &str) -> Result<Self> {
         let raw = path.strip_prefix("file://").unwrap_or(path);
-        std::fs::create_dir_all(raw)
-            .map_err(|e| Error::config("cannot create the local directory").with_context("path", raw).with_source(e))?;
-        let abs = std::fs::canonicalize(raw)
-            .map_err(|e| Error::config("cannot resolve the local directory").with_context("path", raw).with_source(e))?;
-        let store = LocalFileSystem::new_with_prefix(&abs)
-            .map_err(|e| Error::config("cannot open the local directory").with_context("path", abs.display()).with_source(e))?;
-        Ok(Self { store: Arc::new(store), prefix: Path::default(), display: abs.display().to_string(), local_root: Some(abs) })
+        std::fs::create_dir_all(raw).map_err(|e| {
+            Error::config("cannot create the local directory")
+                .with_context("path", raw)
+                .with_source(e)
+        })?;
+        let abs = std::fs::canonicalize(raw).map_err(|e| {
+            Error::config("cannot resolve the local directory")
+                .with_context("path", raw)
+                .with_source(e)
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&abs).map_err(|e| {
+            Error::config("cannot open the local directory")
+                .with_context("path", abs.display())
+                .with_source(e)
+        })?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            display: abs.display().to_string(),
+            local_root: Some(abs),
+        })
     }
 
     /// Parse a root: a local path or `file://` URL. Other schemes come from their connector
@@ -80,19 +101,25 @@ impl StoreLocation {
     }
 
     /// The path relative to the prefix (as users name files).
-    pub fn relative<'a>(&self, p: &'a Path) -> String {
+    pub fn relative(&self, p: &Path) -> String {
         let s = p.as_ref();
         let pre = self.prefix.as_ref();
         if pre.is_empty() {
             s.to_string()
         } else {
-            s.strip_prefix(pre).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_else(|| s.to_string())
+            s.strip_prefix(pre)
+                .map(|r| r.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| s.to_string())
         }
     }
 
     /// How errors and reports name a path: the root joined with the relative path.
     pub fn describe(&self, p: &Path) -> String {
-        format!("{}/{}", self.display.trim_end_matches('/'), self.relative(p))
+        format!(
+            "{}/{}",
+            self.display.trim_end_matches('/'),
+            self.relative(p)
+        )
     }
 
     /// The local directory, when the store is local disk.

@@ -34,7 +34,10 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        Self { delimiter: ',', header: true }
+        Self {
+            delimiter: ',',
+            header: true,
+        }
     }
 }
 
@@ -65,8 +68,12 @@ impl Compression {
     /// The compression of `path` under this setting.
     pub fn resolve(self, path: &str) -> Compression {
         match self {
-            Compression::Auto if path.ends_with(".gz") || path.ends_with(".gzip") => Compression::Gzip,
-            Compression::Auto if path.ends_with(".zst") || path.ends_with(".zstd") => Compression::Zstd,
+            Compression::Auto if path.ends_with(".gz") || path.ends_with(".gzip") => {
+                Compression::Gzip
+            }
+            Compression::Auto if path.ends_with(".zst") || path.ends_with(".zstd") => {
+                Compression::Zstd
+            }
             Compression::Auto => Compression::None,
             other => other,
         }
@@ -123,7 +130,10 @@ pub enum SchemaSource {
 
 impl Default for SchemaSource {
     fn default() -> Self {
-        SchemaSource::Infer { sample_records: default_sample_records(), sample_bytes: default_sample_bytes() }
+        SchemaSource::Infer {
+            sample_records: default_sample_records(),
+            sample_bytes: default_sample_bytes(),
+        }
     }
 }
 
@@ -224,7 +234,11 @@ impl FileSourceConfig {
             return Err(Error::config("`root` must not be empty"));
         }
         for g in self.include.iter().chain(&self.exclude) {
-            globset::Glob::new(g).map_err(|e| Error::config("invalid glob").with_context("glob", g).with_source(e))?;
+            globset::Glob::new(g).map_err(|e| {
+                Error::config("invalid glob")
+                    .with_context("glob", g)
+                    .with_source(e)
+            })?;
         }
         if self.split_size_megabytes == 0 {
             return Err(Error::config("`split_size_megabytes` must be at least 1"));
@@ -232,7 +246,10 @@ impl FileSourceConfig {
         if let Format::Csv(c) = &self.format
             && !c.delimiter.is_ascii()
         {
-            return Err(Error::config("the CSV `delimiter` must be one ASCII character").with_context("delimiter", c.delimiter));
+            return Err(
+                Error::config("the CSV `delimiter` must be one ASCII character")
+                    .with_context("delimiter", c.delimiter),
+            );
         }
         if let SchemaSource::Explicit(cols) = &self.schema {
             explicit_schema(cols)?;
@@ -247,7 +264,9 @@ impl FileSourceConfig {
 /// [`strata_core::ErrorKind::Config`] naming the column and type at fault.
 pub fn explicit_schema(cols: &[ColumnSpec]) -> Result<SchemaRef> {
     if cols.is_empty() {
-        return Err(Error::config("an explicit schema needs at least one column"));
+        return Err(Error::config(
+            "an explicit schema needs at least one column",
+        ));
     }
     let fields = cols
         .iter()
@@ -271,7 +290,11 @@ pub fn explicit_schema(cols: &[ColumnSpec]) -> Result<SchemaRef> {
 /// # Errors
 /// [`strata_core::ErrorKind::Config`] naming the type.
 pub fn parse_data_type(s: &str) -> Result<DataType> {
-    let mut p = TypeParser { s: s.as_bytes(), i: 0, src: s };
+    let mut p = TypeParser {
+        s: s.as_bytes(),
+        i: 0,
+        src: s,
+    };
     let t = p.parse()?;
     p.ws();
     if p.i != p.s.len() {
@@ -288,7 +311,9 @@ struct TypeParser<'a> {
 
 impl TypeParser<'_> {
     fn err(&self, what: &str) -> Error {
-        Error::config(format!("invalid type: {what}")).with_context("type", self.src).with_context("at", self.i)
+        Error::config(format!("invalid type: {what}"))
+            .with_context("type", self.src)
+            .with_context("at", self.i)
     }
     fn ws(&mut self) {
         while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
@@ -298,7 +323,9 @@ impl TypeParser<'_> {
     fn ident(&mut self) -> String {
         self.ws();
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'_') {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'_')
+        {
             self.i += 1;
         }
         self.src[start..self.i].to_ascii_lowercase()
@@ -318,7 +345,9 @@ impl TypeParser<'_> {
         while self.i < self.s.len() && (self.s[self.i].is_ascii_digit() || self.s[self.i] == b'-') {
             self.i += 1;
         }
-        self.src[start..self.i].parse().map_err(|_| self.err("expected a number"))
+        self.src[start..self.i]
+            .parse()
+            .map_err(|_| self.err("expected a number"))
     }
     fn parse(&mut self) -> Result<DataType> {
         let name = self.ident();
@@ -347,7 +376,10 @@ impl TypeParser<'_> {
                 self.expect(b',')?;
                 let s = self.number()?;
                 self.expect(b')')?;
-                let p = u8::try_from(p).ok().filter(|p| (1..=38).contains(p)).ok_or_else(|| self.err("precision must be 1..=38"))?;
+                let p = u8::try_from(p)
+                    .ok()
+                    .filter(|p| (1..=38).contains(p))
+                    .ok_or_else(|| self.err("precision must be 1..=38"))?;
                 let s = i8::try_from(s).map_err(|_| self.err("scale out of range"))?;
                 DataType::Decimal128(p, s)
             }
@@ -444,10 +476,13 @@ impl ParquetSinkConfig {
             return Err(Error::config("`root` must not be empty"));
         }
         if !(1..=22).contains(&self.zstd_level) {
-            return Err(Error::config("`zstd_level` must be 1..=22").with_context("zstd_level", self.zstd_level));
+            return Err(Error::config("`zstd_level` must be 1..=22")
+                .with_context("zstd_level", self.zstd_level));
         }
         if self.target_file_size_megabytes == 0 || self.row_group_rows == 0 {
-            return Err(Error::config("`target_file_size_megabytes` and `row_group_rows` must be at least 1"));
+            return Err(Error::config(
+                "`target_file_size_megabytes` and `row_group_rows` must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -459,20 +494,34 @@ mod tests {
 
     #[test]
     fn parses_nested_types() {
-        let t = parse_data_type("list<struct<sku: utf8, qty: int64, price: decimal(12,2)>>").unwrap();
+        let t =
+            parse_data_type("list<struct<sku: utf8, qty: int64, price: decimal(12,2)>>").unwrap();
         let DataType::List(f) = t else { panic!("list") };
-        let DataType::Struct(fields) = f.data_type() else { panic!("struct") };
+        let DataType::Struct(fields) = f.data_type() else {
+            panic!("struct")
+        };
         assert_eq!(fields.len(), 3);
         assert_eq!(fields[2].data_type(), &DataType::Decimal128(12, 2));
-        assert_eq!(parse_data_type("timestamp").unwrap(), DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())));
+        assert_eq!(
+            parse_data_type("timestamp").unwrap(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        );
     }
 
     #[test]
     fn bad_types_name_the_column() {
-        let e = explicit_schema(&[ColumnSpec { name: "qty".into(), data_type: "int65".into() }]).unwrap_err();
+        let e = explicit_schema(&[ColumnSpec {
+            name: "qty".into(),
+            data_type: "int65".into(),
+        }])
+        .unwrap_err();
         assert_eq!(e.context_value("column"), Some("qty"));
         assert!(e.to_string().contains("unknown type `int65`"), "{e}");
-        let s = explicit_schema(&[ColumnSpec { name: "id".into(), data_type: "int64 not null".into() }]).unwrap();
+        let s = explicit_schema(&[ColumnSpec {
+            name: "id".into(),
+            data_type: "int64 not null".into(),
+        }])
+        .unwrap();
         assert!(!s.field(0).is_nullable());
     }
 }

@@ -41,13 +41,25 @@ impl AsyncFileReader for ObjectReader {
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(err) }.boxed()
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(err)
+        }
+        .boxed()
     }
 
-    fn get_metadata<'a>(&'a mut self, options: Option<&'a ArrowReaderOptions>) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         async move {
             let size = self.size;
-            let metadata = ParquetMetaDataReader::new().with_arrow_reader_options(options).load_and_finish(self, size).await?;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
             Ok(Arc::new(metadata))
         }
         .boxed()
@@ -65,10 +77,22 @@ impl ObjectWriter {
 
 impl AsyncFileWriter for ObjectWriter {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, Result<()>> {
-        async move { self.0.write_all(&bs).await.map_err(|e| ParquetError::External(Box::new(e))) }.boxed()
+        async move {
+            self.0
+                .write_all(&bs)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
     }
 
     fn complete(&mut self) -> BoxFuture<'_, Result<()>> {
-        async move { self.0.shutdown().await.map_err(|e| ParquetError::External(Box::new(e))) }.boxed()
+        async move {
+            self.0
+                .shutdown()
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
     }
 }

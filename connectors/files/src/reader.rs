@@ -20,14 +20,22 @@ use tokio::runtime::Handle;
 /// A blocking reader over (a range of) one object.
 pub(crate) enum RangeReader {
     File(io::Take<std::fs::File>),
-    Stream { handle: Handle, stream: BoxStream<'static, object_store::Result<Bytes>>, cur: Bytes },
+    Stream {
+        handle: Handle,
+        stream: BoxStream<'static, object_store::Result<Bytes>>,
+        cur: Bytes,
+    },
 }
 
 impl Read for RangeReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         match self {
             RangeReader::File(f) => f.read(out),
-            RangeReader::Stream { handle, stream, cur } => {
+            RangeReader::Stream {
+                handle,
+                stream,
+                cur,
+            } => {
                 while cur.is_empty() {
                     match handle.block_on(stream.next()) {
                         Some(Ok(b)) => *cur = b,
@@ -44,17 +52,35 @@ impl Read for RangeReader {
 }
 
 /// Open `path` from byte `start` (to the end) on a blocking thread.
-pub(crate) fn open_from(handle: &Handle, store: &Arc<dyn ObjectStore>, path: &Path, start: u64, describe: &str) -> Result<RangeReader> {
-    let opts = GetOptions { range: (start > 0).then_some(GetRange::Offset(start)), ..Default::default() };
-    let got = handle.block_on(store.get_opts(path, opts)).map_err(|e| crate::error::store_err("get", describe, e))?;
+pub(crate) fn open_from(
+    handle: &Handle,
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    start: u64,
+    describe: &str,
+) -> Result<RangeReader> {
+    let opts = GetOptions {
+        range: (start > 0).then_some(GetRange::Offset(start)),
+        ..Default::default()
+    };
+    let got = handle
+        .block_on(store.get_opts(path, opts))
+        .map_err(|e| crate::error::store_err("get", describe, e))?;
     let range = got.range.clone();
     Ok(match got.payload {
         GetResultPayload::File(mut file, _) => {
             file.seek(SeekFrom::Start(range.start))
-                .map_err(|source| FilesError::Read { path: describe.to_string(), source })?;
+                .map_err(|source| FilesError::Read {
+                    path: describe.to_string(),
+                    source,
+                })?;
             RangeReader::File(file.take(range.end - range.start))
         }
-        GetResultPayload::Stream(stream) => RangeReader::Stream { handle: handle.clone(), stream, cur: Bytes::new() },
+        GetResultPayload::Stream(stream) => RangeReader::Stream {
+            handle: handle.clone(),
+            stream,
+            cur: Bytes::new(),
+        },
     })
 }
 
@@ -70,19 +96,32 @@ impl<R: Read> Read for Capped<R> {
         let n = self.inner.read(out)?;
         self.read += n as u64;
         if self.read > self.limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("decompressed size exceeds {} bytes", self.limit)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("decompressed size exceeds {} bytes", self.limit),
+            ));
         }
         Ok(n)
     }
 }
 
 /// Wrap `reader` in the decompressor `compression` calls for, capped at `limit` output bytes.
-pub(crate) fn decompress(reader: RangeReader, compression: Compression, limit: u64) -> io::Result<Box<dyn Read + Send>> {
+pub(crate) fn decompress(
+    reader: RangeReader,
+    compression: Compression,
+    limit: u64,
+) -> io::Result<Box<dyn Read + Send>> {
     Ok(match compression {
-        Compression::Gzip => {
-            Box::new(Capped { inner: flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, reader)), read: 0, limit })
-        }
-        Compression::Zstd => Box::new(Capped { inner: zstd::stream::read::Decoder::new(reader)?, read: 0, limit }),
+        Compression::Gzip => Box::new(Capped {
+            inner: flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, reader)),
+            read: 0,
+            limit,
+        }),
+        Compression::Zstd => Box::new(Capped {
+            inner: zstd::stream::read::Decoder::new(reader)?,
+            read: 0,
+            limit,
+        }),
         _ => Box::new(reader),
     })
 }
@@ -112,7 +151,14 @@ pub(crate) struct LineChunker {
 impl LineChunker {
     /// A chunker over `reader`, whose first byte is at offset `pos`. When `skip_partial_first`,
     /// the bytes up to and including the first newline belong to the previous split.
-    pub fn new(reader: Box<dyn Read + Send>, pos: u64, end: Option<u64>, skip_partial_first: bool, chunk_bytes: usize, max_record: usize) -> Self {
+    pub fn new(
+        reader: Box<dyn Read + Send>,
+        pos: u64,
+        end: Option<u64>,
+        skip_partial_first: bool,
+        chunk_bytes: usize,
+        max_record: usize,
+    ) -> Self {
         Self {
             reader,
             buf: BytesMut::with_capacity(chunk_bytes + (64 << 10)),
@@ -224,7 +270,10 @@ impl LineChunker {
         if !bytes.ends_with(b"\n") {
             lines += 1;
         }
-        let chunk = Chunk { bytes, first_line: self.lines };
+        let chunk = Chunk {
+            bytes,
+            first_line: self.lines,
+        };
         self.lines += lines;
         Ok(Some(chunk))
     }
@@ -246,7 +295,9 @@ pub(crate) fn newlines_before(mut reader: impl Read, offsets: &[u64]) -> io::Res
             next += 1;
             continue;
         }
-        let want = usize::try_from(offsets[next] - pos).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(offsets[next] - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = reader.read(&mut buf[..want])?;
         if n == 0 {
             out.push(count);
@@ -266,7 +317,8 @@ mod tests {
     fn chunks_of(data: &[u8], start: u64, end: Option<u64>, chunk: usize) -> Vec<String> {
         let skip = start > 0;
         let from = if skip { start - 1 } else { 0 };
-        let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(data[from as usize..].to_vec()));
+        let reader: Box<dyn Read + Send> =
+            Box::new(io::Cursor::new(data[from as usize..].to_vec()));
         let mut c = LineChunker::new(reader, from, end, skip, chunk, 1 << 20);
         let mut out = Vec::new();
         while let Some(ch) = c.next_chunk().unwrap() {
@@ -295,6 +347,9 @@ mod tests {
     #[test]
     fn newline_counts_at_offsets() {
         let data = b"a\nb\nc\nd";
-        assert_eq!(newlines_before(io::Cursor::new(data), &[0, 1, 2, 5, 100]).unwrap(), vec![0, 0, 1, 2, 3]);
+        assert_eq!(
+            newlines_before(io::Cursor::new(data), &[0, 1, 2, 5, 100]).unwrap(),
+            vec![0, 0, 1, 2, 3]
+        );
     }
 }

@@ -18,6 +18,7 @@
 use crate::error::{FilesError, store_err};
 use crate::location::StoreLocation;
 use crate::options::ParquetSinkConfig;
+use crate::parquet_io::ObjectWriter;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
@@ -25,15 +26,14 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::AsyncArrowWriter;
-use crate::parquet_io::ObjectWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 use strata_core::{
-    CommitMarker, CommitOutcome, Context, Delivery, Epoch, Error, ErrorKind, Prepared, Result, Sink, SinkCapabilities, SinkWriter,
-    crash_point,
+    CommitMarker, CommitOutcome, Context, Delivery, Epoch, Error, ErrorKind, Prepared, Result,
+    Sink, SinkCapabilities, SinkWriter, crash_point,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -51,7 +51,9 @@ struct SinkInner {
 
 impl fmt::Debug for ParquetSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ParquetSink").field("location", &self.inner.location).finish()
+        f.debug_struct("ParquetSink")
+            .field("location", &self.inner.location)
+            .finish()
     }
 }
 
@@ -100,7 +102,9 @@ impl ParquetSink {
     /// Config errors naming the key.
     pub fn try_new_at(location: StoreLocation, cfg: ParquetSinkConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { inner: Arc::new(SinkInner { location, cfg }) })
+        Ok(Self {
+            inner: Arc::new(SinkInner { location, cfg }),
+        })
     }
 
     /// Every committed manifest of `pipeline_id`, in epoch order.
@@ -149,10 +153,18 @@ impl SinkInner {
     }
 
     async fn read_manifest(&self, p: &Path) -> Result<Manifest> {
-        let bytes = self.store().get(p).await.map_err(|e| store_err("get", self.location.describe(p), e))?.bytes().await
+        let bytes = self
+            .store()
+            .get(p)
+            .await
+            .map_err(|e| store_err("get", self.location.describe(p), e))?
+            .bytes()
+            .await
             .map_err(|e| store_err("get", self.location.describe(p), e))?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(ErrorKind::Data, "a commit manifest is corrupt").with_context("file", self.location.describe(p)).with_source(e)
+            Error::new(ErrorKind::Data, "a commit manifest is corrupt")
+                .with_context("file", self.location.describe(p))
+                .with_source(e)
         })
     }
 
@@ -166,11 +178,14 @@ impl SinkInner {
                 Err(object_store::Error::NotFound { .. }) => {
                     // Already published by an earlier run; make sure it is there.
                     self.store().head(&dest).await.map_err(|e| {
-                        Error::new(ErrorKind::Data, "a committed file is missing: it was neither staged nor published")
-                            .with_context("file", self.location.describe(&dest))
-                            .with_context("pipeline", &m.marker.pipeline_id)
-                            .with_context("epoch", m.marker.epoch)
-                            .with_source(e)
+                        Error::new(
+                            ErrorKind::Data,
+                            "a committed file is missing: it was neither staged nor published",
+                        )
+                        .with_context("file", self.location.describe(&dest))
+                        .with_context("pipeline", &m.marker.pipeline_id)
+                        .with_context("epoch", m.marker.epoch)
+                        .with_source(e)
                     })?;
                 }
                 Err(e) => return Err(store_err("rename", self.location.describe(&staged), e)),
@@ -181,7 +196,11 @@ impl SinkInner {
     }
 
     async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
-        let locations = self.store().list(Some(prefix)).map_ok(|m| m.location).boxed();
+        let locations = self
+            .store()
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .boxed();
         self.store()
             .delete_stream(locations)
             .try_collect::<Vec<_>>()
@@ -219,12 +238,20 @@ impl Sink for ParquetSink {
         // Nothing in staging belongs to a committed epoch any more: abandoned attempts.
         s.delete_prefix(&s.staging_dir(&pid)).await?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let lanes = if s.cfg.write_concurrency == 0 { cores } else { s.cfg.write_concurrency };
+        let lanes = if s.cfg.write_concurrency == 0 {
+            cores
+        } else {
+            s.cfg.write_concurrency
+        };
         let attempt = format!("{:016x}", rand::random::<u64>());
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(s.cfg.zstd_level).map_err(|e| {
-                Error::config("invalid zstd_level").with_context("zstd_level", s.cfg.zstd_level).with_source(e)
-            })?))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(s.cfg.zstd_level).map_err(|e| {
+                    Error::config("invalid zstd_level")
+                        .with_context("zstd_level", s.cfg.zstd_level)
+                        .with_source(e)
+                })?,
+            ))
             .set_max_row_group_row_count(Some(s.cfg.row_group_rows))
             .set_dictionary_page_size_limit(128 << 10)
             .build();
@@ -244,7 +271,11 @@ impl Sink for ParquetSink {
         }))
     }
 
-    async fn last_committed(&self, pipeline_id: &str, _ctx: &Context) -> Result<Option<CommitMarker>> {
+    async fn last_committed(
+        &self,
+        pipeline_id: &str,
+        _ctx: &Context,
+    ) -> Result<Option<CommitMarker>> {
         strata_core::checkpoint::validate_pipeline_id(pipeline_id)?;
         Ok(self.inner.recover(pipeline_id).await?.map(|m| m.marker))
     }
@@ -273,7 +304,10 @@ struct ParquetWriter {
 
 impl ParquetWriter {
     fn staged_name(&self, final_rel: &str) -> String {
-        format!("_strata/staging/{}/{}/{}", self.pid, self.attempt, final_rel)
+        format!(
+            "_strata/staging/{}/{}/{}",
+            self.pid, self.attempt, final_rel
+        )
     }
 
     fn start_lane(&mut self, lane: usize) -> mpsc::Sender<RecordBatch> {
@@ -295,12 +329,22 @@ impl ParquetWriter {
                     let staged = format!("_strata/staging/{pid}/{attempt}/{rel}");
                     let obj = ObjectWriter::new(sink.store().clone(), sink.location.child(&staged));
                     let w = AsyncArrowWriter::try_new(obj, schema.clone(), Some(props.clone()))
-                        .map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+                        .map_err(|source| {
+                            Error::from(FilesError::Parquet {
+                                path: staged.clone(),
+                                source,
+                            })
+                        })?;
                     current = Some((w, rel, staged, 0));
                     seq += 1;
                 }
                 let (w, _, staged, rows) = current.as_mut().expect("opened above");
-                w.write(&batch).await.map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+                w.write(&batch).await.map_err(|source| {
+                    Error::from(FilesError::Parquet {
+                        path: staged.clone(),
+                        source,
+                    })
+                })?;
                 *rows += batch.num_rows() as u64;
                 if (w.bytes_written() + w.in_progress_size()) as u64 >= target {
                     let (w, rel, staged, rows) = current.take().expect("open");
@@ -320,18 +364,36 @@ impl ParquetWriter {
             *l = None;
         }
         while let Some(joined) = self.tasks.join_next().await {
-            let files = joined.map_err(|e| Error::internal("a Parquet writer task failed").with_source(e))??;
+            let files = joined
+                .map_err(|e| Error::internal("a Parquet writer task failed").with_source(e))??;
             self.files.extend(files);
         }
         Ok(())
     }
 }
 
-async fn close(w: AsyncArrowWriter<ObjectWriter>, rel: String, staged: String, rows: u64, kind: &str) -> Result<ManifestFile> {
+async fn close(
+    w: AsyncArrowWriter<ObjectWriter>,
+    rel: String,
+    staged: String,
+    rows: u64,
+    kind: &str,
+) -> Result<ManifestFile> {
     let mut w = w;
-    w.finish().await.map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
+    w.finish().await.map_err(|source| {
+        Error::from(FilesError::Parquet {
+            path: staged.clone(),
+            source,
+        })
+    })?;
     let bytes = w.bytes_written() as u64;
-    Ok(ManifestFile { path: rel, staged, rows, bytes, kind: kind.to_string() })
+    Ok(ManifestFile {
+        path: rel,
+        staged,
+        rows,
+        bytes,
+        kind: kind.to_string(),
+    })
 }
 
 #[async_trait]
@@ -357,15 +419,35 @@ impl SinkWriter for ParquetWriter {
 
     async fn write_quarantine(&mut self, batch: RecordBatch) -> Result<()> {
         if self.quarantine.is_none() {
-            let rel = format!("_quarantine/part-{}-{}-{:04}.parquet", self.pid, self.attempt, self.quarantine_files.len());
+            let rel = format!(
+                "_quarantine/part-{}-{}-{:04}.parquet",
+                self.pid,
+                self.attempt,
+                self.quarantine_files.len()
+            );
             let staged = self.staged_name(&rel);
-            let obj = ObjectWriter::new(self.sink.store().clone(), self.sink.location.child(&staged));
+            let obj =
+                ObjectWriter::new(self.sink.store().clone(), self.sink.location.child(&staged));
             let writer = AsyncArrowWriter::try_new(obj, batch.schema(), Some(self.props.clone()))
-                .map_err(|source| Error::from(FilesError::Parquet { path: staged.clone(), source }))?;
-            self.quarantine = Some(QuarantineFile { writer, staged, rows: 0 });
+                .map_err(|source| {
+                Error::from(FilesError::Parquet {
+                    path: staged.clone(),
+                    source,
+                })
+            })?;
+            self.quarantine = Some(QuarantineFile {
+                writer,
+                staged,
+                rows: 0,
+            });
         }
         let q = self.quarantine.as_mut().expect("opened above");
-        q.writer.write(&batch).await.map_err(|source| Error::from(FilesError::Parquet { path: q.staged.clone(), source }))?;
+        q.writer.write(&batch).await.map_err(|source| {
+            Error::from(FilesError::Parquet {
+                path: q.staged.clone(),
+                source,
+            })
+        })?;
         q.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -373,14 +455,28 @@ impl SinkWriter for ParquetWriter {
     async fn prepare(&mut self, epoch: Epoch) -> Result<Prepared> {
         self.join_lanes().await?;
         if let Some(q) = self.quarantine.take() {
-            let rel = q.staged.rsplit_once(&format!("{}/", self.attempt)).map_or(q.staged.clone(), |(_, r)| r.to_string());
-            self.quarantine_files.push(close(q.writer, rel, q.staged, q.rows, "quarantine").await?);
+            let rel = q
+                .staged
+                .rsplit_once(&format!("{}/", self.attempt))
+                .map_or(q.staged.clone(), |(_, r)| r.to_string());
+            self.quarantine_files
+                .push(close(q.writer, rel, q.staged, q.rows, "quarantine").await?);
         }
         self.epoch = Some(epoch);
         let rows = self.files.iter().map(|f| f.rows).sum();
         let quarantined = self.quarantine_files.iter().map(|f| f.rows).sum();
-        let bytes = self.files.iter().chain(&self.quarantine_files).map(|f| f.bytes).sum();
-        let items = self.files.iter().chain(&self.quarantine_files).map(|f| final_name(&f.path, &self.attempt, epoch)).collect();
+        let bytes = self
+            .files
+            .iter()
+            .chain(&self.quarantine_files)
+            .map(|f| f.bytes)
+            .sum();
+        let items = self
+            .files
+            .iter()
+            .chain(&self.quarantine_files)
+            .map(|f| final_name(&f.path, &self.attempt, epoch))
+            .collect();
         Ok(Prepared::new(epoch, rows, quarantined, bytes, items))
     }
 
@@ -390,13 +486,33 @@ impl SinkWriter for ParquetWriter {
             .files
             .iter()
             .chain(&self.quarantine_files)
-            .map(|f| ManifestFile { path: final_name(&f.path, &self.attempt, epoch), ..f.clone() })
+            .map(|f| ManifestFile {
+                path: final_name(&f.path, &self.attempt, epoch),
+                ..f.clone()
+            })
             .collect();
-        let manifest = Manifest { version: 1, marker: marker.clone(), attempt: self.attempt.clone(), files };
-        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal("cannot encode the manifest").with_source(e))?;
-        let path = self.sink.manifest_dir(&marker.pipeline_id).join(format!("{:020}.json", marker.epoch.0));
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.sink.store().put_opts(&path, PutPayload::from(body), opts).await {
+        let manifest = Manifest {
+            version: 1,
+            marker: marker.clone(),
+            attempt: self.attempt.clone(),
+            files,
+        };
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::internal("cannot encode the manifest").with_source(e))?;
+        let path = self
+            .sink
+            .manifest_dir(&marker.pipeline_id)
+            .join(format!("{:020}.json", marker.epoch.0));
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .sink
+            .store()
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let existing = self.sink.read_manifest(&path).await?;
@@ -407,7 +523,13 @@ impl SinkWriter for ParquetWriter {
                     return Ok(CommitOutcome::AlreadyCommitted);
                 }
             }
-            Err(e) => return Err(store_err("put (create-only manifest)", self.sink.location.describe(&path), e)),
+            Err(e) => {
+                return Err(store_err(
+                    "put (create-only manifest)",
+                    self.sink.location.describe(&path),
+                    e,
+                ));
+            }
         }
         crash_point("files.sink.after_manifest").await;
         self.sink.publish(&manifest).await?;

@@ -4,6 +4,7 @@ use crate::decode::{CsvFormat, JsonFormat, LineFormat, decode_chunk};
 use crate::error::{FilesError, store_err};
 use crate::location::StoreLocation;
 use crate::options::{Compression, FileSourceConfig, Format, SchemaSource, explicit_schema};
+use crate::parquet_io::ObjectReader;
 use crate::reader::{LineChunker, decompress, newlines_before, open_from};
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
@@ -11,18 +12,20 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::ObjectMeta;
-use crate::parquet_io::ObjectReader;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use strata_core::metrics::{COERCED_VALUES_TOTAL, RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
 use strata_core::{
-    BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest, Result, SendableBatchStream,
-    Source, Split,
+    BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
+    Result, SendableBatchStream, Source, Split,
 };
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+
+/// Newline counts before each split start of one file version, filled once.
+type LineIndexSlot = Mutex<Option<Arc<Vec<u64>>>>;
 
 const CURSOR_PREFIX: &str = "files/v1:";
 const CHUNK_BYTES: usize = 1 << 20;
@@ -50,7 +53,7 @@ struct Inner {
     exclude: GlobSet,
     split_bytes: u64,
     /// Newline counts at split starts, per file version, computed on the first bad line.
-    line_index: Mutex<HashMap<String, Arc<Mutex<Option<Arc<Vec<u64>>>>>>>,
+    line_index: Mutex<HashMap<String, Arc<LineIndexSlot>>>,
     warned_fields: Mutex<HashSet<String>>,
     /// Decoders returned by finished splits, by batch size: reusing their buffers keeps the
     /// heap from fragmenting as split after split allocates and frees them.
@@ -59,7 +62,10 @@ struct Inner {
 
 impl fmt::Debug for FileSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileSource").field("location", &self.inner.location).field("format", &self.inner.cfg.format).finish()
+        f.debug_struct("FileSource")
+            .field("location", &self.inner.location)
+            .field("format", &self.inner.cfg.format)
+            .finish()
     }
 }
 
@@ -89,9 +95,14 @@ fn version_of(meta: &ObjectMeta) -> String {
 fn build_globs(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        b.add(Glob::new(p).map_err(|e| Error::config("invalid glob").with_context("glob", p).with_source(e))?);
+        b.add(Glob::new(p).map_err(|e| {
+            Error::config("invalid glob")
+                .with_context("glob", p)
+                .with_source(e)
+        })?);
     }
-    b.build().map_err(|e| Error::config("invalid glob set").with_source(e))
+    b.build()
+        .map_err(|e| Error::config("invalid glob set").with_source(e))
 }
 
 impl FileSource {
@@ -127,9 +138,14 @@ impl FileSource {
         };
         inner.schema = match &inner.cfg.schema {
             SchemaSource::Explicit(cols) => explicit_schema(cols)?,
-            SchemaSource::Infer { sample_records, sample_bytes } => Arc::new(inner.infer(*sample_records, *sample_bytes).await?),
+            SchemaSource::Infer {
+                sample_records,
+                sample_bytes,
+            } => Arc::new(inner.infer(*sample_records, *sample_bytes).await?),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Split plain NDJSON/CSV files into ranges of `bytes` (at least 1) instead of
@@ -139,7 +155,9 @@ impl FileSource {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
                 inner.split_bytes = bytes.max(1);
-                Self { inner: Arc::new(inner) }
+                Self {
+                    inner: Arc::new(inner),
+                }
             }
             Err(inner) => Self { inner },
         }
@@ -161,8 +179,12 @@ impl Inner {
             .map_err(|e| store_err("list", self.location.describe(prefix), e))
             .try_filter(|m| {
                 let rel = self.location.relative(&m.location);
-                let hidden = rel.split('/').any(|seg| seg.starts_with('_') || seg.starts_with('.'));
-                futures::future::ready(!hidden && self.include.is_match(&rel) && !self.exclude.is_match(&rel))
+                let hidden = rel
+                    .split('/')
+                    .any(|seg| seg.starts_with('_') || seg.starts_with('.'));
+                futures::future::ready(
+                    !hidden && self.include.is_match(&rel) && !self.exclude.is_match(&rel),
+                )
             })
             .try_collect()
             .await?;
@@ -173,37 +195,68 @@ impl Inner {
     async fn infer(&self, max_records: usize, max_bytes: u64) -> Result<Schema> {
         let files = self.list().await?;
         let Some(first) = files.first() else {
-            return Err(Error::new(ErrorKind::NotFound, "no file matches, so no schema can be inferred: add files or declare the schema")
-                .with_context("root", self.location.describe(self.location.prefix()))
-                .with_context("include", self.cfg.include.join(",")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "no file matches, so no schema can be inferred: add files or declare the schema",
+            )
+            .with_context("root", self.location.describe(self.location.prefix()))
+            .with_context("include", self.cfg.include.join(",")));
         };
         let describe = self.location.describe(&first.location);
         if self.cfg.format == Format::Parquet {
-            let reader = ObjectReader::new(self.location.store().clone(), first.location.clone(), first.size);
+            let reader = ObjectReader::new(
+                self.location.store().clone(),
+                first.location.clone(),
+                first.size,
+            );
             let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
                 .await
-                .map_err(|source| Error::from(FilesError::Parquet { path: describe.clone(), source }))?;
+                .map_err(|source| {
+                    Error::from(FilesError::Parquet {
+                        path: describe.clone(),
+                        source,
+                    })
+                })?;
             return Ok(Schema::new(builder.schema().fields().clone()));
         }
         // Sample the first bytes of the first files, decompressed.
-        let (store, path, compression) =
-            (self.location.store().clone(), first.location.clone(), self.cfg.compression.resolve(first.location.as_ref()));
+        let (store, path, compression) = (
+            self.location.store().clone(),
+            first.location.clone(),
+            self.cfg.compression.resolve(first.location.as_ref()),
+        );
         let limit = self.cfg.max_decompressed_bytes;
         let d = describe.clone();
         let sample = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
             use std::io::Read;
             let handle = Handle::current();
             let reader = open_from(&handle, &store, &path, 0, &d)?;
-            let mut r = decompress(reader, compression, limit).map_err(|source| FilesError::Read { path: d.clone(), source })?;
+            let mut r =
+                decompress(reader, compression, limit).map_err(|source| FilesError::Read {
+                    path: d.clone(),
+                    source,
+                })?;
             let mut buf = Vec::new();
-            r.by_ref().take(max_bytes).read_to_end(&mut buf).map_err(|source| FilesError::Read { path: d.clone(), source })?;
+            r.by_ref()
+                .take(max_bytes)
+                .read_to_end(&mut buf)
+                .map_err(|source| FilesError::Read {
+                    path: d.clone(),
+                    source,
+                })?;
             Ok(buf)
         })
         .await
         .map_err(|e| Error::internal("schema sampling panicked").with_source(e))??;
         match &self.cfg.format {
             Format::Ndjson => crate::infer::infer_ndjson(&sample, max_records, &describe),
-            Format::Csv(c) => crate::infer::infer_csv(&sample, c.delimiter as u8, c.header, max_records, &describe),
+            Format::Csv(c) => crate::infer::infer_csv(
+                &sample,
+                c.delimiter as u8,
+                c.header,
+                max_records,
+                &describe,
+            ),
             Format::Parquet => unreachable!("handled above"),
         }
     }
@@ -212,14 +265,34 @@ impl Inner {
         let rel = self.location.relative(&meta.location);
         let version = version_of(meta);
         let split_bytes = self.split_bytes;
-        let splittable = self.cfg.format != Format::Parquet && self.cfg.compression.resolve(&rel) == Compression::None;
+        let splittable = self.cfg.format != Format::Parquet
+            && self.cfg.compression.resolve(&rel) == Compression::None;
         let mut out = Vec::new();
         let mut start = 0;
         loop {
-            let end = if splittable { (start + split_bytes).min(meta.size) } else { meta.size };
-            let spec = SplitSpec { path: rel.clone(), version: version.clone(), start, end, size: meta.size, split_bytes };
-            let id = if start == 0 && end == meta.size { rel.clone() } else { format!("{rel}[{start}..{end}]") };
-            out.push(Split { id, spec: serde_json::to_string(&spec).unwrap_or_default(), size_bytes: Some(end - start) });
+            let end = if splittable {
+                (start + split_bytes).min(meta.size)
+            } else {
+                meta.size
+            };
+            let spec = SplitSpec {
+                path: rel.clone(),
+                version: version.clone(),
+                start,
+                end,
+                size: meta.size,
+                split_bytes,
+            };
+            let id = if start == 0 && end == meta.size {
+                rel.clone()
+            } else {
+                format!("{rel}[{start}..{end}]")
+            };
+            out.push(Split {
+                id,
+                spec: serde_json::to_string(&spec).unwrap_or_default(),
+                size_bytes: Some(end - start),
+            });
             start = end;
             if start >= meta.size {
                 break;
@@ -234,16 +307,37 @@ impl Inner {
             return Ok(0);
         }
         let key = format!("{}#{}", spec.path, spec.version);
-        let cell = self.line_index.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone();
+        let cell = self
+            .line_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
         let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            let starts: Vec<u64> = (1..).map(|i| i * spec.split_bytes).take_while(|s| *s < spec.size).map(|s| s - 1).collect();
-            let reader = open_from(handle, self.location.store(), &self.location.child(&spec.path), 0, describe)?;
-            let counts = newlines_before(reader, &starts).map_err(|source| FilesError::Read { path: describe.to_string(), source })?;
+            let starts: Vec<u64> = (1..)
+                .map(|i| i * spec.split_bytes)
+                .take_while(|s| *s < spec.size)
+                .map(|s| s - 1)
+                .collect();
+            let reader = open_from(
+                handle,
+                self.location.store(),
+                &self.location.child(&spec.path),
+                0,
+                describe,
+            )?;
+            let counts = newlines_before(reader, &starts).map_err(|source| FilesError::Read {
+                path: describe.to_string(),
+                source,
+            })?;
             *slot = Some(Arc::new(counts));
         }
         let counts = slot.as_ref().expect("filled above");
-        let i = usize::try_from(spec.start / spec.split_bytes).unwrap_or(1).saturating_sub(1);
+        let i = usize::try_from(spec.start / spec.split_bytes)
+            .unwrap_or(1)
+            .saturating_sub(1);
         // The split's first line follows the first newline at or after start-1.
         Ok(counts.get(i).copied().unwrap_or(0) + 1)
     }
@@ -256,23 +350,44 @@ impl Inner {
                 delimiter: c.delimiter as u8,
                 drift: self.cfg.type_drift,
             }),
-            _ => Box::new(JsonFormat::new(self.schema.clone(), batch_size, self.cfg.type_drift, self.cfg.unknown_fields)),
+            _ => Box::new(JsonFormat::new(
+                self.schema.clone(),
+                batch_size,
+                self.cfg.type_drift,
+                self.cfg.unknown_fields,
+            )),
         }
     }
 
     /// Read one NDJSON/CSV split on a blocking thread, sending batches to `tx`.
-    fn run_line_split(self: &Arc<Self>, spec: &SplitSpec, ctx: &Context, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
+    fn run_line_split(
+        self: &Arc<Self>,
+        spec: &SplitSpec,
+        ctx: &Context,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let pooled = {
             let mut pool = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
-            pool.iter().position(|(b, _)| *b == ctx.batch_size()).map(|i| pool.swap_remove(i).1)
+            pool.iter()
+                .position(|(b, _)| *b == ctx.batch_size())
+                .map(|i| pool.swap_remove(i).1)
         };
         let mut format = pooled.unwrap_or_else(|| self.line_format(ctx.batch_size()));
         let result = self.decode_split(spec, ctx, tx, format.as_mut());
-        self.decoders.lock().unwrap_or_else(|p| p.into_inner()).push((ctx.batch_size(), format));
+        self.decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((ctx.batch_size(), format));
         result
     }
 
-    fn decode_split(&self, spec: &SplitSpec, ctx: &Context, tx: &mpsc::Sender<Result<RecordBatch>>, format: &mut dyn LineFormat) -> Result<()> {
+    fn decode_split(
+        &self,
+        spec: &SplitSpec,
+        ctx: &Context,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+        format: &mut dyn LineFormat,
+    ) -> Result<()> {
         let handle = Handle::current();
         let path = self.location.child(&spec.path);
         let describe = self.location.describe(&path);
@@ -280,8 +395,13 @@ impl Inner {
         let skip = spec.start > 0;
         let from = if skip { spec.start - 1 } else { 0 };
         let raw = open_from(&handle, self.location.store(), &path, from, &describe)?;
-        let reader = decompress(raw, compression, self.cfg.max_decompressed_bytes)
-            .map_err(|source| FilesError::Read { path: describe.clone(), source })?;
+        let reader =
+            decompress(raw, compression, self.cfg.max_decompressed_bytes).map_err(|source| {
+                FilesError::Read {
+                    path: describe.clone(),
+                    source,
+                }
+            })?;
         let end = (compression == Compression::None).then_some(spec.end);
         let max_record = usize::try_from(self.cfg.max_record_bytes).unwrap_or(usize::MAX);
         let mut chunker = LineChunker::new(reader, from, end, skip, CHUNK_BYTES, max_record);
@@ -298,9 +418,20 @@ impl Inner {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) if e.to_string() == "record too large" => {
-                    return Err(FilesError::RecordTooLarge { path: describe, line: 0, limit: max_record }.into());
+                    return Err(FilesError::RecordTooLarge {
+                        path: describe,
+                        line: 0,
+                        limit: max_record,
+                    }
+                    .into());
                 }
-                Err(source) => return Err(FilesError::Read { path: describe, source }.into()),
+                Err(source) => {
+                    return Err(FilesError::Read {
+                        path: describe,
+                        source,
+                    }
+                    .into());
+                }
             };
             metrics.add(RECEIVED_BYTES_TOTAL, chunk.bytes.len() as u64);
             let mut bytes = &chunk.bytes[..];
@@ -316,7 +447,9 @@ impl Inner {
                 Ok(out) => out,
                 Err((line, e)) => {
                     let b = *base.get_or_insert(self.lines_before(&handle, spec, &describe)?);
-                    return Err(e.with_context("file", &describe).with_context("line", b + first_line + line + 1));
+                    return Err(e
+                        .with_context("file", &describe)
+                        .with_context("line", b + first_line + line + 1));
                 }
             };
             dirty = !out.rejected.is_empty();
@@ -324,7 +457,12 @@ impl Inner {
                 metrics.add(COERCED_VALUES_TOTAL, out.coerced);
             }
             for f in &out.unknown_fields {
-                if self.warned_fields.lock().unwrap_or_else(|p| p.into_inner()).insert(f.clone()) {
+                if self
+                    .warned_fields
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(f.clone())
+                {
                     tracing::warn!(file = %describe, field = %f, "a field not in the schema is ignored (unknown_fields: ignore)");
                 }
             }
@@ -374,7 +512,12 @@ impl Inner {
             metrics.add(RECEIVED_BYTES_TOTAL, spec.size);
             let target = this.schema.clone();
             Ok::<_, Error>(stream.map(move |b| {
-                let b = b.map_err(|source| Error::from(FilesError::Parquet { path: describe.clone(), source }))?;
+                let b = b.map_err(|source| {
+                    Error::from(FilesError::Parquet {
+                        path: describe.clone(),
+                        source,
+                    })
+                })?;
                 metrics.add(RECEIVED_ROWS_TOTAL, b.num_rows() as u64);
                 align(&b, &target, &describe)
             }))
@@ -385,7 +528,11 @@ impl Inner {
 }
 
 /// Merge the many small batches a dirty chunk decodes into batches of up to `rows` rows.
-fn coalesce(schema: &SchemaRef, batches: Vec<RecordBatch>, rows: usize) -> Result<Vec<RecordBatch>> {
+fn coalesce(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+) -> Result<Vec<RecordBatch>> {
     if batches.len() <= 1 {
         return Ok(batches);
     }
@@ -411,7 +558,10 @@ fn coalesce(schema: &SchemaRef, batches: Vec<RecordBatch>, rows: usize) -> Resul
 /// become nulls; a type difference is cast (an impossible cast is a Schema error).
 fn align(batch: &RecordBatch, target: &SchemaRef, describe: &str) -> Result<RecordBatch> {
     if batch.schema().fields() == target.fields() {
-        return Ok(RecordBatch::try_new(target.clone(), batch.columns().to_vec())?);
+        return Ok(RecordBatch::try_new(
+            target.clone(),
+            batch.columns().to_vec(),
+        )?);
     }
     let cols = target
         .fields()
@@ -419,27 +569,38 @@ fn align(batch: &RecordBatch, target: &SchemaRef, describe: &str) -> Result<Reco
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
             Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| {
-                Error::new(ErrorKind::Schema, "a Parquet column has a type the schema cannot take")
-                    .with_context("file", describe)
-                    .with_context("column", f.name())
-                    .with_context("found", c.data_type())
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Schema,
+                    "a Parquet column has a type the schema cannot take",
+                )
+                .with_context("file", describe)
+                .with_context("column", f.name())
+                .with_context("found", c.data_type())
+                .with_source(e)
             }),
             None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
-            None => Err(Error::new(ErrorKind::Schema, "a required column is missing from a Parquet file")
-                .with_context("file", describe)
-                .with_context("column", f.name())),
+            None => Err(Error::new(
+                ErrorKind::Schema,
+                "a required column is missing from a Parquet file",
+            )
+            .with_context("file", describe)
+            .with_context("column", f.name())),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(target.clone(), cols)?)
 }
 
 fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {
-    let body = c
-        .as_str()
-        .strip_prefix(CURSOR_PREFIX)
-        .ok_or_else(|| Error::new(ErrorKind::Conflict, "the checkpoint cursor was not written by a file source").with_context("cursor", format!("{c:?}")))?;
-    serde_json::from_str(body).map_err(|e| Error::new(ErrorKind::Data, "the file source cursor is corrupt").with_source(e))
+    let body = c.as_str().strip_prefix(CURSOR_PREFIX).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Conflict,
+            "the checkpoint cursor was not written by a file source",
+        )
+        .with_context("cursor", format!("{c:?}"))
+    })?;
+    serde_json::from_str(body).map_err(|e| {
+        Error::new(ErrorKind::Data, "the file source cursor is corrupt").with_source(e)
+    })
 }
 
 #[async_trait]
@@ -453,7 +614,13 @@ impl Source for FileSource {
     }
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
-        let seen = req.from.as_ref().map(parse_cursor).transpose()?.unwrap_or_default().seen;
+        let seen = req
+            .from
+            .as_ref()
+            .map(parse_cursor)
+            .transpose()?
+            .unwrap_or_default()
+            .seen;
         let files = self.inner.list().await?;
         let mut splits = Vec::new();
         let mut now = BTreeMap::new();
@@ -465,13 +632,19 @@ impl Source for FileSource {
             }
             now.insert(rel, version);
         }
-        let end = Cursor::new(format!("{CURSOR_PREFIX}{}", serde_json::to_string(&FilesCursor { seen: now }).unwrap_or_default()));
+        let end = Cursor::new(format!(
+            "{CURSOR_PREFIX}{}",
+            serde_json::to_string(&FilesCursor { seen: now }).unwrap_or_default()
+        ));
         Ok(ReadPlan::new(splits, Some(end)))
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let spec: SplitSpec = serde_json::from_str(&split.spec)
-            .map_err(|e| Error::internal("not a file source split").with_context("split", &split.id).with_source(e))?;
+        let spec: SplitSpec = serde_json::from_str(&split.spec).map_err(|e| {
+            Error::internal("not a file source split")
+                .with_context("split", &split.id)
+                .with_source(e)
+        })?;
         if self.inner.cfg.format == Format::Parquet {
             return Ok(self.inner.read_parquet(spec, ctx));
         }
@@ -486,9 +659,14 @@ impl Source for FileSource {
                     let _ = tx.blocking_send(Err(e));
                 }
             });
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })
         })
         .flatten();
-        Ok(BatchStreamAdapter::boxed(self.inner.schema.clone(), Box::pin(stream)))
+        Ok(BatchStreamAdapter::boxed(
+            self.inner.schema.clone(),
+            Box::pin(stream),
+        ))
     }
 }

@@ -7,10 +7,13 @@ use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_core::{CheckpointStore, Context, Epoch, ErrorKind, PipelineBuilder, ReadRequest, RunOptions, RunOutcome, Sink, Source};
+use strata_core::{
+    CheckpointStore, Context, Epoch, ErrorKind, PipelineBuilder, ReadRequest, RunOptions,
+    RunOutcome, Sink, Source,
+};
 use strata_files::{
-    ColumnSpec, CsvOptions, FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig,
-    SchemaSource, StoreLocation, TypeDriftPolicy,
+    ColumnSpec, CsvOptions, FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore,
+    ParquetSink, ParquetSinkConfig, SchemaSource, StoreLocation, TypeDriftPolicy,
 };
 use strata_testkit::assert::sorted_rows;
 use strata_testkit::{MemorySink, SinkFixture, SourceFixture, check_sink, check_source};
@@ -45,9 +48,15 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     p
 }
 
-async fn read_all(source: &FileSource, batch_size: usize) -> (Vec<RecordBatch>, Vec<strata_core::QuarantineRecord>) {
+async fn read_all(
+    source: &FileSource,
+    batch_size: usize,
+) -> (Vec<RecordBatch>, Vec<strata_core::QuarantineRecord>) {
     let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(10_000);
-    let ctx = Context::builder("t").with_batch_size(batch_size).with_quarantine(qtx).build();
+    let ctx = Context::builder("t")
+        .with_batch_size(batch_size)
+        .with_quarantine(qtx)
+        .build();
     let plan = source.plan(&ReadRequest::default(), &ctx).await.unwrap();
     let mut out = Vec::new();
     for s in &plan.splits {
@@ -82,7 +91,12 @@ async fn quarantine_names_file_and_true_line_numbers_across_splits() {
     let source = FileSource::try_new(cfg.clone()).await.unwrap();
     let (batches, q) = read_all(&source, 1000).await;
     assert_eq!(rows(&batches), good);
-    assert_eq!(q.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad);
+    assert_eq!(
+        q.iter()
+            .map(|r| r.position.unwrap() as usize)
+            .collect::<Vec<_>>(),
+        bad
+    );
     assert!(q[0].location.ends_with("orders.ndjson"));
     assert!(q[0].raw.starts_with("{\"order_id\": 96"), "{}", q[0].raw);
     assert!(q[0].reason.contains("malformed JSON"), "{}", q[0].reason);
@@ -91,11 +105,19 @@ async fn quarantine_names_file_and_true_line_numbers_across_splits() {
     let (big, good, bad) = orders_ndjson(40_000, 333);
     write(dir.path(), "orders.ndjson", big.as_bytes());
     let source = FileSource::try_new(cfg).await.unwrap();
-    let plan = source.plan(&ReadRequest::default(), &Context::new("t")).await.unwrap();
+    let plan = source
+        .plan(&ReadRequest::default(), &Context::new("t"))
+        .await
+        .unwrap();
     assert!(plan.splits.len() >= 4, "{} splits", plan.splits.len());
     let (batches, q) = read_all(&source, 777).await;
     assert_eq!(rows(&batches), good);
-    assert_eq!(q.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad);
+    assert_eq!(
+        q.iter()
+            .map(|r| r.position.unwrap() as usize)
+            .collect::<Vec<_>>(),
+        bad
+    );
 }
 
 proptest! {
@@ -138,11 +160,17 @@ async fn gzip_zstd_and_plain_read_the_same() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(data.as_bytes()).unwrap();
     write(dir.path(), "gz/a.ndjson.gz", &gz.finish().unwrap());
-    write(dir.path(), "zst/a.ndjson.zst", &zstd::encode_all(data.as_bytes(), 3).unwrap());
+    write(
+        dir.path(),
+        "zst/a.ndjson.zst",
+        &zstd::encode_all(data.as_bytes(), 3).unwrap(),
+    );
     write(dir.path(), "plain/a.ndjson", data.as_bytes());
     let mut results = Vec::new();
     for sub in ["gz", "zst", "plain"] {
-        let s = FileSource::try_new(ndjson_cfg(&dir.path().join(sub))).await.unwrap();
+        let s = FileSource::try_new(ndjson_cfg(&dir.path().join(sub)))
+            .await
+            .unwrap();
         let (b, q) = read_all(&s, 500).await;
         assert_eq!((rows(&b), q.len()), (good, 0), "{sub}");
         results.push(sorted_rows(&b));
@@ -156,7 +184,10 @@ async fn gzip_zstd_and_plain_read_the_same() {
     let bytes = gz.finish().unwrap();
     write(dir.path(), "gz/a.ndjson.gz", &bytes[..bytes.len() / 2]);
     let mut cfg = ndjson_cfg(&dir.path().join("gz"));
-    cfg.schema = SchemaSource::Explicit(vec![ColumnSpec { name: "order_id".into(), data_type: "int64".into() }]);
+    cfg.schema = SchemaSource::Explicit(vec![ColumnSpec {
+        name: "order_id".into(),
+        data_type: "int64".into(),
+    }]);
     let s = FileSource::try_new(cfg).await.unwrap();
     let ctx = Context::new("t");
     let plan = s.plan(&ReadRequest::default(), &ctx).await.unwrap();
@@ -169,7 +200,10 @@ async fn gzip_zstd_and_plain_read_the_same() {
         }
     }
     let e = err.expect("a truncated gzip fails");
-    assert!(e.context_value("file").unwrap().ends_with("a.ndjson.gz"), "{e}");
+    assert!(
+        e.context_value("file").unwrap().ends_with("a.ndjson.gz"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,20 +218,41 @@ async fn csv_with_header_and_bad_values() {
         }
     }
     write(dir.path(), "p.csv", csv.as_bytes());
-    let s = FileSource::try_new(FileSourceConfig::new(dir.path().to_str().unwrap(), Format::Csv(CsvOptions::default()))).await.unwrap();
+    let s = FileSource::try_new(FileSourceConfig::new(
+        dir.path().to_str().unwrap(),
+        Format::Csv(CsvOptions::default()),
+    ))
+    .await
+    .unwrap();
     // Inference saw the bad value only if it sampled it; declare to be sure.
     let _ = s;
-    let mut cfg = FileSourceConfig::new(dir.path().to_str().unwrap(), Format::Csv(CsvOptions::default()));
+    let mut cfg = FileSourceConfig::new(
+        dir.path().to_str().unwrap(),
+        Format::Csv(CsvOptions::default()),
+    );
     cfg.schema = SchemaSource::Explicit(vec![
-        ColumnSpec { name: "id".into(), data_type: "int64".into() },
-        ColumnSpec { name: "name".into(), data_type: "utf8".into() },
-        ColumnSpec { name: "qty".into(), data_type: "int64".into() },
+        ColumnSpec {
+            name: "id".into(),
+            data_type: "int64".into(),
+        },
+        ColumnSpec {
+            name: "name".into(),
+            data_type: "utf8".into(),
+        },
+        ColumnSpec {
+            name: "qty".into(),
+            data_type: "int64".into(),
+        },
     ]);
     let s = FileSource::try_new(cfg.clone()).await.unwrap();
     let (b, q) = read_all(&s, 128).await;
     assert_eq!(rows(&b), 999);
     assert_eq!(q.len(), 1);
-    assert_eq!(q[0].position, Some(502), "line 1 is the header, id 0 is line 2");
+    assert_eq!(
+        q[0].position,
+        Some(502),
+        "line 1 is the header, id 0 is line 2"
+    );
     assert_eq!(q[0].column.as_deref(), Some("qty"));
     assert_eq!(q[0].raw, "500,x,notanumber");
 
@@ -227,8 +282,12 @@ async fn incremental_runs_pick_up_only_new_and_changed_files() {
     write(&src, "_tmp/ignored.ndjson", b"{\"x\":1}\n");
     let source = Arc::new(FileSource::try_new(ndjson_cfg(&src)).await.unwrap());
     let sink = MemorySink::new();
-    let store = Arc::new(strata_core::LocalFileCheckpointStore::new(dir.path().join("cp")));
-    let p = PipelineBuilder::new("inc", source.clone(), Arc::new(sink.clone()), store).build().unwrap();
+    let store = Arc::new(strata_core::LocalFileCheckpointStore::new(
+        dir.path().join("cp"),
+    ));
+    let p = PipelineBuilder::new("inc", source.clone(), Arc::new(sink.clone()), store)
+        .build()
+        .unwrap();
     assert_eq!(p.run().await.unwrap().rows_written, ga as u64);
     assert_eq!(p.run().await.unwrap().outcome, RunOutcome::NothingNew);
     let (b, gb, _) = orders_ndjson(30, 0);
@@ -264,7 +323,9 @@ async fn ndjson_source_passes_the_conformance_suite() {
     let (data, _, _) = orders_ndjson(20_000, 0);
     write(&dir.path().join("in"), "a.ndjson", data.as_bytes());
     write(&dir.path().join("in"), "b.ndjson", data.as_bytes());
-    let reference = FileSource::try_new(ndjson_cfg(&dir.path().join("in"))).await.unwrap();
+    let reference = FileSource::try_new(ndjson_cfg(&dir.path().join("in")))
+        .await
+        .unwrap();
     let (expected, _) = read_all(&reference, 4096).await;
     check_source(&NdjsonFixture { dir, expected }).await;
 }
@@ -272,11 +333,19 @@ async fn ndjson_source_passes_the_conformance_suite() {
 /// What a reader globbing `<root>/*.parquet` sees.
 fn visible_parquet(root: &Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root) else { return out };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     files.sort();
     for f in files {
-        let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap().build().unwrap();
+        let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(r.map(|b| b.unwrap()));
     }
     out
@@ -301,9 +370,17 @@ async fn parquet_sink_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _, _) = orders_ndjson(3000, 0);
     write(&dir.path().join("in"), "a.ndjson", data.as_bytes());
-    let source = FileSource::try_new(ndjson_cfg(&dir.path().join("in"))).await.unwrap();
+    let source = FileSource::try_new(ndjson_cfg(&dir.path().join("in")))
+        .await
+        .unwrap();
     let (batches, _) = read_all(&source, 1000).await;
-    check_sink(&ParquetFixture { root: dir.path().join("out") }, batches).await;
+    check_sink(
+        &ParquetFixture {
+            root: dir.path().join("out"),
+        },
+        batches,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,23 +388,40 @@ async fn parquet_round_trip_with_quarantine_and_rerun() {
     let dir = tempfile::tempdir().unwrap();
     let (data, good, bad) = orders_ndjson(10_000, 101);
     write(&dir.path().join("in"), "orders.ndjson", data.as_bytes());
-    let source = Arc::new(FileSource::try_new(ndjson_cfg(&dir.path().join("in"))).await.unwrap());
+    let source = Arc::new(
+        FileSource::try_new(ndjson_cfg(&dir.path().join("in")))
+            .await
+            .unwrap(),
+    );
     let out = dir.path().join("out");
     let mut sink_cfg = ParquetSinkConfig::new(out.to_str().unwrap());
     sink_cfg.target_file_size_megabytes = 1;
     let sink = Arc::new(ParquetSink::try_new(sink_cfg).unwrap());
-    let store = Arc::new(ObjectStoreCheckpointStore::new(StoreLocation::local(dir.path().join("cp").to_str().unwrap()).unwrap()));
+    let store = Arc::new(ObjectStoreCheckpointStore::new(
+        StoreLocation::local(dir.path().join("cp").to_str().unwrap()).unwrap(),
+    ));
     let p = PipelineBuilder::new("orders", source.clone(), sink.clone(), store.clone())
         .with_options(RunOptions::default().with_batch_size(1000))
         .build()
         .unwrap();
     let r = p.run().await.unwrap();
-    assert_eq!((r.rows_written as usize, r.rows_quarantined as usize), (good, bad.len()));
+    assert_eq!(
+        (r.rows_written as usize, r.rows_quarantined as usize),
+        (good, bad.len())
+    );
     assert_eq!(rows(&visible_parquet(&out)), good);
     let q = visible_parquet(&out.join("_quarantine"));
     assert_eq!(rows(&q), bad.len());
-    let lines = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(q[0].column(2));
-    let mut got: Vec<u64> = q.iter().flat_map(|b| arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(b.column(2)).values().to_vec()).collect();
+    let lines =
+        arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(q[0].column(2));
+    let mut got: Vec<u64> = q
+        .iter()
+        .flat_map(|b| {
+            arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(b.column(2))
+                .values()
+                .to_vec()
+        })
+        .collect();
     got.sort_unstable();
     assert_eq!(got, bad.iter().map(|l| *l as u64).collect::<Vec<_>>());
     let _ = lines;
@@ -339,14 +433,28 @@ async fn parquet_round_trip_with_quarantine_and_rerun() {
 #[tokio::test]
 async fn object_store_checkpoints_are_compare_and_swap() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ObjectStoreCheckpointStore::new(StoreLocation::local(dir.path().to_str().unwrap()).unwrap());
+    let store = ObjectStoreCheckpointStore::new(
+        StoreLocation::local(dir.path().to_str().unwrap()).unwrap(),
+    );
     let m1 = strata_core::CommitMarker::new("p", Epoch(1), None);
     store.save(&m1, Epoch(0)).await.unwrap();
-    assert_eq!(store.save(&m1, Epoch(0)).await.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(
+        store.save(&m1, Epoch(0)).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
     for e in 2..6 {
-        store.save(&strata_core::CommitMarker::new("p", Epoch(e), None), Epoch(e - 1)).await.unwrap();
+        store
+            .save(
+                &strata_core::CommitMarker::new("p", Epoch(e), None),
+                Epoch(e - 1),
+            )
+            .await
+            .unwrap();
     }
     assert_eq!(store.load("p").await.unwrap().unwrap().epoch, Epoch(5));
-    assert_eq!(std::fs::read_dir(dir.path().join("p")).unwrap().count(), 3, "old epochs are pruned");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("p")).unwrap().count(),
+        3,
+        "old epochs are pruned"
+    );
 }
-

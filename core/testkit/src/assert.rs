@@ -8,7 +8,12 @@ use arrow_cast::pretty::pretty_format_batches;
 /// # Panics
 /// If the batches cannot be formatted.
 pub fn table_lines(batches: &[RecordBatch]) -> Vec<String> {
-    pretty_format_batches(batches).expect("batches format").to_string().lines().map(str::to_string).collect()
+    pretty_format_batches(batches)
+        .expect("batches format")
+        .to_string()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The rows of the table, formatted and sorted, without the header and borders: an
@@ -22,7 +27,11 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     }
     let lines = table_lines(batches);
     // +---+ header +---+ rows... +---+
-    let mut rows: Vec<String> = lines.into_iter().skip(3).filter(|l| !l.starts_with('+')).collect();
+    let mut rows: Vec<String> = lines
+        .into_iter()
+        .skip(3)
+        .filter(|l| !l.starts_with('+'))
+        .collect();
     rows.sort();
     rows
 }
@@ -33,7 +42,13 @@ macro_rules! assert_batches_eq {
     ($expected:expr, $batches:expr) => {{
         let expected: Vec<String> = $expected.iter().map(|s: &&str| s.to_string()).collect();
         let actual = $crate::assert::table_lines($batches);
-        assert_eq!(expected, actual, "\n\nexpected:\n{}\n\nactual:\n{}\n", expected.join("\n"), actual.join("\n"));
+        assert_eq!(
+            expected,
+            actual,
+            "\n\nexpected:\n{}\n\nactual:\n{}\n",
+            expected.join("\n"),
+            actual.join("\n")
+        );
     }};
 }
 

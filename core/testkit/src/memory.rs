@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use strata_core::{
-    BatchStream, CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared, QuarantineRecord,
-    ReadPlan, ReadRequest, Result, SendableBatchStream, Sink, SinkCapabilities, SinkWriter, Source, Split,
+    BatchStream, CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind,
+    Prepared, QuarantineRecord, ReadPlan, ReadRequest, Result, SendableBatchStream, Sink,
+    SinkCapabilities, SinkWriter, Source, Split,
 };
 
 /// An append-only in-memory source. Each appended batch is one split; the cursor is the number
@@ -53,7 +54,10 @@ impl MemorySource {
 
     /// Make the split of batch `index` also reject one record to quarantine with `reason`.
     pub fn reject_in(&self, index: usize, reason: &str) {
-        self.rejects.lock().unwrap().push((index, reason.to_string()));
+        self.rejects
+            .lock()
+            .unwrap()
+            .push((index, reason.to_string()));
     }
 
     /// Sleep this long before each batch (to make runs slow enough to cancel).
@@ -90,7 +94,10 @@ fn parse_cursor(c: &Cursor) -> Result<usize> {
     c.as_str()
         .strip_prefix("memory/v1:")
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::new(ErrorKind::Data, "not a memory source cursor").with_context("cursor", c.as_str()))
+        .ok_or_else(|| {
+            Error::new(ErrorKind::Data, "not a memory source cursor")
+                .with_context("cursor", c.as_str())
+        })
 }
 
 #[async_trait]
@@ -104,19 +111,37 @@ impl Source for MemorySource {
     }
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
-        let from = req.from.as_ref().map(parse_cursor).transpose()?.unwrap_or(0);
+        let from = req
+            .from
+            .as_ref()
+            .map(parse_cursor)
+            .transpose()?
+            .unwrap_or(0);
         let end = self.batches.lock().unwrap().len();
         let splits = (from..end)
-            .map(|i| Split { id: format!("memory[{i}]"), spec: i.to_string(), size_bytes: None })
+            .map(|i| Split {
+                id: format!("memory[{i}]"),
+                spec: i.to_string(),
+                size_bytes: None,
+            })
             .collect();
         Ok(ReadPlan::new(splits, Some(cursor_of(end))))
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let index: usize = split.spec.parse().map_err(|_| Error::internal("bad memory split").with_context("split", &split.id))?;
+        let index: usize = split
+            .spec
+            .parse()
+            .map_err(|_| Error::internal("bad memory split").with_context("split", &split.id))?;
         // Capture what the stream needs; no work happens until it is polled.
         let batch = self.batches.lock().unwrap().get(index).cloned();
-        let reject = self.rejects.lock().unwrap().iter().find(|(i, _)| *i == index).map(|(_, r)| r.clone());
+        let reject = self
+            .rejects
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, r)| r.clone());
         let transient = self.fail_transient.clone();
         let permanent = self.fail_permanent.load(Ordering::SeqCst);
         let delay = *self.delay.lock().unwrap();
@@ -127,8 +152,14 @@ impl Source for MemorySource {
             if permanent {
                 return Err(Error::data("injected permanent failure").with_context("split", &id));
             }
-            if transient.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-                return Err(Error::new(ErrorKind::Unavailable, "injected transient failure").with_context("split", &id));
+            if transient
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(
+                    Error::new(ErrorKind::Unavailable, "injected transient failure")
+                        .with_context("split", &id),
+                );
             }
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
@@ -144,11 +175,17 @@ impl Source for MemorySource {
                 };
                 ctx.quarantine("source", vec![rec]).await?;
             }
-            let batch = batch.ok_or_else(|| Error::new(ErrorKind::NotFound, "no such batch").with_context("split", &id))?;
+            let batch = batch.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "no such batch").with_context("split", &id)
+            })?;
             polled.fetch_add(1, Ordering::SeqCst);
             Ok(batch)
         });
-        Ok(Box::pin(CountedStream::new(self.schema.clone(), stream, self.live_streams.clone())))
+        Ok(Box::pin(CountedStream::new(
+            self.schema.clone(),
+            stream,
+            self.live_streams.clone(),
+        )))
     }
 }
 
@@ -168,9 +205,17 @@ struct CountedStream {
 }
 
 impl CountedStream {
-    fn new(schema: SchemaRef, inner: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>, live: Arc<AtomicUsize>) -> Self {
+    fn new(
+        schema: SchemaRef,
+        inner: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>,
+        live: Arc<AtomicUsize>,
+    ) -> Self {
         live.fetch_add(1, Ordering::SeqCst);
-        Self { schema, inner, live }
+        Self {
+            schema,
+            inner,
+            live,
+        }
     }
 }
 
@@ -233,12 +278,24 @@ impl MemorySink {
 
     /// Every visible data batch, in commit order.
     pub fn visible(&self) -> Vec<RecordBatch> {
-        self.state.lock().unwrap().committed.iter().flat_map(|(_, b, _)| b.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .committed
+            .iter()
+            .flat_map(|(_, b, _)| b.clone())
+            .collect()
     }
 
     /// Every visible quarantine batch.
     pub fn visible_quarantine(&self) -> Vec<RecordBatch> {
-        self.state.lock().unwrap().committed.iter().flat_map(|(_, _, q)| q.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .committed
+            .iter()
+            .flat_map(|(_, _, q)| q.clone())
+            .collect()
     }
 
     /// Visible data rows.
@@ -268,12 +325,24 @@ impl Sink for MemorySink {
     }
 
     async fn open(&self, _schema: SchemaRef, _ctx: &Context) -> Result<Box<dyn SinkWriter>> {
-        Ok(Box::new(MemoryWriter { sink: self.clone(), staged: Vec::new(), quarantine: Vec::new() }))
+        Ok(Box::new(MemoryWriter {
+            sink: self.clone(),
+            staged: Vec::new(),
+            quarantine: Vec::new(),
+        }))
     }
 
-    async fn last_committed(&self, pipeline_id: &str, _ctx: &Context) -> Result<Option<CommitMarker>> {
+    async fn last_committed(
+        &self,
+        pipeline_id: &str,
+        _ctx: &Context,
+    ) -> Result<Option<CommitMarker>> {
         let s = self.state.lock().unwrap();
-        Ok(s.committed.iter().rev().find(|(m, _, _)| m.pipeline_id == pipeline_id).map(|(m, _, _)| m.clone()))
+        Ok(s.committed
+            .iter()
+            .rev()
+            .find(|(m, _, _)| m.pipeline_id == pipeline_id)
+            .map(|(m, _, _)| m.clone()))
     }
 }
 
@@ -294,10 +363,16 @@ impl SinkWriter for MemoryWriter {
         match fault {
             Some(SinkFault::WriteTransient) => {
                 self.sink.set_fault(None);
-                return Err(Error::new(ErrorKind::Unavailable, "injected transient write failure"));
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "injected transient write failure",
+                ));
             }
             Some(SinkFault::WritePermanent) => {
-                return Err(Error::new(ErrorKind::Auth, "injected permanent write failure").with_context("table", "memory"));
+                return Err(
+                    Error::new(ErrorKind::Auth, "injected permanent write failure")
+                        .with_context("table", "memory"),
+                );
             }
             Some(SinkFault::WriteBlocks) => std::future::pending::<()>().await,
             _ => {}
@@ -314,18 +389,38 @@ impl SinkWriter for MemoryWriter {
     async fn prepare(&mut self, epoch: Epoch) -> Result<Prepared> {
         let rows = self.staged.iter().map(|b| b.num_rows() as u64).sum();
         let q = self.quarantine.iter().map(|b| b.num_rows() as u64).sum();
-        Ok(Prepared::new(epoch, rows, q, 0, vec![format!("memory epoch {epoch}")]))
+        Ok(Prepared::new(
+            epoch,
+            rows,
+            q,
+            0,
+            vec![format!("memory epoch {epoch}")],
+        ))
     }
 
-    async fn commit(&mut self, _prepared: Prepared, marker: &CommitMarker) -> Result<CommitOutcome> {
+    async fn commit(
+        &mut self,
+        _prepared: Prepared,
+        marker: &CommitMarker,
+    ) -> Result<CommitOutcome> {
         let mut s = self.sink.state.lock().unwrap();
-        if s.committed.iter().any(|(m, _, _)| m.pipeline_id == marker.pipeline_id && m.epoch == marker.epoch) {
+        if s.committed
+            .iter()
+            .any(|(m, _, _)| m.pipeline_id == marker.pipeline_id && m.epoch == marker.epoch)
+        {
             return Ok(CommitOutcome::AlreadyCommitted);
         }
-        s.committed.push((marker.clone(), std::mem::take(&mut self.staged), std::mem::take(&mut self.quarantine)));
+        s.committed.push((
+            marker.clone(),
+            std::mem::take(&mut self.staged),
+            std::mem::take(&mut self.quarantine),
+        ));
         if s.fault == Some(SinkFault::CommitTransientAfterVisible) {
             s.fault = None;
-            return Err(Error::new(ErrorKind::Timeout, "injected: the commit landed but the answer was lost"));
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "injected: the commit landed but the answer was lost",
+            ));
         }
         Ok(CommitOutcome::Committed)
     }
