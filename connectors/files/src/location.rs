@@ -16,6 +16,16 @@ pub struct StoreLocation {
     local_root: Option<std::path::PathBuf>,
 }
 
+fn check_scheme(root: &str) -> Result<()> {
+    match root.split_once("://") {
+        Some((scheme, _)) if scheme != "file" => Err(Error::config(
+            "this build reads local paths and file:// URLs; use the strata-s3 or strata-azure-blob connector for cloud stores",
+        )
+        .with_context("root", root)),
+        _ => Ok(()),
+    }
+}
+
 impl fmt::Debug for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreLocation")
@@ -66,19 +76,43 @@ impl StoreLocation {
         })
     }
 
+    /// A directory on local disk that must already exist (what a source reads).
+    ///
+    /// # Errors
+    /// [`strata_core::ErrorKind::NotFound`] naming the path when it does not exist.
+    pub fn local_existing(path: &str) -> Result<Self> {
+        let raw = path.strip_prefix("file://").unwrap_or(path);
+        if !std::path::Path::new(raw).is_dir() {
+            return Err(Error::new(
+                strata_core::ErrorKind::NotFound,
+                "the source directory does not exist",
+            )
+            .with_context("path", raw)
+            .with_context(
+                "hint",
+                "check `root`; relative paths are resolved from the working directory",
+            ));
+        }
+        Self::local(raw)
+    }
+
     /// Parse a root: a local path or `file://` URL. Other schemes come from their connector
     /// crates (`strata-s3`, `strata-azure-blob`), which build a location with [`StoreLocation::new`].
     ///
     /// # Errors
     /// [`strata_core::ErrorKind::Config`] for an unsupported scheme.
     pub fn parse(root: &str) -> Result<Self> {
-        if let Some((scheme, _)) = root.split_once("://")
-            && scheme != "file"
-        {
-            return Err(Error::config("this build reads local paths and file:// URLs; use the strata-s3 or strata-azure-blob connector for cloud stores")
-                .with_context("root", root));
-        }
+        check_scheme(root)?;
         Self::local(root)
+    }
+
+    /// Like [`StoreLocation::parse`], for a root that must exist (a source).
+    ///
+    /// # Errors
+    /// As [`StoreLocation::parse`], and NotFound when a local root does not exist.
+    pub fn parse_existing(root: &str) -> Result<Self> {
+        check_scheme(root)?;
+        Self::local_existing(root)
     }
 
     /// The object store.

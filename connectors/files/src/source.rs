@@ -112,7 +112,7 @@ impl FileSource {
     /// Config errors; [`ErrorKind::NotFound`] when nothing matches and the schema must be inferred.
     pub async fn try_new(cfg: FileSourceConfig) -> Result<Self> {
         cfg.validate()?;
-        let location = StoreLocation::parse(&cfg.root)?;
+        let location = StoreLocation::parse_existing(&cfg.root)?;
         Self::try_new_at(location, cfg).await
     }
 

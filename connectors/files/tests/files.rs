@@ -458,3 +458,13 @@ async fn object_store_checkpoints_are_compare_and_swap() {
         "old epochs are pruned"
     );
 }
+
+#[tokio::test]
+async fn a_missing_source_root_is_not_found_and_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let e = FileSource::try_new(ndjson_cfg(&missing)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.context_value("path").unwrap().ends_with("no-such-dir"));
+    assert!(!missing.exists(), "a source never creates its root");
+}
