@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use backon::BackoffBuilder;
 use tracing::Instrument;
 
 /// How the runner retries a failed epoch attempt: exponential backoff with full jitter.
@@ -68,17 +69,15 @@ impl RetryPolicy {
         }
     }
 
-    /// The delay before retry number `retry` (1-based): uniform in `[0, min(max, initial·2^(retry-1))]`,
-    /// or the delay the error asked for.
-    pub fn delay(&self, retry: u32, advice: Retry) -> Duration {
-        if let Retry::After(d) = advice {
-            return d.min(self.max_backoff.max(d));
-        }
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
-        let cap = exp.min(self.max_backoff);
-        cap.mul_f64(rand::random::<f64>())
+    /// The delays between attempts: exponential from `initial_backoff`, capped at
+    /// `max_backoff`, with jitter (backon's `ExponentialBuilder`); `max_attempts - 1` of them.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.initial_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
     }
 }
 
@@ -347,6 +346,7 @@ impl Pipeline {
             }
             let marker = CommitMarker::new(&p.id, epoch, plan.end.clone());
             let mut attempt = 0u32;
+            let mut delays = p.options.retry.delays();
             let (prepared, outcome) = loop {
                 attempt += 1;
                 // Cancellation drops the attempt wherever it is awaiting (even inside a blocked
@@ -357,9 +357,14 @@ impl Pipeline {
                 };
                 match result {
                     Ok(done) => break done,
-                    Err(e) if e.is_retryable() && attempt < p.options.retry.max_attempts && !cancel.is_cancelled() => {
+                    Err(e) if e.is_retryable() && !cancel.is_cancelled() && attempt < p.options.retry.max_attempts => {
                         p.metrics.component("runner").add(metrics::ERRORS_TOTAL, 1);
-                        let delay = p.options.retry.delay(attempt, e.retry());
+                        let backoff = delays.next().unwrap_or(p.options.retry.max_backoff);
+                        // A delay the remote side asked for (Retry-After) wins over the backoff.
+                        let delay = match e.retry() {
+                            Retry::After(d) => d,
+                            _ => backoff,
+                        };
                         tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e.report(), "epoch attempt failed; retrying");
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
@@ -660,5 +665,19 @@ pub async fn crash_point(name: &str) {
     if points.iter().any(|p| p == name) {
         eprintln!("strata: paused at {name}");
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_are_bounded_jittered_and_counted() {
+        let p = RetryPolicy::new(5, Duration::from_millis(10), Duration::from_millis(50));
+        let d: Vec<Duration> = p.delays().collect();
+        assert_eq!(d.len(), 4, "one delay between each pair of attempts");
+        assert!(d.iter().all(|d| *d >= Duration::from_millis(10) && *d <= Duration::from_millis(100)), "{d:?}");
+        assert_eq!(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).delays().count(), 0);
     }
 }
