@@ -8,21 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 use strata_core::{Context, InMemoryCheckpointStore, PipelineBuilder, ReadRequest, Source};
 use strata_files::{
-    ColumnSpec, FileSource, FileSourceConfig, Format, ParquetSink, ParquetSinkConfig, SchemaSource,
+    FileSource, FileSourceConfig, Format, ParquetSink, ParquetSinkConfig, SchemaSource,
 };
 
 fn config(dir: &Path) -> FileSourceConfig {
     let mut cfg = FileSourceConfig::new(dir.to_str().unwrap(), Format::Ndjson);
     cfg.include = vec!["orders.ndjson".into()];
-    cfg.schema = SchemaSource::Explicit(
-        strata_datagen::orders_schema()
-            .into_iter()
-            .map(|(n, t)| ColumnSpec {
-                name: n.into(),
-                data_type: t.into(),
-            })
-            .collect(),
-    );
+    cfg.schema = SchemaSource::explicit(strata_datagen::orders_schema());
     cfg
 }
 

@@ -27,6 +27,7 @@ use crate::types::{CommitMarker, Epoch, ReadPlan, ReadRequest, Split};
 use crate::{CheckpointStore, Context, Error, ErrorKind, Result, Retry};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -34,7 +35,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use backon::BackoffBuilder;
 use tracing::Instrument;
 
 /// How the runner retries a failed epoch attempt: exponential backoff with full jitter.
@@ -677,7 +677,16 @@ mod tests {
         let p = RetryPolicy::new(5, Duration::from_millis(10), Duration::from_millis(50));
         let d: Vec<Duration> = p.delays().collect();
         assert_eq!(d.len(), 4, "one delay between each pair of attempts");
-        assert!(d.iter().all(|d| *d >= Duration::from_millis(10) && *d <= Duration::from_millis(100)), "{d:?}");
-        assert_eq!(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).delays().count(), 0);
+        assert!(
+            d.iter()
+                .all(|d| *d >= Duration::from_millis(10) && *d <= Duration::from_millis(100)),
+            "{d:?}"
+        );
+        assert_eq!(
+            RetryPolicy::new(1, Duration::ZERO, Duration::ZERO)
+                .delays()
+                .count(),
+            0
+        );
     }
 }

@@ -4,7 +4,7 @@ use crate::progress;
 use anyhow::{Context as _, Result, bail};
 use arrow_array::cast::AsArray;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use strata_core::RunOutcome;
 use strata_datagen::{GeneratorConfig, Manifest};
 
@@ -146,50 +146,38 @@ pub async fn run(out: &Path, scale: f64) -> Result<()> {
 }
 
 fn show_quarantine(dir: &Path) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
     println!("4. quarantine sample ({}):", dir.display());
-    let mut shown = 0;
-    for f in files
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
-    {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(f)?,
-        )?
-        .build()?;
-        for batch in reader {
-            let b = batch?;
-            let (loc, pos, reason, raw) = (
-                b.column(1).as_string::<i32>(),
-                b.column(2).as_primitive::<arrow_array::types::UInt64Type>(),
-                b.column(4).as_string::<i32>(),
-                b.column(5).as_string::<i32>(),
-            );
-            for i in 0..b.num_rows() {
-                if shown == 3 {
-                    return Ok(());
-                }
-                let raw = raw.value(i);
-                let raw = if raw.len() > 60 {
-                    format!("{}…", &raw[..raw.floor_char_boundary(60)])
-                } else {
-                    raw.to_string()
-                };
-                let file = Path::new(loc.value(i))
-                    .file_name()
-                    .map(|s| s.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                println!(
-                    "   {file}:{}: {}\n      raw: {raw}",
-                    pos.value(i),
-                    reason.value(i)
-                );
-                shown += 1;
-            }
-        }
+    let batches =
+        strata_files::read_parquet_dir(dir).map_err(|e| anyhow::anyhow!("{}", e.report()))?;
+    let rows = batches.iter().flat_map(|b| {
+        let (loc, pos) = (
+            b.column(1).as_string::<i32>(),
+            b.column(2).as_primitive::<arrow_array::types::UInt64Type>(),
+        );
+        let (reason, raw) = (
+            b.column(4).as_string::<i32>(),
+            b.column(5).as_string::<i32>(),
+        );
+        (0..b.num_rows()).map(move |i| {
+            (
+                loc.value(i).to_string(),
+                pos.value(i),
+                reason.value(i).to_string(),
+                raw.value(i).to_string(),
+            )
+        })
+    });
+    for (loc, pos, reason, raw) in rows.take(3) {
+        let raw = if raw.len() > 60 {
+            format!("{}…", &raw[..raw.floor_char_boundary(60)])
+        } else {
+            raw
+        };
+        let file = Path::new(&loc)
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        println!("   {file}:{pos}: {reason}\n      raw: {raw}");
     }
     Ok(())
 }

@@ -38,27 +38,7 @@ fn pipeline(dir: &Path, data: &Path, out: &Path) -> PathBuf {
 }
 
 fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect(),
-        Err(_) => return Vec::new(),
-    };
-    files.sort();
-    files
-        .into_iter()
-        .flat_map(|f| {
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(f).unwrap(),
-            )
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(|b| b.unwrap())
-            .collect::<Vec<_>>()
-        })
-        .collect()
+    strata_files::read_parquet_dir(dir).unwrap()
 }
 
 fn rows(b: &[RecordBatch]) -> u64 {

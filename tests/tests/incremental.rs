@@ -4,34 +4,16 @@
 
 use arrow_array::RecordBatch;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use strata_core::{CheckpointStore, Epoch, PipelineBuilder, RunOutcome};
 use strata_files::{
-    ColumnSpec, FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore, ParquetSink,
+    FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore, ParquetSink,
     ParquetSinkConfig, SchemaSource, StoreLocation,
 };
 
 fn parquet_rows(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .flat_map(|f| {
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(f).unwrap(),
-            )
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(|b| b.unwrap())
-            .collect::<Vec<_>>()
-        })
-        .collect()
+    strata_files::read_parquet_dir(dir).unwrap()
 }
 
 fn count(b: &[RecordBatch]) -> u64 {
@@ -57,15 +39,7 @@ async fn gzip_parts_over_three_epochs_land_exactly_once() {
     std::fs::create_dir_all(&landing).unwrap();
     let mut cfg = FileSourceConfig::new(landing.to_str().unwrap(), Format::Ndjson);
     cfg.include = vec!["orders-*.ndjson.gz".into()];
-    cfg.schema = SchemaSource::Explicit(
-        strata_datagen::orders_schema()
-            .into_iter()
-            .map(|(n, t)| ColumnSpec {
-                name: n.into(),
-                data_type: t.into(),
-            })
-            .collect(),
-    );
+    cfg.schema = SchemaSource::explicit(strata_datagen::orders_schema());
     let lake = tmp.path().join("lake/orders");
     let checkpoints = Arc::new(ObjectStoreCheckpointStore::new(
         StoreLocation::local(tmp.path().join("cp").to_str().unwrap()).unwrap(),

@@ -19,5 +19,5 @@ pub use options::{
     ColumnSpec, Compression, CsvOptions, FileSourceConfig, Format, ParquetSinkConfig, SchemaSource,
     TypeDriftPolicy, UnknownFieldPolicy, parse_data_type,
 };
-pub use sink::{Manifest, ManifestFile, ParquetSink};
+pub use sink::{Manifest, ManifestFile, ParquetSink, read_parquet_dir};
 pub use source::FileSource;

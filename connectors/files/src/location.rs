@@ -1,11 +1,14 @@
 //! Where files live: an object store and a prefix inside it.
 
+use crate::error::store_err;
+use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::fmt;
 use std::sync::Arc;
-use strata_core::{Error, Result};
+use strata_core::{Error, ErrorKind, Result};
 
 /// An object store and a prefix in it: the root a source lists or a sink writes under.
 #[derive(Clone)]
@@ -159,5 +162,72 @@ impl StoreLocation {
     /// The local directory, when the store is local disk.
     pub fn local_root(&self) -> Option<&std::path::Path> {
         self.local_root.as_deref()
+    }
+
+    /// The `*.json` objects under `dir`, sorted by path.
+    ///
+    /// # Errors
+    /// Store errors naming the directory.
+    pub(crate) async fn list_json(&self, dir: &Path) -> Result<Vec<Path>> {
+        let mut paths: Vec<Path> = self
+            .store
+            .list(Some(dir))
+            .map_ok(|m| m.location)
+            .try_filter(|p| futures::future::ready(p.as_ref().ends_with(".json")))
+            .try_collect()
+            .await
+            .map_err(|e| store_err("list", self.describe(dir), e))?;
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// Read a JSON object; `what` names it in the error when it does not parse.
+    ///
+    /// # Errors
+    /// Store errors, or [`ErrorKind::Data`] naming the file.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        what: &str,
+    ) -> Result<T> {
+        let d = self.describe(path);
+        let got = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| store_err("get", &d, e))?;
+        let bytes = got.bytes().await.map_err(|e| store_err("get", &d, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(ErrorKind::Data, format!("{what} is corrupt"))
+                .with_context("file", d)
+                .with_source(e)
+        })
+    }
+
+    /// Create a JSON object only if none exists at `path` (`PutMode::Create`): `Ok(true)` when
+    /// this call created it, `Ok(false)` when it already existed.
+    ///
+    /// # Errors
+    /// Store errors naming the path.
+    pub(crate) async fn put_json_create<T: serde::Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+    ) -> Result<bool> {
+        let body = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::internal("cannot encode JSON").with_source(e))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(path, PutPayload::from(body), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(store_err("put (create-only)", self.describe(path), e)),
+        }
     }
 }

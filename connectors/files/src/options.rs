@@ -128,6 +128,21 @@ pub enum SchemaSource {
     Explicit(Vec<ColumnSpec>),
 }
 
+impl SchemaSource {
+    /// An explicit schema from `(name, type)` pairs, e.g. `strata_datagen::orders_schema()`.
+    pub fn explicit<'a>(columns: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        SchemaSource::Explicit(
+            columns
+                .into_iter()
+                .map(|(n, t)| ColumnSpec {
+                    name: n.to_string(),
+                    data_type: t.to_string(),
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Default for SchemaSource {
     fn default() -> Self {
         SchemaSource::Infer {

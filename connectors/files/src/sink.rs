@@ -24,7 +24,7 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -139,33 +139,11 @@ impl SinkInner {
     }
 
     async fn manifest_paths(&self, pid: &str) -> Result<Vec<Path>> {
-        let dir = self.manifest_dir(pid);
-        let mut paths: Vec<Path> = self
-            .store()
-            .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .try_filter(|p| futures::future::ready(p.as_ref().ends_with(".json")))
-            .try_collect()
-            .await
-            .map_err(|e| store_err("list", self.location.describe(&dir), e))?;
-        paths.sort();
-        Ok(paths)
+        self.location.list_json(&self.manifest_dir(pid)).await
     }
 
     async fn read_manifest(&self, p: &Path) -> Result<Manifest> {
-        let bytes = self
-            .store()
-            .get(p)
-            .await
-            .map_err(|e| store_err("get", self.location.describe(p), e))?
-            .bytes()
-            .await
-            .map_err(|e| store_err("get", self.location.describe(p), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(ErrorKind::Data, "a commit manifest is corrupt")
-                .with_context("file", self.location.describe(p))
-                .with_source(e)
-        })
+        self.location.get_json(p, "a commit manifest").await
     }
 
     /// Finish publishing a committed manifest (idempotent).
@@ -497,38 +475,17 @@ impl SinkWriter for ParquetWriter {
             attempt: self.attempt.clone(),
             files,
         };
-        let body = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::internal("cannot encode the manifest").with_source(e))?;
         let path = self
             .sink
             .manifest_dir(&marker.pipeline_id)
             .join(format!("{:020}.json", marker.epoch.0));
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .sink
-            .store()
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self.sink.read_manifest(&path).await?;
-                if existing.attempt != self.attempt {
-                    // Another attempt (an earlier run) committed this epoch: ours is a replay.
-                    self.sink.publish(&existing).await?;
-                    self.abort(None).await?;
-                    return Ok(CommitOutcome::AlreadyCommitted);
-                }
-            }
-            Err(e) => {
-                return Err(store_err(
-                    "put (create-only manifest)",
-                    self.sink.location.describe(&path),
-                    e,
-                ));
+        if !self.sink.location.put_json_create(&path, &manifest).await? {
+            let existing = self.sink.read_manifest(&path).await?;
+            if existing.attempt != self.attempt {
+                // Another attempt (an earlier run) committed this epoch: ours is a replay.
+                self.sink.publish(&existing).await?;
+                self.abort(None).await?;
+                return Ok(CommitOutcome::AlreadyCommitted);
             }
         }
         crash_point("files.sink.after_manifest").await;
@@ -550,4 +507,40 @@ impl SinkWriter for ParquetWriter {
 /// The published name of a staged file: the attempt id replaced by the epoch.
 fn final_name(rel: &str, attempt: &str, epoch: Epoch) -> String {
     rel.replace(&format!("-{attempt}-"), &format!("-e{:08}-", epoch.0))
+}
+
+/// Read every `*.parquet` file directly under a local directory, in name order: what a reader
+/// globbing `<dir>/*.parquet` sees (e.g. the sink's root, or its `_quarantine/`). Blocking;
+/// an absent directory reads as empty.
+///
+/// # Errors
+/// A file that cannot be read, naming it.
+pub fn read_parquet_dir(dir: &std::path::Path) -> Result<Vec<RecordBatch>> {
+    let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::from(e).with_context("dir", dir.display())),
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let file =
+            std::fs::File::open(&f).map_err(|e| Error::from(e).with_context("file", &name))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|source| {
+                Error::from(FilesError::Parquet {
+                    path: name.clone(),
+                    source,
+                })
+            })?;
+        for b in reader {
+            out.push(b.map_err(|e| Error::from(e).with_context("file", &name))?);
+        }
+    }
+    Ok(out)
 }

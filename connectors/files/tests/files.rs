@@ -2,7 +2,6 @@
 //! incremental pickup, exactly-once Parquet.
 
 use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,6 +70,19 @@ async fn read_all(
     }
     q.sort_by_key(|r| r.position);
     (out, q)
+}
+
+/// The first error reading the first split (with no quarantine attached).
+async fn first_error(source: &FileSource) -> Option<strata_core::Error> {
+    let ctx = Context::new("t");
+    let plan = source.plan(&ReadRequest::default(), &ctx).await.unwrap();
+    let mut st = source.read(&plan.splits[0], &ctx).unwrap();
+    while let Some(b) = futures::StreamExt::next(&mut st).await {
+        if let Err(e) = b {
+            return Some(e);
+        }
+    }
+    None
 }
 
 fn ndjson_cfg(root: &Path) -> FileSourceConfig {
@@ -189,16 +201,7 @@ async fn gzip_zstd_and_plain_read_the_same() {
         data_type: "int64".into(),
     }]);
     let s = FileSource::try_new(cfg).await.unwrap();
-    let ctx = Context::new("t");
-    let plan = s.plan(&ReadRequest::default(), &ctx).await.unwrap();
-    let mut st = s.read(&plan.splits[0], &ctx).unwrap();
-    let mut err = None;
-    while let Some(b) = futures::StreamExt::next(&mut st).await {
-        if let Err(e) = b {
-            err = Some(e);
-            break;
-        }
-    }
+    let err = first_error(&s).await;
     let e = err.expect("a truncated gzip fails");
     assert!(
         e.context_value("file").unwrap().ends_with("a.ndjson.gz"),
@@ -258,15 +261,7 @@ async fn csv_with_header_and_bad_values() {
 
     cfg.type_drift = TypeDriftPolicy::Fail;
     let s = FileSource::try_new(cfg).await.unwrap();
-    let ctx = Context::new("t");
-    let plan = s.plan(&ReadRequest::default(), &ctx).await.unwrap();
-    let mut st = s.read(&plan.splits[0], &ctx).unwrap();
-    let mut failed = None;
-    while let Some(r) = futures::StreamExt::next(&mut st).await {
-        if let Err(e) = r {
-            failed = Some(e);
-        }
-    }
+    let failed = first_error(&s).await;
     let e = failed.expect("fail policy stops");
     assert_eq!(e.kind(), ErrorKind::Schema);
     assert_eq!(e.context_value("line"), Some("502"));
@@ -332,23 +327,7 @@ async fn ndjson_source_passes_the_conformance_suite() {
 
 /// What a reader globbing `<root>/*.parquet` sees.
 fn visible_parquet(root: &Path) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return out;
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    for f in files {
-        let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        out.extend(r.map(|b| b.unwrap()));
-    }
-    out
+    strata_files::read_parquet_dir(root).unwrap()
 }
 
 struct ParquetFixture {
