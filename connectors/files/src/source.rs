@@ -414,6 +414,7 @@ impl Inner {
             if ctx.is_cancelled() {
                 return Err(Error::cancelled());
             }
+            let started = std::time::Instant::now();
             let chunk = match chunker.next_chunk() {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
@@ -437,8 +438,9 @@ impl Inner {
             let mut bytes = &chunk.bytes[..];
             let mut first_line = chunk.first_line;
             if header && first {
-                // Drop the header line.
+                // Check the header against the schema, then drop it.
                 let cut = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+                self.check_csv_header(&bytes[..cut], &describe)?;
                 bytes = &bytes[cut..];
                 first_line += 1;
             }
@@ -485,7 +487,9 @@ impl Inner {
                     .collect();
                 handle.block_on(ctx.quarantine("source", records))?;
             }
-            for batch in coalesce(&self.schema, out.batches, ctx.batch_size())? {
+            let batches = coalesce(&self.schema, out.batches, ctx.batch_size())?;
+            metrics.add_busy(started.elapsed());
+            for batch in batches {
                 metrics.add(RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
                 if tx.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the stream was dropped
@@ -493,6 +497,23 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// A CSV file whose header names other columns, or the same in another order, would be
+    /// misread silently: fail instead, naming the file and both lists.
+    fn check_csv_header(&self, line: &[u8], describe: &str) -> Result<()> {
+        let Format::Csv(c) = &self.cfg.format else { return Ok(()) };
+        let text = String::from_utf8_lossy(line);
+        let found: Vec<&str> = text.trim_end_matches(['\r', '\n']).split(c.delimiter).map(|h| h.trim().trim_matches('"')).collect();
+        let expected: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if found == expected {
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::Schema, "the CSV header does not match the schema's columns")
+            .with_context("file", describe)
+            .with_context("line", 1)
+            .with_context("expected", expected.join(","))
+            .with_context("found", found.join(",")))
     }
 
     fn read_parquet(self: &Arc<Self>, spec: SplitSpec, ctx: &Context) -> SendableBatchStream {

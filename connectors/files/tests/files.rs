@@ -447,3 +447,28 @@ async fn a_missing_source_root_is_not_found_and_names_the_path() {
     assert!(e.context_value("path").unwrap().ends_with("no-such-dir"));
     assert!(!missing.exists(), "a source never creates its root");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_file_with_other_columns_is_a_schema_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.csv", b"id,name\n1,x\n");
+    write(dir.path(), "b.csv", b"name,id\ny,2\n");
+    let mut cfg = FileSourceConfig::new(dir.path().to_str().unwrap(), Format::Csv(CsvOptions::default()));
+    cfg.schema = SchemaSource::explicit([("id", "int64"), ("name", "utf8")]);
+    let s = FileSource::try_new(cfg).await.unwrap();
+    let ctx = Context::new("t");
+    let plan = s.plan(&ReadRequest::default(), &ctx).await.unwrap();
+    let mut errors = Vec::new();
+    for split in &plan.splits {
+        let mut st = s.read(split, &ctx).unwrap();
+        while let Some(b) = futures::StreamExt::next(&mut st).await {
+            if let Err(e) = b {
+                errors.push(e);
+            }
+        }
+    }
+    assert_eq!(errors.len(), 1, "only b.csv has the columns swapped");
+    assert_eq!(errors[0].kind(), ErrorKind::Schema);
+    assert!(errors[0].context_value("file").unwrap().ends_with("b.csv"));
+    assert_eq!(errors[0].context_value("found"), Some("name,id"));
+}
