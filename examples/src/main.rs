@@ -220,8 +220,16 @@ fn print_report(r: &RunReport) {
                 r.input_bytes as f64 / 1e6 / secs.max(1e-9),
                 r.bytes_written as f64 / 1e6
             );
-            let busy = |c: &str| r.metrics.get(c, strata_core::metrics::BUSY_NANOSECONDS_TOTAL) as f64 / 1e9;
-            println!("  busy: source {:.2} s, sink {:.2} s (summed over threads)", busy("source"), busy("sink"));
+            let busy = |c: &str| {
+                r.metrics
+                    .get(c, strata_core::metrics::BUSY_NANOSECONDS_TOTAL) as f64
+                    / 1e9
+            };
+            println!(
+                "  busy: source {:.2} s, sink {:.2} s (summed over threads)",
+                busy("source"),
+                busy("sink")
+            );
             for item in &r.items {
                 println!("  {item}");
             }

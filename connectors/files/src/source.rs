@@ -52,6 +52,7 @@ struct Inner {
     include: GlobSet,
     exclude: GlobSet,
     split_bytes: u64,
+    chunk_bytes: usize,
     /// Newline counts at split starts, per file version, computed on the first bad line.
     line_index: Mutex<HashMap<String, Arc<LineIndexSlot>>>,
     warned_fields: Mutex<HashSet<String>>,
@@ -126,6 +127,7 @@ impl FileSource {
         let exclude = build_globs(&cfg.exclude)?;
         let mut inner = Inner {
             split_bytes: cfg.split_size_megabytes << 20,
+            chunk_bytes: CHUNK_BYTES,
             name: "files".to_string(),
             location,
             schema: Arc::new(Schema::empty()),
@@ -155,6 +157,21 @@ impl FileSource {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
                 inner.split_bytes = bytes.max(1);
+                Self {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Self { inner },
+        }
+    }
+
+    /// Decode `bytes` of lines at a time (default 1 MiB; at least 1): for tests and tuning.
+    /// Smaller chunks use less memory and make smaller batches.
+    #[must_use]
+    pub fn with_chunk_bytes(self, bytes: usize) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.chunk_bytes = bytes.max(1);
                 Self {
                     inner: Arc::new(inner),
                 }
@@ -404,7 +421,7 @@ impl Inner {
             })?;
         let end = (compression == Compression::None).then_some(spec.end);
         let max_record = usize::try_from(self.cfg.max_record_bytes).unwrap_or(usize::MAX);
-        let mut chunker = LineChunker::new(reader, from, end, skip, CHUNK_BYTES, max_record);
+        let mut chunker = LineChunker::new(reader, from, end, skip, self.chunk_bytes, max_record);
         let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
         let metrics = ctx.metrics().component("source");
         let mut base: Option<u64> = None;
@@ -502,18 +519,32 @@ impl Inner {
     /// A CSV file whose header names other columns, or the same in another order, would be
     /// misread silently: fail instead, naming the file and both lists.
     fn check_csv_header(&self, line: &[u8], describe: &str) -> Result<()> {
-        let Format::Csv(c) = &self.cfg.format else { return Ok(()) };
+        let Format::Csv(c) = &self.cfg.format else {
+            return Ok(());
+        };
         let text = String::from_utf8_lossy(line);
-        let found: Vec<&str> = text.trim_end_matches(['\r', '\n']).split(c.delimiter).map(|h| h.trim().trim_matches('"')).collect();
-        let expected: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let found: Vec<&str> = text
+            .trim_end_matches(['\r', '\n'])
+            .split(c.delimiter)
+            .map(|h| h.trim().trim_matches('"'))
+            .collect();
+        let expected: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         if found == expected {
             return Ok(());
         }
-        Err(Error::new(ErrorKind::Schema, "the CSV header does not match the schema's columns")
-            .with_context("file", describe)
-            .with_context("line", 1)
-            .with_context("expected", expected.join(","))
-            .with_context("found", found.join(",")))
+        Err(Error::new(
+            ErrorKind::Schema,
+            "the CSV header does not match the schema's columns",
+        )
+        .with_context("file", describe)
+        .with_context("line", 1)
+        .with_context("expected", expected.join(","))
+        .with_context("found", found.join(",")))
     }
 
     fn read_parquet(self: &Arc<Self>, spec: SplitSpec, ctx: &Context) -> SendableBatchStream {

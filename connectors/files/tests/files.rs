@@ -134,9 +134,9 @@ async fn quarantine_names_file_and_true_line_numbers_across_splits() {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
-    /// Any split size and any batch size give the same rows and the same rejected lines.
+    /// Any split size, chunk size and batch size give the same rows and the same rejected lines.
     #[test]
-    fn any_split_and_batch_size_give_the_same_rows(n in 1usize..600, bad_every in 0usize..40, split_bytes in 1u64..8192, batch in 1usize..300) {
+    fn any_split_chunk_and_batch_size_give_the_same_rows(n in 1usize..600, bad_every in 0usize..40, split_bytes in 1u64..8192, chunk_bytes in 1usize..4096, batch in 1usize..300) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
@@ -155,7 +155,7 @@ proptest! {
             let (reference, rq) = read_all(&whole, 100_000).await;
             prop_assert_eq!(rows(&reference), good);
             prop_assert_eq!(rq.iter().map(|r| r.position.unwrap() as usize).collect::<Vec<_>>(), bad.clone());
-            let split = FileSource::try_new(cfg).await.unwrap().with_split_bytes(split_bytes);
+            let split = FileSource::try_new(cfg).await.unwrap().with_split_bytes(split_bytes).with_chunk_bytes(chunk_bytes);
             let (chunked, cq) = read_all(&split, batch).await;
             prop_assert!(chunked.iter().all(|b| b.num_rows() <= batch));
             prop_assert_eq!(sorted_rows(&chunked), sorted_rows(&reference));
@@ -453,7 +453,10 @@ async fn a_csv_file_with_other_columns_is_a_schema_error() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.csv", b"id,name\n1,x\n");
     write(dir.path(), "b.csv", b"name,id\ny,2\n");
-    let mut cfg = FileSourceConfig::new(dir.path().to_str().unwrap(), Format::Csv(CsvOptions::default()));
+    let mut cfg = FileSourceConfig::new(
+        dir.path().to_str().unwrap(),
+        Format::Csv(CsvOptions::default()),
+    );
     cfg.schema = SchemaSource::explicit([("id", "int64"), ("name", "utf8")]);
     let s = FileSource::try_new(cfg).await.unwrap();
     let ctx = Context::new("t");
@@ -471,4 +474,57 @@ async fn a_csv_file_with_other_columns_is_a_schema_error() {
     assert_eq!(errors[0].kind(), ErrorKind::Schema);
     assert!(errors[0].context_value("file").unwrap().ends_with("b.csv"));
     assert_eq!(errors[0].context_value("found"), Some("name,id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_files_are_cut_at_the_target_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // Incompressible values, so the Parquet size tracks the input size.
+    let mut data = String::new();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..40_000 {
+        let mut v = String::new();
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.push_str(&format!("{x:016x}"));
+        }
+        data.push_str(&format!("{{\"id\":{i},\"v\":\"{v}\"}}\n"));
+    }
+    write(&dir.path().join("in"), "a.ndjson", data.as_bytes());
+    let source = Arc::new(
+        FileSource::try_new(ndjson_cfg(&dir.path().join("in")))
+            .await
+            .unwrap(),
+    );
+    let out = dir.path().join("out");
+    let mut cfg = ParquetSinkConfig::new(out.to_str().unwrap());
+    cfg.target_file_size_megabytes = 1;
+    cfg.write_concurrency = 1;
+    let sink = Arc::new(ParquetSink::try_new(cfg).unwrap());
+    let p = PipelineBuilder::new(
+        "sized",
+        source,
+        sink,
+        Arc::new(strata_core::InMemoryCheckpointStore::new()),
+    )
+    .with_options(RunOptions::default().with_batch_size(1000))
+    .build()
+    .unwrap();
+    let r = p.run().await.unwrap();
+    assert_eq!(r.rows_written, 40_000);
+    let sizes: Vec<u64> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert!(
+        sizes.len() >= 3,
+        "about 3 MB of incompressible data in 1 MB files: {sizes:?}"
+    );
+    // A file closes at the first batch that takes it past the target: at most one batch over.
+    assert!(sizes.iter().all(|s| *s < (1 << 20) + 200_000), "{sizes:?}");
+    assert_eq!(rows(&visible_parquet(&out)), 40_000);
 }
