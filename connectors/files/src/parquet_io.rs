@@ -71,7 +71,7 @@ pub(crate) struct ObjectWriter(BufWriter);
 
 impl ObjectWriter {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path) -> Self {
-        Self(BufWriter::with_capacity(store, path, 8 << 20))
+        Self(BufWriter::with_capacity(store, path, 5 << 20))
     }
 }
 
