@@ -183,14 +183,18 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
         .build()
         .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    let _signal = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping (nothing partial becomes visible)");
-            on_signal.cancel();
+    let run = pipeline.run_with_cancellation(cancel.clone());
+    tokio::pin!(run);
+    // Ctrl-C cancels the run; the run then stops and reports Cancelled (nothing partial is visible).
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            Ok(()) = tokio::signal::ctrl_c(), if !cancel.is_cancelled() => {
+                eprintln!("interrupted: stopping (nothing partial becomes visible)");
+                cancel.cancel();
+            }
         }
-    });
-    let result = pipeline.run_with_cancellation(cancel).await;
+    };
     bar.finish();
     let mut report =
         result.map_err(|e| anyhow!("pipeline `{}` failed: {}", cfg.pipeline, e.report()))?;

@@ -9,7 +9,8 @@ use strata_core::{Epoch, Metrics, ReadPlan, RunObserver};
 /// A bar for one run; hidden when stderr is not a terminal.
 pub struct RunProgress {
     bar: ProgressBar,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    /// The task refreshing the bar; dropping the set aborts it.
+    ticker: tokio::task::JoinSet<()>,
 }
 
 #[derive(Debug)]
@@ -40,16 +41,17 @@ impl RunProgress {
         );
         bar.set_message(name.to_string());
         let b = bar.clone();
-        let ticker = show.then(|| {
-            tokio::spawn(async move {
+        let mut ticker = tokio::task::JoinSet::new();
+        if show {
+            ticker.spawn(async move {
                 let source = metrics.component("source");
                 loop {
                     b.set_position(source.get(RECEIVED_BYTES_TOTAL));
                     b.set_message(format!("{} rows", source.get(SENT_ROWS_TOTAL)));
                     tokio::time::sleep(Duration::from_millis(150)).await;
                 }
-            })
-        });
+            });
+        }
         Self { bar, ticker }
     }
 
@@ -57,10 +59,8 @@ impl RunProgress {
         Arc::new(Observer(self.bar.clone()))
     }
 
-    pub fn finish(self) {
-        if let Some(t) = self.ticker {
-            t.abort();
-        }
+    pub fn finish(mut self) {
+        self.ticker.abort_all();
         self.bar.finish_and_clear();
     }
 }
