@@ -78,27 +78,51 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 }
 
-/// Keeps one JSON file per pipeline in a directory, replaced atomically (write to a temporary
-/// file, fsync, rename). The compare-and-swap is exact within one process; across processes on
-/// one machine a create-only lock file guards it.
+/// Keeps checkpoints on local disk as one JSON file per saved epoch,
+/// `<dir>/<pipeline>/<epoch>.json`. A save writes a temporary file, syncs it, and hard-links it
+/// to its final name, which fails if that name exists: the compare-and-swap holds across
+/// processes, and a crash at any moment leaves either the old checkpoint or the new one, never
+/// a torn file or a stale lock. The latest three epochs are kept.
 #[derive(Debug)]
 pub struct LocalFileCheckpointStore {
     dir: PathBuf,
-    lock: tokio::sync::Mutex<()>,
 }
 
 impl LocalFileCheckpointStore {
     /// A store in `dir` (created on first save).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            lock: tokio::sync::Mutex::new(()),
-        }
+        Self { dir: dir.into() }
     }
 
-    fn path(&self, pipeline_id: &str) -> Result<PathBuf> {
+    fn pipeline_dir(&self, pipeline_id: &str) -> Result<PathBuf> {
         validate_pipeline_id(pipeline_id)?;
-        Ok(self.dir.join(format!("{pipeline_id}.checkpoint.json")))
+        Ok(self.dir.join(pipeline_id))
+    }
+
+    /// The saved epoch files of a pipeline, oldest first.
+    async fn epochs(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::from(e).with_context("dir", dir.display())),
+        };
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| Error::from(e).with_context("dir", dir.display()))?
+        {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.len() == 25
+                && name.ends_with(".json")
+                && name[..20].bytes().all(|b| b.is_ascii_digit())
+            {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -121,66 +145,77 @@ pub fn validate_pipeline_id(id: &str) -> Result<()> {
     }
 }
 
-async fn read_marker(path: &Path) -> Result<Option<CommitMarker>> {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::new(ErrorKind::Data, "the checkpoint file is corrupt")
-                .with_context("file", path.display())
-                .with_source(e)
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::from(e).with_context("file", path.display())),
-    }
+async fn read_marker(path: &Path) -> Result<CommitMarker> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| Error::from(e).with_context("file", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(ErrorKind::Data, "the checkpoint file is corrupt")
+            .with_context("file", path.display())
+            .with_source(e)
+    })
 }
 
 #[async_trait]
 impl CheckpointStore for LocalFileCheckpointStore {
     async fn load(&self, pipeline_id: &str) -> Result<Option<CommitMarker>> {
-        read_marker(&self.path(pipeline_id)?).await
+        let dir = self.pipeline_dir(pipeline_id)?;
+        match self.epochs(&dir).await?.pop() {
+            Some(last) => read_marker(&last).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn save(&self, marker: &CommitMarker, expected: Epoch) -> Result<()> {
-        let path = self.path(&marker.pipeline_id)?;
-        let _guard = self.lock.lock().await;
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| Error::from(e).with_context("dir", self.dir.display()))?;
-        let lock_path = path.with_extension("lock");
-        // Create-only lock file: a second process saving at the same moment gets a Conflict.
-        let lock = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock_path)
-            .await;
-        if let Err(e) = lock {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                return Err(Error::new(ErrorKind::Conflict, "another process is saving this checkpoint (remove a stale lock file if none is)")
-                    .with_context("file", lock_path.display()));
-            }
-            return Err(Error::from(e).with_context("file", lock_path.display()));
+        let dir = self.pipeline_dir(&marker.pipeline_id)?;
+        let found = stored_epoch(self.load(&marker.pipeline_id).await?.as_ref());
+        if found != expected || marker.epoch <= found {
+            return Err(conflict(&marker.pipeline_id, expected, found));
         }
-        let result = async {
-            let found = stored_epoch(read_marker(&path).await?.as_ref());
-            if found != expected {
-                return Err(conflict(&marker.pipeline_id, expected, found));
-            }
-            let tmp = path.with_extension("json.tmp");
-            let bytes = serde_json::to_vec_pretty(marker)
-                .map_err(|e| Error::internal("could not encode the checkpoint").with_source(e))?;
-            let mut f = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| Error::from(e).with_context("file", tmp.display()))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::from(e).with_context("dir", dir.display()))?;
+        let path = dir.join(format!("{:020}.json", marker.epoch.0));
+        let tmp = dir.join(format!(
+            ".{:020}.{:016x}.tmp",
+            marker.epoch.0,
+            rand_suffix()
+        ));
+        let bytes = serde_json::to_vec_pretty(marker)
+            .map_err(|e| Error::internal("could not encode the checkpoint").with_source(e))?;
+        let written = async {
+            let mut f = tokio::fs::File::create(&tmp).await?;
             tokio::io::AsyncWriteExt::write_all(&mut f, &bytes).await?;
             f.sync_all().await?;
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(|e| Error::from(e).with_context("file", path.display()))?;
-            Ok(())
+            tokio::fs::hard_link(&tmp, &path).await
         }
         .await;
-        let _ = tokio::fs::remove_file(&lock_path).await;
-        result
+        let _ = tokio::fs::remove_file(&tmp).await;
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(conflict(&marker.pipeline_id, expected, marker.epoch));
+            }
+            Err(e) => return Err(Error::from(e).with_context("file", path.display())),
+        }
+        // Keep the latest three epochs (best effort).
+        let all = self.epochs(&dir).await?;
+        for old in all.iter().take(all.len().saturating_sub(3)) {
+            let _ = tokio::fs::remove_file(old).await;
+        }
+        Ok(())
     }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 #[cfg(test)]
@@ -223,7 +258,12 @@ mod tests {
     #[tokio::test]
     async fn local_file_store_reports_corruption_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("p.checkpoint.json"), b"{not json").unwrap();
+        std::fs::create_dir_all(dir.path().join("p")).unwrap();
+        std::fs::write(
+            dir.path().join("p").join(format!("{:020}.json", 1)),
+            b"{not json",
+        )
+        .unwrap();
         let err = LocalFileCheckpointStore::new(dir.path())
             .load("p")
             .await
@@ -232,8 +272,34 @@ mod tests {
         assert!(
             err.context_value("file")
                 .unwrap()
-                .ends_with("p.checkpoint.json")
+                .ends_with("00000000000000000001.json")
         );
+    }
+
+    #[tokio::test]
+    async fn two_processes_cannot_both_save_the_same_epoch_and_leftovers_do_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            LocalFileCheckpointStore::new(dir.path()),
+            LocalFileCheckpointStore::new(dir.path()),
+        );
+        a.save(&CommitMarker::new("p", Epoch(1), None), Epoch(0))
+            .await
+            .unwrap();
+        // A temporary file left by a killed save is ignored.
+        std::fs::write(
+            dir.path().join("p").join(".00000000000000000002.dead.tmp"),
+            b"{",
+        )
+        .unwrap();
+        let (ma, mb) = (
+            CommitMarker::new("p", Epoch(2), Some(Cursor::new("a"))),
+            CommitMarker::new("p", Epoch(2), Some(Cursor::new("b"))),
+        );
+        let (ra, rb) = tokio::join!(a.save(&ma, Epoch(1)), b.save(&mb, Epoch(1)));
+        assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
+        assert_eq!(ra.err().or(rb.err()).unwrap().kind(), ErrorKind::Conflict);
+        assert_eq!(a.load("p").await.unwrap().unwrap().epoch, Epoch(2));
     }
 
     #[test]
