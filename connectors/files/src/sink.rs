@@ -245,7 +245,6 @@ impl Sink for ParquetSink {
             quarantine: None,
             quarantine_files: Vec::new(),
             files: Vec::new(),
-            epoch: None,
         }))
     }
 
@@ -277,17 +276,9 @@ struct ParquetWriter {
     quarantine: Option<QuarantineFile>,
     quarantine_files: Vec<ManifestFile>,
     files: Vec<ManifestFile>,
-    epoch: Option<Epoch>,
 }
 
 impl ParquetWriter {
-    fn staged_name(&self, final_rel: &str) -> String {
-        format!(
-            "_strata/staging/{}/{}/{}",
-            self.pid, self.attempt, final_rel
-        )
-    }
-
     fn start_lane(&mut self, lane: usize) -> mpsc::Sender<RecordBatch> {
         let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
         let sink = self.sink.clone();
@@ -304,7 +295,7 @@ impl ParquetWriter {
                     // The epoch is not known before prepare: name by attempt, lane and sequence;
                     // the final name gets the epoch at commit.
                     let rel = format!("part-{pid}-{attempt}-{lane:02}-{seq:04}.parquet");
-                    let staged = format!("_strata/staging/{pid}/{attempt}/{rel}");
+                    let staged = staged_path(&pid, &attempt, &rel);
                     let obj = ObjectWriter::new(sink.store().clone(), sink.location.child(&staged));
                     let w = AsyncArrowWriter::try_new(obj, schema.clone(), Some(props.clone()))
                         .map_err(|source| {
@@ -403,7 +394,7 @@ impl SinkWriter for ParquetWriter {
                 self.attempt,
                 self.quarantine_files.len()
             );
-            let staged = self.staged_name(&rel);
+            let staged = staged_path(&self.pid, &self.attempt, &rel);
             let obj =
                 ObjectWriter::new(self.sink.store().clone(), self.sink.location.child(&staged));
             let writer = AsyncArrowWriter::try_new(obj, batch.schema(), Some(self.props.clone()))
@@ -440,7 +431,6 @@ impl SinkWriter for ParquetWriter {
             self.quarantine_files
                 .push(close(q.writer, rel, q.staged, q.rows, "quarantine").await?);
         }
-        self.epoch = Some(epoch);
         let rows = self.files.iter().map(|f| f.rows).sum();
         let quarantined = self.quarantine_files.iter().map(|f| f.rows).sum();
         let bytes = self
@@ -502,6 +492,11 @@ impl SinkWriter for ParquetWriter {
         let dir = self.sink.staging_dir(&self.pid).join(self.attempt.as_str());
         self.sink.delete_prefix(&dir).await
     }
+}
+
+/// Where a file of an attempt is staged before its epoch is committed.
+fn staged_path(pid: &str, attempt: &str, rel: &str) -> String {
+    format!("_strata/staging/{pid}/{attempt}/{rel}")
 }
 
 /// The published name of a staged file: the attempt id replaced by the epoch.
