@@ -25,9 +25,11 @@ fn batch(start: i64, n: i64) -> RecordBatch {
     RecordBatch::try_new(schema(), vec![ids, names]).unwrap()
 }
 
+/// Up to 5 attempts: enough for the worst case of the transient test (two failed split reads
+/// in separate attempts, then one failed write) whatever the interleaving of the splits.
 fn fast_retry() -> RunOptions {
     RunOptions::default().with_retry(RetryPolicy::new(
-        3,
+        5,
         Duration::from_millis(1),
         Duration::from_millis(5),
     ))
