@@ -15,6 +15,7 @@ use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use strata_core::metrics::{COERCED_VALUES_TOTAL, RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
 use strata_core::{
@@ -51,8 +52,8 @@ struct Inner {
     schema: SchemaRef,
     include: GlobSet,
     exclude: GlobSet,
-    split_bytes: u64,
-    chunk_bytes: usize,
+    split_bytes: AtomicU64,
+    chunk_bytes: AtomicUsize,
     /// Newline counts at split starts, per file version, computed on the first bad line.
     line_index: Mutex<HashMap<String, Arc<LineIndexSlot>>>,
     warned_fields: Mutex<HashSet<String>>,
@@ -126,8 +127,8 @@ impl FileSource {
         let include = build_globs(&cfg.include)?;
         let exclude = build_globs(&cfg.exclude)?;
         let mut inner = Inner {
-            split_bytes: cfg.split_size_megabytes << 20,
-            chunk_bytes: CHUNK_BYTES,
+            split_bytes: AtomicU64::new(cfg.split_size_megabytes << 20),
+            chunk_bytes: AtomicUsize::new(CHUNK_BYTES),
             name: "files".to_string(),
             location,
             schema: Arc::new(Schema::empty()),
@@ -151,33 +152,24 @@ impl FileSource {
     }
 
     /// Split plain NDJSON/CSV files into ranges of `bytes` (at least 1) instead of
-    /// `split_size_megabytes`: finer than the config allows, for tests and tuning.
+    /// `split_size_megabytes`: finer than the config allows, for tests and tuning. Applies to
+    /// every clone of this source, from its next plan on.
     #[must_use]
     pub fn with_split_bytes(self, bytes: u64) -> Self {
-        match Arc::try_unwrap(self.inner) {
-            Ok(mut inner) => {
-                inner.split_bytes = bytes.max(1);
-                Self {
-                    inner: Arc::new(inner),
-                }
-            }
-            Err(inner) => Self { inner },
-        }
+        self.inner
+            .split_bytes
+            .store(bytes.max(1), Ordering::Relaxed);
+        self
     }
 
     /// Decode `bytes` of lines at a time (default 1 MiB; at least 1): for tests and tuning.
-    /// Smaller chunks use less memory and make smaller batches.
+    /// Smaller chunks use less memory and make smaller batches. Applies to every clone.
     #[must_use]
     pub fn with_chunk_bytes(self, bytes: usize) -> Self {
-        match Arc::try_unwrap(self.inner) {
-            Ok(mut inner) => {
-                inner.chunk_bytes = bytes.max(1);
-                Self {
-                    inner: Arc::new(inner),
-                }
-            }
-            Err(inner) => Self { inner },
-        }
+        self.inner
+            .chunk_bytes
+            .store(bytes.max(1), Ordering::Relaxed);
+        self
     }
 
     /// The location this source reads.
@@ -281,7 +273,7 @@ impl Inner {
     fn splits_of(&self, meta: &ObjectMeta) -> Vec<Split> {
         let rel = self.location.relative(&meta.location);
         let version = version_of(meta);
-        let split_bytes = self.split_bytes;
+        let split_bytes = self.split_bytes.load(Ordering::Relaxed);
         let splittable = self.cfg.format != Format::Parquet
             && self.cfg.compression.resolve(&rel) == Compression::None;
         let mut out = Vec::new();
@@ -421,7 +413,14 @@ impl Inner {
             })?;
         let end = (compression == Compression::None).then_some(spec.end);
         let max_record = usize::try_from(self.cfg.max_record_bytes).unwrap_or(usize::MAX);
-        let mut chunker = LineChunker::new(reader, from, end, skip, self.chunk_bytes, max_record);
+        let mut chunker = LineChunker::new(
+            reader,
+            from,
+            end,
+            skip,
+            self.chunk_bytes.load(Ordering::Relaxed),
+            max_record,
+        );
         let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
         let metrics = ctx.metrics().component("source");
         let mut base: Option<u64> = None;
