@@ -11,8 +11,10 @@
 //! An epoch is written to staging (invisible), then committed by creating its manifest with
 //! `PutMode::Create` (the commit point: exactly one attempt wins), then published by renaming
 //! its files into place. A crash after the manifest is rolled forward by the next
-//! `last_committed`/`open`; a crash before it leaves only staging files, deleted on the next
-//! `open`. Readers that follow manifests see whole epochs only; a plain glob over the root can
+//! `last_committed`/`open`; a crash before it leaves only (invisible) staging files, which an
+//! `open` deletes once they are an hour old, so a concurrent run of the same pipeline is never
+//! robbed of its files; the manifest is only written once every staged file is confirmed
+//! present. Readers that follow manifests see whole epochs only; a plain glob over the root can
 //! see an epoch's files appear one by one during publication.
 
 use crate::error::{FilesError, store_err};
@@ -187,6 +189,49 @@ impl SinkInner {
         Ok(())
     }
 
+    /// Delete the staging files of attempts whose newest file is older than [`STALE_STAGING`].
+    async fn delete_stale_staging(&self, pid: &str) -> Result<()> {
+        let dir = self.staging_dir(pid);
+        let cutoff = chrono::Utc::now() - STALE_STAGING;
+        let mut newest: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+            std::collections::HashMap::new();
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store()
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| store_err("list", self.location.describe(&dir), e))?;
+        let attempt_of = |p: &Path| {
+            self.location
+                .relative(p)
+                .split('/')
+                .nth(3)
+                .unwrap_or_default()
+                .to_string()
+        };
+        for m in &metas {
+            let t = newest
+                .entry(attempt_of(&m.location))
+                .or_insert(m.last_modified);
+            *t = (*t).max(m.last_modified);
+        }
+        let stale: Vec<Path> = metas
+            .into_iter()
+            .filter(|m| newest[&attempt_of(&m.location)] < cutoff)
+            .map(|m| m.location)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let locations = futures::stream::iter(stale.into_iter().map(Ok)).boxed();
+        self.store()
+            .delete_stream(locations)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| store_err("delete", self.location.describe(&dir), e))?;
+        Ok(())
+    }
+
     /// Roll the latest committed epoch forward and return its marker.
     async fn recover(&self, pid: &str) -> Result<Option<Manifest>> {
         let Some(last) = self.manifest_paths(pid).await?.pop() else {
@@ -213,8 +258,10 @@ impl Sink for ParquetSink {
         strata_core::checkpoint::validate_pipeline_id(&pid)?;
         let s = &self.inner;
         s.recover(&pid).await?;
-        // Nothing in staging belongs to a committed epoch any more: abandoned attempts.
-        s.delete_prefix(&s.staging_dir(&pid)).await?;
+        // Staging holds only uncommitted attempts. Delete those abandoned long enough ago that
+        // no live run can still be writing them (a concurrent run of the same pipeline keeps
+        // its files, and loses at the manifest instead).
+        s.delete_stale_staging(&pid).await?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let lanes = if s.cfg.write_concurrency == 0 {
             cores
@@ -459,6 +506,16 @@ impl SinkWriter for ParquetWriter {
                 ..f.clone()
             })
             .collect();
+        // Every staged file must be there before the commit point: a manifest never names a
+        // file that cannot be published.
+        for f in &files {
+            let staged = self.sink.location.child(&f.staged);
+            self.sink.store().head(&staged).await.map_err(|e| {
+                Error::new(ErrorKind::Conflict, "a staged file disappeared before the commit: another run of this pipeline cleaned it up")
+                    .with_context("file", self.sink.location.describe(&staged))
+                    .with_source(e)
+            })?;
+        }
         let manifest = Manifest {
             version: 1,
             marker: marker.clone(),
@@ -493,6 +550,9 @@ impl SinkWriter for ParquetWriter {
         self.sink.delete_prefix(&dir).await
     }
 }
+
+/// How long an uncommitted attempt's staging files are kept before a new run deletes them.
+const STALE_STAGING: chrono::Duration = chrono::Duration::hours(1);
 
 /// Where a file of an attempt is staged before its epoch is committed.
 fn staged_path(pid: &str, attempt: &str, rel: &str) -> String {

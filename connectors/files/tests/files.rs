@@ -528,3 +528,42 @@ async fn parquet_files_are_cut_at_the_target_size() {
     assert!(sizes.iter().all(|s| *s < (1 << 20) + 200_000), "{sizes:?}");
     assert_eq!(rows(&visible_parquet(&out)), 40_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_the_same_pipeline_cannot_rob_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, good, _) = orders_ndjson(2000, 0);
+    write(&dir.path().join("in"), "a.ndjson", data.as_bytes());
+    let source = FileSource::try_new(ndjson_cfg(&dir.path().join("in")))
+        .await
+        .unwrap();
+    let (batches, _) = read_all(&source, 500).await;
+    let out = dir.path().join("out");
+    let sink = ParquetSink::try_new(ParquetSinkConfig::new(out.to_str().unwrap())).unwrap();
+    let ctx = Context::new("p");
+    let marker = strata_core::CommitMarker::new("p", Epoch(1), None);
+    let mut a = sink.open(source.schema(), &ctx).await.unwrap();
+    for b in &batches {
+        a.write(b.clone()).await.unwrap();
+    }
+    let pa = a.prepare(Epoch(1)).await.unwrap();
+    // A second run opens while the first is between prepare and commit.
+    let mut b = sink.open(source.schema(), &ctx).await.unwrap();
+    for batch in &batches {
+        b.write(batch.clone()).await.unwrap();
+    }
+    let pb = b.prepare(Epoch(1)).await.unwrap();
+    assert_eq!(
+        a.commit(pa, &marker).await.unwrap(),
+        strata_core::CommitOutcome::Committed
+    );
+    assert_eq!(
+        b.commit(pb, &marker).await.unwrap(),
+        strata_core::CommitOutcome::AlreadyCommitted
+    );
+    assert_eq!(
+        rows(&visible_parquet(&out)),
+        good,
+        "exactly one copy is visible"
+    );
+}
