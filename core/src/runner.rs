@@ -268,11 +268,13 @@ impl PipelineBuilder {
         for t in &self.batch_transforms {
             schema = t.output_schema(&schema)?;
         }
+        let batch_schema = schema.clone();
         for t in &self.stream_transforms {
             schema = t.output_schema(&schema)?;
         }
         Ok(Pipeline {
             inner: Arc::new(self),
+            batch_schema,
             output_schema: schema,
         })
     }
@@ -282,6 +284,8 @@ impl PipelineBuilder {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     inner: Arc<PipelineBuilder>,
+    /// The schema after the batch transforms (what the stream transforms receive).
+    batch_schema: SchemaRef,
     output_schema: SchemaRef,
 }
 
@@ -467,7 +471,7 @@ impl Pipeline {
             tx = None;
         }
         let mut stream: SendableBatchStream = BatchStreamAdapter::boxed(
-            p.source_output_schema(),
+            self.batch_schema.clone(),
             Box::pin(futures::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (Ok(b), rx))
             })),
@@ -591,15 +595,6 @@ impl Pipeline {
 }
 
 impl PipelineBuilder {
-    fn source_output_schema(&self) -> SchemaRef {
-        let mut schema = self.source.schema();
-        for t in &self.batch_transforms {
-            // Checked in build().
-            schema = t.output_schema(&schema).unwrap_or(schema);
-        }
-        schema
-    }
-
     fn apply_batch_transforms(&self, mut batch: RecordBatch, ctx: &Context) -> Result<RecordBatch> {
         for t in &self.batch_transforms {
             let m = self.metrics.component(t.name());

@@ -514,7 +514,7 @@ impl LineFormat for CsvFormat {
         None
     }
 
-    fn diagnose(&self, line: &[u8], err: &ArrowError) -> Verdict {
+    fn diagnose(&self, _line: &[u8], err: &ArrowError) -> Verdict {
         let msg = err.to_string();
         // arrow-csv names the column by index: "... for column 2 at line 0 ..."
         let column = msg
@@ -530,7 +530,6 @@ impl LineFormat for CsvFormat {
             ),
             None => format!("malformed CSV record: {msg}"),
         };
-        let _ = line;
         match self.drift {
             TypeDriftPolicy::Fail => {
                 let mut e = Error::new(ErrorKind::Schema, reason);

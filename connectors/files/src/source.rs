@@ -423,7 +423,6 @@ impl Inner {
         );
         let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
         let metrics = ctx.metrics().component("source");
-        let mut base: Option<u64> = None;
         let mut first = true;
         let mut dirty = false;
         loop {
@@ -464,7 +463,7 @@ impl Inner {
             let out = match decode_chunk(format, bytes, dirty) {
                 Ok(out) => out,
                 Err((line, e)) => {
-                    let b = *base.get_or_insert(self.lines_before(&handle, spec, &describe)?);
+                    let b = self.lines_before(&handle, spec, &describe)?;
                     return Err(e
                         .with_context("file", &describe)
                         .with_context("line", b + first_line + line + 1));
@@ -485,10 +484,8 @@ impl Inner {
                 }
             }
             if !out.rejected.is_empty() {
-                let b = match base {
-                    Some(b) => b,
-                    None => *base.insert(self.lines_before(&handle, spec, &describe)?),
-                };
+                // Computed once per file (cached in `line_index`), only when a line is rejected.
+                let b = self.lines_before(&handle, spec, &describe)?;
                 let records = out
                     .rejected
                     .into_iter()
