@@ -13,10 +13,9 @@ cd "$(dirname "$0")/.."
 STATE=.services
 mkdir -p "$STATE"
 
-# The services the suite needs today. The file connector tests run against local disk, so none
-# yet; the S3 (moto), Azure (Azurite), MongoDB (SecantusDB), Snowflake (fakesnow) and REST
-# (json-server) connectors add theirs here.
-STRATA_SERVICES=${STRATA_SERVICES-""}
+# The services the suite needs today: moto (S3) and Azurite (Azure Blob). The MongoDB
+# (SecantusDB), Snowflake (fakesnow) and REST (json-server) connectors add theirs here.
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -35,10 +34,32 @@ start_bg() { # name, command...
   echo $! >"$STATE/$name.pid"
 }
 
-# A service block looks like this (moto, for the S3 connector):
-#   install_moto() { python3 -c 'import moto' 2>/dev/null || pip install --quiet 'moto[server]==5.2.5'; }
-#   start_moto()   { start_bg moto moto_server -H 127.0.0.1 -p 5000; }
-#   ready_moto()   { wait_for moto curl -sf http://127.0.0.1:5000/moto-api/; }
+# S3: moto server. Port 5000 accepts any credentials (the S3 tests); port 5001 checks them
+# (INITIAL_NO_AUTH_ACTION_COUNT=0), so the bad-credentials test gets a real 403.
+MOTO_VERSION=5.2.5
+install_moto() {
+  [ "$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null)" = "$MOTO_VERSION" ] ||
+    pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}
+start_moto() { start_bg moto moto_server -H 127.0.0.1 -p 5000; }
+ready_moto() { wait_for moto curl -sf http://127.0.0.1:5000/moto-api/; }
+install_moto_auth() { install_moto; }
+start_moto_auth() { INITIAL_NO_AUTH_ACTION_COUNT=0 start_bg moto_auth moto_server -H 127.0.0.1 -p 5001; }
+ready_moto_auth() { wait_for moto_auth curl -sf http://127.0.0.1:5001/moto-api/; }
+
+# Azure Blob: Azurite (3.35.0: 3.36+ needs Node 21), installed under .services/npm.
+AZURITE_VERSION=3.35.0
+install_azurite() {
+  [ -f "$STATE/npm/node_modules/azurite/package.json" ] &&
+    grep -q "\"version\": \"$AZURITE_VERSION\"" "$STATE/npm/node_modules/azurite/package.json" ||
+    npm install --silent --no-audit --no-fund --prefix "$STATE/npm" "azurite@$AZURITE_VERSION"
+}
+start_azurite() {
+  start_bg azurite node "$STATE/npm/node_modules/azurite/dist/src/blob/main.js" \
+    --blobHost 127.0.0.1 --blobPort 10000 --inMemoryPersistence --skipApiVersionCheck \
+    --loose --disableTelemetry --silent
+}
+ready_azurite() { wait_for azurite curl -s -o /dev/null http://127.0.0.1:10000/; }
 
 cmd=${1:-}
 case "$cmd" in

@@ -16,8 +16,9 @@ pub use checkpoint::ObjectStoreCheckpointStore;
 pub use error::FilesError;
 pub use location::StoreLocation;
 pub use options::{
-    ColumnSpec, Compression, CsvOptions, FileSourceConfig, Format, ParquetSinkConfig, SchemaSource,
-    TypeDriftPolicy, UnknownFieldPolicy, parse_data_type,
+    ColumnSpec, Compression, CorruptFilePolicy, CsvOptions, FileSourceConfig, Format, ListingMode,
+    ParquetSinkConfig, Partitioning, SchemaSource, TypeDriftPolicy, UnknownFieldPolicy,
+    parse_data_type,
 };
 pub use sink::{Manifest, ManifestFile, ParquetSink, read_parquet_dir};
 pub use source::FileSource;

@@ -4,7 +4,9 @@ use crate::error::store_err;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
+use object_store::path::PathPart;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::fmt;
 use std::sync::Arc;
@@ -14,12 +16,16 @@ use strata_core::{Error, ErrorKind, Result};
 #[derive(Clone)]
 pub struct StoreLocation {
     store: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
     prefix: Path,
     display: String,
     local_root: Option<std::path::PathBuf>,
 }
 
 fn check_scheme(root: &str) -> Result<()> {
+    if root.trim().is_empty() {
+        return Err(Error::config("`root` must not be empty"));
+    }
     match root.split_once("://") {
         Some((scheme, _)) if scheme != "file" => Err(Error::config(
             "this build reads local paths and file:// URLs; use the strata-s3 or strata-azure-blob connector for cloud stores",
@@ -43,10 +49,25 @@ impl StoreLocation {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, display: impl Into<String>) -> Self {
         Self {
             store,
+            multipart: None,
             prefix,
             display: display.into(),
             local_root: None,
         }
+    }
+
+    /// The same store seen as a [`MultipartStore`] (S3 and Azure are both): sinks then
+    /// journal each multipart upload's id, so an upload abandoned by a crash is aborted by the
+    /// next run instead of lingering.
+    #[must_use]
+    pub fn with_multipart_store(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(store);
+        self
+    }
+
+    /// The multipart view of the store, when it has one.
+    pub fn multipart_store(&self) -> Option<&Arc<dyn MultipartStore>> {
+        self.multipart.as_ref()
     }
 
     /// A directory on local disk (`./data/orders`, `/abs/path` or `file:///abs/path`). It is
@@ -73,6 +94,7 @@ impl StoreLocation {
         })?;
         Ok(Self {
             store: Arc::new(store),
+            multipart: None,
             prefix: Path::default(),
             display: abs.display().to_string(),
             local_root: Some(abs),
@@ -128,11 +150,16 @@ impl StoreLocation {
         &self.prefix
     }
 
-    /// A path under the prefix.
+    /// A path under the prefix. Segments are kept as written (so a key listed from the store,
+    /// or a percent-encoded partition value, names exactly that object); only characters no
+    /// path may hold are encoded.
     pub fn child(&self, rel: &str) -> Path {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(part);
+            p = match PathPart::parse(part) {
+                Ok(part) => p.join(part),
+                Err(_) => p.join(part),
+            };
         }
         p
     }

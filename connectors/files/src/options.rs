@@ -171,11 +171,56 @@ pub struct ColumnSpec {
     pub data_type: String,
 }
 
+/// How the directory layout under the root maps to columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Partitioning {
+    /// Directories are only paths.
+    #[default]
+    None,
+    /// Hive style: each `key=value/` directory becomes a column `key` (percent-decoded;
+    /// `__HIVE_DEFAULT_PARTITION__` is null). Its type is the schema's column of that name when
+    /// the schema is explicit, else text. Every file must have the same keys in the same order.
+    Hive,
+}
+
+/// How incremental runs find new files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ListingMode {
+    /// List everything under the root each run; read files that are new or whose version
+    /// (ETag, or size and modification time) changed. The cursor holds every file's version.
+    #[default]
+    Full,
+    /// For layouts where new files always sort after old ones (`dt=2024-01-02/...`,
+    /// timestamped names): list only keys after the last one read (S3 `start-after`, Azure
+    /// marker). Files changed or added below that key are not seen. The cursor holds one key.
+    StartAfter,
+}
+
+/// What to do with a file that cannot be read at all (a corrupt Parquet footer, a truncated
+/// gzip stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CorruptFilePolicy {
+    /// Stop the run with an error naming the file.
+    #[default]
+    Fail,
+    /// Record the file in quarantine (its key, the line where reading broke, the reason) and go
+    /// on; the records before the break are kept.
+    Quarantine,
+}
+
 /// Configuration of a file source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// The root directory (`./data`, `/abs/path`, `file:///abs/path`).
+    /// The root directory (`./data`, `/abs/path`, `file:///abs/path`). Left empty when a
+    /// connector (S3, Azure) gives the location.
+    #[serde(default)]
     pub root: String,
     /// Glob patterns, relative to the root, of the files to read (default: every file).
     #[serde(default = "default_include")]
@@ -207,6 +252,15 @@ pub struct FileSourceConfig {
     /// The most bytes one compressed file may expand to.
     #[serde(default = "default_max_decompressed_bytes")]
     pub max_decompressed_bytes: u64,
+    /// Directory partitions as columns.
+    #[serde(default)]
+    pub partitioning: Partitioning,
+    /// How incremental runs find new files.
+    #[serde(default)]
+    pub listing: ListingMode,
+    /// What to do with a file that cannot be read.
+    #[serde(default)]
+    pub on_corrupt_file: CorruptFilePolicy,
 }
 
 fn default_include() -> Vec<String> {
@@ -237,17 +291,17 @@ impl FileSourceConfig {
             split_size_megabytes: default_split_megabytes(),
             max_record_bytes: default_max_record_bytes(),
             max_decompressed_bytes: default_max_decompressed_bytes(),
+            partitioning: Partitioning::default(),
+            listing: ListingMode::default(),
+            on_corrupt_file: CorruptFilePolicy::default(),
         }
     }
 
-    /// Check the config without I/O.
+    /// Check the config without I/O (the root is checked by whoever resolves it).
     ///
     /// # Errors
     /// [`strata_core::ErrorKind::Config`] naming the key and value at fault.
     pub fn validate(&self) -> Result<()> {
-        if self.root.trim().is_empty() {
-            return Err(Error::config("`root` must not be empty"));
-        }
         for g in self.include.iter().chain(&self.exclude) {
             globset::Glob::new(g).map_err(|e| {
                 Error::config("invalid glob")
@@ -444,8 +498,16 @@ impl TypeParser<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
-    /// The root directory the table is written under.
+    /// The root directory the table is written under. Left empty when a connector (S3, Azure)
+    /// gives the location.
+    #[serde(default)]
     pub root: String,
+    /// Columns whose values lay the table out in Hive directories
+    /// (`country=DE/dt=2024-01-01/part-....parquet`). The columns are taken out of the files
+    /// (readers get them back from the path); values are percent-encoded, nulls are
+    /// `__HIVE_DEFAULT_PARTITION__`.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
     /// Files are closed once they reach about this size.
     #[serde(default = "default_target_file_megabytes")]
     pub target_file_size_megabytes: u64,
@@ -458,6 +520,35 @@ pub struct ParquetSinkConfig {
     /// Files written in parallel (0: one per core).
     #[serde(default)]
     pub write_concurrency: usize,
+    /// Files bigger than this are uploaded in parts of this size (at least 5, S3's minimum).
+    #[serde(default = "default_part_megabytes")]
+    pub upload_part_size_megabytes: u64,
+    /// Parts of one file uploaded at once. Upload memory is at most part size times
+    /// (this + 1) per open file.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// Files open at once per writer lane when writing partitions; the biggest is closed to
+    /// open another.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+    /// Staging files and multipart uploads of attempts idle this long are deleted or aborted
+    /// by the next run. Must be longer than the longest epoch (a live concurrent run keeps its
+    /// files).
+    #[serde(default = "default_abandoned_after_secs")]
+    pub abandoned_after_secs: u64,
+}
+
+fn default_part_megabytes() -> u64 {
+    8
+}
+fn default_upload_concurrency() -> usize {
+    4
+}
+fn default_max_open_files() -> usize {
+    16
+}
+fn default_abandoned_after_secs() -> u64 {
+    3600
 }
 
 fn default_target_file_megabytes() -> u64 {
@@ -479,6 +570,11 @@ impl ParquetSinkConfig {
             row_group_rows: default_row_group_rows(),
             zstd_level: default_zstd_level(),
             write_concurrency: 0,
+            partition_by: Vec::new(),
+            upload_part_size_megabytes: default_part_megabytes(),
+            upload_concurrency: default_upload_concurrency(),
+            max_open_files: default_max_open_files(),
+            abandoned_after_secs: default_abandoned_after_secs(),
         }
     }
 
@@ -487,9 +583,6 @@ impl ParquetSinkConfig {
     /// # Errors
     /// [`strata_core::ErrorKind::Config`] naming the key.
     pub fn validate(&self) -> Result<()> {
-        if self.root.trim().is_empty() {
-            return Err(Error::config("`root` must not be empty"));
-        }
         if !(1..=22).contains(&self.zstd_level) {
             return Err(Error::config("`zstd_level` must be 1..=22")
                 .with_context("zstd_level", self.zstd_level));
@@ -498,6 +591,28 @@ impl ParquetSinkConfig {
             return Err(Error::config(
                 "`target_file_size_megabytes` and `row_group_rows` must be at least 1",
             ));
+        }
+        if !(5..=5 * 1024).contains(&self.upload_part_size_megabytes) {
+            return Err(
+                Error::config("`upload_part_size_megabytes` must be 5..=5120").with_context(
+                    "upload_part_size_megabytes",
+                    self.upload_part_size_megabytes,
+                ),
+            );
+        }
+        if self.upload_concurrency == 0 || self.max_open_files == 0 {
+            return Err(Error::config(
+                "`upload_concurrency` and `max_open_files` must be at least 1",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.partition_by {
+            if c.is_empty() || c.contains(['/', '=']) || !seen.insert(c) {
+                return Err(Error::config(
+                    "`partition_by` names each column once, without `/` or `=`",
+                )
+                .with_context("column", c));
+            }
         }
         Ok(())
     }

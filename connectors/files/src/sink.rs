@@ -20,9 +20,9 @@
 use crate::error::{FilesError, store_err};
 use crate::location::StoreLocation;
 use crate::options::ParquetSinkConfig;
-use crate::parquet_io::ObjectWriter;
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use crate::parquet_io::{ObjectWriter, Uploader, abort_journaled};
+use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -31,6 +31,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use strata_core::{
@@ -49,6 +50,7 @@ pub struct ParquetSink {
 struct SinkInner {
     location: StoreLocation,
     cfg: ParquetSinkConfig,
+    uploader: Uploader,
 }
 
 impl fmt::Debug for ParquetSink {
@@ -104,8 +106,17 @@ impl ParquetSink {
     /// Config errors naming the key.
     pub fn try_new_at(location: StoreLocation, cfg: ParquetSinkConfig) -> Result<Self> {
         cfg.validate()?;
+        let uploader = Uploader {
+            location: location.clone(),
+            part_size: usize::try_from(cfg.upload_part_size_megabytes << 20).unwrap_or(8 << 20),
+            concurrency: cfg.upload_concurrency,
+        };
         Ok(Self {
-            inner: Arc::new(SinkInner { location, cfg }),
+            inner: Arc::new(SinkInner {
+                location,
+                cfg,
+                uploader,
+            }),
         })
     }
 
@@ -189,10 +200,23 @@ impl SinkInner {
         Ok(())
     }
 
-    /// Delete the staging files of attempts whose newest file is older than [`STALE_STAGING`].
+    /// Where the multipart uploads of an attempt are journaled.
+    fn journal_dir(&self, pid: &str, attempt: &str) -> Path {
+        self.staging_dir(pid).join(attempt).join("_uploads")
+    }
+
+    /// A writer for a staged file of an attempt.
+    fn object_writer(&self, pid: &str, attempt: &str, staged: &str) -> ObjectWriter {
+        self.uploader
+            .writer(self.location.child(staged), self.journal_dir(pid, attempt))
+    }
+
+    /// Abort the multipart uploads, then delete the staging files, of attempts whose newest
+    /// file is older than `abandoned_after_secs`.
     async fn delete_stale_staging(&self, pid: &str) -> Result<()> {
         let dir = self.staging_dir(pid);
-        let cutoff = chrono::Utc::now() - STALE_STAGING;
+        let idle = i64::try_from(self.cfg.abandoned_after_secs).unwrap_or(i64::MAX);
+        let cutoff = chrono::Utc::now() - chrono::Duration::seconds(idle);
         let mut newest: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
             std::collections::HashMap::new();
         let metas: Vec<object_store::ObjectMeta> = self
@@ -217,11 +241,16 @@ impl SinkInner {
         }
         let stale: Vec<Path> = metas
             .into_iter()
-            .filter(|m| newest[&attempt_of(&m.location)] < cutoff)
+            .filter(|m| newest[&attempt_of(&m.location)] <= cutoff)
             .map(|m| m.location)
             .collect();
         if stale.is_empty() {
             return Ok(());
+        }
+        for (attempt, t) in &newest {
+            if *t <= cutoff {
+                abort_journaled(&self.location, &self.journal_dir(pid, attempt)).await?;
+            }
         }
         let locations = futures::stream::iter(stale.into_iter().map(Ok)).boxed();
         self.store()
@@ -269,6 +298,28 @@ impl Sink for ParquetSink {
             s.cfg.write_concurrency
         };
         let attempt = format!("{:016x}", rand::random::<u64>());
+        let file_schema = if s.cfg.partition_by.is_empty() {
+            schema.clone()
+        } else {
+            for c in &s.cfg.partition_by {
+                schema.field_with_name(c).map_err(|_| {
+                    Error::config("a `partition_by` column is not in the data")
+                        .with_context("column", c)
+                        .with_context(
+                            "sink",
+                            self.inner.location.describe(self.inner.location.prefix()),
+                        )
+                })?;
+            }
+            Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !s.cfg.partition_by.contains(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ))
+        };
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(s.cfg.zstd_level).map_err(|e| {
@@ -284,7 +335,7 @@ impl Sink for ParquetSink {
             sink: self.inner.clone(),
             pid,
             attempt,
-            schema,
+            file_schema,
             props,
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
             tasks: JoinSet::new(),
@@ -305,70 +356,162 @@ impl Sink for ParquetSink {
     }
 }
 
-struct QuarantineFile {
+/// A file being written.
+struct OpenFile {
     writer: AsyncArrowWriter<ObjectWriter>,
+    /// The published path (relative), with the attempt id in place of the epoch.
+    rel: String,
     staged: String,
     rows: u64,
 }
+
+impl OpenFile {
+    fn open(
+        sink: &SinkInner,
+        pid: &str,
+        attempt: &str,
+        rel: String,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self> {
+        let staged = staged_path(pid, attempt, &rel);
+        let obj = sink.object_writer(pid, attempt, &staged);
+        let writer = AsyncArrowWriter::try_new(obj, schema, Some(props)).map_err(|source| {
+            Error::from(FilesError::Parquet {
+                path: staged.clone(),
+                source,
+            })
+        })?;
+        Ok(Self {
+            writer,
+            rel,
+            staged,
+            rows: 0,
+        })
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).await.map_err(|source| {
+            Error::from(FilesError::Parquet {
+                path: self.staged.clone(),
+                source,
+            })
+        })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    async fn close(self, kind: &str) -> Result<ManifestFile> {
+        let mut w = self.writer;
+        w.finish().await.map_err(|source| {
+            Error::from(FilesError::Parquet {
+                path: self.staged.clone(),
+                source,
+            })
+        })?;
+        Ok(ManifestFile {
+            path: self.rel,
+            staged: self.staged,
+            rows: self.rows,
+            bytes: w.bytes_written() as u64,
+            kind: kind.to_string(),
+        })
+    }
+}
+
+/// A batch for one partition directory (`""` when the table is not partitioned).
+type Routed = (String, RecordBatch);
 
 struct ParquetWriter {
     sink: Arc<SinkInner>,
     pid: String,
     attempt: String,
-    schema: SchemaRef,
+    /// The schema of the files: without the partition columns.
+    file_schema: SchemaRef,
     props: WriterProperties,
-    lanes: Vec<Option<mpsc::Sender<RecordBatch>>>,
+    lanes: Vec<Option<mpsc::Sender<Routed>>>,
     tasks: JoinSet<Result<Vec<ManifestFile>>>,
     next_lane: usize,
-    quarantine: Option<QuarantineFile>,
+    quarantine: Option<OpenFile>,
     quarantine_files: Vec<ManifestFile>,
     files: Vec<ManifestFile>,
 }
 
+/// Characters percent-encoded in partition directory names (as Hive does).
+const PARTITION_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'/')
+    .add(b'\\')
+    .add(b'=')
+    .add(b'%')
+    .add(b':')
+    .add(b'#')
+    .add(b'?')
+    .add(b'*')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'|')
+    .add(b'{')
+    .add(b'}')
+    .add(b'[')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'\'');
+
 impl ParquetWriter {
-    fn start_lane(&mut self, lane: usize) -> mpsc::Sender<RecordBatch> {
-        let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
+    fn start_lane(&mut self, lane: usize) -> mpsc::Sender<Routed> {
+        let (tx, mut rx) = mpsc::channel::<Routed>(1);
         let sink = self.sink.clone();
-        let schema = self.schema.clone();
+        let schema = self.file_schema.clone();
         let props = self.props.clone();
         let target = self.sink.cfg.target_file_size_megabytes << 20;
+        let max_open = self.sink.cfg.max_open_files;
         let (pid, attempt) = (self.pid.clone(), self.attempt.clone());
         self.tasks.spawn(async move {
             let mut done = Vec::new();
-            let mut current: Option<(AsyncArrowWriter<ObjectWriter>, String, String, u64)> = None;
+            let mut open: HashMap<String, OpenFile> = HashMap::new();
             let mut seq = 0u32;
-            while let Some(batch) = rx.recv().await {
-                if current.is_none() {
-                    // The epoch is not known before prepare: name by attempt, lane and sequence;
-                    // the final name gets the epoch at commit.
-                    let rel = format!("part-{pid}-{attempt}-{lane:02}-{seq:04}.parquet");
-                    let staged = staged_path(&pid, &attempt, &rel);
-                    let obj = ObjectWriter::new(sink.store().clone(), sink.location.child(&staged));
-                    let w = AsyncArrowWriter::try_new(obj, schema.clone(), Some(props.clone()))
-                        .map_err(|source| {
-                            Error::from(FilesError::Parquet {
-                                path: staged.clone(),
-                                source,
-                            })
-                        })?;
-                    current = Some((w, rel, staged, 0));
+            while let Some((dir, batch)) = rx.recv().await {
+                if !open.contains_key(&dir) {
+                    if open.len() >= max_open
+                        && let Some(k) = open
+                            .iter()
+                            .max_by_key(|(_, f)| f.size())
+                            .map(|(k, _)| k.clone())
+                        && let Some(f) = open.remove(&k)
+                    {
+                        done.push(f.close("data").await?);
+                    }
+                    // The epoch is not known before prepare: name by attempt, lane and
+                    // sequence; the final name gets the epoch at commit.
+                    let name = format!("part-{pid}-{attempt}-{lane:02}-{seq:04}.parquet");
+                    let rel = if dir.is_empty() {
+                        name
+                    } else {
+                        format!("{dir}/{name}")
+                    };
                     seq += 1;
+                    let f =
+                        OpenFile::open(&sink, &pid, &attempt, rel, schema.clone(), props.clone())?;
+                    open.insert(dir.clone(), f);
                 }
-                let (w, _, staged, rows) = current.as_mut().expect("opened above");
-                w.write(&batch).await.map_err(|source| {
-                    Error::from(FilesError::Parquet {
-                        path: staged.clone(),
-                        source,
-                    })
-                })?;
-                *rows += batch.num_rows() as u64;
-                if (w.bytes_written() + w.in_progress_size()) as u64 >= target {
-                    let (w, rel, staged, rows) = current.take().expect("open");
-                    done.push(close(w, rel, staged, rows, "data").await?);
+                let f = open.get_mut(&dir).expect("opened above");
+                f.write(&batch).await?;
+                if f.size() >= target
+                    && let Some(f) = open.remove(&dir)
+                {
+                    done.push(f.close("data").await?);
                 }
             }
-            if let Some((w, rel, staged, rows)) = current.take() {
-                done.push(close(w, rel, staged, rows, "data").await?);
+            let mut rest: Vec<(String, OpenFile)> = open.into_iter().collect();
+            rest.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, f) in rest {
+                done.push(f.close("data").await?);
             }
             Ok(done)
         });
@@ -386,37 +529,90 @@ impl ParquetWriter {
         }
         Ok(())
     }
-}
 
-async fn close(
-    w: AsyncArrowWriter<ObjectWriter>,
-    rel: String,
-    staged: String,
-    rows: u64,
-    kind: &str,
-) -> Result<ManifestFile> {
-    let mut w = w;
-    w.finish().await.map_err(|source| {
-        Error::from(FilesError::Parquet {
-            path: staged.clone(),
-            source,
-        })
-    })?;
-    let bytes = w.bytes_written() as u64;
-    Ok(ManifestFile {
-        path: rel,
-        staged,
-        rows,
-        bytes,
-        kind: kind.to_string(),
-    })
-}
+    /// Split a batch by the values of the partition columns into (directory, rows without
+    /// those columns), in order of first appearance.
+    fn route(&self, batch: RecordBatch) -> Result<Vec<Routed>> {
+        let cols = &self.sink.cfg.partition_by;
+        if cols.is_empty() {
+            return Ok(vec![(String::new(), batch)]);
+        }
+        let texts = cols
+            .iter()
+            .map(|c| {
+                let col = batch.column_by_name(c).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Schema,
+                        "a partition column is missing from a batch",
+                    )
+                    .with_context("column", c)
+                })?;
+                let text = arrow_cast::cast(col, &arrow_schema::DataType::Utf8).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Schema,
+                        "a partition column cannot be written as text",
+                    )
+                    .with_context("column", c)
+                    .with_context("type", col.data_type())
+                    .with_source(e)
+                })?;
+                Ok(text
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .expect("cast to Utf8 gives a StringArray"))
+            })
+            .collect::<Result<Vec<StringArray>>>()?;
+        let mut order: Vec<String> = Vec::new();
+        let mut rows: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut dir = String::new();
+        for i in 0..batch.num_rows() {
+            dir.clear();
+            for (c, t) in cols.iter().zip(&texts) {
+                if !dir.is_empty() {
+                    dir.push('/');
+                }
+                dir.push_str(c);
+                dir.push('=');
+                if t.is_null(i) {
+                    dir.push_str(crate::source::HIVE_NULL);
+                } else {
+                    let v = t.value(i);
+                    dir.extend(percent_encoding::utf8_percent_encode(v, PARTITION_ESCAPES));
+                }
+            }
+            match rows.get_mut(&dir) {
+                Some(r) => r.push(u32::try_from(i).unwrap_or(u32::MAX)),
+                None => {
+                    order.push(dir.clone());
+                    rows.insert(dir.clone(), vec![u32::try_from(i).unwrap_or(u32::MAX)]);
+                }
+            }
+        }
+        let keep: Vec<usize> = batch
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !cols.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let data = batch.project(&keep)?;
+        let data = RecordBatch::try_new(self.file_schema.clone(), data.columns().to_vec())?;
+        if order.len() == 1 {
+            return Ok(vec![(order.pop().expect("one"), data)]);
+        }
+        order
+            .into_iter()
+            .map(|d| {
+                let idx = UInt32Array::from(rows.remove(&d).unwrap_or_default());
+                let part = arrow_select::take::take_record_batch(&data, &idx)?;
+                Ok((d, part))
+            })
+            .collect()
+    }
 
-#[async_trait]
-impl SinkWriter for ParquetWriter {
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        let lane = self.next_lane % self.lanes.len();
-        self.next_lane = self.next_lane.wrapping_add(1);
+    async fn send(&mut self, lane: usize, item: Routed) -> Result<()> {
         let tx = match &self.lanes[lane] {
             Some(tx) => tx.clone(),
             None => {
@@ -425,10 +621,27 @@ impl SinkWriter for ParquetWriter {
                 tx
             }
         };
-        if tx.send(batch).await.is_err() {
+        if tx.send(item).await.is_err() {
             // The lane task ended early: surface its error.
             self.join_lanes().await?;
             return Err(Error::internal("a Parquet writer lane stopped"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SinkWriter for ParquetWriter {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.sink.cfg.partition_by.is_empty() {
+            let lane = self.next_lane % self.lanes.len();
+            self.next_lane = self.next_lane.wrapping_add(1);
+            return self.send(lane, (String::new(), batch)).await;
+        }
+        for (dir, part) in self.route(batch)? {
+            // One partition always goes to the same lane, so it gets as few files as possible.
+            let lane = usize::try_from(hash_of(&dir) % self.lanes.len() as u64).unwrap_or(0);
+            self.send(lane, (dir, part)).await?;
         }
         Ok(())
     }
@@ -441,42 +654,23 @@ impl SinkWriter for ParquetWriter {
                 self.attempt,
                 self.quarantine_files.len()
             );
-            let staged = staged_path(&self.pid, &self.attempt, &rel);
-            let obj =
-                ObjectWriter::new(self.sink.store().clone(), self.sink.location.child(&staged));
-            let writer = AsyncArrowWriter::try_new(obj, batch.schema(), Some(self.props.clone()))
-                .map_err(|source| {
-                Error::from(FilesError::Parquet {
-                    path: staged.clone(),
-                    source,
-                })
-            })?;
-            self.quarantine = Some(QuarantineFile {
-                writer,
-                staged,
-                rows: 0,
-            });
+            self.quarantine = Some(OpenFile::open(
+                &self.sink,
+                &self.pid,
+                &self.attempt,
+                rel,
+                batch.schema(),
+                self.props.clone(),
+            )?);
         }
         let q = self.quarantine.as_mut().expect("opened above");
-        q.writer.write(&batch).await.map_err(|source| {
-            Error::from(FilesError::Parquet {
-                path: q.staged.clone(),
-                source,
-            })
-        })?;
-        q.rows += batch.num_rows() as u64;
-        Ok(())
+        q.write(&batch).await
     }
 
     async fn prepare(&mut self, epoch: Epoch) -> Result<Prepared> {
         self.join_lanes().await?;
         if let Some(q) = self.quarantine.take() {
-            let rel = q
-                .staged
-                .rsplit_once(&format!("{}/", self.attempt))
-                .map_or(q.staged.clone(), |(_, r)| r.to_string());
-            self.quarantine_files
-                .push(close(q.writer, rel, q.staged, q.rows, "quarantine").await?);
+            self.quarantine_files.push(q.close("quarantine").await?);
         }
         let rows = self.files.iter().map(|f| f.rows).sum();
         let quarantined = self.quarantine_files.iter().map(|f| f.rows).sum();
@@ -546,13 +740,20 @@ impl SinkWriter for ParquetWriter {
             *l = None;
         }
         self.quarantine = None;
+        abort_journaled(
+            &self.sink.location,
+            &self.sink.journal_dir(&self.pid, &self.attempt),
+        )
+        .await?;
         let dir = self.sink.staging_dir(&self.pid).join(self.attempt.as_str());
         self.sink.delete_prefix(&dir).await
     }
 }
 
-/// How long an uncommitted attempt's staging files are kept before a new run deletes them.
-const STALE_STAGING: chrono::Duration = chrono::Duration::hours(1);
+fn hash_of(s: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(s)
+}
 
 /// Where a file of an attempt is staged before its epoch is committed.
 fn staged_path(pid: &str, attempt: &str, rel: &str) -> String {

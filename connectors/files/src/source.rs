@@ -3,15 +3,19 @@
 use crate::decode::{CsvFormat, JsonFormat, LineFormat, decode_chunk};
 use crate::error::{FilesError, store_err};
 use crate::location::StoreLocation;
-use crate::options::{Compression, FileSourceConfig, Format, SchemaSource, explicit_schema};
+use crate::options::{
+    Compression, CorruptFilePolicy, FileSourceConfig, Format, ListingMode, Partitioning,
+    SchemaSource, explicit_schema,
+};
 use crate::parquet_io::ObjectReader;
 use crate::reader::{LineChunker, decompress, newlines_before, open_from};
-use arrow_array::{RecordBatch, new_null_array};
-use arrow_schema::{Schema, SchemaRef};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use object_store::ObjectMeta;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -57,10 +61,34 @@ struct Inner {
     /// Newline counts at split starts, per file version, computed on the first bad line.
     line_index: Mutex<HashMap<String, Arc<LineIndexSlot>>>,
     warned_fields: Mutex<HashSet<String>>,
-    /// Decoders returned by finished splits, by batch size: reusing their buffers keeps the
-    /// heap from fragmenting as split after split allocates and frees them.
-    decoders: Mutex<Vec<(usize, Box<dyn LineFormat>)>>,
+    /// Decoders returned by finished splits, by batch size and the partition columns taken
+    /// from the path: reusing their buffers keeps the heap from fragmenting as split after
+    /// split allocates and frees them.
+    decoders: Mutex<Vec<(DecoderKey, Box<dyn LineFormat>)>>,
 }
+
+/// A pooled decoder fits a split with this batch size and these path-given columns.
+type DecoderKey = (usize, Vec<String>);
+
+/// The Hive `key=value` directory segments of a relative path (values percent-decoded; the
+/// default partition is null).
+fn hive_values(rel: &str) -> Vec<(String, Option<String>)> {
+    let mut segs: Vec<&str> = rel.split('/').collect();
+    segs.pop(); // the file name
+    segs.into_iter()
+        .filter_map(|seg| seg.split_once('='))
+        .map(|(k, v)| {
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
+            let v = (v != HIVE_NULL).then_some(v);
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// The directory name Hive and Spark use for a null partition value.
+pub(crate) const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
 impl fmt::Debug for FileSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,12 +107,19 @@ struct SplitSpec {
     end: u64,
     size: u64,
     split_bytes: u64,
+    /// Parquet: the row groups of this split (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    row_groups: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FilesCursor {
-    /// relative path -> version (ETag, or size and modification time).
+    /// relative path -> version (ETag, or size and modification time), in `full` listing.
+    #[serde(default)]
     seen: BTreeMap<String, String>,
+    /// The last key read, in `start_after` listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
 }
 
 fn version_of(meta: &ObjectMeta) -> String {
@@ -179,12 +214,15 @@ impl FileSource {
 }
 
 impl Inner {
-    async fn list(&self) -> Result<Vec<ObjectMeta>> {
+    /// The files under the root that match, sorted; only keys after `after` when given.
+    async fn list(&self, after: Option<&str>) -> Result<Vec<ObjectMeta>> {
         let prefix = self.location.prefix();
-        let mut files: Vec<ObjectMeta> = self
-            .location
-            .store()
-            .list(Some(prefix))
+        let store = self.location.store();
+        let listing = match after {
+            Some(rel) => store.list_with_offset(Some(prefix), &self.location.child(rel)),
+            None => store.list(Some(prefix)),
+        };
+        let mut files: Vec<ObjectMeta> = listing
             .map_err(|e| store_err("list", self.location.describe(prefix), e))
             .try_filter(|m| {
                 let rel = self.location.relative(&m.location);
@@ -202,7 +240,7 @@ impl Inner {
     }
 
     async fn infer(&self, max_records: usize, max_bytes: u64) -> Result<Schema> {
-        let files = self.list().await?;
+        let files = self.list(None).await?;
         let Some(first) = files.first() else {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -226,7 +264,10 @@ impl Inner {
                         source,
                     })
                 })?;
-            return Ok(Schema::new(builder.schema().fields().clone()));
+            return Ok(self.with_hive_columns(
+                Schema::new(builder.schema().fields().clone()),
+                &first.location,
+            ));
         }
         // Sample the first bytes of the first files, decompressed.
         let (store, path, compression) = (
@@ -257,7 +298,7 @@ impl Inner {
         })
         .await
         .map_err(|e| Error::internal("schema sampling panicked").with_source(e))??;
-        match &self.cfg.format {
+        let schema = match &self.cfg.format {
             Format::Ndjson => crate::infer::infer_ndjson(&sample, max_records, &describe),
             Format::Csv(c) => crate::infer::infer_csv(
                 &sample,
@@ -267,13 +308,116 @@ impl Inner {
                 &describe,
             ),
             Format::Parquet => unreachable!("handled above"),
-        }
+        }?;
+        Ok(self.with_hive_columns(schema, &first.location))
     }
 
-    fn splits_of(&self, meta: &ObjectMeta) -> Vec<Split> {
+    /// An inferred schema plus a text column per Hive key of `path` it lacks.
+    fn with_hive_columns(&self, schema: Schema, path: &Path) -> Schema {
+        if self.cfg.partitioning != Partitioning::Hive {
+            return schema;
+        }
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (k, _) in hive_values(&self.location.relative(path)) {
+            if !fields.iter().any(|f| f.name() == &k) {
+                fields.push(Field::new(k, DataType::Utf8, true));
+            }
+        }
+        Schema::new(fields)
+    }
+
+    /// The partition values of a file, for the schema's columns (Hive partitioning only).
+    fn partition_values(&self, rel: &str) -> Vec<(String, Option<String>)> {
+        if self.cfg.partitioning != Partitioning::Hive {
+            return Vec::new();
+        }
+        hive_values(rel)
+            .into_iter()
+            .filter(|(k, _)| self.schema.field_with_name(k).is_ok())
+            .collect()
+    }
+
+    /// The schema the file's own bytes are decoded with: the source schema without the
+    /// columns its path gives.
+    fn file_schema(&self, parts: &[(String, Option<String>)]) -> SchemaRef {
+        if parts.is_empty() {
+            return self.schema.clone();
+        }
+        let fields: Vec<Arc<Field>> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !parts.iter().any(|(k, _)| k == f.name()))
+            .cloned()
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Splits of a Parquet file: groups of row groups of about `split_bytes` (compressed).
+    /// A file whose footer cannot be read is one split (reading it reports the problem).
+    async fn parquet_splits(&self, meta: &ObjectMeta) -> Vec<Split> {
+        let split_bytes = self.split_bytes.load(Ordering::Relaxed);
+        let whole = || self.splits_of(meta, None);
+        if meta.size <= split_bytes {
+            return whole();
+        }
+        let reader = ObjectReader::new(
+            self.location.store().clone(),
+            meta.location.clone(),
+            meta.size,
+        );
+        let Ok(builder) = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await else {
+            return whole();
+        };
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut acc = 0u64;
+        for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
+            let size = u64::try_from(rg.compressed_size()).unwrap_or(0);
+            match groups.last_mut() {
+                Some(g) if acc < split_bytes => {
+                    g.push(i);
+                    acc += size;
+                }
+                _ => {
+                    groups.push(vec![i]);
+                    acc = size;
+                }
+            }
+        }
+        if groups.len() <= 1 {
+            return whole();
+        }
+        groups
+            .into_iter()
+            .flat_map(|g| self.splits_of(meta, Some(g)))
+            .collect()
+    }
+
+    fn splits_of(&self, meta: &ObjectMeta, row_groups: Option<Vec<usize>>) -> Vec<Split> {
         let rel = self.location.relative(&meta.location);
         let version = version_of(meta);
         let split_bytes = self.split_bytes.load(Ordering::Relaxed);
+        if let Some(rgs) = row_groups {
+            let id = format!(
+                "{rel}[row groups {}..={}]",
+                rgs.first().copied().unwrap_or(0),
+                rgs.last().copied().unwrap_or(0)
+            );
+            let spec = SplitSpec {
+                path: rel,
+                version,
+                start: 0,
+                end: meta.size,
+                size: meta.size,
+                split_bytes,
+                row_groups: Some(rgs),
+            };
+            return vec![Split {
+                id,
+                spec: serde_json::to_string(&spec).unwrap_or_default(),
+                size_bytes: None,
+            }];
+        }
         let splittable = self.cfg.format != Format::Parquet
             && self.cfg.compression.resolve(&rel) == Compression::None;
         let mut out = Vec::new();
@@ -291,6 +435,7 @@ impl Inner {
                 end,
                 size: meta.size,
                 split_bytes,
+                row_groups: None,
             };
             let id = if start == 0 && end == meta.size {
                 rel.clone()
@@ -351,16 +496,16 @@ impl Inner {
         Ok(counts.get(i).copied().unwrap_or(0) + 1)
     }
 
-    fn line_format(&self, batch_size: usize) -> Box<dyn LineFormat> {
+    fn line_format(&self, batch_size: usize, schema: SchemaRef) -> Box<dyn LineFormat> {
         match &self.cfg.format {
             Format::Csv(c) => Box::new(CsvFormat {
-                schema: self.schema.clone(),
+                schema,
                 batch_size,
                 delimiter: c.delimiter as u8,
                 drift: self.cfg.type_drift,
             }),
             _ => Box::new(JsonFormat::new(
-                self.schema.clone(),
+                schema,
                 batch_size,
                 self.cfg.type_drift,
                 self.cfg.unknown_fields,
@@ -375,18 +520,24 @@ impl Inner {
         ctx: &Context,
         tx: &mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
+        let parts = self.partition_values(&spec.path);
+        let key: DecoderKey = (
+            ctx.batch_size(),
+            parts.iter().map(|(k, _)| k.clone()).collect(),
+        );
         let pooled = {
             let mut pool = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
             pool.iter()
-                .position(|(b, _)| *b == ctx.batch_size())
+                .position(|(k, _)| *k == key)
                 .map(|i| pool.swap_remove(i).1)
         };
-        let mut format = pooled.unwrap_or_else(|| self.line_format(ctx.batch_size()));
-        let result = self.decode_split(spec, ctx, tx, format.as_mut());
+        let mut format =
+            pooled.unwrap_or_else(|| self.line_format(ctx.batch_size(), self.file_schema(&parts)));
+        let result = self.decode_split(spec, ctx, tx, format.as_mut(), &parts);
         self.decoders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((ctx.batch_size(), format));
+            .push((key, format));
         result
     }
 
@@ -396,6 +547,7 @@ impl Inner {
         ctx: &Context,
         tx: &mpsc::Sender<Result<RecordBatch>>,
         format: &mut dyn LineFormat,
+        parts: &[(String, Option<String>)],
     ) -> Result<()> {
         let handle = Handle::current();
         let path = self.location.child(&spec.path);
@@ -423,8 +575,10 @@ impl Inner {
         );
         let header = matches!(&self.cfg.format, Format::Csv(c) if c.header) && spec.start == 0;
         let metrics = ctx.metrics().component("source");
+        let file_schema = self.file_schema(parts);
         let mut first = true;
         let mut dirty = false;
+        let mut next_line = 0;
         loop {
             if ctx.is_cancelled() {
                 return Err(Error::cancelled());
@@ -441,6 +595,27 @@ impl Inner {
                     }
                     .into());
                 }
+                Err(source)
+                    if self.cfg.on_corrupt_file == CorruptFilePolicy::Quarantine
+                        && is_corruption(&source) =>
+                {
+                    // The bytes after this point cannot be read: record the file and the
+                    // line where reading broke; the lines before it were delivered.
+                    let b = self.lines_before(&handle, spec, &describe)?;
+                    let record = QuarantineRecord {
+                        component: "source".into(),
+                        location: describe.clone(),
+                        position: Some(b + next_line + 1),
+                        raw: String::new(),
+                        reason: format!(
+                            "the file cannot be read from this line on ({}): {source}",
+                            compression_name(compression)
+                        ),
+                        column: None,
+                    };
+                    handle.block_on(ctx.quarantine("source", vec![record]))?;
+                    return Ok(());
+                }
                 Err(source) => {
                     return Err(FilesError::Read {
                         path: describe,
@@ -449,6 +624,7 @@ impl Inner {
                     .into());
                 }
             };
+            next_line = chunk.first_line + newline_count(&chunk.bytes);
             metrics.add(RECEIVED_BYTES_TOTAL, chunk.bytes.len() as u64);
             let mut bytes = &chunk.bytes[..];
             let mut first_line = chunk.first_line;
@@ -500,7 +676,15 @@ impl Inner {
                     .collect();
                 handle.block_on(ctx.quarantine("source", records))?;
             }
-            let batches = coalesce(&self.schema, out.batches, ctx.batch_size())?;
+            let batches = coalesce(&file_schema, out.batches, ctx.batch_size())?;
+            let batches = if parts.is_empty() {
+                batches
+            } else {
+                batches
+                    .iter()
+                    .map(|b| align(b, &self.schema, &describe, parts))
+                    .collect::<Result<Vec<_>>>()?
+            };
             metrics.add_busy(started.elapsed());
             for batch in batches {
                 metrics.add(RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
@@ -548,27 +732,71 @@ impl Inner {
         let batch_size = ctx.batch_size();
         let schema = self.schema.clone();
         let metrics = ctx.metrics().component("source");
+        let ctx = ctx.clone();
         let stream = futures::stream::once(async move {
             let path = this.location.child(&spec.path);
             let describe = this.location.describe(&path);
             let reader = ObjectReader::new(this.location.store().clone(), path, spec.size);
+            let parts = this.partition_values(&spec.path);
+            let quarantine = this.cfg.on_corrupt_file == CorruptFilePolicy::Quarantine;
             let d = describe.clone();
-            let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+            let built = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
                 .await
-                .and_then(|b| b.with_batch_size(batch_size).build())
-                .map_err(|source| Error::from(FilesError::Parquet { path: d, source }))?;
+                .and_then(|b| {
+                    let b = b.with_batch_size(batch_size);
+                    match spec.row_groups.clone() {
+                        Some(rgs) => b.with_row_groups(rgs).build(),
+                        None => b.build(),
+                    }
+                });
+            let stream = match built {
+                Ok(s) => s,
+                Err(source) if quarantine && parquet_corruption(&source) => {
+                    quarantine_file(&ctx, &d, None, &source).await?;
+                    return Ok(futures::stream::empty().boxed());
+                }
+                Err(source) => return Err(Error::from(FilesError::Parquet { path: d, source })),
+            };
             metrics.add(RECEIVED_BYTES_TOTAL, spec.size);
             let target = this.schema.clone();
-            Ok::<_, Error>(stream.map(move |b| {
-                let b = b.map_err(|source| {
-                    Error::from(FilesError::Parquet {
-                        path: describe.clone(),
-                        source,
-                    })
-                })?;
-                metrics.add(RECEIVED_ROWS_TOTAL, b.num_rows() as u64);
-                align(&b, &target, &describe)
-            }))
+            // A batch that fails to decode ends the file: quarantined (policy) or an error.
+            let stream = stream.scan(false, move |done, b| {
+                let item = match b {
+                    _ if *done => None,
+                    Ok(b) => {
+                        metrics.add(RECEIVED_ROWS_TOTAL, b.num_rows() as u64);
+                        Some(futures::future::Either::Left(futures::future::ready(Some(
+                            align(&b, &target, &describe, &parts),
+                        ))))
+                    }
+                    Err(source) if quarantine && parquet_corruption(&source) => {
+                        *done = true;
+                        let (ctx, describe) = (ctx.clone(), describe.clone());
+                        Some(futures::future::Either::Right(async move {
+                            quarantine_file(&ctx, &describe, None, &source)
+                                .await
+                                .err()
+                                .map(Err)
+                        }))
+                    }
+                    Err(source) => {
+                        *done = true;
+                        Some(futures::future::Either::Left(futures::future::ready(Some(
+                            Err(Error::from(FilesError::Parquet {
+                                path: describe.clone(),
+                                source,
+                            })),
+                        ))))
+                    }
+                };
+                futures::future::ready(item)
+            });
+            Ok::<_, Error>(
+                stream
+                    .then(|f| f)
+                    .filter_map(futures::future::ready)
+                    .boxed(),
+            )
         })
         .try_flatten();
         BatchStreamAdapter::boxed(schema, Box::pin(stream))
@@ -602,10 +830,91 @@ fn coalesce(
     Ok(out)
 }
 
-/// Project a Parquet batch onto the source schema by column name: missing nullable columns
-/// become nulls; a type difference is cast (an impossible cast is a Schema error).
-fn align(batch: &RecordBatch, target: &SchemaRef, describe: &str) -> Result<RecordBatch> {
-    if batch.schema().fields() == target.fields() {
+/// True for read errors that mean the bytes are bad (a truncated or corrupt compressed
+/// stream), not that the store failed.
+fn is_corruption(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// True for Parquet errors that mean the file is corrupt, not that the store failed.
+fn parquet_corruption(e: &parquet::errors::ParquetError) -> bool {
+    !matches!(e, parquet::errors::ParquetError::External(_))
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        _ => "plain",
+    }
+}
+
+fn newline_count(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+/// Quarantine a whole unreadable file.
+async fn quarantine_file(
+    ctx: &Context,
+    describe: &str,
+    position: Option<u64>,
+    source: &(dyn std::error::Error + Send + Sync),
+) -> Result<()> {
+    let reason = format!("the file cannot be read: {source}");
+    let record = QuarantineRecord {
+        component: "source".into(),
+        location: describe.to_string(),
+        position,
+        raw: String::new(),
+        reason,
+        column: None,
+    };
+    ctx.quarantine("source", vec![record]).await
+}
+
+/// A column of `rows` copies of a partition value, cast to the column's type.
+fn partition_column(
+    field: &Field,
+    value: Option<&str>,
+    rows: usize,
+    describe: &str,
+) -> Result<ArrayRef> {
+    let Some(v) = value else {
+        return Ok(new_null_array(field.data_type(), rows));
+    };
+    let text: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, rows)));
+    let opts = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow_cast::cast_with_options(&text, field.data_type(), &opts).map_err(|e| {
+        Error::new(
+            ErrorKind::Schema,
+            "a partition value in the path does not fit its column's type",
+        )
+        .with_context("file", describe)
+        .with_context("column", field.name())
+        .with_context("value", v)
+        .with_context("type", field.data_type())
+        .with_source(e)
+    })
+}
+
+/// Project a decoded batch onto the source schema by column name: columns given by the path
+/// (Hive partitions) are filled in; missing nullable columns become nulls; a type difference
+/// is cast (an impossible cast is a Schema error).
+fn align(
+    batch: &RecordBatch,
+    target: &SchemaRef,
+    describe: &str,
+    parts: &[(String, Option<String>)],
+) -> Result<RecordBatch> {
+    if parts.is_empty() && batch.schema().fields() == target.fields() {
         return Ok(RecordBatch::try_new(
             target.clone(),
             batch.columns().to_vec(),
@@ -615,6 +924,13 @@ fn align(batch: &RecordBatch, target: &SchemaRef, describe: &str) -> Result<Reco
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
+            _ if parts.iter().any(|(k, _)| k == f.name()) => {
+                let v = parts
+                    .iter()
+                    .find(|(k, _)| k == f.name())
+                    .and_then(|(_, v)| v.as_deref());
+                partition_column(f, v, batch.num_rows(), describe)
+            }
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
             Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| {
                 Error::new(
@@ -635,7 +951,12 @@ fn align(batch: &RecordBatch, target: &SchemaRef, describe: &str) -> Result<Reco
             .with_context("column", f.name())),
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(target.clone(), cols)?)
+    let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        target.clone(),
+        cols,
+        &opts,
+    )?)
 }
 
 fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {
@@ -662,29 +983,60 @@ impl Source for FileSource {
     }
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
-        let seen = req
+        let from = req
             .from
             .as_ref()
             .map(parse_cursor)
             .transpose()?
-            .unwrap_or_default()
-            .seen;
-        let files = self.inner.list().await?;
-        let mut splits = Vec::new();
-        let mut now = BTreeMap::new();
+            .unwrap_or_default();
+        let start_after = self.inner.cfg.listing == ListingMode::StartAfter;
+        let files = self
+            .inner
+            .list(if start_after {
+                from.after.as_deref()
+            } else {
+                None
+            })
+            .await?;
+        let mut fresh = Vec::new();
+        let mut next = FilesCursor::default();
         for meta in &files {
             let rel = self.inner.location.relative(&meta.location);
             let version = version_of(meta);
-            if seen.get(&rel) != Some(&version) && meta.size > 0 {
-                splits.extend(self.inner.splits_of(meta));
+            if (start_after || from.seen.get(&rel) != Some(&version)) && meta.size > 0 {
+                fresh.push(meta.clone());
             }
-            now.insert(rel, version);
+            if start_after {
+                next.after = Some(rel);
+            } else {
+                next.seen.insert(rel, version);
+            }
         }
+        if start_after && next.after.is_none() {
+            next.after = from.after;
+        }
+        let splits: Vec<Vec<Split>> = futures::stream::iter(fresh)
+            .map(|meta| {
+                let inner = self.inner.clone();
+                async move {
+                    if inner.cfg.format == Format::Parquet {
+                        inner.parquet_splits(&meta).await
+                    } else {
+                        inner.splits_of(&meta, None)
+                    }
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
         let end = Cursor::new(format!(
             "{CURSOR_PREFIX}{}",
-            serde_json::to_string(&FilesCursor { seen: now }).unwrap_or_default()
+            serde_json::to_string(&next).unwrap_or_default()
         ));
-        Ok(ReadPlan::new(splits, Some(end)))
+        Ok(ReadPlan::new(
+            splits.into_iter().flatten().collect(),
+            Some(end),
+        ))
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
