@@ -85,8 +85,39 @@ pub fn store_kind(e: &object_store::Error) -> ErrorKind {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Auth,
         E::NotSupported { .. } | E::NotImplemented { .. } => ErrorKind::Unsupported,
         E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorKind::Config,
+        E::Generic { source, .. } => chain_kind(source.as_ref()),
         _ => ErrorKind::Unavailable,
     }
+}
+
+/// Classify an error object_store did not map (a failed listing, a multipart call) by the
+/// HTTP status its chain reports. object_store keeps its request error type private, so the
+/// status is read from the text it is documented to print (`status code: 404 Not Found`).
+fn chain_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if let Some(code) = status_in(&text) {
+            return match code {
+                401 | 403 => ErrorKind::Auth,
+                404 => ErrorKind::NotFound,
+                409 | 412 => ErrorKind::Conflict,
+                429 | 503 => ErrorKind::RateLimited,
+                400..=499 => ErrorKind::Config,
+                _ => ErrorKind::Unavailable,
+            };
+        }
+        if text.contains("timed out") || text.contains("Timeout") {
+            return ErrorKind::Timeout;
+        }
+        cur = err.source();
+    }
+    ErrorKind::Unavailable
+}
+
+fn status_in(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// Wrap an object store error with the operation and path.

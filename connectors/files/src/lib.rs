@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
+#[cfg(feature = "cloud")]
+pub mod cloud;
 mod decode;
 pub mod error;
 pub mod infer;

@@ -186,6 +186,33 @@ impl StoreLocation {
         )
     }
 
+    /// Reach the location: list one level under the prefix, so a wrong endpoint, rejected
+    /// credentials or a missing bucket or container fail before any work, with the store's
+    /// answer.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Auth`], [`ErrorKind::NotFound`] or [`ErrorKind::Unavailable`], naming the
+    /// location.
+    pub async fn check(&self) -> Result<()> {
+        self.store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let kind = crate::error::store_kind(&e);
+                let msg = match kind {
+                    ErrorKind::NotFound => {
+                        "the bucket or container does not exist: create it (`strata setup`) or check its name"
+                    }
+                    ErrorKind::Auth => "the store rejected the credentials: check `credentials`",
+                    _ => "cannot reach the store",
+                };
+                Error::new(kind, msg)
+                    .with_context("location", &self.display)
+                    .with_source(e)
+            })
+    }
+
     /// The local directory, when the store is local disk.
     pub fn local_root(&self) -> Option<&std::path::Path> {
         self.local_root.as_deref()

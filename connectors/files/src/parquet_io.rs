@@ -108,10 +108,10 @@ impl Uploader {
                 parts: Vec::new(),
                 tasks: JoinSet::new(),
             })),
-            None => ObjectWriter::Buffered(
+            None => ObjectWriter::Buffered(Box::new(
                 BufWriter::with_capacity(self.location.store().clone(), path, self.part_size)
                     .with_max_concurrency(self.concurrency),
-            ),
+            )),
         }
     }
 }
@@ -249,7 +249,7 @@ impl MultipartWriter {
 /// Writes a Parquet object: multipart with a journal, or object_store's [`BufWriter`].
 pub(crate) enum ObjectWriter {
     Multipart(Box<MultipartWriter>),
-    Buffered(BufWriter),
+    Buffered(Box<BufWriter>),
 }
 
 impl AsyncFileWriter for ObjectWriter {

@@ -146,6 +146,9 @@ pub(crate) struct LineChunker {
     max_record: usize,
     lines: u64,
     skip_partial_first: bool,
+    /// A read error met after complete lines were buffered: those lines are delivered first,
+    /// then the error.
+    failed: Option<io::Error>,
 }
 
 impl LineChunker {
@@ -170,6 +173,7 @@ impl LineChunker {
             max_record,
             lines: 0,
             skip_partial_first,
+            failed: None,
         }
     }
 
@@ -193,11 +197,26 @@ impl LineChunker {
                 }
                 Err(e) => {
                     self.buf.truncate(len);
+                    if memchr::memchr(b'\n', &self.buf).is_some() {
+                        self.failed = Some(e);
+                        self.eof = true;
+                        return Ok(());
+                    }
                     return Err(e);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Where the buffer ends at end of input: all of it, or after its last complete line when
+    /// reading failed (the partial line after it is not a record).
+    fn eof_cut(&self) -> usize {
+        if self.failed.is_some() {
+            memchr::memrchr(b'\n', &self.buf).map_or(0, |i| i + 1)
+        } else {
+            self.buf.len()
+        }
     }
 
     /// The next chunk, or `None` at the end of the range.
@@ -222,7 +241,10 @@ impl LineChunker {
             }
         }
         if self.done {
-            return Ok(None);
+            return match self.failed.take() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         }
         let mut want = self.chunk_bytes;
         let cut = loop {
@@ -241,7 +263,7 @@ impl LineChunker {
                     }
                     if self.eof {
                         self.done = true;
-                        break self.buf.len();
+                        break self.eof_cut();
                     }
                     // The last line continues past the buffer: read more of it.
                     if self.buf.len() - rel > self.max_record {
@@ -253,7 +275,7 @@ impl LineChunker {
             }
             if self.eof {
                 self.done = true;
-                break self.buf.len();
+                break self.eof_cut();
             }
             match memchr::memrchr(b'\n', &self.buf) {
                 Some(i) => break i + 1,

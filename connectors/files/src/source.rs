@@ -218,12 +218,15 @@ impl Inner {
     async fn list(&self, after: Option<&str>) -> Result<Vec<ObjectMeta>> {
         let prefix = self.location.prefix();
         let store = self.location.store();
-        let listing = match after {
-            Some(rel) => store.list_with_offset(Some(prefix), &self.location.child(rel)),
+        let offset = after.map(|rel| self.location.child(rel));
+        let listing = match &offset {
+            Some(o) => store.list_with_offset(Some(prefix), o),
             None => store.list(Some(prefix)),
         };
         let mut files: Vec<ObjectMeta> = listing
             .map_err(|e| store_err("list", self.location.describe(prefix), e))
+            // Some servers ignore the offset (Azurite's `startFrom`): filter here too.
+            .try_filter(|m| futures::future::ready(offset.as_ref().is_none_or(|o| m.location > *o)))
             .try_filter(|m| {
                 let rel = self.location.relative(&m.location);
                 let hidden = rel
@@ -631,7 +634,7 @@ impl Inner {
             if header && first {
                 // Check the header against the schema, then drop it.
                 let cut = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
-                self.check_csv_header(&bytes[..cut], &describe)?;
+                self.check_csv_header(&bytes[..cut], &describe, &file_schema)?;
                 bytes = &bytes[cut..];
                 first_line += 1;
             }
@@ -698,7 +701,7 @@ impl Inner {
 
     /// A CSV file whose header names other columns, or the same in another order, would be
     /// misread silently: fail instead, naming the file and both lists.
-    fn check_csv_header(&self, line: &[u8], describe: &str) -> Result<()> {
+    fn check_csv_header(&self, line: &[u8], describe: &str, schema: &Schema) -> Result<()> {
         let Format::Csv(c) = &self.cfg.format else {
             return Ok(());
         };
@@ -708,12 +711,7 @@ impl Inner {
             .split(c.delimiter)
             .map(|h| h.trim().trim_matches('"'))
             .collect();
-        let expected: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
+        let expected: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         if found == expected {
             return Ok(());
         }
@@ -1037,6 +1035,10 @@ impl Source for FileSource {
             splits.into_iter().flatten().collect(),
             Some(end),
         ))
+    }
+
+    async fn check(&self, _ctx: &Context) -> Result<()> {
+        self.inner.location.check().await
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
