@@ -5,11 +5,13 @@ use serde::Deserialize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use strata_azure_blob::{AzureBlobConfig, AzureBlobSinkConfig, AzureBlobSourceConfig};
 use strata_core::{BatchTransform, CheckpointStore, RetryPolicy, RunOptions, Sink, Source};
 use strata_files::{
     FileSource, FileSourceConfig, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig,
     StoreLocation,
 };
+use strata_s3::{S3Config, S3SinkConfig, S3SourceConfig};
 
 /// A pipeline file.
 #[derive(Debug, Deserialize)]
@@ -40,6 +42,10 @@ pub struct PipelineConfig {
 pub enum SourceConfig {
     /// Files on local disk (NDJSON, CSV, Parquet).
     Files(FileSourceConfig),
+    /// Objects in an S3 bucket: `connection` (bucket, prefix, credentials) and `read`.
+    S3(S3SourceConfig),
+    /// Blobs in an Azure container: `connection` and `read`.
+    AzureBlob(AzureBlobSourceConfig),
 }
 
 /// The transforms this binary knows.
@@ -57,8 +63,12 @@ pub enum TransformConfig {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
-    /// Parquet files committed exactly once.
+    /// Parquet files on local disk committed exactly once.
     Parquet(ParquetSinkConfig),
+    /// Parquet files in an S3 bucket: `connection` and `write`.
+    S3(S3SinkConfig),
+    /// Parquet files in an Azure container: `connection` and `write`.
+    AzureBlob(AzureBlobSinkConfig),
 }
 
 /// Checkpoint stores.
@@ -72,6 +82,16 @@ pub enum CheckpointConfig {
     },
     /// In memory: forgotten when the process ends (the sink's marker still prevents duplicates).
     Memory,
+    /// Objects in an S3 bucket, compare-and-swap by create-only puts.
+    S3 {
+        /// The bucket and prefix.
+        connection: S3Config,
+    },
+    /// Blobs in an Azure container, compare-and-swap by create-only puts.
+    AzureBlob {
+        /// The container and prefix.
+        connection: AzureBlobConfig,
+    },
 }
 
 /// Run tuning.
@@ -173,15 +193,29 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     })?;
     strata_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
         .map_err(|e| anyhow!("{}: `pipeline`: {e}", path.display()))?;
+    let at = |key: &str| {
+        let p = path.display().to_string();
+        let key = key.to_string();
+        move |e: strata_core::Error| anyhow!("{p}: `{key}`: {}", e.report())
+    };
     match &cfg.source {
-        SourceConfig::Files(c) => c
-            .validate()
-            .map_err(|e| anyhow!("{}: `source.files`: {e}", path.display()))?,
+        SourceConfig::Files(c) => c.validate().map_err(at("source.files"))?,
+        SourceConfig::S3(c) => c.validate().map_err(at("source.s3"))?,
+        SourceConfig::AzureBlob(c) => c.validate().map_err(at("source.azure_blob"))?,
     }
     match &cfg.sink {
-        SinkConfig::Parquet(c) => c
-            .validate()
-            .map_err(|e| anyhow!("{}: `sink.parquet`: {e}", path.display()))?,
+        SinkConfig::Parquet(c) => c.validate().map_err(at("sink.parquet"))?,
+        SinkConfig::S3(c) => c.validate().map_err(at("sink.s3"))?,
+        SinkConfig::AzureBlob(c) => c.validate().map_err(at("sink.azure_blob"))?,
+    }
+    match &cfg.checkpoint {
+        CheckpointConfig::S3 { connection } => {
+            connection.validate().map_err(at("checkpoint.s3"))?;
+        }
+        CheckpointConfig::AzureBlob { connection } => {
+            connection.validate().map_err(at("checkpoint.azure_blob"))?;
+        }
+        _ => {}
     }
     if cfg.options.batch_size == 0 {
         bail!(
@@ -190,6 +224,46 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         );
     }
     Ok(cfg)
+}
+
+/// Create every bucket and container the pipeline names (source, sink, checkpoints); returns
+/// one line per store saying what was done.
+pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
+    let mut s3: Vec<&S3Config> = Vec::new();
+    let mut azure: Vec<&AzureBlobConfig> = Vec::new();
+    match &cfg.source {
+        SourceConfig::S3(c) => s3.push(&c.connection),
+        SourceConfig::AzureBlob(c) => azure.push(&c.connection),
+        SourceConfig::Files(_) => {}
+    }
+    match &cfg.sink {
+        SinkConfig::S3(c) => s3.push(&c.connection),
+        SinkConfig::AzureBlob(c) => azure.push(&c.connection),
+        SinkConfig::Parquet(_) => {}
+    }
+    match &cfg.checkpoint {
+        CheckpointConfig::S3 { connection } => s3.push(connection),
+        CheckpointConfig::AzureBlob { connection } => azure.push(connection),
+        _ => {}
+    }
+    let mut done = Vec::new();
+    for c in s3 {
+        let what = strata_s3::create_bucket(c)
+            .await
+            .map_err(|e| anyhow!("bucket {}: {}", c.bucket, e.report()))?;
+        done.push(format!("s3://{}: {what:?}", c.bucket));
+    }
+    for c in azure {
+        let what = strata_azure_blob::create_container(c)
+            .await
+            .map_err(|e| anyhow!("container {}: {}", c.container, e.report()))?;
+        done.push(format!(
+            "az://{}/{}: {what:?}",
+            c.account_name(),
+            c.container
+        ));
+    }
+    Ok(done)
 }
 
 /// The built components of a pipeline.
@@ -204,12 +278,15 @@ pub struct Built {
 
 /// Build every component (may touch the disk: listing, schema inference).
 pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
+    let at = |key: &'static str| move |e: strata_core::Error| anyhow!("{key}: {}", e.report());
     let source: Arc<dyn Source> = match &cfg.source {
         SourceConfig::Files(c) => Arc::new(
             FileSource::try_new(c.clone())
                 .await
-                .map_err(|e| anyhow!("source.files: {}", e.report()))?,
+                .map_err(at("source.files"))?,
         ),
+        SourceConfig::S3(c) => Arc::new(c.build().await.map_err(at("source.s3"))?),
+        SourceConfig::AzureBlob(c) => Arc::new(c.build().await.map_err(at("source.azure_blob"))?),
     };
     let transforms = cfg
         .transforms
@@ -224,18 +301,29 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         .collect();
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
         SinkConfig::Parquet(c) => (
-            Arc::new(
-                ParquetSink::try_new(c.clone())
-                    .map_err(|e| anyhow!("sink.parquet: {}", e.report()))?,
-            ),
+            Arc::new(ParquetSink::try_new(c.clone()).map_err(at("sink.parquet"))?),
             c.root.clone(),
+        ),
+        SinkConfig::S3(c) => (
+            Arc::new(c.build().map_err(at("sink.s3"))?),
+            c.connection.url(),
+        ),
+        SinkConfig::AzureBlob(c) => (
+            Arc::new(c.build().map_err(at("sink.azure_blob"))?),
+            c.connection.url(),
         ),
     };
     let checkpoints: Arc<dyn CheckpointStore> = match &cfg.checkpoint {
         CheckpointConfig::Local { dir } => Arc::new(ObjectStoreCheckpointStore::new(
-            StoreLocation::parse(dir).map_err(|e| anyhow!("checkpoint.local: {}", e.report()))?,
+            StoreLocation::parse(dir).map_err(at("checkpoint.local"))?,
         )),
         CheckpointConfig::Memory => Arc::new(strata_core::InMemoryCheckpointStore::new()),
+        CheckpointConfig::S3 { connection } => Arc::new(ObjectStoreCheckpointStore::new(
+            connection.location().map_err(at("checkpoint.s3"))?,
+        )),
+        CheckpointConfig::AzureBlob { connection } => Arc::new(ObjectStoreCheckpointStore::new(
+            connection.location().map_err(at("checkpoint.azure_blob"))?,
+        )),
     };
     let o = &cfg.options;
     let mut options = RunOptions::default()
@@ -285,6 +373,17 @@ mod tests {
             e.contains("f.yaml:2") && e.contains("STRATA_SURELY_UNSET_VAR"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cloud_sources_and_sinks_parse_with_tagged_credentials() {
+        let yaml = "pipeline: copy\nsource:\n  s3:\n    connection:\n      bucket: raw\n      prefix: orders\n      endpoint: http://127.0.0.1:5000\n      allow_http: true\n      path_style: true\n      credentials:\n        type: static\n        access_key_id: a\n        secret_access_key: b\n    read:\n      format: parquet\n      partitioning: hive\nsink:\n  azure_blob:\n    connection:\n      container: lake\n      credentials:\n        type: emulator\n    write:\n      partition_by: [dt]\ncheckpoint:\n  s3:\n    connection:\n      bucket: raw\n      prefix: _checkpoints\n      endpoint: http://127.0.0.1:5000\n      allow_http: true\n      path_style: true\n";
+        let cfg = parse(yaml, Path::new("p.yaml")).unwrap();
+        assert!(matches!(cfg.source, SourceConfig::S3(_)));
+        assert!(matches!(cfg.sink, SinkConfig::AzureBlob(_)));
+        let bad = yaml.replace("bucket: raw\n      prefix: orders", "bucket: Raw_Bucket");
+        let e = parse(&bad, Path::new("p.yaml")).unwrap_err().to_string();
+        assert!(e.contains("source.s3") && e.contains("Raw_Bucket"), "{e}");
     }
 
     #[test]

@@ -42,8 +42,13 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Check a pipeline file without running it.
+    /// Check a pipeline file without running it: parse, build, reach the source.
     Check {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Create the buckets and containers a pipeline file names (idempotent).
+    Setup {
         /// The pipeline file.
         pipeline: PathBuf,
     },
@@ -117,9 +122,22 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Setup { pipeline } => {
+            let cfg = config::load(&pipeline)?;
+            for line in config::setup(&cfg).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Check { pipeline } => {
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
+            let ctx = strata_core::Context::builder(cfg.pipeline.as_str()).build();
+            built
+                .source
+                .check(&ctx)
+                .await
+                .map_err(|e| anyhow!("source: {}", e.report()))?;
             let p =
                 PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints);
             let p = built

@@ -212,6 +212,7 @@ impl MultipartWriter {
                 .map_err(|e| ParquetError::External(Box::new(e)))?
                 .map_err(err)?;
             self.parts[idx] = Some(part);
+            strata_core::crash_point("files.upload.after_part").await;
         }
         Ok(())
     }
