@@ -190,7 +190,7 @@ async fn copies_killed_at_each_step_resume_to_exactly_the_uninterrupted_output()
         "runner.before_checkpoint",
     ] {
         let name = point.replace('.', "-");
-        let out = Conn::S3(s3.clone().with_prefix(&format!("out/{name}")));
+        let out = Conn::S3(s3.clone().with_prefix(format!("out/{name}")));
         let p = pipeline(
             tmp.path(),
             &name,
