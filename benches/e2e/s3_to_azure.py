@@ -34,7 +34,8 @@ import sys, pyarrow.dataset as ds, pyarrow.fs as fs
 s3 = fs.S3FileSystem(access_key="bench", secret_key="bench", endpoint_override=sys.argv[1],
                      scheme="http", region="us-east-1", force_virtual_addressing=False)
 az = fs.AzureFileSystem(account_name="devstoreaccount1", account_key=sys.argv[3],
-                        blob_storage_authority=sys.argv[2], blob_storage_scheme="http")
+                        blob_storage_authority=sys.argv[2], blob_storage_scheme="http",
+                        dfs_storage_authority=sys.argv[2], dfs_storage_scheme="http")
 src = ds.dataset(sys.argv[4], filesystem=s3, format="parquet")
 fmt = ds.ParquetFileFormat()
 ds.write_dataset(src, sys.argv[5], filesystem=az, format="parquet",
