@@ -351,7 +351,7 @@ impl Pipeline {
             let marker = CommitMarker::new(&p.id, epoch, plan.end.clone());
             let mut attempt = 0u32;
             let mut delays = p.options.retry.delays();
-            let (prepared, outcome) = loop {
+            let (prepared, outcome, marker) = loop {
                 attempt += 1;
                 // Cancellation drops the attempt wherever it is awaiting (even inside a blocked
                 // write); an uncommitted epoch stays invisible and the sink cleans it up on open.
@@ -405,9 +405,9 @@ impl Pipeline {
     async fn attempt(
         &self,
         plan: &ReadPlan,
-        marker: &CommitMarker,
+        planned: &CommitMarker,
         cancel: &CancellationToken,
-    ) -> Result<(Prepared, CommitOutcome)> {
+    ) -> Result<(Prepared, CommitOutcome, CommitMarker)> {
         let p = &self.inner;
         let attempt_cancel = cancel.child_token();
         // Cancel this attempt's tasks however we leave this function.
@@ -424,6 +424,15 @@ impl Pipeline {
             abort_quietly(writer.as_mut(), None).await;
             return Err(e);
         }
+        // Every split was read: the source may now name the end position from what it saw.
+        let marker = match p.source.end_cursor(plan, &ctx).await {
+            Ok(end) => CommitMarker::new(&planned.pipeline_id, planned.epoch, end),
+            Err(e) => {
+                abort_quietly(writer.as_mut(), None).await;
+                return Err(e);
+            }
+        };
+        let marker = &marker;
         crash_point("runner.before_prepare").await;
         let prepared = match writer.prepare(marker.epoch).await {
             Ok(prepared) => prepared,
@@ -436,7 +445,7 @@ impl Pipeline {
         match writer.commit(prepared.clone(), marker).await {
             Ok(outcome) => {
                 crash_point("runner.after_commit").await;
-                Ok((prepared, outcome))
+                Ok((prepared, outcome, marker.clone()))
             }
             Err(e) => {
                 abort_quietly(writer.as_mut(), Some(prepared)).await;

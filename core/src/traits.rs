@@ -2,7 +2,7 @@
 //! [`SinkWriter`].
 
 use crate::stream::SendableBatchStream;
-use crate::types::{CommitMarker, Epoch, ReadPlan, ReadRequest, Split};
+use crate::types::{CommitMarker, Cursor, Epoch, ReadPlan, ReadRequest, Split};
 use crate::{Context, Error, ErrorKind, Result};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -37,6 +37,14 @@ pub trait Source: Send + Sync + Debug {
     /// Check reachability and credentials without reading data.
     async fn check(&self, _ctx: &Context) -> Result<()> {
         Ok(())
+    }
+
+    /// The position the epoch ends at, called once every split of `plan` has been read
+    /// without error, before the sink prepares. The default is the pinned `plan.end`; a source
+    /// whose end depends on the data it read (a high-water mark such as the largest
+    /// `updated_at`) returns it here. Whatever is returned is committed with the data.
+    async fn end_cursor(&self, plan: &ReadPlan, _ctx: &Context) -> Result<Option<Cursor>> {
+        Ok(plan.end.clone())
     }
 }
 

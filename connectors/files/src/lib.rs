@@ -4,7 +4,7 @@
 mod checkpoint;
 #[cfg(feature = "cloud")]
 pub mod cloud;
-mod decode;
+pub mod decode;
 pub mod error;
 pub mod infer;
 mod location;
@@ -15,6 +15,7 @@ mod sink;
 mod source;
 
 pub use checkpoint::ObjectStoreCheckpointStore;
+pub use decode::{DecodedRecords, JsonRecordDecoder, RejectedRecord};
 pub use error::FilesError;
 pub use location::StoreLocation;
 pub use options::{
