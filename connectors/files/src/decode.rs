@@ -169,7 +169,8 @@ fn trim_line(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\r").unwrap_or(b)
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes (at a character boundary), with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         s.to_string()
     } else {

@@ -65,7 +65,8 @@ async fn read_all(
             out.push(b);
         }
     }
-    Ok((out, plan.end, plan.splits.len()))
+    let end = source.end_cursor(&plan, ctx).await?;
+    Ok((out, end, plan.splits.len()))
 }
 
 /// Run every source check: schema contract and contents, an empty second plan, cancellation on
