@@ -44,7 +44,11 @@ impl std::fmt::Debug for Client {
 
 /// How long to wait, from a `Retry-After` header: seconds, or an HTTP date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -58,10 +62,14 @@ impl Client {
         let mut headers = HeaderMap::new();
         for (k, v) in &settings.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
-                Error::config("invalid header name").with_context("header", k).with_source(e)
+                Error::config("invalid header name")
+                    .with_context("header", k)
+                    .with_source(e)
             })?;
             let value = reqwest::header::HeaderValue::from_str(v).map_err(|e| {
-                Error::config("invalid header value").with_context("header", k).with_source(e)
+                Error::config("invalid header value")
+                    .with_context("header", k)
+                    .with_source(e)
             })?;
             headers.insert(name, value);
         }
@@ -106,7 +114,11 @@ impl Client {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k == name.as_str() { "REDACTED".into() } else { v.into_owned() };
+                let v = if k == name.as_str() {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -147,9 +159,12 @@ impl Client {
             .send()
             .await
             .map_err(|e| {
-                Error::new(ErrorKind::Unavailable, "cannot reach the OAuth2 token endpoint")
-                    .with_context("url", token_url)
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "cannot reach the OAuth2 token endpoint",
+                )
+                .with_context("url", token_url)
+                .with_source(e)
             })?;
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
@@ -159,9 +174,12 @@ impl Client {
             } else {
                 ErrorKind::Auth
             };
-            return Err(Error::new(kind, "the OAuth2 token endpoint refused the client credentials")
-                .with_context("url", token_url)
-                .with_context("status", status.as_u16()));
+            return Err(Error::new(
+                kind,
+                "the OAuth2 token endpoint refused the client credentials",
+            )
+            .with_context("url", token_url)
+            .with_context("status", status.as_u16()));
         }
         #[derive(serde::Deserialize)]
         struct Answer {
@@ -170,9 +188,12 @@ impl Client {
             expires_in: Option<u64>,
         }
         let a: Answer = serde_json::from_slice(&body).map_err(|e| {
-            Error::new(ErrorKind::Auth, "the OAuth2 token answer has no access_token")
-                .with_context("url", token_url)
-                .with_source(e)
+            Error::new(
+                ErrorKind::Auth,
+                "the OAuth2 token answer has no access_token",
+            )
+            .with_context("url", token_url)
+            .with_source(e)
         })?;
         let lifetime = Duration::from_secs(a.expires_in.unwrap_or(3600));
         // Refresh a little before it expires (a tenth of its life, at most a minute).
@@ -237,10 +258,7 @@ impl Client {
                             Err(e) if e.is_retryable() => e,
                             Err(e) => return Err(e),
                         }
-                    } else if status == StatusCode::UNAUTHORIZED
-                        && token.is_some()
-                        && !refreshed
-                    {
+                    } else if status == StatusCode::UNAUTHORIZED && token.is_some() && !refreshed {
                         // The token may have been revoked early: fetch a new one, once.
                         refreshed = true;
                         self.bearer(true).await?;
@@ -291,9 +309,12 @@ impl Client {
     async fn read_body(&self, mut resp: reqwest::Response, shown: &str) -> Result<Bytes> {
         let cap = self.settings.max_body_bytes;
         let too_big = || {
-            Error::new(ErrorKind::Data, "the response body is larger than `http.max_body_bytes`")
-                .with_context("url", shown)
-                .with_context("max_body_bytes", cap)
+            Error::new(
+                ErrorKind::Data,
+                "the response body is larger than `http.max_body_bytes`",
+            )
+            .with_context("url", shown)
+            .with_context("max_body_bytes", cap)
         };
         if resp.content_length().is_some_and(|n| n > cap) {
             return Err(too_big());
@@ -313,10 +334,13 @@ impl Client {
                 Err(e) => {
                     // A connection cut mid-body (a truncated page) or a bad compressed stream:
                     // ask again.
-                    return Err(Error::new(ErrorKind::Unavailable, "the response body was cut short")
-                        .with_retry(Retry::Transient)
-                        .with_context("url", shown)
-                        .with_source(e));
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "the response body was cut short",
+                    )
+                    .with_retry(Retry::Transient)
+                    .with_context("url", shown)
+                    .with_source(e));
                 }
             }
         }
@@ -326,10 +350,26 @@ impl Client {
 fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str) -> Error {
     let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     let (kind, retry, what) = match status.as_u16() {
-        401 => (ErrorKind::Auth, Retry::Permanent, "the API rejected the credentials (401)"),
-        403 => (ErrorKind::Auth, Retry::Permanent, "the API refused access (403)"),
-        404 => (ErrorKind::NotFound, Retry::Permanent, "no such endpoint (404)"),
-        408 => (ErrorKind::Timeout, Retry::Transient, "the API timed out the request (408)"),
+        401 => (
+            ErrorKind::Auth,
+            Retry::Permanent,
+            "the API rejected the credentials (401)",
+        ),
+        403 => (
+            ErrorKind::Auth,
+            Retry::Permanent,
+            "the API refused access (403)",
+        ),
+        404 => (
+            ErrorKind::NotFound,
+            Retry::Permanent,
+            "no such endpoint (404)",
+        ),
+        408 => (
+            ErrorKind::Timeout,
+            Retry::Transient,
+            "the API timed out the request (408)",
+        ),
         429 => (
             ErrorKind::RateLimited,
             retry_after(headers).map_or(Retry::Transient, Retry::After),
@@ -340,7 +380,11 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str)
             retry_after(headers).map_or(Retry::Transient, Retry::After),
             "the API failed (5xx)",
         ),
-        _ => (ErrorKind::Config, Retry::Permanent, "the API refused the request"),
+        _ => (
+            ErrorKind::Config,
+            Retry::Permanent,
+            "the API refused the request",
+        ),
     };
     Error::new(kind, what)
         .with_retry(retry)
@@ -361,11 +405,21 @@ mod tests {
         let later = chrono::Utc::now() + chrono::Duration::seconds(5);
         h.insert(
             "retry-after",
-            later.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse().unwrap(),
+            later
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string()
+                .parse()
+                .unwrap(),
         );
         let d = retry_after(&h).unwrap();
-        assert!(d <= Duration::from_secs(5) && d >= Duration::from_secs(3), "{d:?}");
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert!(
+            d <= Duration::from_secs(5) && d >= Duration::from_secs(3),
+            "{d:?}"
+        );
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO), "a past date: now");
     }
 
@@ -379,7 +433,10 @@ mod tests {
         let c = Client::new(&auth, &HttpSettings::default()).unwrap();
         let u = Url::parse("https://x.test/orders?api_key=k3y-value&page=2").unwrap();
         let shown = c.redact(&u);
-        assert!(!shown.contains("k3y-value") && shown.contains("page=2"), "{shown}");
+        assert!(
+            !shown.contains("k3y-value") && shown.contains("page=2"),
+            "{shown}"
+        );
         assert!(!format!("{c:?}").contains("k3y-value"));
     }
 }

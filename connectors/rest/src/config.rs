@@ -238,6 +238,29 @@ pub struct Incremental {
     pub lookback_secs: u64,
 }
 
+impl Incremental {
+    /// Load by `cursor_field`, sent back as `param`, starting at `initial_value`.
+    pub fn new(
+        cursor_field: impl Into<String>,
+        param: impl Into<String>,
+        initial_value: impl Into<String>,
+    ) -> Self {
+        Self {
+            cursor_field: cursor_field.into(),
+            param: param.into(),
+            initial_value: initial_value.into(),
+            lookback_secs: 0,
+        }
+    }
+
+    /// Ask again for `secs` before the last value.
+    #[must_use]
+    pub fn with_lookback_secs(mut self, secs: u64) -> Self {
+        self.lookback_secs = secs;
+        self
+    }
+}
+
 /// A parent endpoint whose records name the child resources (`/partners` -> `/partners/{id}/orders`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +279,33 @@ pub struct Parent {
     /// Query parameters of the parent requests.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+}
+
+impl Parent {
+    /// Parents at `path` (records at `$`, one page) whose `field` fills the child path.
+    pub fn new(path: impl Into<String>, field: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            records: root_path(),
+            paginator: Paginator::Single,
+            field: field.into(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// Where the parent records are.
+    #[must_use]
+    pub fn with_records(mut self, records: impl Into<String>) -> Self {
+        self.records = records.into();
+        self
+    }
+
+    /// The parents' pagination.
+    #[must_use]
+    pub fn with_paginator(mut self, paginator: Paginator) -> Self {
+        self.paginator = paginator;
+        self
+    }
 }
 
 fn root_path() -> String {
@@ -382,14 +432,16 @@ impl RestSourceConfig {
                 Selector::parse(&parent.records)?;
             }
             (Some(_), false) => {
-                return Err(Error::config(
-                    "with a `parent`, `path` must hold `{<parent.field>}`",
-                )
-                .with_context("path", &self.path));
+                return Err(
+                    Error::config("with a `parent`, `path` must hold `{<parent.field>}`")
+                        .with_context("path", &self.path),
+                );
             }
             (None, true) => {
-                return Err(Error::config("`path` holds a `{...}` but there is no `parent`")
-                    .with_context("path", &self.path));
+                return Err(
+                    Error::config("`path` holds a `{...}` but there is no `parent`")
+                        .with_context("path", &self.path),
+                );
             }
             (None, false) => {}
         }
@@ -415,8 +467,10 @@ impl RestSourceConfig {
             ));
         }
         if !(h.requests_per_second >= 0.0 && h.requests_per_second.is_finite()) {
-            return Err(Error::config("`http.requests_per_second` must be 0 or more")
-                .with_context("requests_per_second", h.requests_per_second));
+            return Err(
+                Error::config("`http.requests_per_second` must be 0 or more")
+                    .with_context("requests_per_second", h.requests_per_second),
+            );
         }
         if let Some(inc) = &self.incremental
             && (inc.cursor_field.is_empty() || inc.param.is_empty())

@@ -38,7 +38,7 @@ impl Selector {
         let mut rest = s.strip_prefix('$').unwrap_or(s);
         let mut steps = Vec::new();
         if !rest.is_empty() && !rest.starts_with(['.', '[']) {
-            rest = &s[..]; // `data.items` without `$`
+            rest = s; // `data.items` without `$`
             let (head, tail) = rest.split_at(rest.find(['.', '[']).unwrap_or(rest.len()));
             steps.push(Step::Field(head.to_string()));
             rest = tail;
@@ -62,7 +62,11 @@ impl Selector {
                 steps.push(if inner == "*" {
                     Step::All
                 } else {
-                    Step::Index(inner.parse().map_err(|_| bad(at, "index is not a number"))?)
+                    Step::Index(
+                        inner
+                            .parse()
+                            .map_err(|_| bad(at, "index is not a number"))?,
+                    )
                 });
                 rest = &r[end + 1..];
             } else {
@@ -96,8 +100,9 @@ impl Selector {
                 }
                 match step {
                     Step::Field(name) => {
-                        let map: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(text)
-                            .map_err(|e| format!("`{name}`: not a JSON object ({e})"))?;
+                        let map: HashMap<Cow<'a, str>, &'a RawValue> =
+                            serde_json::from_str(text)
+                                .map_err(|e| format!("`{name}`: not a JSON object ({e})"))?;
                         if let Some(x) = map.get(name.as_str()) {
                             next.push(*x);
                         }
@@ -126,7 +131,10 @@ impl Selector {
     ///
     /// # Errors
     /// A reason when the JSON is invalid or the value is a scalar.
-    pub fn records<'a>(&self, root: &'a RawValue) -> std::result::Result<Vec<&'a RawValue>, String> {
+    pub fn records<'a>(
+        &self,
+        root: &'a RawValue,
+    ) -> std::result::Result<Vec<&'a RawValue>, String> {
         let mut out = Vec::new();
         for v in self.values(root)? {
             let t = v.get();
@@ -137,10 +145,7 @@ impl Selector {
             } else if t.starts_with('{') {
                 out.push(v);
             } else if t != "null" {
-                return Err(format!(
-                    "`{}` is neither an array nor an object",
-                    self.text
-                ));
+                return Err(format!("`{}` is neither an array nor an object", self.text));
             }
         }
         Ok(out)
@@ -175,19 +180,51 @@ mod tests {
 
     #[test]
     fn paths_select_records_and_values() {
-        let body = raw(r#"{"data":{"items":[{"id":1},{"id":2,"x":"a\nb"}]},"next":"c2","total":7,"more":false,"groups":[{"rows":[{"id":3}]},{"rows":[{"id":4}]}]}"#);
-        let recs = Selector::parse("$.data.items").unwrap().records(&body).unwrap();
+        let body = raw(
+            r#"{"data":{"items":[{"id":1},{"id":2,"x":"a\nb"}]},"next":"c2","total":7,"more":false,"groups":[{"rows":[{"id":3}]},{"rows":[{"id":4}]}]}"#,
+        );
+        let recs = Selector::parse("$.data.items")
+            .unwrap()
+            .records(&body)
+            .unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[1].get(), r#"{"id":2,"x":"a\nb"}"#);
-        assert_eq!(Selector::parse("$['next']").unwrap().text(&body).as_deref(), Some("c2"));
-        assert_eq!(Selector::parse("total").unwrap().text(&body).as_deref(), Some("7"));
-        assert_eq!(Selector::parse("$.more").unwrap().text(&body).as_deref(), Some("false"));
-        let fan = Selector::parse("$.groups[*].rows").unwrap().records(&body).unwrap();
+        assert_eq!(
+            Selector::parse("$['next']").unwrap().text(&body).as_deref(),
+            Some("c2")
+        );
+        assert_eq!(
+            Selector::parse("total").unwrap().text(&body).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            Selector::parse("$.more").unwrap().text(&body).as_deref(),
+            Some("false")
+        );
+        let fan = Selector::parse("$.groups[*].rows")
+            .unwrap()
+            .records(&body)
+            .unwrap();
         assert_eq!(fan.len(), 2);
-        assert_eq!(Selector::parse("$.groups[1].rows[0].id").unwrap().text(&body).as_deref(), Some("4"));
-        assert!(Selector::parse("$.missing").unwrap().records(&body).unwrap().is_empty());
+        assert_eq!(
+            Selector::parse("$.groups[1].rows[0].id")
+                .unwrap()
+                .text(&body)
+                .as_deref(),
+            Some("4")
+        );
+        assert!(
+            Selector::parse("$.missing")
+                .unwrap()
+                .records(&body)
+                .unwrap()
+                .is_empty()
+        );
         let bare = raw(r#"[{"a":1},{"a":2}]"#);
-        assert_eq!(Selector::parse("$").unwrap().records(&bare).unwrap().len(), 2);
+        assert_eq!(
+            Selector::parse("$").unwrap().records(&bare).unwrap().len(),
+            2
+        );
         assert!(Selector::parse("$.total").unwrap().records(&body).is_err());
     }
 

@@ -20,8 +20,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use strata_core::metrics::{RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
 use strata_core::{
-    BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan,
-    ReadRequest, Result, SendableBatchStream, Source, Split,
+    BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
+    Result, SendableBatchStream, Source, Split,
 };
 use strata_files::{JsonRecordDecoder, SchemaSource};
 
@@ -52,8 +52,6 @@ struct Inner {
     schema: SchemaRef,
     /// Per plan: where it started and the high-water mark its splits saw.
     plans: Mutex<HashMap<String, PlanState>>,
-    /// Per plan: the first page fetched while planning, handed to the split that needs it.
-    probed: Mutex<HashMap<String, Page>>,
     decoders: Mutex<Vec<JsonRecordDecoder>>,
 }
 
@@ -149,7 +147,10 @@ impl Watermark {
             self.offer(v, h, lookback);
         }
         if let Some(m) = other.max {
-            let raise = self.max.as_deref().is_none_or(|x| cmp_values(&m, x).is_gt());
+            let raise = self
+                .max
+                .as_deref()
+                .is_none_or(|x| cmp_values(&m, x).is_gt());
             if raise {
                 self.max = Some(m);
             }
@@ -163,11 +164,15 @@ fn hash_of(bytes: &[u8]) -> u64 {
 
 fn parse_cursor(c: &Cursor) -> Result<RestCursor> {
     let body = c.as_str().strip_prefix(CURSOR_PREFIX).ok_or_else(|| {
-        Error::new(ErrorKind::Conflict, "the checkpoint cursor was not written by a REST source")
-            .with_context("cursor", format!("{c:?}"))
+        Error::new(
+            ErrorKind::Conflict,
+            "the checkpoint cursor was not written by a REST source",
+        )
+        .with_context("cursor", format!("{c:?}"))
     })?;
-    serde_json::from_str(body)
-        .map_err(|e| Error::new(ErrorKind::Data, "the REST source cursor is corrupt").with_source(e))
+    serde_json::from_str(body).map_err(|e| {
+        Error::new(ErrorKind::Data, "the REST source cursor is corrupt").with_source(e)
+    })
 }
 
 fn encode_cursor(c: &RestCursor) -> Cursor {
@@ -211,7 +216,12 @@ fn link_next(headers: &reqwest::header::HeaderMap) -> Option<String> {
                 p == "rel=\"next\"" || p == "rel=next"
             });
             if is_next {
-                return Some(target.trim_start_matches('<').trim_end_matches('>').to_string());
+                return Some(
+                    target
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string(),
+                );
             }
         }
     }
@@ -237,14 +247,23 @@ impl RestSource {
         let client = Client::new(&cfg.auth, &cfg.http)?;
         let mut inner = Inner {
             records: Selector::parse(&cfg.records)?,
-            total: cfg.stop.total_path.as_deref().map(Selector::parse).transpose()?,
-            has_more: cfg.stop.has_more_path.as_deref().map(Selector::parse).transpose()?,
+            total: cfg
+                .stop
+                .total_path
+                .as_deref()
+                .map(Selector::parse)
+                .transpose()?,
+            has_more: cfg
+                .stop
+                .has_more_path
+                .as_deref()
+                .map(Selector::parse)
+                .transpose()?,
             schema: Arc::new(arrow_schema::Schema::empty()),
             client,
             base,
             cfg,
             plans: Mutex::new(HashMap::new()),
-            probed: Mutex::new(HashMap::new()),
             decoders: Mutex::new(Vec::new()),
         };
         inner.schema = match &inner.cfg.schema {
@@ -267,7 +286,12 @@ impl Inner {
         })?;
         {
             let mut q = u.query_pairs_mut();
-            for (k, v) in self.cfg.params.iter().chain(params.iter().map(|(k, v)| (k, v))) {
+            for (k, v) in self
+                .cfg
+                .params
+                .iter()
+                .chain(params.iter().map(|(k, v)| (k, v)))
+            {
                 q.append_pair(k, v);
             }
         }
@@ -281,7 +305,11 @@ impl Inner {
         let shown = self.client.redact(url);
         let mut tries = 0;
         loop {
-            let resp = self.client.get(url).await.map_err(|e| e.with_context("page", number))?;
+            let resp = self
+                .client
+                .get(url)
+                .await
+                .map_err(|e| e.with_context("page", number))?;
             match record_ranges(&resp.body, sel) {
                 Ok(records) => {
                     let page = Page {
@@ -310,7 +338,11 @@ impl Inner {
     }
 
     async fn infer(&self, max_records: usize) -> Result<SchemaRef> {
-        let path = self.cfg.parent.as_ref().map_or(self.cfg.path.clone(), |_| String::new());
+        let path = self
+            .cfg
+            .parent
+            .as_ref()
+            .map_or(self.cfg.path.clone(), |_| String::new());
         if self.cfg.parent.is_some() {
             return Err(Error::config(
                 "a child endpoint needs an explicit `schema` (it cannot be inferred before the parents are read)",
@@ -319,18 +351,28 @@ impl Inner {
         let url = self.url(&path, &self.first_params(None))?;
         let (page, _) = self.fetch(&url, 1, &self.records).await?;
         if let Some(reason) = page.invalid {
-            return Err(Error::new(ErrorKind::Data, "cannot infer a schema: the first page is not JSON records")
-                .with_context("url", page.url)
-                .with_context("reason", reason));
+            return Err(Error::new(
+                ErrorKind::Data,
+                "cannot infer a schema: the first page is not JSON records",
+            )
+            .with_context("url", page.url)
+            .with_context("reason", reason));
         }
         let mut sample = Vec::new();
         for r in page.records.iter().take(max_records) {
-            sample.extend(page.body[r.clone()].iter().map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b }));
+            sample.extend(
+                page.body[r.clone()]
+                    .iter()
+                    .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b }),
+            );
             sample.push(b'\n');
         }
         if sample.is_empty() {
-            return Err(Error::new(ErrorKind::NotFound, "cannot infer a schema: the first page has no records; declare the schema")
-                .with_context("url", page.url));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "cannot infer a schema: the first page has no records; declare the schema",
+            )
+            .with_context("url", page.url));
         }
         let s = strata_files::infer::infer_ndjson(&sample, max_records, &page.url)?;
         Ok(Arc::new(s))
@@ -440,10 +482,10 @@ impl Inner {
         if valid && n == 0 {
             st.done = true;
         }
-        if let (Some(total), true) = (st.total, valid) {
-            if st.records >= total {
-                st.done = true;
-            }
+        if let (Some(total), true) = (st.total, valid)
+            && st.records >= total
+        {
+            st.done = true;
         }
         if let Some(h) = &self.has_more
             && first_value(&page.body, h).as_deref() == Some("false")
@@ -466,7 +508,10 @@ impl Inner {
                 .filter(|(k, _)| k != name)
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
-            u.query_pairs_mut().clear().extend_pairs(pairs).append_pair(name, value);
+            u.query_pairs_mut()
+                .clear()
+                .extend_pairs(pairs)
+                .append_pair(name, value);
             u
         };
         let next = match paginator {
@@ -476,7 +521,10 @@ impl Inner {
                 offset_param,
                 start,
                 ..
-            } => Some(with_param(offset_param, &(start + st.number * limit).to_string())),
+            } => Some(with_param(
+                offset_param,
+                &(start + st.number * limit).to_string(),
+            )),
             Paginator::PageNumber {
                 page_param,
                 start,
@@ -511,7 +559,9 @@ impl Inner {
                 header,
                 cursor_param,
             } => match headers.get(header.as_str()).and_then(|v| v.to_str().ok()) {
-                Some(c) if !c.is_empty() => Some(self.guard(st, with_param(cursor_param, c), page)?),
+                Some(c) if !c.is_empty() => {
+                    Some(self.guard(st, with_param(cursor_param, c), page)?)
+                }
                 _ => None,
             },
             Paginator::LinkHeader => match link_next(headers) {
@@ -539,10 +589,13 @@ impl Inner {
 
     fn resolve(&self, url: &Url, target: &str) -> Result<Url> {
         url.join(target).map_err(|e| {
-            Error::new(ErrorKind::Data, "the API gave a next-page link that is not a URL")
-                .with_context("url", self.client.redact(url))
-                .with_context("link", target)
-                .with_source(e)
+            Error::new(
+                ErrorKind::Data,
+                "the API gave a next-page link that is not a URL",
+            )
+            .with_context("url", self.client.redact(url))
+            .with_context("link", target)
+            .with_source(e)
         })
     }
 
@@ -563,7 +616,11 @@ impl Inner {
     /// The concurrent page numbers, once the first page told the total.
     fn known_pages(&self, first: &Page) -> Option<u64> {
         let stop = &self.cfg.stop;
-        let total = self.total.as_ref().and_then(|t| first_value(&first.body, t)).and_then(|v| v.parse::<u64>().ok());
+        let total = self
+            .total
+            .as_ref()
+            .and_then(|t| first_value(&first.body, t))
+            .and_then(|v| v.parse::<u64>().ok());
         let mut pages = match &self.cfg.paginator {
             Paginator::Offset { limit, .. } => total.map(|t| t.div_ceil(*limit)),
             Paginator::PageNumber {
@@ -616,12 +673,25 @@ impl Inner {
     }
 
     /// Every page of the split: sequentially, or after the first page concurrently.
-    fn split_pages(self: &Arc<Self>, spec: SplitSpec, first: Option<Page>) -> BoxStream<'static, Result<Page>> {
+    fn split_pages(
+        self: &Arc<Self>,
+        spec: SplitSpec,
+        first: Option<Page>,
+    ) -> BoxStream<'static, Result<Page>> {
         let this = self.clone();
         let extra = self.first_params(spec.since.as_deref());
-        let concurrent = matches!(self.cfg.paginator, Paginator::Offset { .. } | Paginator::PageNumber { .. });
+        let concurrent = matches!(
+            self.cfg.paginator,
+            Paginator::Offset { .. } | Paginator::PageNumber { .. }
+        );
         if !concurrent {
-            return self.pages(spec.path, self.cfg.paginator.clone(), self.records.clone(), extra, first);
+            return self.pages(
+                spec.path,
+                self.cfg.paginator.clone(),
+                self.records.clone(),
+                extra,
+                first,
+            );
         }
         stream::once(async move {
             let url = this.url(&spec.path, &extra)?;
@@ -643,7 +713,16 @@ impl Inner {
                         .boxed()
                 }
                 // No total: walk on from the first page.
-                _ => this.pages(spec.path.clone(), this.cfg.paginator.clone(), this.records.clone(), extra, Some(first.clone())).skip(1).boxed(),
+                _ => this
+                    .pages(
+                        spec.path.clone(),
+                        this.cfg.paginator.clone(),
+                        this.records.clone(),
+                        extra,
+                        Some(first.clone()),
+                    )
+                    .skip(1)
+                    .boxed(),
             };
             Ok::<_, Error>(stream::once(async move { Ok(first) }).chain(rest))
         })
@@ -663,11 +742,15 @@ impl Inner {
         let location = format!("GET {} (page {})", page.url, page.number);
         if let Some(reason) = &page.invalid {
             if self.cfg.on_invalid_page == InvalidPagePolicy::Fail
-                || !matches!(self.cfg.paginator, Paginator::Offset { .. } | Paginator::PageNumber { .. } | Paginator::Single)
+                || !matches!(
+                    self.cfg.paginator,
+                    Paginator::Offset { .. } | Paginator::PageNumber { .. } | Paginator::Single
+                )
             {
                 return Err(invalid_page_error(page, "`on_invalid_page: fail`"));
             }
-            let raw = String::from_utf8_lossy(&page.body[..page.body.len().min(1 << 20)]).into_owned();
+            let raw =
+                String::from_utf8_lossy(&page.body[..page.body.len().min(1 << 20)]).into_owned();
             return Ok((
                 Vec::new(),
                 vec![QuarantineRecord {
@@ -687,17 +770,27 @@ impl Inner {
             let raw = &page.body[r.clone()];
             if let Some(inc) = inc {
                 let text = std::str::from_utf8(raw).unwrap_or_default();
-                let fields: HashMap<Cow<str>, &RawValue> = serde_json::from_str(text).unwrap_or_default();
-                if let Some(v) = fields.get(inc.cursor_field.as_str()).and_then(|v| scalar_text(v)) {
+                let fields: HashMap<Cow<str>, &RawValue> =
+                    serde_json::from_str(text).unwrap_or_default();
+                if let Some(v) = fields
+                    .get(inc.cursor_field.as_str())
+                    .and_then(|v| scalar_text(v))
+                {
                     let h = hash_of(raw);
-                    let old = from.last.as_deref().is_some_and(|l| cmp_values(&v, l).is_le());
+                    let old = from
+                        .last
+                        .as_deref()
+                        .is_some_and(|l| cmp_values(&v, l).is_le());
                     if old && from.seen.contains(&h) {
                         continue; // read before: deduplicated at the boundary
                     }
                     mark.offer(v, h, inc.lookback_secs);
                 }
             }
-            lines.extend(raw.iter().map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b }));
+            lines.extend(
+                raw.iter()
+                    .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b }),
+            );
             lines.push(b'\n');
             index.push(i as u64);
         }
@@ -707,12 +800,23 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_else(|| {
-                JsonRecordDecoder::new(self.schema.clone(), ctx.batch_size(), self.cfg.type_drift, self.cfg.unknown_fields)
+                JsonRecordDecoder::new(
+                    self.schema.clone(),
+                    ctx.batch_size(),
+                    self.cfg.type_drift,
+                    self.cfg.unknown_fields,
+                )
             });
         let out = dec.decode(&lines);
-        self.decoders.lock().unwrap_or_else(|p| p.into_inner()).push(dec);
+        self.decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dec);
         let out = out.map_err(|e| {
-            let rec = e.context_value("record").and_then(|r| r.parse::<usize>().ok()).unwrap_or(0);
+            let rec = e
+                .context_value("record")
+                .and_then(|r| r.parse::<usize>().ok())
+                .unwrap_or(0);
             let pos = index.get(rec).copied().unwrap_or(0) + 1;
             e.with_context("url", &page.url)
                 .with_context("page", page.number)
@@ -738,8 +842,18 @@ impl Inner {
             return Ok(Vec::new());
         };
         let sel = Selector::parse(&parent.records)?;
-        let params: Vec<(String, String)> = parent.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut pages = self.pages(parent.path.clone(), parent.paginator.clone(), sel, params, None);
+        let params: Vec<(String, String)> = parent
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut pages = self.pages(
+            parent.path.clone(),
+            parent.paginator.clone(),
+            sel,
+            params,
+            None,
+        );
         let mut out = Vec::new();
         while let Some(page) = pages.try_next().await? {
             if page.invalid.is_some() {
@@ -747,15 +861,22 @@ impl Inner {
             }
             for r in &page.records {
                 let text = std::str::from_utf8(&page.body[r.clone()]).unwrap_or_default();
-                let fields: HashMap<Cow<str>, &RawValue> = serde_json::from_str(text).unwrap_or_default();
-                match fields.get(parent.field.as_str()).and_then(|v| scalar_text(v)) {
+                let fields: HashMap<Cow<str>, &RawValue> =
+                    serde_json::from_str(text).unwrap_or_default();
+                match fields
+                    .get(parent.field.as_str())
+                    .and_then(|v| scalar_text(v))
+                {
                     Some(v) => out.push(v),
                     None => {
-                        return Err(Error::new(ErrorKind::Data, "a parent record lacks the field that names its children")
-                            .with_context("url", &page.url)
-                            .with_context("page", page.number)
-                            .with_context("field", &parent.field)
-                            .with_context("record", strata_files::decode::truncate(text, 200)));
+                        return Err(Error::new(
+                            ErrorKind::Data,
+                            "a parent record lacks the field that names its children",
+                        )
+                        .with_context("url", &page.url)
+                        .with_context("page", page.number)
+                        .with_context("field", &parent.field)
+                        .with_context("record", strata_files::decode::truncate(text, 200)));
                     }
                 }
             }
@@ -795,10 +916,18 @@ impl Source for RestSource {
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
         let inner = &self.inner;
-        let from = req.from.as_ref().map(parse_cursor).transpose()?.unwrap_or_default();
+        let from = req
+            .from
+            .as_ref()
+            .map(parse_cursor)
+            .transpose()?
+            .unwrap_or_default();
         let token = format!("{:016x}", rand_token());
         let since = inner.cfg.incremental.as_ref().map(|inc| {
-            let last = from.last.clone().unwrap_or_else(|| inc.initial_value.clone());
+            let last = from
+                .last
+                .clone()
+                .unwrap_or_else(|| inc.initial_value.clone());
             minus_lookback(&last, inc.lookback_secs)
         });
         let paths: Vec<String> = match &inner.cfg.parent {
@@ -810,7 +939,8 @@ impl Source for RestSource {
                     .await?
                     .into_iter()
                     .map(|v| {
-                        let enc: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                        let enc: String =
+                            url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
                         inner.cfg.path.replace(&holder, &enc)
                     })
                     .collect()
@@ -824,14 +954,18 @@ impl Source for RestSource {
                 since: since.clone(),
             };
             if inner.cfg.incremental.is_some() && inner.cfg.parent.is_none() {
-                // Probe: is there anything new? The page is kept for the read.
+                // Probe: is there anything new since the committed position? (The read asks
+                // again: the probe only decides whether there is an epoch.)
                 let url = inner.url(&path, &inner.first_params(since.as_deref()))?;
                 let (page, _) = inner.fetch(&url, 1, &inner.records).await?;
-                let fresh = page.invalid.is_some() || page.records.iter().any(|r| !from.seen.contains(&hash_of(&page.body[r.clone()])));
+                let fresh = page.invalid.is_some()
+                    || page
+                        .records
+                        .iter()
+                        .any(|r| !from.seen.contains(&hash_of(&page.body[r.clone()])));
                 if !fresh {
                     continue;
                 }
-                inner.probed.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{token}{path}"), page);
             }
             splits.push(Split {
                 id: path.clone(),
@@ -845,13 +979,17 @@ impl Source for RestSource {
             last: from.last.clone(),
             seen: from.seen.clone(),
         });
-        inner.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            token.clone(),
-            PlanState {
-                from: from.clone(),
-                mark: Watermark::default(),
-            },
-        );
+        inner
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                token.clone(),
+                PlanState {
+                    from: from.clone(),
+                    mark: Watermark::default(),
+                },
+            );
         let mut plan = ReadPlan::new(splits, Some(end));
         // The plan's token travels in its splits; `end_cursor` finds the state by it.
         if plan.splits.is_empty() {
@@ -879,11 +1017,6 @@ impl Source for RestSource {
                 .map(|s| s.from.clone())
                 .unwrap_or_default();
             let from = Arc::new(from);
-            let first = inner
-                .probed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&format!("{}{}", spec.token, spec.path));
             let token = spec.token.clone();
             let metrics = ctx.metrics().component("source");
             let decode = {
@@ -911,7 +1044,11 @@ impl Source for RestSource {
                         if !rejected.is_empty() {
                             ctx.quarantine("source", rejected).await?;
                         }
-                        let lookback = inner.cfg.incremental.as_ref().map_or(0, |i| i.lookback_secs);
+                        let lookback = inner
+                            .cfg
+                            .incremental
+                            .as_ref()
+                            .map_or(0, |i| i.lookback_secs);
                         if let Some(state) = inner
                             .plans
                             .lock()
@@ -930,7 +1067,7 @@ impl Source for RestSource {
             // Two pages in hand: the next page downloads while this one decodes.
             Ok::<_, Error>(
                 inner
-                    .split_pages(spec, first)
+                    .split_pages(spec, None)
                     .map(decode)
                     .buffered(2)
                     .try_flatten(),
@@ -964,7 +1101,11 @@ impl Source for RestSource {
         };
         // Records seen before at the old boundary stay deduplicated when the mark did not move.
         let mut seen: BTreeSet<u64> = mark.near.iter().map(|(_, h)| *h).collect();
-        if from.last.as_deref().is_some_and(|l| cmp_values(l, &max).is_eq()) {
+        if from
+            .last
+            .as_deref()
+            .is_some_and(|l| cmp_values(l, &max).is_eq())
+        {
             seen.extend(from.seen.iter().copied());
         }
         let floor = minus_lookback(&max, inc.lookback_secs);
@@ -984,6 +1125,10 @@ impl Source for RestSource {
 fn rand_token() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    t ^ N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).rotate_left(32)
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ N
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .rotate_left(32)
 }
