@@ -46,6 +46,8 @@ pub enum SourceConfig {
     S3(S3SourceConfig),
     /// Blobs in an Azure container: `connection` and `read`.
     AzureBlob(AzureBlobSourceConfig),
+    /// A paginated JSON API.
+    Rest(strata_rest::RestSourceConfig),
 }
 
 /// The transforms this binary knows.
@@ -202,6 +204,7 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SourceConfig::Files(c) => c.validate().map_err(at("source.files"))?,
         SourceConfig::S3(c) => c.validate().map_err(at("source.s3"))?,
         SourceConfig::AzureBlob(c) => c.validate().map_err(at("source.azure_blob"))?,
+        SourceConfig::Rest(c) => c.validate().map_err(at("source.rest"))?,
     }
     match &cfg.sink {
         SinkConfig::Parquet(c) => c.validate().map_err(at("sink.parquet"))?,
@@ -234,7 +237,7 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     match &cfg.source {
         SourceConfig::S3(c) => s3.push(&c.connection),
         SourceConfig::AzureBlob(c) => azure.push(&c.connection),
-        SourceConfig::Files(_) => {}
+        SourceConfig::Files(_) | SourceConfig::Rest(_) => {}
     }
     match &cfg.sink {
         SinkConfig::S3(c) => s3.push(&c.connection),
@@ -287,6 +290,11 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         ),
         SourceConfig::S3(c) => Arc::new(c.build().await.map_err(at("source.s3"))?),
         SourceConfig::AzureBlob(c) => Arc::new(c.build().await.map_err(at("source.azure_blob"))?),
+        SourceConfig::Rest(c) => Arc::new(
+            strata_rest::RestSource::try_new(c.clone())
+                .await
+                .map_err(at("source.rest"))?,
+        ),
     };
     let transforms = cfg
         .transforms

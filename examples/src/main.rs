@@ -5,6 +5,7 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod api;
 mod config;
 mod demo;
 mod progress;
@@ -46,6 +47,19 @@ enum Command {
     Check {
         /// The pipeline file.
         pipeline: PathBuf,
+    },
+    /// Serve an NDJSON file as a cursor-paginated JSON API (for trying and benchmarking the
+    /// REST source): `GET /<name>?cursor=<n>&limit=<k>`.
+    ServeApi {
+        /// The NDJSON file (e.g. `data/orders.ndjson`).
+        #[arg(long)]
+        file: PathBuf,
+        /// The resource name in the path.
+        #[arg(long, default_value = "orders")]
+        name: String,
+        /// The port on 127.0.0.1 (0: any free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
     },
     /// Create the buckets and containers a pipeline file names (idempotent).
     Setup {
@@ -121,6 +135,17 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 print_report(&report);
             }
             Ok(())
+        }
+        Command::ServeApi { file, name, port } => {
+            let lines = api::load(&file)?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            println!(
+                "serving {} records of {} at http://{}/{name}?cursor=0&limit=1000",
+                lines.len(),
+                file.display(),
+                listener.local_addr()?
+            );
+            api::serve(listener, &name, lines).await
         }
         Command::Setup { pipeline } => {
             let cfg = config::load(&pipeline)?;

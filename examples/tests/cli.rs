@@ -271,3 +271,35 @@ fn ctrl_c_cancels_cleanly_and_a_rerun_completes() {
     assert_eq!(r["outcome"], "Committed");
     assert_eq!(r["rows_written"], m.well_formed_order_lines);
 }
+
+#[test]
+fn strata_demo_checks_files_and_rest_against_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--scale", "0.005", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "strata demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The demo itself fails unless both the file and the REST pipelines match the manifest.
+    assert!(
+        stdout.contains("3. check: orders rows = well-formed lines"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("6. REST:"), "{stdout}");
+    let m: strata_datagen::Manifest =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("data/manifest.json")).unwrap())
+            .unwrap();
+    let rest = read_parquet_dir(&tmp.path().join("lake/orders_rest"));
+    assert_eq!(rows(&rest), m.well_formed_order_lines);
+    assert_eq!(
+        sorted_rows(&rest),
+        sorted_rows(&read_parquet_dir(&tmp.path().join("lake/orders"))),
+        "the API and the file give the same orders"
+    );
+}

@@ -1,0 +1,67 @@
+//! A small HTTP API over a generated NDJSON file, for `strata demo`, `strata serve-api` and the
+//! REST benchmark: `GET /<name>?cursor=<n>&limit=<k>` answers
+//! `{"data": [...], "next_cursor": "<n+k>" | null, "total": <count>}`. Only lines that are
+//! valid JSON are served (an API's database holds no malformed records; records with a
+//! drifting type are served as they are).
+
+use anyhow::{Context as _, Result};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+struct Records {
+    lines: Vec<Box<str>>,
+}
+
+/// Load the valid JSON lines of `file`.
+pub fn load(file: &Path) -> Result<Vec<Box<str>>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde::de::IgnoredAny>(l).is_ok())
+        .map(Box::from)
+        .collect())
+}
+
+async fn page(State(r): State<Arc<Records>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let at: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1000)
+        .clamp(1, 10_000);
+    let end = (at + limit).min(r.lines.len());
+    let slice = r.lines.get(at..end).unwrap_or_default();
+    let mut body = String::with_capacity(slice.iter().map(|l| l.len() + 1).sum::<usize>() + 64);
+    body.push_str("{\"data\":[");
+    for (i, l) in slice.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(l);
+    }
+    body.push_str("],\"next_cursor\":");
+    if end < r.lines.len() {
+        body.push_str(&format!("\"{end}\""));
+    } else {
+        body.push_str("null");
+    }
+    body.push_str(&format!(",\"total\":{}}}", r.lines.len()));
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// Serve `lines` at `/<name>` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    name: &str,
+    lines: Vec<Box<str>>,
+) -> Result<()> {
+    let app = axum::Router::new()
+        .route(&format!("/{name}"), axum::routing::get(page))
+        .with_state(Arc::new(Records { lines }));
+    axum::serve(listener, app).await?;
+    Ok(())
+}
