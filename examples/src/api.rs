@@ -2,7 +2,8 @@
 //! REST benchmark: `GET /<name>?cursor=<n>&limit=<k>` answers
 //! `{"data": [...], "next_cursor": "<n+k>" | null, "total": <count>}`. Only lines that are
 //! valid JSON are served (an API's database holds no malformed records; records with a
-//! drifting type are served as they are).
+//! drifting type are served as they are). With `updated_since=<RFC 3339>`, only records whose
+//! `updated_at` is at or after it are served (the cursor then counts within those).
 
 use anyhow::{Context as _, Result};
 use axum::extract::{Query, State};
@@ -13,6 +14,8 @@ use std::sync::Arc;
 
 struct Records {
     lines: Vec<Box<str>>,
+    /// Each line's `updated_at`, when it has one.
+    updated: Vec<Option<chrono::DateTime<chrono::FixedOffset>>>,
 }
 
 /// Load the valid JSON lines of `file`.
@@ -33,8 +36,25 @@ async fn page(State(r): State<Arc<Records>>, Query(q): Query<HashMap<String, Str
         .and_then(|c| c.parse().ok())
         .unwrap_or(1000)
         .clamp(1, 10_000);
-    let end = (at + limit).min(r.lines.len());
-    let slice = r.lines.get(at..end).unwrap_or_default();
+    let since = q
+        .get("updated_since")
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let filtered: Vec<&str>;
+    let all: Vec<&str> = match since {
+        Some(t) => {
+            filtered = r
+                .lines
+                .iter()
+                .zip(&r.updated)
+                .filter(|(_, u)| u.is_some_and(|u| u >= t))
+                .map(|(l, _)| &**l)
+                .collect();
+            filtered
+        }
+        None => r.lines.iter().map(|l| &**l).collect(),
+    };
+    let end = (at + limit).min(all.len());
+    let slice = all.get(at..end).unwrap_or_default();
     let mut body = String::with_capacity(slice.iter().map(|l| l.len() + 1).sum::<usize>() + 64);
     body.push_str("{\"data\":[");
     for (i, l) in slice.iter().enumerate() {
@@ -44,12 +64,12 @@ async fn page(State(r): State<Arc<Records>>, Query(q): Query<HashMap<String, Str
         body.push_str(l);
     }
     body.push_str("],\"next_cursor\":");
-    if end < r.lines.len() {
+    if end < all.len() {
         body.push_str(&format!("\"{end}\""));
     } else {
         body.push_str("null");
     }
-    body.push_str(&format!(",\"total\":{}}}", r.lines.len()));
+    body.push_str(&format!(",\"total\":{}}}", all.len()));
     ([("content-type", "application/json")], body).into_response()
 }
 
@@ -59,9 +79,23 @@ pub async fn serve(
     name: &str,
     lines: Vec<Box<str>>,
 ) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Updated {
+        #[serde(default)]
+        updated_at: Option<String>,
+    }
+    let updated = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Updated>(l)
+                .ok()
+                .and_then(|u| u.updated_at)
+                .and_then(|u| chrono::DateTime::parse_from_rfc3339(&u).ok())
+        })
+        .collect();
     let app = axum::Router::new()
         .route(&format!("/{name}"), axum::routing::get(page))
-        .with_state(Arc::new(Records { lines }));
+        .with_state(Arc::new(Records { lines, updated }));
     axum::serve(listener, app).await?;
     Ok(())
 }
