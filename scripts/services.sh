@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 STATE=.services
 mkdir -p "$STATE"
 
-# The services the suite needs today: moto (S3) and Azurite (Azure Blob). The MongoDB
-# (SecantusDB), Snowflake (fakesnow) and REST (json-server) connectors add theirs here.
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite"}
+# The services the suite needs today: moto (S3), Azurite (Azure Blob) and json-server (a
+# third-party REST API). The MongoDB (SecantusDB) and Snowflake (fakesnow) connectors add
+# theirs here.
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -60,6 +61,26 @@ start_azurite() {
     --loose --disableTelemetry --silent
 }
 ready_azurite() { wait_for azurite curl -s -o /dev/null http://127.0.0.1:10000/; }
+
+# REST: json-server 0.17.4 over a fixed db (200 orders, 30 partners), under .services/.
+JSON_SERVER_VERSION=0.17.4
+install_json_server() {
+  [ -f "$STATE/npm/node_modules/json-server/package.json" ] &&
+    grep -q "\"version\": \"$JSON_SERVER_VERSION\"" "$STATE/npm/node_modules/json-server/package.json" ||
+    npm install --silent --no-audit --no-fund --prefix "$STATE/npm" "json-server@$JSON_SERVER_VERSION"
+}
+start_json_server() {
+  python3 - "$STATE/json-server-db.json" <<'PY'
+import json, sys
+orders = [{"id": i, "partner_id": f"P-{i % 30:05d}", "total": round(i * 1.25, 2),
+           "updated_at": f"2024-01-{1 + i % 28:02d}T00:00:00Z"} for i in range(1, 201)]
+partners = [{"id": f"P-{i:05d}", "name": f"Partner {i}"} for i in range(30)]
+json.dump({"orders": orders, "partners": partners}, open(sys.argv[1], "w"))
+PY
+  start_bg json_server node "$STATE/npm/node_modules/json-server/lib/cli/bin.js" \
+    --host 127.0.0.1 --port 3000 --quiet "$STATE/json-server-db.json"
+}
+ready_json_server() { wait_for json_server curl -sf "http://127.0.0.1:3000/orders?_limit=1"; }
 
 cmd=${1:-}
 case "$cmd" in

@@ -47,7 +47,7 @@ pub enum SourceConfig {
     /// Blobs in an Azure container: `connection` and `read`.
     AzureBlob(AzureBlobSourceConfig),
     /// A paginated JSON API.
-    Rest(strata_rest::RestSourceConfig),
+    Rest(Box<strata_rest::RestSourceConfig>),
 }
 
 /// The transforms this binary knows.
@@ -291,7 +291,7 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         SourceConfig::S3(c) => Arc::new(c.build().await.map_err(at("source.s3"))?),
         SourceConfig::AzureBlob(c) => Arc::new(c.build().await.map_err(at("source.azure_blob"))?),
         SourceConfig::Rest(c) => Arc::new(
-            strata_rest::RestSource::try_new(c.clone())
+            strata_rest::RestSource::try_new(c.as_ref().clone())
                 .await
                 .map_err(at("source.rest"))?,
         ),
