@@ -384,6 +384,48 @@ impl RestSourceConfig {
         }
     }
 
+    /// Find the records at `path` (`$.data`).
+    #[must_use]
+    pub fn with_records(mut self, path: impl Into<String>) -> Self {
+        self.records = path.into();
+        self
+    }
+
+    /// Paginate with `paginator`.
+    #[must_use]
+    pub fn with_paginator(mut self, paginator: Paginator) -> Self {
+        self.paginator = paginator;
+        self
+    }
+
+    /// Send `key=value` with every request.
+    #[must_use]
+    pub fn with_param(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.insert(key.into(), value.into());
+        self
+    }
+
+    /// Authenticate with `auth`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Use `schema`.
+    #[must_use]
+    pub fn with_schema(mut self, schema: SchemaSource) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// Load incrementally.
+    #[must_use]
+    pub fn with_incremental(mut self, incremental: Incremental) -> Self {
+        self.incremental = Some(incremental);
+        self
+    }
+
     /// Check the config without I/O.
     ///
     /// # Errors

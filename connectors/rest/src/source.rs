@@ -18,6 +18,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use strata_core::metrics::{RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
 use strata_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
@@ -896,6 +897,31 @@ struct WalkState {
     first: Option<Page>,
 }
 
+/// End `pages` with a Timeout error once `limit` has passed since the first poll.
+fn with_deadline(
+    pages: BoxStream<'static, Result<Page>>,
+    limit: Duration,
+) -> BoxStream<'static, Result<Page>> {
+    let state = (Some(pages), None::<tokio::time::Instant>);
+    stream::unfold(state, move |(pages, deadline)| async move {
+        let mut pages = pages?;
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + limit);
+        match tokio::time::timeout_at(deadline, pages.next()).await {
+            Ok(Some(item)) => Some((item, (Some(pages), Some(deadline)))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    "reading the endpoint took longer than `http.total_timeout_secs`",
+                )
+                .with_context("total_timeout_secs", limit.as_secs())),
+                (None, Some(deadline)),
+            )),
+        }
+    })
+    .boxed()
+}
+
 fn invalid_page_error(page: &Page, why: &str) -> Error {
     Error::new(ErrorKind::Data, "a page is not readable JSON records")
         .with_context("url", &page.url)
@@ -1064,14 +1090,15 @@ impl Source for RestSource {
                     }
                 }
             };
+            let total = inner.cfg.http.total_timeout_secs;
+            let pages = inner.split_pages(spec, None);
+            let pages = if total == 0 {
+                pages
+            } else {
+                with_deadline(pages, Duration::from_secs(total))
+            };
             // Two pages in hand: the next page downloads while this one decodes.
-            Ok::<_, Error>(
-                inner
-                    .split_pages(spec, None)
-                    .map(decode)
-                    .buffered(2)
-                    .try_flatten(),
-            )
+            Ok::<_, Error>(pages.map(decode).buffered(2).try_flatten())
         })
         .try_flatten();
         Ok(BatchStreamAdapter::boxed(schema, Box::pin(stream)))

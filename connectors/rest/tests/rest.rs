@@ -243,6 +243,28 @@ async fn truncated(State(s): State<Arc<Srv>>) -> Response {
     json(body)
 }
 
+async fn gzipped() -> Response {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(format!("[{}]", recs(0, N)).as_bytes()).unwrap();
+    let body = e.finish().unwrap();
+    (
+        [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn endless(Query(q): Q) -> Response {
+    // A slow API with endless pages: only the total timeout ends it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let p = num(&q, "page", 1);
+    json(format!("{{\"data\":[{}]}}", rec(p)))
+}
+
 async fn down() -> Response {
     (StatusCode::BAD_GATEWAY, "upstream down").into_response()
 }
@@ -315,6 +337,8 @@ async fn serve() -> (String, Arc<Srv>) {
         .route("/slow", get(slow))
         .route("/truncated", get(truncated))
         .route("/down", get(down))
+        .route("/gzipped", get(gzipped))
+        .route("/endless", get(endless))
         .route("/invalid", get(invalid))
         .route("/dirty", get(dirty))
         .route("/changes", get(changes))
@@ -603,6 +627,53 @@ async fn transient_failures_are_retried_and_lasting_ones_named() {
     c.http.max_body_bytes = 100;
     let e = run(c).await.unwrap_err();
     assert!(e.to_string().contains("max_body_bytes"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_rate_limits_and_total_timeouts() {
+    let (base, _) = serve().await;
+    // A gzip body is decompressed on the way in.
+    let (rows, ids, _) = run(cfg(&base, "gzipped", "$", Paginator::Single))
+        .await
+        .unwrap();
+    assert_eq!((rows, ids), (N as u64, all_ids()));
+    // 10 pages at 20 requests per second take at least 9 intervals of 50 ms.
+    let mut c = cfg(
+        &base,
+        "pages",
+        "$.items",
+        Paginator::PageNumber {
+            page_param: "page".into(),
+            start: 1,
+            size_param: Some("size".into()),
+            size: Some(10),
+            total_pages_path: Some("$.total_pages".into()),
+        },
+    );
+    c.http.requests_per_second = 20.0;
+    let started = std::time::Instant::now();
+    assert_eq!(run(c).await.unwrap().0, N as u64);
+    assert!(
+        started.elapsed() >= Duration::from_millis(440),
+        "{:?}",
+        started.elapsed()
+    );
+    // Endless slow pages: the total timeout ends the read with a Timeout error.
+    let mut c = cfg(
+        &base,
+        "endless",
+        "$.data",
+        Paginator::PageNumber {
+            page_param: "page".into(),
+            start: 1,
+            size_param: None,
+            size: None,
+            total_pages_path: None,
+        },
+    );
+    c.http.total_timeout_secs = 1;
+    let e = run(c).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
