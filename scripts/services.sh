@@ -13,10 +13,10 @@ cd "$(dirname "$0")/.."
 STATE=.services
 mkdir -p "$STATE"
 
-# The services the suite needs today: moto (S3), Azurite (Azure Blob) and json-server (a
-# third-party REST API). The MongoDB (SecantusDB) and Snowflake (fakesnow) connectors add
-# theirs here.
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server"}
+# The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
+# third-party REST API) and SecantusDB (MongoDB wire protocol). The Snowflake connector
+# (fakesnow) adds its own here.
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -81,6 +81,21 @@ PY
     --host 127.0.0.1 --port 3000 --quiet "$STATE/json-server-db.json"
 }
 ready_json_server() { wait_for json_server curl -sf "http://127.0.0.1:3000/orders?_limit=1"; }
+
+# MongoDB: SecantusDB (MongoDB wire protocol on WiredTiger), in memory, a one-node replica set
+# (connect with directConnection=true), with a larger oplog for change-stream tests.
+SECANTUS_VERSION=0.7.0b3
+install_secantus() {
+  [ "$(python3 -c 'import importlib.metadata as m; print(m.version("secantusdb"))' 2>/dev/null)" = "$SECANTUS_VERSION" ] ||
+    pip install --quiet --disable-pip-version-check "secantusdb==$SECANTUS_VERSION"
+}
+start_secantus() {
+  start_bg secantus secantusd-py --host 127.0.0.1 --port 27017 --storage-path :memory: \
+    --log-level WARNING --oplog-max-entries 500000
+}
+ready_secantus() {
+  wait_for secantus python3 -c 'import socket; socket.create_connection(("127.0.0.1", 27017), 1).close()'
+}
 
 cmd=${1:-}
 case "$cmd" in

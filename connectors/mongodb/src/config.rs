@@ -1,0 +1,196 @@
+//! [`MongoSourceConfig`]: where the documents are, which ones, and how they become Arrow.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use strata_core::{Error, Result};
+use strata_files::{SchemaSource, UnknownFieldPolicy};
+
+/// Which documents: a find (filter, projection, sort) or an aggregation pipeline.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Query {
+    /// `find(filter)` with an optional projection and sort (extended JSON: `{"$date": ...}`).
+    Find {
+        /// The filter (default: every document).
+        #[serde(default)]
+        filter: serde_json::Map<String, serde_json::Value>,
+        /// The projection.
+        #[serde(default)]
+        projection: Option<serde_json::Map<String, serde_json::Value>>,
+        /// The sort.
+        #[serde(default)]
+        sort: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    /// An aggregation pipeline (read as one split).
+    Aggregate {
+        /// The stages.
+        pipeline: Vec<serde_json::Map<String, serde_json::Value>>,
+    },
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Query::Find {
+            filter: serde_json::Map::new(),
+            projection: None,
+            sort: None,
+        }
+    }
+}
+
+/// What to do with a field whose type varies across documents.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MixedTypes {
+    /// Numbers widen to the column's type (int32 < int64 < float64, decimals), scalars in a
+    /// text column become their text; anything else quarantines the document.
+    #[default]
+    Widen,
+    /// Like `widen`, and a document or array in a text column is kept as its JSON text.
+    JsonText,
+    /// A value that does not fit its column quarantines the document with its `_id` and the
+    /// reason (numbers still widen: arrow-json reads an int into a float column).
+    Quarantine,
+}
+
+/// Read preference.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReadPreference {
+    /// The primary.
+    #[default]
+    Primary,
+    /// The primary when available.
+    PrimaryPreferred,
+    /// A secondary.
+    Secondary,
+    /// A secondary when available.
+    SecondaryPreferred,
+    /// The nearest member.
+    Nearest,
+}
+
+/// Incremental extraction by a field that only grows (`updated_at`, `_id`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MongoIncremental {
+    /// The field.
+    pub field: String,
+    /// Where the first run starts (extended JSON: `{"$date": "2024-01-01T00:00:00Z"}`, a
+    /// number, a string); documents with the field greater than or equal to it are read.
+    #[serde(default)]
+    pub initial_value: Option<serde_json::Value>,
+}
+
+impl MongoIncremental {
+    /// By `field`, from the start.
+    pub fn new(field: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            initial_value: None,
+        }
+    }
+}
+
+/// Configuration of a MongoDB source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MongoSourceConfig {
+    /// The connection string (`mongodb://user:${PASSWORD}@host/?tls=true`); a secret, as it
+    /// may hold a password.
+    pub uri: SecretString,
+    /// The database.
+    pub database: String,
+    /// The collection.
+    pub collection: String,
+    /// Which documents.
+    #[serde(default)]
+    pub query: Query,
+    /// Documents per server batch.
+    #[serde(default = "default_batch")]
+    pub batch_size: u32,
+    /// Read preference.
+    #[serde(default)]
+    pub read_preference: ReadPreference,
+    /// The schema: explicit (respected exactly) or inferred from a bounded sample.
+    #[serde(default)]
+    pub schema: SchemaSource,
+    /// Fields whose type varies.
+    #[serde(default)]
+    pub mixed_types: MixedTypes,
+    /// Fields not in the schema.
+    #[serde(default)]
+    pub unknown_fields: UnknownFieldPolicy,
+    /// `_id` ranges read in parallel (find only; 0: two per core).
+    #[serde(default)]
+    pub splits: usize,
+    /// Incremental extraction.
+    #[serde(default)]
+    pub incremental: Option<MongoIncremental>,
+}
+
+fn default_batch() -> u32 {
+    2000
+}
+
+impl MongoSourceConfig {
+    /// Every document of `database.collection` at `uri`, schema inferred.
+    pub fn new(
+        uri: impl Into<String>,
+        database: impl Into<String>,
+        collection: impl Into<String>,
+    ) -> Self {
+        Self {
+            uri: SecretString::from(uri.into()),
+            database: database.into(),
+            collection: collection.into(),
+            query: Query::default(),
+            batch_size: default_batch(),
+            read_preference: ReadPreference::default(),
+            schema: SchemaSource::default(),
+            mixed_types: MixedTypes::default(),
+            unknown_fields: UnknownFieldPolicy::default(),
+            splits: 0,
+            incremental: None,
+        }
+    }
+
+    /// Check without I/O.
+    ///
+    /// # Errors
+    /// [`strata_core::ErrorKind::Config`] naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let uri = self.uri.expose_secret();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(Error::config(
+                "`uri` must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        if self.database.is_empty() || self.database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(
+                Error::config("invalid `database` name").with_context("database", &self.database)
+            );
+        }
+        if self.collection.is_empty()
+            || self.collection.starts_with("system.")
+            || self.collection.contains('$')
+        {
+            return Err(Error::config("invalid `collection` name")
+                .with_context("collection", &self.collection));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("`batch_size` must be at least 1"));
+        }
+        if matches!(self.query, Query::Aggregate { .. }) && self.incremental.is_some() {
+            return Err(Error::config(
+                "`incremental` works with `find`; put the condition in the pipeline instead",
+            ));
+        }
+        Ok(())
+    }
+}
