@@ -48,6 +48,8 @@ pub enum SourceConfig {
     AzureBlob(AzureBlobSourceConfig),
     /// A paginated JSON API.
     Rest(Box<strata_rest::RestSourceConfig>),
+    /// A MongoDB collection or aggregation.
+    Mongodb(Box<strata_mongodb::MongoSourceConfig>),
 }
 
 /// The transforms this binary knows.
@@ -205,6 +207,7 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SourceConfig::S3(c) => c.validate().map_err(at("source.s3"))?,
         SourceConfig::AzureBlob(c) => c.validate().map_err(at("source.azure_blob"))?,
         SourceConfig::Rest(c) => c.validate().map_err(at("source.rest"))?,
+        SourceConfig::Mongodb(c) => c.validate().map_err(at("source.mongodb"))?,
     }
     match &cfg.sink {
         SinkConfig::Parquet(c) => c.validate().map_err(at("sink.parquet"))?,
@@ -237,7 +240,7 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     match &cfg.source {
         SourceConfig::S3(c) => s3.push(&c.connection),
         SourceConfig::AzureBlob(c) => azure.push(&c.connection),
-        SourceConfig::Files(_) | SourceConfig::Rest(_) => {}
+        SourceConfig::Files(_) | SourceConfig::Rest(_) | SourceConfig::Mongodb(_) => {}
     }
     match &cfg.sink {
         SinkConfig::S3(c) => s3.push(&c.connection),
@@ -294,6 +297,11 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             strata_rest::RestSource::try_new(c.as_ref().clone())
                 .await
                 .map_err(at("source.rest"))?,
+        ),
+        SourceConfig::Mongodb(c) => Arc::new(
+            strata_mongodb::MongoSource::try_new(c.as_ref().clone())
+                .await
+                .map_err(at("source.mongodb"))?,
         ),
     };
     let transforms = cfg

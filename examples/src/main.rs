@@ -89,6 +89,10 @@ enum Command {
         /// Scale factor of the generated data.
         #[arg(long, default_value_t = 0.01)]
         scale: f64,
+        /// A MongoDB server: the demo loads the customers and partners into it and reads them
+        /// back through strata-mongodb (also `STRATA_DEMO_MONGODB_URI`).
+        #[arg(long, env = "STRATA_DEMO_MONGODB_URI")]
+        mongodb_uri: Option<String>,
     },
 }
 
@@ -205,7 +209,11 @@ async fn dispatch(cmd: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Demo { out, scale } => demo::run(&out, scale).await,
+        Command::Demo {
+            out,
+            scale,
+            mongodb_uri,
+        } => demo::run(&out, scale, mongodb_uri.as_deref()).await,
     }
 }
 

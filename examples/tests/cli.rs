@@ -273,11 +273,16 @@ fn ctrl_c_cancels_cleanly_and_a_rerun_completes() {
 }
 
 #[test]
-fn strata_demo_checks_files_and_rest_against_the_manifest() {
+fn strata_demo_checks_files_rest_and_mongodb_against_the_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["demo", "--scale", "0.005", "--out"])
         .arg(tmp.path())
+        .arg("--mongodb-uri")
+        .arg(
+            std::env::var("STRATA_MONGODB_URI")
+                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into()),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -292,6 +297,20 @@ fn strata_demo_checks_files_and_rest_against_the_manifest() {
         "{stdout}"
     );
     assert!(stdout.contains("6. REST:"), "{stdout}");
+    assert_eq!(
+        stdout.matches("7. MongoDB:").count(),
+        2,
+        "customers and partners through MongoDB (needs scripts/services.sh start): {stdout}"
+    );
+    let customers = read_parquet_dir(&tmp.path().join("lake/customers_mongodb"));
+    assert_eq!(
+        rows(&customers),
+        read_parquet_dir(&tmp.path().join("lake/customers"))
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum::<u64>(),
+        "the same customers from the file and from MongoDB"
+    );
     let m: strata_datagen::Manifest =
         serde_json::from_slice(&std::fs::read(tmp.path().join("data/manifest.json")).unwrap())
             .unwrap();
