@@ -12,26 +12,15 @@ medians reported. Usage:
 """
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from _common import ROOT, medians, timed
 
 
-def timed(cmd, env=None):
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    if status != 0:
-        sys.exit(f"command failed ({status}): {' '.join(map(str, cmd))}\n{err}")
-    return wall, usage.ru_maxrss * 1024
 
 
 def schema_yaml(data):

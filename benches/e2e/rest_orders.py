@@ -22,13 +22,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from _common import ROOT, medians, timed
 
 PY_LOOP = r'''
 import json, sys, requests
@@ -75,15 +73,6 @@ print(info)
 '''
 
 
-def timed(cmd, env=None):
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    if status != 0:
-        sys.exit(f"command failed ({status}): {' '.join(map(str, cmd))}\n{err[-3000:]}")
-    return wall, usage.ru_maxrss * 1024
 
 
 def main():
@@ -127,12 +116,11 @@ def main():
                 results["dlt"].append(timed([sys.executable, "-c", DLT, base, str(out / "dlt")], env=env))
     finally:
         server.kill()
-    med = {k: statistics.median(w for w, _ in v) for k, v in results.items() if v}
-    rss = {k: statistics.median(r for _, r in v) / 2**20 for k, v in results.items() if v}
+    med, rss, every = medians(results)
     row = {"scale": args.scale, "runs": args.runs, "dlt_runs": args.dlt_runs,
            **{f"{k}_s": round(v, 2) for k, v in med.items()},
            **{f"{k}_rss_mb": round(v, 1) for k, v in rss.items()},
-           **{f"{k}_all_s": [round(w, 2) for w, _ in v] for k, v in results.items()},
+           **{f"{k}_all_s": v for k, v in every.items()},
            "dlt_over_strata": round(med["dlt"] / med["strata"], 1),
            "python_fetch_over_strata": round(med["python_fetch"] / med["strata"], 2),
            "python_parquet_over_strata": round(med["python_parquet"] / med["strata"], 2)}

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from _common import ROOT, medians, timed
 S3 = os.environ.get("STRATA_S3_ENDPOINT", "http://127.0.0.1:5000")
 AZURITE = os.environ.get("STRATA_AZURITE_ENDPOINT", "http://127.0.0.1:10000")
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -44,15 +44,6 @@ ds.write_dataset(src, sys.argv[5], filesystem=az, format="parquet",
 '''
 
 
-def timed(cmd):
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    if status != 0:
-        sys.exit(f"command failed ({status}): {' '.join(map(str, cmd))}\n{err}")
-    return wall, usage.ru_maxrss * 1024
 
 
 def s3_conn(bucket, prefix):

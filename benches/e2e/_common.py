@@ -1,0 +1,29 @@
+"""Helpers shared by the end-to-end benchmarks."""
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def timed(cmd, env=None):
+    """Run `cmd` in its own process: (wall seconds, peak RSS bytes from wait4's ru_maxrss)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    if status != 0:
+        sys.exit(f"command failed ({status}): {' '.join(map(str, cmd))[:300]}\n{err[-3000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def medians(results):
+    """{name: [(wall, rss)]} -> ({name: median wall}, {name: median RSS MB}, {name: all walls})."""
+    med = {k: statistics.median(w for w, _ in v) for k, v in results.items() if v}
+    rss = {k: statistics.median(r for _, r in v) / 2**20 for k, v in results.items() if v}
+    every = {k: [round(w, 2) for w, _ in v] for k, v in results.items() if v}
+    return med, rss, every
