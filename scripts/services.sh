@@ -16,7 +16,7 @@ mkdir -p "$STATE"
 # The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
 # third-party REST API) and SecantusDB (MongoDB wire protocol). The Snowflake connector
 # (fakesnow) adds its own here.
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus"}
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -95,6 +95,15 @@ start_secantus() {
 }
 ready_secantus() {
   wait_for secantus python3 -c 'import socket; socket.create_connection(("127.0.0.1", 27017), 1).close()'
+}
+# The same with --auth on 27018, for the failed-authentication test (no users: every login fails).
+install_secantus_auth() { install_secantus; }
+start_secantus_auth() {
+  start_bg secantus_auth secantusd-py --host 127.0.0.1 --port 27018 --storage-path :memory: \
+    --log-level WARNING --auth
+}
+ready_secantus_auth() {
+  wait_for secantus_auth python3 -c 'import socket; socket.create_connection(("127.0.0.1", 27018), 1).close()'
 }
 
 cmd=${1:-}

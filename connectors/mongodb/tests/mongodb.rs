@@ -196,7 +196,7 @@ async fn incremental_runs_read_each_document_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_uri_missing_collection_and_no_server_are_clear_errors() {
+async fn bad_uri_failed_auth_missing_collection_and_no_server_are_clear_errors() {
     let e = MongoSource::try_new(MongoSourceConfig::new("mongodb://[::1", "d", "c"))
         .await
         .unwrap_err();
@@ -225,6 +225,15 @@ async fn bad_uri_missing_collection_and_no_server_are_clear_errors() {
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     let secret = MongoSourceConfig::new("mongodb://ann:hunter2@127.0.0.1:9/", "d", "c");
     assert!(!format!("{secret:?}").contains("hunter2"));
+    // A server that requires authentication, and a user it does not know.
+    let auth_uri = std::env::var("STRATA_MONGODB_AUTH_URI").unwrap_or_else(|_| {
+        "mongodb://nobody:hunter2@127.0.0.1:27018/?directConnection=true&serverSelectionTimeoutMS=5000".into()
+    });
+    let e = MongoSource::try_new(MongoSourceConfig::new(&auth_uri, "d", "c"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{}", e.report());
+    assert!(!e.report().contains("hunter2"), "{}", e.report());
 }
 
 /// A TCP proxy to the server that can be cut: the conformance suite's broken input.
