@@ -1,15 +1,11 @@
 //! [`AzureBlobConfig`]: where the container is and how to authorize requests.
 
-use object_store::ObjectStore;
 use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
-use object_store::multipart::MultipartStore;
-use object_store::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::sync::Arc;
 use strata_core::{Error, Result};
-use strata_files::StoreLocation;
 use strata_files::cloud::HttpSettings;
+use strata_files::{StoreLocation, cloud_url};
 
 /// Azurite's well-known development account.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -292,23 +288,19 @@ impl AzureBlobConfig {
     /// # Errors
     /// Config errors.
     pub fn location(&self) -> Result<StoreLocation> {
-        let az = self.build_store()?;
-        let az = Arc::new(az);
-        let store: Arc<dyn ObjectStore> = az.clone();
-        let mp: Arc<dyn MultipartStore> = az;
-        let prefix = self.prefix.trim_end_matches('/');
-        Ok(StoreLocation::new(store, Path::from(prefix), self.url()).with_multipart_store(mp))
+        Ok(StoreLocation::cloud(
+            self.build_store()?,
+            &format!("az://{}/{}", self.account_name(), self.container),
+            &self.prefix,
+        ))
     }
 
     /// `az://account/container/prefix`: how errors and reports name the location.
     pub fn url(&self) -> String {
-        let prefix = self.prefix.trim_matches('/');
-        let base = format!("az://{}/{}", self.account_name(), self.container);
-        if prefix.is_empty() {
-            base
-        } else {
-            format!("{base}/{prefix}")
-        }
+        cloud_url(
+            &format!("az://{}/{}", self.account_name(), self.container),
+            &self.prefix,
+        )
     }
 }
 

@@ -17,7 +17,7 @@ mod source;
 pub use checkpoint::ObjectStoreCheckpointStore;
 pub use decode::{DecodedRecords, JsonRecordDecoder, RejectedRecord};
 pub use error::FilesError;
-pub use location::StoreLocation;
+pub use location::{StoreLocation, cloud_url};
 pub use options::{
     ColumnSpec, Compression, CorruptFilePolicy, CsvOptions, FileSourceConfig, Format, ListingMode,
     ParquetSinkConfig, Partitioning, SchemaSource, TypeDriftPolicy, UnknownFieldPolicy,

@@ -35,6 +35,14 @@ fn check_scheme(root: &str) -> Result<()> {
     }
 }
 
+/// How a cloud location is named: `base` (`s3://bucket`) joined with the prefix, if any.
+pub fn cloud_url(base: &str, prefix: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => base.to_string(),
+        p => format!("{base}/{p}"),
+    }
+}
+
 impl fmt::Debug for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreLocation")
@@ -54,6 +62,20 @@ impl StoreLocation {
             display: display.into(),
             local_root: None,
         }
+    }
+
+    /// A cloud store that is also a [`MultipartStore`] (S3, Azure), under `prefix`; errors name
+    /// it [`cloud_url`]`(base, prefix)` (`s3://bucket/prefix`). Its multipart uploads are
+    /// journaled (see [`StoreLocation::with_multipart_store`]).
+    pub fn cloud<S: ObjectStore + MultipartStore>(store: S, base: &str, prefix: &str) -> Self {
+        let store = Arc::new(store);
+        let multipart: Arc<dyn MultipartStore> = store.clone();
+        Self::new(
+            store,
+            Path::from(prefix.trim_end_matches('/')),
+            cloud_url(base, prefix),
+        )
+        .with_multipart_store(multipart)
     }
 
     /// The same store seen as a [`MultipartStore`] (S3 and Azure are both): sinks then

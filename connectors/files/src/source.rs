@@ -605,18 +605,16 @@ impl Inner {
                     // The bytes after this point cannot be read: record the file and the
                     // line where reading broke; the lines before it were delivered.
                     let b = self.lines_before(&handle, spec, &describe)?;
-                    let record = QuarantineRecord {
-                        component: "source".into(),
-                        location: describe.clone(),
-                        position: Some(b + next_line + 1),
-                        raw: String::new(),
-                        reason: format!(
-                            "the file cannot be read from this line on ({}): {source}",
-                            compression_name(compression)
-                        ),
-                        column: None,
-                    };
-                    handle.block_on(ctx.quarantine("source", vec![record]))?;
+                    let reason = format!(
+                        "the file cannot be read from this line on ({}): {source}",
+                        compression_name(compression)
+                    );
+                    handle.block_on(quarantine_file(
+                        ctx,
+                        &describe,
+                        Some(b + next_line + 1),
+                        reason,
+                    ))?;
                     return Ok(());
                 }
                 Err(source) => {
@@ -750,7 +748,8 @@ impl Inner {
             let stream = match built {
                 Ok(s) => s,
                 Err(source) if quarantine && parquet_corruption(&source) => {
-                    quarantine_file(&ctx, &d, None, &source).await?;
+                    quarantine_file(&ctx, &d, None, format!("the file cannot be read: {source}"))
+                        .await?;
                     return Ok(futures::stream::empty().boxed());
                 }
                 Err(source) => return Err(Error::from(FilesError::Parquet { path: d, source })),
@@ -771,10 +770,15 @@ impl Inner {
                         *done = true;
                         let (ctx, describe) = (ctx.clone(), describe.clone());
                         Some(futures::future::Either::Right(async move {
-                            quarantine_file(&ctx, &describe, None, &source)
-                                .await
-                                .err()
-                                .map(Err)
+                            quarantine_file(
+                                &ctx,
+                                &describe,
+                                None,
+                                format!("the file cannot be read: {source}"),
+                            )
+                            .await
+                            .err()
+                            .map(Err)
                         }))
                     }
                     Err(source) => {
@@ -856,14 +860,13 @@ fn newline_count(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
-/// Quarantine a whole unreadable file.
+/// Quarantine an unreadable file (from `position`, the line where reading broke, when known).
 async fn quarantine_file(
     ctx: &Context,
     describe: &str,
     position: Option<u64>,
-    source: &(dyn std::error::Error + Send + Sync),
+    reason: String,
 ) -> Result<()> {
-    let reason = format!("the file cannot be read: {source}");
     let record = QuarantineRecord {
         component: "source".into(),
         location: describe.to_string(),

@@ -41,13 +41,6 @@ async fn run(cfg: MongoSourceConfig) -> strata_core::Result<(strata_core::RunRep
     Ok((p.run().await?, sink))
 }
 
-fn sorted(sink: &MemorySink) -> Vec<RecordBatchRow> {
-    let mut rows = strata_testkit::assert::sorted_rows(&sink.visible());
-    rows.sort();
-    rows
-}
-type RecordBatchRow = String;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bson_type_keeps_its_meaning() {
     let db = unique("types");
@@ -148,7 +141,7 @@ async fn twenty_thousand_documents_split_by_id_ranges_are_read_once() {
     let (r, sink) = run(cfg).await.unwrap();
     assert_eq!(r.splits, 4);
     assert_eq!(r.rows_written, 20_000);
-    let rows = sorted(&sink);
+    let rows = strata_testkit::assert::sorted_rows(&sink.visible());
     let mut dedup = rows.clone();
     dedup.dedup();
     assert_eq!(dedup.len(), 20_000, "no document twice");

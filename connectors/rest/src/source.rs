@@ -199,10 +199,25 @@ fn record_ranges(body: &Bytes, sel: &Selector) -> std::result::Result<Vec<Range<
         .collect())
 }
 
-fn first_value(body: &Bytes, sel: &Selector) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    let root: &RawValue = serde_json::from_str(text).ok()?;
-    sel.text(root)
+/// A page body's JSON root: parsed once per page for all of its value lookups (total,
+/// has_more, next cursor or URL), each of which then walks only the objects on its path.
+fn json_root(body: &Bytes) -> Option<&RawValue> {
+    serde_json::from_slice(body).ok()
+}
+
+/// `url` with the query parameter `name` set to `value` (replacing any earlier one).
+fn with_query_param(url: &Url, name: &str, value: &str) -> Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut u = url.clone();
+    u.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair(name, value);
+    u
 }
 
 /// The `rel="next"` target of an RFC 8288 `Link` header.
@@ -472,12 +487,14 @@ impl Inner {
         headers: &reqwest::header::HeaderMap,
     ) -> Result<()> {
         let stop = &self.cfg.stop;
+        let root = json_root(&page.body);
+        let value = |sel: &Selector| root.and_then(|r| sel.text(r));
         let n = page.records.len() as u64;
         st.records += n;
         if st.total.is_none()
             && let Some(t) = &self.total
         {
-            st.total = first_value(&page.body, t).and_then(|v| v.parse::<u64>().ok());
+            st.total = value(t).and_then(|v| v.parse::<u64>().ok());
         }
         let valid = page.invalid.is_none();
         if valid && n == 0 {
@@ -489,7 +506,7 @@ impl Inner {
             st.done = true;
         }
         if let Some(h) = &self.has_more
-            && first_value(&page.body, h).as_deref() == Some("false")
+            && value(h).as_deref() == Some("false")
         {
             st.done = true;
         }
@@ -502,19 +519,7 @@ impl Inner {
         if st.done {
             return Ok(());
         }
-        let with_param = |name: &str, value: &str| {
-            let mut u = url.clone();
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .filter(|(k, _)| k != name)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            u.query_pairs_mut()
-                .clear()
-                .extend_pairs(pairs)
-                .append_pair(name, value);
-            u
-        };
+        let with_param = |name: &str, value: &str| with_query_param(url, name, value);
         let next = match paginator {
             Paginator::Single => None,
             Paginator::Offset {
@@ -535,7 +540,7 @@ impl Inner {
                 let pages = total_pages_path
                     .as_deref()
                     .and_then(|p| Selector::parse(p).ok())
-                    .and_then(|s| first_value(&page.body, &s))
+                    .and_then(|s| value(&s))
                     .and_then(|v| v.parse::<u64>().ok());
                 if pages.is_some_and(|p| st.number >= p) {
                     None
@@ -551,7 +556,7 @@ impl Inner {
                     return Err(invalid_page_error(page, "the next cursor is in the page"));
                 }
                 let sel = Selector::parse(cursor_path)?;
-                match first_value(&page.body, &sel).filter(|c| !c.is_empty()) {
+                match value(&sel).filter(|c| !c.is_empty()) {
                     Some(c) => Some(self.guard(st, with_param(cursor_param, &c), page)?),
                     None => None,
                 }
@@ -574,7 +579,7 @@ impl Inner {
                     return Err(invalid_page_error(page, "the next URL is in the page"));
                 }
                 let sel = Selector::parse(next_url_path)?;
-                match first_value(&page.body, &sel).filter(|c| !c.is_empty()) {
+                match value(&sel).filter(|c| !c.is_empty()) {
                     Some(t) => Some(self.guard(st, self.resolve(url, &t)?, page)?),
                     None => None,
                 }
@@ -617,10 +622,11 @@ impl Inner {
     /// The concurrent page numbers, once the first page told the total.
     fn known_pages(&self, first: &Page) -> Option<u64> {
         let stop = &self.cfg.stop;
+        let root = json_root(&first.body)?;
         let total = self
             .total
             .as_ref()
-            .and_then(|t| first_value(&first.body, t))
+            .and_then(|t| t.text(root))
             .and_then(|v| v.parse::<u64>().ok());
         let mut pages = match &self.cfg.paginator {
             Paginator::Offset { limit, .. } => total.map(|t| t.div_ceil(*limit)),
@@ -631,7 +637,7 @@ impl Inner {
             } => total_pages_path
                 .as_deref()
                 .and_then(|p| Selector::parse(p).ok())
-                .and_then(|s| first_value(&first.body, &s))
+                .and_then(|s| s.text(root))
                 .and_then(|v| v.parse::<u64>().ok())
                 .or_else(|| total.zip(*size).map(|(t, s)| t.div_ceil(s))),
             _ => None,
@@ -654,31 +660,17 @@ impl Inner {
                 offset_param,
                 start,
                 ..
-            } => (offset_param.clone(), start + (k - 1) * limit),
+            } => (offset_param.as_str(), start + (k - 1) * limit),
             Paginator::PageNumber {
                 page_param, start, ..
-            } => (page_param.clone(), start + k - 1),
+            } => (page_param.as_str(), start + k - 1),
             _ => unreachable!("only for offset and page numbers"),
         };
-        let mut u = first_url.clone();
-        let pairs: Vec<(String, String)> = first_url
-            .query_pairs()
-            .filter(|(q, _)| *q != name)
-            .map(|(q, v)| (q.into_owned(), v.into_owned()))
-            .collect();
-        u.query_pairs_mut()
-            .clear()
-            .extend_pairs(pairs)
-            .append_pair(&name, &value.to_string());
-        u
+        with_query_param(first_url, name, &value.to_string())
     }
 
     /// Every page of the split: sequentially, or after the first page concurrently.
-    fn split_pages(
-        self: &Arc<Self>,
-        spec: SplitSpec,
-        first: Option<Page>,
-    ) -> BoxStream<'static, Result<Page>> {
+    fn split_pages(self: &Arc<Self>, spec: SplitSpec) -> BoxStream<'static, Result<Page>> {
         let this = self.clone();
         let extra = self.first_params(spec.since.as_deref());
         let concurrent = matches!(
@@ -691,15 +683,12 @@ impl Inner {
                 self.cfg.paginator.clone(),
                 self.records.clone(),
                 extra,
-                first,
+                None,
             );
         }
         stream::once(async move {
             let url = this.url(&spec.path, &extra)?;
-            let first = match first {
-                Some(p) => p,
-                None => this.fetch(&url, 1, &this.records).await?.0,
-            };
+            let first = this.fetch(&url, 1, &this.records).await?.0;
             let rest: BoxStream<'static, Result<Page>> = match this.known_pages(&first) {
                 Some(pages) if first.invalid.is_none() && !first.records.is_empty() => {
                     let t = this.clone();
@@ -1091,7 +1080,7 @@ impl Source for RestSource {
                 }
             };
             let total = inner.cfg.http.total_timeout_secs;
-            let pages = inner.split_pages(spec, None);
+            let pages = inner.split_pages(spec);
             let pages = if total == 0 {
                 pages
             } else {

@@ -1,15 +1,11 @@
 //! [`S3Config`]: where the bucket is and how to sign requests.
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::multipart::MultipartStore;
-use object_store::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::sync::Arc;
 use strata_core::{Error, Result};
-use strata_files::StoreLocation;
 use strata_files::cloud::HttpSettings;
+use strata_files::{StoreLocation, cloud_url};
 
 /// How requests are signed.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -308,22 +304,16 @@ impl S3Config {
     /// # Errors
     /// Config errors.
     pub fn location(&self) -> Result<StoreLocation> {
-        let s3 = self.build_store()?;
-        let s3 = Arc::new(s3);
-        let store: Arc<dyn ObjectStore> = s3.clone();
-        let mp: Arc<dyn MultipartStore> = s3;
-        let prefix = self.prefix.trim_end_matches('/');
-        Ok(StoreLocation::new(store, Path::from(prefix), self.url()).with_multipart_store(mp))
+        Ok(StoreLocation::cloud(
+            self.build_store()?,
+            &format!("s3://{}", self.bucket),
+            &self.prefix,
+        ))
     }
 
     /// `s3://bucket/prefix`: how errors and reports name the location.
     pub fn url(&self) -> String {
-        let prefix = self.prefix.trim_matches('/');
-        if prefix.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3://{}/{prefix}", self.bucket)
-        }
+        cloud_url(&format!("s3://{}", self.bucket), &self.prefix)
     }
 }
 
