@@ -16,7 +16,7 @@ mkdir -p "$STATE"
 # The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
 # third-party REST API) and SecantusDB (MongoDB wire protocol). The Snowflake connector
 # (fakesnow) adds its own here.
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth"}
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -104,6 +104,17 @@ start_secantus_auth() {
 }
 ready_secantus_auth() {
   wait_for secantus_auth python3 -c 'import socket; socket.create_connection(("127.0.0.1", 27018), 1).close()'
+}
+
+# A third SecantusDB that keeps only 300 oplog entries (pruned every 1,000 writes), so the
+# change-stream test can lose history for real and check that it says so.
+install_secantus_small_oplog() { install_secantus; }
+start_secantus_small_oplog() {
+  start_bg secantus_small_oplog secantusd-py --host 127.0.0.1 --port 27019 --storage-path :memory: \
+    --log-level WARNING --oplog-max-entries 300
+}
+ready_secantus_small_oplog() {
+  wait_for secantus_small_oplog python3 -c 'import socket; socket.create_connection(("127.0.0.1", 27019), 1).close()'
 }
 
 cmd=${1:-}

@@ -73,6 +73,8 @@ pub enum SinkConfig {
     S3(S3SinkConfig),
     /// Parquet files in an Azure container: `connection` and `write`.
     AzureBlob(AzureBlobSinkConfig),
+    /// A MongoDB collection: append, or upsert by key (with deletes), exactly once.
+    Mongodb(Box<strata_mongodb::MongoSinkConfig>),
 }
 
 /// Checkpoint stores.
@@ -213,6 +215,7 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SinkConfig::Parquet(c) => c.validate().map_err(at("sink.parquet"))?,
         SinkConfig::S3(c) => c.validate().map_err(at("sink.s3"))?,
         SinkConfig::AzureBlob(c) => c.validate().map_err(at("sink.azure_blob"))?,
+        SinkConfig::Mongodb(c) => c.validate().map_err(at("sink.mongodb"))?,
     }
     match &cfg.checkpoint {
         CheckpointConfig::S3 { connection } => {
@@ -245,7 +248,7 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     match &cfg.sink {
         SinkConfig::S3(c) => s3.push(&c.connection),
         SinkConfig::AzureBlob(c) => azure.push(&c.connection),
-        SinkConfig::Parquet(_) => {}
+        SinkConfig::Parquet(_) | SinkConfig::Mongodb(_) => {}
     }
     match &cfg.checkpoint {
         CheckpointConfig::S3 { connection } => s3.push(connection),
@@ -327,6 +330,14 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         SinkConfig::AzureBlob(c) => (
             Arc::new(c.build().map_err(at("sink.azure_blob"))?),
             c.connection.url(),
+        ),
+        SinkConfig::Mongodb(c) => (
+            Arc::new(
+                strata_mongodb::MongoSink::try_new(c.as_ref().clone())
+                    .await
+                    .map_err(at("sink.mongodb"))?,
+            ),
+            format!("mongodb {}.{}", c.database, c.collection),
         ),
     };
     let checkpoints: Arc<dyn CheckpointStore> = match &cfg.checkpoint {

@@ -96,6 +96,115 @@ impl MongoIncremental {
     }
 }
 
+/// Where a change stream starts on its first run (no committed resume token yet).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InitialPosition {
+    /// Read every document (rows with operation `snapshot`), then follow the changes made
+    /// from the moment the snapshot started.
+    #[default]
+    Snapshot,
+    /// Follow only the changes made from now on.
+    Latest,
+}
+
+/// What update events carry.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FullDocument {
+    /// The whole current document, looked up when the event is read (null columns when it
+    /// has been deleted since; `_updated_fields` still says what changed).
+    #[default]
+    UpdateLookup,
+    /// Only the key and `_updated_fields` / `_removed_fields`.
+    None,
+}
+
+/// What to do when the committed resume token is older than the server's oplog (the events
+/// in between are gone).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HistoryLostPolicy {
+    /// Fail with an error that says so (never a silent gap).
+    #[default]
+    Fail,
+    /// Read the whole collection again (operation `snapshot`) and follow changes from there.
+    Snapshot,
+}
+
+/// Change-stream CDC: inserts, updates, replaces and deletes as rows with an operation
+/// column, resumed from the resume token committed with the data.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ChangeStreamConfig {
+    /// Where the first run starts.
+    #[serde(default)]
+    pub initial: InitialPosition,
+    /// What update events carry.
+    #[serde(default)]
+    pub full_document: FullDocument,
+    /// When the committed token's history is gone from the oplog.
+    #[serde(default)]
+    pub on_history_lost: HistoryLostPolicy,
+    /// The operation column: `snapshot`, `insert`, `update`, `replace` or `delete`.
+    #[serde(default = "default_operation_column")]
+    pub operation_column: String,
+    /// Events read per epoch at most (0: until caught up with the time the epoch was planned).
+    #[serde(default)]
+    pub max_events_per_epoch: u64,
+    /// How long the server waits for new events before answering an empty batch.
+    #[serde(default = "default_max_await")]
+    pub max_await_millis: u64,
+}
+
+fn default_operation_column() -> String {
+    "_op".into()
+}
+
+fn default_max_await() -> u64 {
+    500
+}
+
+impl Default for ChangeStreamConfig {
+    fn default() -> Self {
+        Self {
+            initial: InitialPosition::default(),
+            full_document: FullDocument::default(),
+            on_history_lost: HistoryLostPolicy::default(),
+            operation_column: default_operation_column(),
+            max_events_per_epoch: 0,
+            max_await_millis: default_max_await(),
+        }
+    }
+}
+
+impl ChangeStreamConfig {
+    /// With the first run's starting point.
+    #[must_use]
+    pub fn with_initial(mut self, initial: InitialPosition) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// With the policy for lost history.
+    #[must_use]
+    pub fn with_on_history_lost(mut self, policy: HistoryLostPolicy) -> Self {
+        self.on_history_lost = policy;
+        self
+    }
+
+    /// With a cap on the events per epoch.
+    #[must_use]
+    pub fn with_max_events_per_epoch(mut self, n: u64) -> Self {
+        self.max_events_per_epoch = n;
+        self
+    }
+}
+
 /// Configuration of a MongoDB source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +241,9 @@ pub struct MongoSourceConfig {
     /// Incremental extraction.
     #[serde(default)]
     pub incremental: Option<MongoIncremental>,
+    /// Change-stream CDC instead of reading documents.
+    #[serde(default)]
+    pub change_stream: Option<ChangeStreamConfig>,
 }
 
 fn default_batch() -> u32 {
@@ -157,6 +269,7 @@ impl MongoSourceConfig {
             unknown_fields: UnknownFieldPolicy::default(),
             splits: 0,
             incremental: None,
+            change_stream: None,
         }
     }
 
@@ -190,6 +303,23 @@ impl MongoSourceConfig {
             return Err(Error::config(
                 "`incremental` works with `find`; put the condition in the pipeline instead",
             ));
+        }
+        if let Some(cs) = &self.change_stream {
+            if self.incremental.is_some() {
+                return Err(Error::config(
+                    "`change_stream` and `incremental` exclude each other: a change stream \
+                     already reads only what changed",
+                ));
+            }
+            if self.query != Query::default() {
+                return Err(Error::config(
+                    "`change_stream` follows the whole collection: leave `query` out \
+                     (filter downstream)",
+                ));
+            }
+            if cs.operation_column.is_empty() {
+                return Err(Error::config("`change_stream.operation_column` is empty"));
+            }
         }
         Ok(())
     }

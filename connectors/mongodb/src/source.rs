@@ -2,7 +2,10 @@
 //! documents normalised to JSON lines in batches and decoded into Arrow with the file source's
 //! policies; incremental by a high-water mark committed with the data.
 
-use crate::config::{MixedTypes, MongoSourceConfig, Query, ReadPreference};
+use crate::changes::{self, CdcCursor, Events, OpenError};
+use crate::config::{
+    HistoryLostPolicy, InitialPosition, MixedTypes, MongoSourceConfig, Query, ReadPreference,
+};
 use crate::convert::{id_text, write_document};
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
@@ -68,6 +71,14 @@ struct PlanState {
     from: MongoCursor,
     max: Option<Bson>,
     at_max: BTreeSet<String>,
+    /// Change streams: where this epoch starts, the stream opened at plan time (taken by the
+    /// first attempt; a retry opens it again), the time it reads to, where it ended, and the
+    /// columns of snapshot rows.
+    cdc_from: Option<CdcCursor>,
+    stream: Option<Events>,
+    cdc_end: Option<bson::Timestamp>,
+    cdc_next: Option<CdcCursor>,
+    snapshot: Option<Document>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,10 +88,28 @@ struct SplitSpec {
     lo: Option<serde_json::Value>,
     hi: Option<serde_json::Value>,
     last: bool,
+    /// A change-stream split (the events since the plan's start).
+    #[serde(default)]
+    changes: bool,
+}
+
+/// Client options from `uri` (the app name and a 10 s server selection timeout unless set).
+pub(crate) async fn client_options(
+    uri: &secrecy::SecretString,
+    name: &str,
+) -> Result<ClientOptions> {
+    let mut opts = ClientOptions::parse(uri.expose_secret())
+        .await
+        .map_err(|e| driver_err(e, "the MongoDB connection string is invalid", name))?;
+    opts.app_name = Some("strata".into());
+    if opts.server_selection_timeout.is_none() {
+        opts.server_selection_timeout = Some(Duration::from_secs(10));
+    }
+    Ok(opts)
 }
 
 /// Map a driver error to the core kinds, naming the collection.
-fn driver_err(e: mongodb::error::Error, what: &str, name: &str) -> Error {
+pub(crate) fn driver_err(e: mongodb::error::Error, what: &str, name: &str) -> Error {
     use mongodb::error::ErrorKind as K;
     let kind = match e.kind.as_ref() {
         K::Authentication { .. } => ErrorKind::Auth,
@@ -160,13 +189,7 @@ impl MongoSource {
     pub async fn try_new(cfg: MongoSourceConfig) -> Result<Self> {
         cfg.validate()?;
         let name = format!("{}.{}", cfg.database, cfg.collection);
-        let mut opts = ClientOptions::parse(cfg.uri.expose_secret())
-            .await
-            .map_err(|e| driver_err(e, "the MongoDB connection string is invalid", &name))?;
-        opts.app_name = Some("strata".into());
-        if opts.server_selection_timeout.is_none() {
-            opts.server_selection_timeout = Some(Duration::from_secs(10));
-        }
+        let mut opts = client_options(&cfg.uri, &name).await?;
         opts.selection_criteria = Some(SelectionCriteria::ReadPreference(
             match cfg.read_preference {
                 ReadPreference::Primary => mongodb::options::ReadPreference::Primary,
@@ -204,6 +227,9 @@ impl MongoSource {
             SchemaSource::Infer { sample_records, .. } => inner.infer(*sample_records).await?,
             _ => return Err(Error::config("unsupported schema source")),
         };
+        if let Some(cs) = &inner.cfg.change_stream {
+            inner.schema = changes::with_change_columns(&inner.schema, &cs.operation_column);
+        }
         if inner.cfg.mixed_types == MixedTypes::JsonText {
             inner.text_columns = inner
                 .schema
@@ -220,6 +246,47 @@ impl MongoSource {
 }
 
 impl Inner {
+    fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<String, PlanState>> {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn decoder(&self, ctx: &Context) -> Arc<Mutex<JsonRecordDecoder>> {
+        Arc::new(Mutex::new(JsonRecordDecoder::new(
+            self.schema.clone(),
+            ctx.batch_size(),
+            TypeDriftPolicy::Quarantine,
+            self.cfg.unknown_fields,
+        )))
+    }
+
+    /// Decode `docs` on the blocking pool, quarantine what does not fit, count.
+    async fn decode_chunk(
+        self: Arc<Self>,
+        ctx: &Context,
+        dec: &Arc<Mutex<JsonRecordDecoder>>,
+        docs: Vec<Document>,
+    ) -> Result<Vec<RecordBatch>> {
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (this, dec) = (self.clone(), dec.clone());
+        let (batches, rejected, bytes) = tokio::task::spawn_blocking(move || {
+            let mut dec = dec.lock().unwrap_or_else(|p| p.into_inner());
+            this.decode(&docs, &mut dec)
+        })
+        .await
+        .map_err(|e| Error::internal("document decoding panicked").with_source(e))??;
+        let metrics = ctx.metrics().component("source");
+        metrics.add(RECEIVED_BYTES_TOTAL, bytes as u64);
+        if !rejected.is_empty() {
+            ctx.quarantine("source", rejected).await?;
+        }
+        for b in &batches {
+            metrics.add(RECEIVED_ROWS_TOTAL, b.num_rows() as u64);
+        }
+        Ok(batches)
+    }
+
     async fn check_collection(&self) -> Result<()> {
         let names = self
             .client
@@ -447,6 +514,269 @@ impl Inner {
     }
 }
 
+impl MongoSource {
+    /// `_id`-range splits of `filter`'s documents, with `state` kept for their reads.
+    async fn range_splits(&self, filter: &Document, state: PlanState) -> Result<Vec<Split>> {
+        let inner = &self.inner;
+        let n = if inner.cfg.splits == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+        } else {
+            inner.cfg.splits
+        };
+        let token = ObjectId::new().to_hex();
+        let bounds = inner.id_bounds(filter, n).await?;
+        let count = bounds.len();
+        let splits = bounds
+            .into_iter()
+            .enumerate()
+            .map(|(i, (lo, hi))| {
+                let spec = SplitSpec {
+                    token: token.clone(),
+                    lo: lo.as_ref().map(canonical),
+                    hi: hi.as_ref().map(canonical),
+                    last: i + 1 == count,
+                    changes: false,
+                };
+                Split {
+                    id: format!("{}[{}/{}]", inner.name, i + 1, count),
+                    spec: serde_json::to_string(&spec).unwrap_or_default(),
+                    size_bytes: None,
+                }
+            })
+            .collect();
+        inner.plans().insert(token, state);
+        Ok(splits)
+    }
+
+    /// A change-stream epoch: the events after the committed position up to now, or (first
+    /// run, lost history by policy) a snapshot of the collection.
+    async fn plan_changes(&self, req: &ReadRequest) -> Result<ReadPlan> {
+        let inner = &self.inner;
+        let cs = inner.cfg.change_stream.clone().unwrap_or_default();
+        let now = changes::operation_time(&inner.client, &inner.cfg.database)
+            .await
+            .map_err(|e| e.with_context("collection", &inner.name))?;
+        let from = match req.from.as_ref().map(CdcCursor::parse).transpose()? {
+            Some(f) => f,
+            None if cs.initial == InitialPosition::Snapshot => {
+                return self.plan_snapshot(now).await;
+            }
+            None => now.map(CdcCursor::after_time).unwrap_or_default(),
+        };
+        if let (Some((s, i)), Some(floor)) =
+            (from.start_at, changes::oplog_floor(&inner.client).await)
+            && (floor.time, floor.increment) > (s, i)
+        {
+            return self.history_lost(&from, now).await;
+        }
+        let stream = match changes::open(&inner.coll, &cs, inner.cfg.batch_size, &from).await {
+            Ok(s) => s,
+            Err(OpenError::Strata(e)) => return Err(e),
+            Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
+                return self.history_lost(&from, now).await;
+            }
+            Err(OpenError::Driver(e)) => {
+                return Err(open_err(e, &inner.name));
+            }
+        };
+        let token = ObjectId::new().to_hex();
+        let spec = SplitSpec {
+            token: token.clone(),
+            lo: None,
+            hi: None,
+            last: true,
+            changes: true,
+        };
+        inner.plans().insert(
+            token,
+            PlanState {
+                cdc_from: Some(from.clone()),
+                stream: Some(stream),
+                cdc_end: now,
+                ..Default::default()
+            },
+        );
+        Ok(ReadPlan::new(
+            vec![Split {
+                id: format!("{} changes", inner.name),
+                spec: serde_json::to_string(&spec).unwrap_or_default(),
+                size_bytes: None,
+            }],
+            Some(from.encode()),
+        ))
+    }
+
+    /// The committed position's history is gone: fail, or snapshot again by policy.
+    async fn history_lost(
+        &self,
+        from: &CdcCursor,
+        now: Option<bson::Timestamp>,
+    ) -> Result<ReadPlan> {
+        let inner = &self.inner;
+        match inner.cfg.change_stream.as_ref().map(|c| c.on_history_lost) {
+            Some(HistoryLostPolicy::Snapshot) => {
+                tracing::warn!(collection = %inner.name, position = %from.describe(),
+                    "change-stream history lost; reading the collection again");
+                self.plan_snapshot(now).await
+            }
+            _ => Err(changes::history_lost(&inner.name, from)),
+        }
+    }
+
+    /// Every document as a `snapshot` row; the changes are followed from where the snapshot
+    /// started (a resume token taken before reading, or the server's time).
+    async fn plan_snapshot(&self, now: Option<bson::Timestamp>) -> Result<ReadPlan> {
+        let inner = &self.inner;
+        let cs = inner.cfg.change_stream.clone().unwrap_or_default();
+        let next = match changes::open(&inner.coll, &cs, 1, &CdcCursor::default()).await {
+            Ok(s) => s
+                .resume_token()
+                .map(|t| CdcCursor::after_token(&t))
+                .transpose()?,
+            Err(OpenError::Strata(e)) => return Err(e),
+            Err(OpenError::Driver(e)) => return Err(open_err(e, &inner.name)),
+        };
+        let next = next.or_else(|| now.map(CdcCursor::after_time)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "the server gives neither a resume token nor an operation time to follow changes from",
+            )
+            .with_context("collection", &inner.name)
+        })?;
+        let state = PlanState {
+            cdc_next: Some(next.clone()),
+            snapshot: Some(changes::snapshot_columns(&cs.operation_column, now)),
+            ..Default::default()
+        };
+        let splits = self.range_splits(&inner.base_filter()?, state).await?;
+        Ok(ReadPlan::new(splits, Some(next.encode())))
+    }
+
+    /// The events of a change-stream split, decoded in chunks.
+    fn read_changes(&self, spec: SplitSpec, ctx: &Context) -> SendableBatchStream {
+        let inner = self.inner.clone();
+        let ctx = ctx.clone();
+        let schema = inner.schema.clone();
+        let stream = stream::once(async move {
+            let cs = inner.cfg.change_stream.clone().unwrap_or_default();
+            let (events, from, end) = {
+                let mut plans = inner.plans();
+                let state = plans.get_mut(&spec.token).ok_or_else(|| {
+                    Error::internal("a change-stream split read without its plan")
+                })?;
+                state.cdc_next = None;
+                (
+                    state.stream.take(),
+                    state.cdc_from.clone().unwrap_or_default(),
+                    state.cdc_end,
+                )
+            };
+            let events = match events {
+                Some(e) => e,
+                // A retried attempt: open again where the epoch starts.
+                None => match changes::open(&inner.coll, &cs, inner.cfg.batch_size, &from).await {
+                    Ok(e) => e,
+                    Err(OpenError::Strata(e)) => return Err(e),
+                    Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
+                        return Err(changes::history_lost(&inner.name, &from));
+                    }
+                    Err(OpenError::Driver(e)) => return Err(open_err(e, &inner.name)),
+                },
+            };
+            let dec = inner.decoder(&ctx);
+            let state = EventState {
+                events,
+                done: false,
+                count: 0,
+            };
+            Ok::<_, Error>(
+                stream::try_unfold(state, move |mut st| {
+                    let (inner, ctx, dec, cs, token, from) = (
+                        inner.clone(),
+                        ctx.clone(),
+                        dec.clone(),
+                        cs.clone(),
+                        spec.token.clone(),
+                        from.clone(),
+                    );
+                    async move {
+                        if st.done {
+                            return Ok(None);
+                        }
+                        let mut rows = Vec::new();
+                        let mut last = None;
+                        while rows.len() < CHUNK_DOCS {
+                            if cs.max_events_per_epoch > 0 && st.count >= cs.max_events_per_epoch {
+                                st.done = true;
+                                break;
+                            }
+                            match st.events.next_if_any().await {
+                                Ok(Some(ev)) => {
+                                    if changes::after(&ev, end) {
+                                        st.done = true;
+                                        break;
+                                    }
+                                    st.count += 1;
+                                    let id = ev.id.clone();
+                                    if let Some(row) =
+                                        changes::event_row(ev, &cs.operation_column, &inner.name)?
+                                    {
+                                        rows.push(row);
+                                    }
+                                    last = Some(CdcCursor::after_token(&id)?);
+                                }
+                                Ok(None) => {
+                                    // Caught up: the post-batch token also moves past other
+                                    // collections' events.
+                                    if let Some(t) = st.events.resume_token() {
+                                        last = Some(CdcCursor::after_token(&t)?);
+                                    }
+                                    st.done = true;
+                                    break;
+                                }
+                                Err(e) if changes::is_history_lost(&e) => {
+                                    return Err(changes::history_lost(&inner.name, &from));
+                                }
+                                Err(e) => {
+                                    return Err(driver_err(
+                                        e,
+                                        "reading the change stream failed",
+                                        &inner.name,
+                                    ));
+                                }
+                            }
+                        }
+                        let batches = inner.clone().decode_chunk(&ctx, &dec, rows).await?;
+                        if let Some(l) = last
+                            && let Some(state) = inner.plans().get_mut(&token)
+                        {
+                            state.cdc_next = Some(l);
+                        }
+                        Ok(Some((stream::iter(batches.into_iter().map(Ok)), st)))
+                    }
+                })
+                .try_flatten(),
+            )
+        })
+        .try_flatten();
+        BatchStreamAdapter::boxed(schema, Box::pin(stream))
+    }
+}
+
+struct EventState {
+    events: Events,
+    done: bool,
+    count: u64,
+}
+
+fn open_err(e: mongodb::error::Error, name: &str) -> Error {
+    driver_err(
+        e,
+        "cannot open the change stream (change streams need a replica set or a sharded cluster)",
+        name,
+    )
+}
+
 #[async_trait]
 impl Source for MongoSource {
     fn name(&self) -> &str {
@@ -463,6 +793,9 @@ impl Source for MongoSource {
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
         let inner = &self.inner;
+        if inner.cfg.change_stream.is_some() {
+            return self.plan_changes(req).await;
+        }
         let from = req
             .from
             .as_ref()
@@ -490,42 +823,15 @@ impl Source for MongoSource {
                 return Ok(ReadPlan::new(Vec::new(), req.from.clone()));
             }
         }
-        let n = if inner.cfg.splits == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
-        } else {
-            inner.cfg.splits
-        };
-        let token = bson::oid::ObjectId::new().to_hex();
-        let bounds = inner.id_bounds(&filter, n).await?;
-        let count = bounds.len();
-        let splits = bounds
-            .into_iter()
-            .enumerate()
-            .map(|(i, (lo, hi))| {
-                let spec = SplitSpec {
-                    token: token.clone(),
-                    lo: lo.as_ref().map(canonical),
-                    hi: hi.as_ref().map(canonical),
-                    last: i + 1 == count,
-                };
-                Split {
-                    id: format!("{}[{}/{}]", inner.name, i + 1, count),
-                    spec: serde_json::to_string(&spec).unwrap_or_default(),
-                    size_bytes: None,
-                }
-            })
-            .collect();
-        inner
-            .plans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                token,
+        let splits = self
+            .range_splits(
+                &filter,
                 PlanState {
                     from: from.clone(),
                     ..Default::default()
                 },
-            );
+            )
+            .await?;
         Ok(ReadPlan::new(splits, Some(encode_cursor(&from))))
     }
 
@@ -535,16 +841,17 @@ impl Source for MongoSource {
                 .with_context("split", &split.id)
                 .with_source(e)
         })?;
+        if spec.changes {
+            return Ok(self.read_changes(spec, ctx));
+        }
         let inner = self.inner.clone();
         let ctx = ctx.clone();
         let schema = inner.schema.clone();
         let stream = stream::once(async move {
-            let from = inner
-                .plans
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            let (from, snapshot) = inner
+                .plans()
                 .get(&spec.token)
-                .map(|s| s.from.clone())
+                .map(|s| (s.from.clone(), s.snapshot.clone()))
                 .unwrap_or_default();
             let mut filter = inner.filter_from(&from)?;
             let mut range = Document::new();
@@ -558,13 +865,7 @@ impl Source for MongoSource {
                 filter = doc! {"$and": [filter, {"_id": range}]};
             }
             let docs = inner.documents(filter, None).await?;
-            let metrics = ctx.metrics().component("source");
-            let dec = Arc::new(Mutex::new(JsonRecordDecoder::new(
-                inner.schema.clone(),
-                ctx.batch_size(),
-                TypeDriftPolicy::Quarantine,
-                inner.cfg.unknown_fields,
-            )));
+            let dec = inner.decoder(&ctx);
             let last = from.last.as_ref().map(to_bson).transpose()?;
             let field = inner.cfg.incremental.as_ref().map(|i| i.field.clone());
             let token = spec.token.clone();
@@ -572,22 +873,22 @@ impl Source for MongoSource {
                 docs.try_chunks(CHUNK_DOCS)
                     .map_err(|e| e.1)
                     .and_then(move |chunk| {
-                        let (inner, ctx, dec, metrics, from, last, field, token) = (
+                        let (inner, ctx, dec, from, last, field, token, snapshot) = (
                             inner.clone(),
                             ctx.clone(),
                             dec.clone(),
-                            metrics.clone(),
                             from.clone(),
                             last.clone(),
                             field.clone(),
                             token.clone(),
+                            snapshot.clone(),
                         );
                         async move {
                             // Boundary dedup and the watermark.
                             let mut keep = Vec::with_capacity(chunk.len());
                             let mut max: Option<Bson> = None;
                             let mut at_max = BTreeSet::new();
-                            for d in chunk {
+                            for mut d in chunk {
                                 if let Some(f) = &field {
                                     let v = d.get(f).cloned().unwrap_or(Bson::Null);
                                     let id = d
@@ -613,28 +914,16 @@ impl Source for MongoSource {
                                         _ => {}
                                     }
                                 }
+                                if let Some(cols) = &snapshot {
+                                    for (k, v) in cols {
+                                        d.insert(k.clone(), v.clone());
+                                    }
+                                }
                                 keep.push(d);
                             }
-                            let this = inner.clone();
-                            let (batches, rejected, bytes) =
-                                tokio::task::spawn_blocking(move || {
-                                    let mut dec = dec.lock().unwrap_or_else(|p| p.into_inner());
-                                    this.decode(&keep, &mut dec)
-                                })
-                                .await
-                                .map_err(|e| {
-                                    Error::internal("document decoding panicked").with_source(e)
-                                })??;
-                            metrics.add(RECEIVED_BYTES_TOTAL, bytes as u64);
-                            if !rejected.is_empty() {
-                                ctx.quarantine("source", rejected).await?;
-                            }
+                            let batches = inner.clone().decode_chunk(&ctx, &dec, keep).await?;
                             if let Some(m) = max
-                                && let Some(state) = inner
-                                    .plans
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_mut(&token)
+                                && let Some(state) = inner.plans().get_mut(&token)
                             {
                                 match state.max.as_ref().map(|x| cmp_bson(&m, x)) {
                                     None | Some(Some(Ordering::Greater)) => {
@@ -644,9 +933,6 @@ impl Source for MongoSource {
                                     Some(Some(Ordering::Equal)) => state.at_max.extend(at_max),
                                     _ => {}
                                 }
-                            }
-                            for b in &batches {
-                                metrics.add(RECEIVED_ROWS_TOTAL, b.num_rows() as u64);
                             }
                             Ok(stream::iter(batches.into_iter().map(Ok)))
                         }
@@ -659,6 +945,15 @@ impl Source for MongoSource {
     }
 
     async fn end_cursor(&self, plan: &ReadPlan, _ctx: &Context) -> Result<Option<Cursor>> {
+        if self.inner.cfg.change_stream.is_some() {
+            let next = plan
+                .splits
+                .first()
+                .and_then(|s| serde_json::from_str::<SplitSpec>(&s.spec).ok())
+                .and_then(|s| self.inner.plans().remove(&s.token))
+                .and_then(|s| s.cdc_next);
+            return Ok(next.map(|n| n.encode()).or_else(|| plan.end.clone()));
+        }
         if self.inner.cfg.incremental.is_none() {
             return Ok(plan.end.clone());
         }
@@ -670,13 +965,7 @@ impl Source for MongoSource {
         else {
             return Ok(plan.end.clone());
         };
-        let state = self
-            .inner
-            .plans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&token)
-            .unwrap_or_default();
+        let state = self.inner.plans().remove(&token).unwrap_or_default();
         let Some(max) = state.max else {
             return Ok(plan.end.clone());
         };
