@@ -50,6 +50,12 @@ pub enum WriteMode {
         /// Rows that delete their key instead (a CDC operation column).
         #[serde(default)]
         delete_when: Option<DeleteWhen>,
+        /// A column that orders versions of a key (`_cluster_time`, `updated_at`): the highest
+        /// wins within an epoch and against the stored document, so rows arriving late or from
+        /// parallel splits never overwrite a newer version. Without it the last row written
+        /// in an epoch wins (arrival order; parallel splits have none).
+        #[serde(default)]
+        version_column: Option<String>,
     },
 }
 
@@ -137,7 +143,17 @@ impl MongoSinkConfig {
         self.write = WriteMode::Upsert {
             key: key.iter().map(|k| (*k).to_string()).collect(),
             delete_when,
+            version_column: None,
         };
+        self
+    }
+
+    /// With the column that orders versions of a key (upsert only).
+    #[must_use]
+    pub fn with_version_column(mut self, column: &str) -> Self {
+        if let WriteMode::Upsert { version_column, .. } = &mut self.write {
+            *version_column = Some(column.to_string());
+        }
         self
     }
 
@@ -263,23 +279,30 @@ impl SinkInner {
         };
         let only = doc! {"$match": {"q": quarantine}};
         match (&self.cfg.write, quarantine) {
-            (WriteMode::Upsert { key, delete_when }, false) => {
-                let mut group = Document::new();
-                for k in key {
-                    group.insert(k.clone(), format!("$d.{k}"));
-                }
-                let mut stages = vec![
-                    only,
-                    doc! {"$sort": {"s": 1}},
-                    doc! {"$group": {"_id": group, "d": {"$last": "$d"}}},
-                    doc! {"$replaceRoot": {"newRoot": "$d"}},
-                ];
+            (
+                WriteMode::Upsert {
+                    key,
+                    delete_when,
+                    version_column,
+                },
+                false,
+            ) => {
+                let mut stages = latest_per_key(key, version_column.as_deref());
+                stages.insert(0, only);
+                stages.push(doc! {"$replaceRoot": {"newRoot": "$d"}});
                 if let Some(dw) = delete_when {
                     stages.push(doc! {"$match": {dw.column.as_str(): {"$ne": dw.equals.as_str()}}});
                 }
+                let when_matched = match version_column {
+                    // Keep the stored document when it is the newer version.
+                    Some(v) => Bson::Array(vec![Bson::Document(doc! {"$replaceWith": {"$cond": [
+                        {"$gte": [format!("$$new.{v}"), format!("${v}")]}, "$$new", "$$ROOT",
+                    ]}})]),
+                    None => Bson::String("replace".into()),
+                };
                 stages.push(doc! {"$merge": {
                     "into": into, "on": key.clone(),
-                    "whenMatched": "replace", "whenNotMatched": "insert",
+                    "whenMatched": when_matched, "whenNotMatched": "insert",
                 }});
                 stages
             }
@@ -311,20 +334,18 @@ impl SinkInner {
         if let WriteMode::Upsert {
             key,
             delete_when: Some(dw),
+            version_column,
         } = &self.cfg.write
         {
-            let mut group = Document::new();
-            for k in key {
-                group.insert(k.clone(), format!("$d.{k}"));
-            }
+            let mut stages = latest_per_key(key, version_column.as_deref());
+            stages.insert(0, doc! {"$match": {"q": false}});
+            stages.push(doc! {"$match": {format!("d.{}", dw.column): dw.equals.as_str()}});
+            stages.push(match version_column {
+                Some(v) => doc! {"$project": {"_id": 1, "v": format!("$d.{v}")}},
+                None => doc! {"$project": {"_id": 1}},
+            });
             let mut keys = coll
-                .aggregate(vec![
-                    doc! {"$match": {"q": false}},
-                    doc! {"$sort": {"s": 1}},
-                    doc! {"$group": {"_id": group, "d": {"$last": "$d"}}},
-                    doc! {"$match": {format!("d.{}", dw.column): dw.equals.as_str()}},
-                    doc! {"$project": {"_id": 1}},
-                ])
+                .aggregate(stages)
                 .allow_disk_use(true)
                 .await
                 .map_err(self.err("finding the deleted keys failed"))?;
@@ -335,10 +356,15 @@ impl SinkInner {
                     .try_next()
                     .await
                     .map_err(self.err("finding the deleted keys failed"))?;
-                if let Some(k) = &next
-                    && let Ok(k) = k.get_document("_id")
+                if let Some(d) = &next
+                    && let Ok(k) = d.get_document("_id")
                 {
-                    chunk.push(Bson::Document(k.clone()));
+                    let mut cond = k.clone();
+                    // A stored version newer than the delete survives it.
+                    if let (Some(v), Some(at)) = (version_column, d.get("v")) {
+                        cond.insert(v.clone(), doc! {"$lte": at.clone()});
+                    }
+                    chunk.push(Bson::Document(cond));
                 }
                 if chunk.len() >= DELETE_CHUNK || (next.is_none() && !chunk.is_empty()) {
                     target
@@ -423,6 +449,23 @@ impl SinkInner {
     }
 }
 
+/// Stages that keep, per key, the staged row with the highest version (then the last
+/// written): `{_id: <key>, d: <row>}`.
+fn latest_per_key(key: &[String], version: Option<&str>) -> Vec<Document> {
+    let mut group = Document::new();
+    for k in key {
+        group.insert(k.clone(), format!("$d.{k}"));
+    }
+    let sort = match version {
+        Some(v) => doc! {format!("d.{v}"): 1, "s": 1},
+        None => doc! {"s": 1},
+    };
+    vec![
+        doc! {"$sort": sort},
+        doc! {"$group": {"_id": group, "d": {"$last": "$d"}}},
+    ]
+}
+
 fn pending_of(d: &Document) -> Option<Pending> {
     let p = d.get_document("pending").ok()?;
     Some(Pending {
@@ -452,8 +495,17 @@ impl Sink for MongoSink {
 
     async fn open(&self, schema: SchemaRef, _ctx: &Context) -> Result<Box<dyn SinkWriter>> {
         let inner = &self.inner;
-        if let WriteMode::Upsert { key, delete_when } = &inner.cfg.write {
-            for k in key.iter().chain(delete_when.as_ref().map(|d| &d.column)) {
+        if let WriteMode::Upsert {
+            key,
+            delete_when,
+            version_column,
+        } = &inner.cfg.write
+        {
+            for k in key
+                .iter()
+                .chain(delete_when.as_ref().map(|d| &d.column))
+                .chain(version_column.as_ref())
+            {
                 if schema.field_with_name(k).is_err() {
                     return Err(Error::new(
                         ErrorKind::Schema,

@@ -381,39 +381,59 @@ async fn the_mongodb_sink_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upserts_keep_the_last_row_per_key_and_apply_deletes() {
+async fn upserts_keep_the_newest_version_per_key_and_apply_deletes() {
     let db = unique("upsert");
     let cfg = MongoSinkConfig::new(MAIN, &db, "customers")
-        .with_upsert(&["id"], Some(DeleteWhen::new("_op", "delete")));
-    let rows = |ids: &[i64], names: &[&str], ops: &[&str]| {
+        .with_upsert(&["id"], Some(DeleteWhen::new("_op", "delete")))
+        .with_version_column("v");
+    let rows = |ids: &[i64], names: &[&str], ops: &[&str], v: &[i64]| {
         RecordBatch::try_from_iter(vec![
             ("id", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef),
             ("name", Arc::new(StringArray::from(names.to_vec()))),
             ("_op", Arc::new(StringArray::from(ops.to_vec()))),
+            ("v", Arc::new(Int64Array::from(v.to_vec()))),
         ])
         .unwrap()
     };
     let store: Arc<dyn CheckpointStore> = Arc::new(InMemoryCheckpointStore::new());
-    let source = Arc::new(MemorySource::new(rows(&[1], &["x"], &["insert"]).schema()));
+    let source = Arc::new(MemorySource::new(
+        rows(&[1], &["x"], &["insert"], &[0]).schema(),
+    ));
     let sink = Arc::new(MongoSink::try_new(cfg).await.unwrap());
     let p = PipelineBuilder::new("upsert", source.clone(), sink, store)
         .build()
         .unwrap();
-    source.append([rows(&[1, 2, 3], &["ann", "bob", "cid"], &["insert"; 3])]);
+    source.append([rows(
+        &[1, 2, 3],
+        &["ann", "bob", "cid"],
+        &["insert"; 3],
+        &[1, 1, 1],
+    )]);
     p.run().await.unwrap();
-    // One epoch: id 1 updated twice (the last wins), id 2 deleted, id 3 deleted then inserted again.
+    // One epoch in two batches (read in parallel, in no order): id 1 updated twice (version 3
+    // wins), id 2 deleted, id 3 deleted then inserted again.
     source.append([
         rows(
             &[1, 2, 3],
             &["ann2", "bob", "cid"],
             &["update", "delete", "delete"],
+            &[2, 2, 2],
         ),
         rows(
             &[1, 3, 4],
             &["ann3", "cid2", "dan"],
             &["update", "insert", "insert"],
+            &[3, 3, 1],
         ),
     ]);
+    p.run().await.unwrap();
+    // Late rows: an older update and an older delete change nothing.
+    source.append([rows(
+        &[1, 4],
+        &["ann-late", "dan"],
+        &["update", "delete"],
+        &[2, 0],
+    )]);
     p.run().await.unwrap();
     let c = coll(MAIN, &db, "customers").await;
     let mut got: Vec<(i64, String)> = Vec::new();
@@ -435,7 +455,7 @@ async fn upserts_keep_the_last_row_per_key_and_apply_deletes() {
     // Replaying the same epochs changes nothing (exactly once through the control collection).
     let ctl = coll(MAIN, &db, "_strata_commits").await;
     let d = ctl.find_one(doc! {"_id": "upsert"}).await.unwrap().unwrap();
-    assert_eq!(d.get_i64("epoch").unwrap(), 2);
+    assert_eq!(d.get_i64("epoch").unwrap(), 3);
     assert!(d.get("pending").is_none());
 }
 
