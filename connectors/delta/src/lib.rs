@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod config;
+mod sink;
+pub mod source;
+mod table;
+
+pub use config::{DeltaSinkConfig, SchemaEvolution};
+pub use sink::DeltaSink;
+pub use source::DeltaSource;
+pub use table::TableLocation;

@@ -1,0 +1,234 @@
+//! [`DeltaSource`]: a table's rows at a pinned version, then only the changes of the versions
+//! after the committed one (Delta's change data feed), so each layer reads its upstream
+//! incrementally.
+//!
+//! Every row carries `_change_type` (`insert` for the first snapshot; then `insert`,
+//! `update_preimage`, `update_postimage`, `delete`), `_commit_version` and `_commit_timestamp`.
+
+use crate::table::{TableLocation, delta_err, open};
+use arrow_array::{RecordBatch, new_null_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use deltalake::DeltaTableBuilder;
+use deltalake::datafusion::physical_plan::execute_stream;
+use deltalake::datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use strata_core::{
+    BatchStreamAdapter, Context, Cursor, Error, ErrorKind, ReadPlan, ReadRequest, Result,
+    SendableBatchStream, Source, Split,
+};
+
+const PREFIX: &str = "delta/v1:";
+/// The change type column.
+pub const CHANGE_TYPE: &str = "_change_type";
+/// The commit version column.
+pub const COMMIT_VERSION: &str = "_commit_version";
+/// The commit timestamp column.
+pub const COMMIT_TIMESTAMP: &str = "_commit_timestamp";
+
+/// Reads a Delta table incrementally.
+#[derive(Debug, Clone)]
+pub struct DeltaSource {
+    loc: TableLocation,
+    schema: SchemaRef,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Spec {
+    /// The version already read (`None`: read the snapshot at `to`).
+    from: Option<i64>,
+    to: i64,
+}
+
+impl DeltaSource {
+    /// A source over the table at `loc`; its schema is the table's at its latest version plus
+    /// the change columns (columns added later are not read until the source is recreated).
+    ///
+    /// # Errors
+    /// NotFound when there is no table.
+    pub async fn try_new(loc: TableLocation) -> Result<Self> {
+        let table = open(&loc).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "there is no Delta table here")
+                .with_context("table", loc.url.as_str())
+        })?;
+        let base = table
+            .snapshot()
+            .map_err(|e| delta_err(e, "the table has no state", &loc.url))?
+            .snapshot()
+            .arrow_schema();
+        let mut fields: Vec<Arc<Field>> = base.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(CHANGE_TYPE, DataType::Utf8, false)));
+        fields.push(Arc::new(Field::new(COMMIT_VERSION, DataType::Int64, false)));
+        fields.push(Arc::new(Field::new(
+            COMMIT_TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            true,
+        )));
+        Ok(Self {
+            loc,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// Cast `batch`'s columns to the source schema by name (null for missing ones).
+    fn align(
+        schema: &SchemaRef,
+        batch: &RecordBatch,
+        fill: Option<(i64, bool)>,
+    ) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if let Some((version, _)) = fill {
+                    match f.name().as_str() {
+                        CHANGE_TYPE => {
+                            return Ok(Arc::new(arrow_array::StringArray::from(vec!["insert"; n]))
+                                as arrow_array::ArrayRef);
+                        }
+                        COMMIT_VERSION => {
+                            return Ok(Arc::new(arrow_array::Int64Array::from(vec![version; n]))
+                                as arrow_array::ArrayRef);
+                        }
+                        _ => {}
+                    }
+                }
+                match batch.column_by_name(f.name()) {
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => arrow_cast::cast(c, f.data_type()).map_err(|e| {
+                        Error::new(ErrorKind::Schema, "a column changed type in the table")
+                            .with_context("column", f.name())
+                            .with_source(e)
+                    }),
+                    None => Ok(new_null_array(f.data_type(), n)),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        RecordBatch::try_new(schema.clone(), cols).map_err(|e| {
+            Error::new(ErrorKind::Schema, "a batch does not fit the source schema").with_source(e)
+        })
+    }
+}
+
+fn parse(c: &Cursor) -> Result<i64> {
+    c.as_str()
+        .strip_prefix(PREFIX)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                "the checkpoint cursor was not written by a Delta source",
+            )
+        })
+}
+
+#[async_trait]
+impl Source for DeltaSource {
+    fn name(&self) -> &str {
+        "delta"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn check(&self, _ctx: &Context) -> Result<()> {
+        open(&self.loc).await?.map(|_| ()).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "there is no Delta table here")
+                .with_context("table", self.loc.url.as_str())
+        })
+    }
+
+    async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
+        let table = open(&self.loc).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "there is no Delta table here")
+                .with_context("table", self.loc.url.as_str())
+        })?;
+        let to = table.version().unwrap_or(0) as i64;
+        let from = req.from.as_ref().map(parse).transpose()?;
+        if from.is_some_and(|f| f >= to) {
+            return Ok(ReadPlan::new(Vec::new(), req.from.clone()));
+        }
+        let spec = Spec { from, to };
+        Ok(ReadPlan::new(
+            vec![Split {
+                id: match from {
+                    Some(f) => format!("{} versions {}..={to}", self.loc.url, f + 1),
+                    None => format!("{} at version {to}", self.loc.url),
+                },
+                spec: serde_json::to_string(&spec).unwrap_or_default(),
+                size_bytes: None,
+            }],
+            Some(Cursor::new(format!("{PREFIX}{to}"))),
+        ))
+    }
+
+    fn read(&self, split: &Split, _ctx: &Context) -> Result<SendableBatchStream> {
+        let spec: Spec = serde_json::from_str(&split.spec).map_err(|e| {
+            Error::internal("not a Delta split")
+                .with_context("split", &split.id)
+                .with_source(e)
+        })?;
+        let (loc, schema) = (self.loc.clone(), self.schema.clone());
+        let out = schema.clone();
+        let s = stream::once(async move {
+            let url = loc.url.clone();
+            let table = DeltaTableBuilder::from_url(url.clone())
+                .map_err(|e| delta_err(e, "invalid table URL", &url))?
+                .with_storage_backend(loc.store.clone(), url.clone())
+                .with_version(spec.to as u64)
+                .load()
+                .await
+                .map_err(|e| delta_err(e, "cannot load the table version", &url))?;
+            let df_err = move |e: deltalake::datafusion::error::DataFusionError| {
+                Error::new(ErrorKind::Data, "reading the table failed")
+                    .with_context("table", url.as_str())
+                    .with_source(e)
+            };
+            let (batches, fill) = match spec.from {
+                None => {
+                    let (_, st) = table
+                        .scan_table()
+                        .await
+                        .map_err(|e| delta_err(e, "cannot scan the table", &loc.url))?;
+                    (st, Some((spec.to, true)))
+                }
+                Some(from) => {
+                    let ctx = SessionContext::new();
+                    let plan = table
+                        .scan_cdf()
+                        .with_starting_version((from + 1) as u64)
+                        .with_ending_version(spec.to as u64)
+                        .build(&ctx.state(), None)
+                        .await
+                        .map_err(|e| delta_err(e, "cannot read the table's changes", &loc.url))?;
+                    let st = execute_stream(plan, ctx.task_ctx()).map_err(df_err.clone())?;
+                    (st, None)
+                }
+            };
+            Ok::<_, Error>(batches.map(move |b| {
+                let b = b.map_err(df_err.clone())?;
+                DeltaSource::align(&schema, &b, fill)
+            }))
+        })
+        .try_flatten();
+        Ok(BatchStreamAdapter::boxed(out, Box::pin(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_cursor_is_a_conflict() {
+        assert_eq!(
+            parse(&Cursor::new("files/v1:x")).unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(parse(&Cursor::new("delta/v1:7")).unwrap(), 7);
+    }
+}
