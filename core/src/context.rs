@@ -3,7 +3,7 @@
 
 use crate::metrics::Metrics;
 use crate::quarantine::{QuarantineRecord, QuarantineSender};
-use crate::{Error, ErrorKind, Result};
+use crate::{Cursor, Epoch, Error, ErrorKind, Result};
 use std::sync::Arc;
 
 /// The default number of rows per batch.
@@ -25,6 +25,8 @@ struct Inner {
     cancel: CancellationToken,
     metrics: Metrics,
     quarantine: Option<QuarantineSender>,
+    epoch: Option<Epoch>,
+    position: Option<Cursor>,
 }
 
 impl Context {
@@ -42,6 +44,16 @@ impl Context {
     /// The pipeline this run belongs to.
     pub fn pipeline_id(&self) -> &str {
         &self.inner.pipeline_id
+    }
+
+    /// The epoch being run (set by the runner; lineage columns record it).
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.inner.epoch
+    }
+
+    /// The source position the epoch reads up to (the plan's pinned end), when known.
+    pub fn position(&self) -> Option<&Cursor> {
+        self.inner.position.as_ref()
     }
 
     /// The target number of rows per batch.
@@ -108,6 +120,8 @@ pub struct ContextBuilder {
     cancel: Option<CancellationToken>,
     metrics: Option<Metrics>,
     quarantine: Option<QuarantineSender>,
+    epoch: Option<Epoch>,
+    position: Option<Cursor>,
 }
 
 impl ContextBuilder {
@@ -119,7 +133,17 @@ impl ContextBuilder {
             cancel: None,
             metrics: None,
             quarantine: None,
+            epoch: None,
+            position: None,
         }
+    }
+
+    /// The epoch being run and the position it reads up to.
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: Epoch, position: Option<Cursor>) -> Self {
+        self.epoch = Some(epoch);
+        self.position = position;
+        self
     }
 
     /// Rows per batch (at least 1).
@@ -159,6 +183,8 @@ impl ContextBuilder {
                 cancel: self.cancel.unwrap_or_default(),
                 metrics: self.metrics.unwrap_or_default(),
                 quarantine: self.quarantine,
+                epoch: self.epoch,
+                position: self.position,
             }),
         }
     }

@@ -414,6 +414,7 @@ impl Pipeline {
         let _guard = attempt_cancel.clone().drop_guard();
         let (qtx, qrx) = quarantine_channel(64);
         let ctx = Context::builder(&p.id)
+            .with_epoch(planned.epoch, planned.cursor.clone())
             .with_batch_size(p.options.batch_size)
             .with_cancellation(attempt_cancel.clone())
             .with_metrics(p.metrics.clone())

@@ -17,6 +17,50 @@ pub enum SchemaEvolution {
     Discard,
 }
 
+/// How an epoch's rows land in the table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum DeltaWriteMode {
+    /// New files, appended.
+    #[default]
+    Append,
+    /// MERGE by key: one row per key, the newest version winning within the epoch and
+    /// against the table.
+    Merge {
+        /// The key columns.
+        key: Vec<String>,
+        /// The column ordering versions (`updated_at`); without it the epoch's last row wins
+        /// and a matched row always replaces the stored one.
+        #[serde(default)]
+        version_column: Option<String>,
+        /// Rows whose `column` equals `equals` delete their key.
+        #[serde(default)]
+        delete_when: Option<DeleteWhen>,
+    },
+}
+
+/// Rows that delete their key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DeleteWhen {
+    /// The column.
+    pub column: String,
+    /// The value.
+    pub equals: String,
+}
+
+impl DeleteWhen {
+    /// Rows with `column == equals` delete their key.
+    pub fn new(column: impl Into<String>, equals: impl Into<String>) -> Self {
+        Self {
+            column: column.into(),
+            equals: equals.into(),
+        }
+    }
+}
+
 /// Options of a Delta sink.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +75,17 @@ pub struct DeltaSinkConfig {
     /// Data files are rolled at about this size.
     #[serde(default = "default_file_size")]
     pub target_file_size_megabytes: u64,
+    /// Append or MERGE.
+    #[serde(default)]
+    pub write: DeltaWriteMode,
+    /// MERGE holds an epoch's rows in memory up to this size (then fails, asking for smaller
+    /// epochs).
+    #[serde(default = "default_merge_buffer")]
+    pub merge_buffer_megabytes: u64,
+}
+
+fn default_merge_buffer() -> u64 {
+    2048
 }
 
 fn default_file_size() -> u64 {
@@ -43,6 +98,8 @@ impl Default for DeltaSinkConfig {
             partition_by: Vec::new(),
             schema_evolution: SchemaEvolution::default(),
             target_file_size_megabytes: default_file_size(),
+            write: DeltaWriteMode::Append,
+            merge_buffer_megabytes: default_merge_buffer(),
         }
     }
 }
@@ -62,6 +119,24 @@ impl DeltaSinkConfig {
         self
     }
 
+    /// MERGE by `key`, the highest `version_column` winning.
+    #[must_use]
+    pub fn with_merge(mut self, key: &[&str], version_column: Option<&str>) -> Self {
+        self.write = DeltaWriteMode::Merge {
+            key: key.iter().map(|k| (*k).to_string()).collect(),
+            version_column: version_column.map(str::to_string),
+            delete_when: None,
+        };
+        self
+    }
+
+    /// With the target file size.
+    #[must_use]
+    pub fn with_target_file_size_megabytes(mut self, mb: u64) -> Self {
+        self.target_file_size_megabytes = mb;
+        self
+    }
+
     /// Check without I/O.
     ///
     /// # Errors
@@ -72,6 +147,35 @@ impl DeltaSinkConfig {
                 "`target_file_size_megabytes` must be at least 1",
             ));
         }
+        if let DeltaWriteMode::Merge {
+            key,
+            version_column,
+            delete_when,
+        } = &self.write
+        {
+            let names = key
+                .iter()
+                .chain(version_column.as_ref())
+                .chain(delete_when.as_ref().map(|d| &d.column));
+            if key.is_empty() {
+                return Err(Error::config("`write.key` needs at least one column"));
+            }
+            for n in names {
+                if !is_plain_identifier(n) {
+                    return Err(Error::config(
+                        "MERGE columns must be names of letters, digits and underscores",
+                    )
+                    .with_context("column", n));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// A column name usable unquoted in MERGE predicates.
+pub(crate) fn is_plain_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }

@@ -8,7 +8,7 @@
 //! retries a commit that raced another writer; a replayed epoch finds its transaction and
 //! answers `AlreadyCommitted`.
 
-use crate::config::{DeltaSinkConfig, SchemaEvolution};
+use crate::config::{DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
 use crate::table::{TableLocation, create, delta_err, open};
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
@@ -20,6 +20,7 @@ use deltalake::kernel::{Action, Add, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
+use std::sync::Arc;
 use strata_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
     Result, Sink, SinkCapabilities, SinkWriter, crash_point,
@@ -28,10 +29,12 @@ use strata_core::{
 /// How far back `last_committed` looks for the commit that carries a pipeline's cursor.
 const HISTORY_SCAN: usize = 1000;
 
-/// Appends to a Delta table exactly once.
+/// Appends to (or MERGEs into) a Delta table exactly once; rejected records go to the
+/// `_quarantine` table inside it.
 #[derive(Debug, Clone)]
 pub struct DeltaSink {
     loc: TableLocation,
+    quarantine: TableLocation,
     cfg: DeltaSinkConfig,
 }
 
@@ -42,8 +45,101 @@ impl DeltaSink {
     /// Config for an invalid configuration.
     pub fn try_new(loc: TableLocation, cfg: DeltaSinkConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { loc, cfg })
+        let quarantine = loc.child("_quarantine")?;
+        Ok(Self {
+            loc,
+            quarantine,
+            cfg,
+        })
     }
+
+    /// The quarantine table's location.
+    pub fn quarantine_location(&self) -> &TableLocation {
+        &self.quarantine
+    }
+
+    fn file_writer(&self, table: &DeltaTable) -> Result<RecordBatchWriter> {
+        Ok(RecordBatchWriter::for_table(table)
+            .map_err(|e| {
+                delta_err(
+                    e,
+                    "cannot start writing the table",
+                    &table.table_url().clone(),
+                )
+            })?
+            .with_target_file_size(self.cfg.target_file_size_megabytes * 1024 * 1024)
+            .with_writer_properties(parquet_properties()))
+    }
+}
+
+/// Commit `adds` to the table at `loc` with the marker's transaction, unless it is there.
+async fn commit_adds(
+    loc: &TableLocation,
+    adds: &[Add],
+    marker: &CommitMarker,
+) -> Result<CommitOutcome> {
+    let url = loc.url.clone();
+    let table = open(loc).await?.ok_or_else(|| {
+        Error::new(ErrorKind::NotFound, "the table disappeared").with_context("table", url.as_str())
+    })?;
+    let pid = marker.pipeline_id.as_str();
+    if transaction_version(&table, pid)
+        .await?
+        .is_some_and(|v| v >= marker.epoch.0 as i64)
+    {
+        return Ok(CommitOutcome::AlreadyCommitted);
+    }
+    let partition_by = {
+        let p: Vec<String> = table
+            .snapshot()
+            .map_err(|e| delta_err(e, "the table has no state", &url))?
+            .metadata()
+            .partition_columns()
+            .to_vec();
+        (!p.is_empty()).then_some(p)
+    };
+    let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| delta_err(e, "the table has no state", &url))?;
+    let res = CommitBuilder::from(commit_properties(marker))
+        .with_actions(actions)
+        .build(
+            Some(snapshot),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by,
+                predicate: None,
+            },
+        )
+        .await;
+    if let Err(e) = res {
+        // A concurrent run of this pipeline may have committed the epoch.
+        if let Some(t) = open(loc).await?
+            && transaction_version(&t, pid)
+                .await?
+                .is_some_and(|v| v >= marker.epoch.0 as i64)
+        {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        }
+        return Err(
+            delta_err(e, "the Delta commit failed", &url).with_context("epoch", marker.epoch)
+        );
+    }
+    Ok(CommitOutcome::Committed)
+}
+
+/// The application transaction `(pipeline, epoch)` and the marker in the commit info.
+fn commit_properties(marker: &CommitMarker) -> CommitProperties {
+    let info = serde_json::json!({
+        "pipeline": marker.pipeline_id,
+        "epoch": marker.epoch.0,
+        "cursor": marker.cursor.as_ref().map(|c| c.as_str()),
+    });
+    CommitProperties::default()
+        .with_application_transaction(Transaction::new(&marker.pipeline_id, marker.epoch.0 as i64))
+        .with_metadata([(MARKER_KEY.to_string(), info)])
 }
 
 /// The commit info key Strata's marker is recorded under.
@@ -72,8 +168,9 @@ impl Sink for DeltaSink {
     }
 
     fn capabilities(&self) -> SinkCapabilities {
-        let mut c = SinkCapabilities::new(Delivery::ExactlyOnce);
+        let mut c = SinkCapabilities::new(Delivery::ExactlyOnce).with_quarantine(true);
         c.schema_evolution = self.cfg.schema_evolution == SchemaEvolution::AddColumns;
+        c.upsert = matches!(self.cfg.write, DeltaWriteMode::Merge { .. });
         c
     }
 
@@ -81,7 +178,10 @@ impl Sink for DeltaSink {
         let loc = &self.loc;
         let mut table = match open(loc).await? {
             Some(t) => t,
-            None => create(loc, &schema, &self.cfg.partition_by).await?,
+            None => {
+                let widened = delta_compatible(RecordBatch::new_empty(schema.clone()))?.schema();
+                create(loc, &widened, &self.cfg.partition_by).await?
+            }
         };
         let table_schema: Schema = table
             .snapshot()
@@ -139,10 +239,6 @@ impl Sink for DeltaSink {
                 _ => {}
             }
         }
-        let mut writer = RecordBatchWriter::for_table(&table)
-            .map_err(|e| delta_err(e, "cannot start writing the table", &loc.url))?
-            .with_target_file_size(self.cfg.target_file_size_megabytes * 1024 * 1024);
-        writer = writer.with_writer_properties(parquet_properties());
         let keep: Option<Vec<usize>> =
             (self.cfg.schema_evolution == SchemaEvolution::Discard && !new.is_empty()).then(|| {
                 schema
@@ -153,12 +249,40 @@ impl Sink for DeltaSink {
                     .map(|(i, _)| i)
                     .collect()
             });
+        let data = match &self.cfg.write {
+            DeltaWriteMode::Append => {
+                Data::Append(Some(Box::new(self.file_writer(&table)?)), Vec::new())
+            }
+            DeltaWriteMode::Merge {
+                key,
+                version_column,
+                delete_when,
+            } => {
+                for c in key
+                    .iter()
+                    .chain(version_column.as_ref())
+                    .chain(delete_when.as_ref().map(|d| &d.column))
+                {
+                    if schema.field_with_name(c).is_err() {
+                        return Err(Error::new(
+                            ErrorKind::Schema,
+                            "a key, version or delete column is not in the rows written",
+                        )
+                        .with_context("table", loc.url.as_str())
+                        .with_context("column", c));
+                    }
+                }
+                Data::Merge(Vec::new(), 0)
+            }
+        };
         Ok(Box::new(EpochWriter {
-            loc: loc.clone(),
-            writer: Some(writer),
-            adds: Vec::new(),
+            sink: self.clone(),
+            data,
+            quarantine: None,
+            q_adds: Vec::new(),
             keep,
             rows: 0,
+            quarantined: 0,
         }))
     }
 
@@ -202,21 +326,194 @@ fn parquet_properties() -> deltalake::parquet::file::properties::WriterPropertie
         .build()
 }
 
+enum Data {
+    /// The streaming file writer (taken at prepare) and the files it finished.
+    Append(Option<Box<RecordBatchWriter>>, Vec<Add>),
+    /// The epoch's rows and their size.
+    Merge(Vec<RecordBatch>, usize),
+}
+
 struct EpochWriter {
-    loc: TableLocation,
-    writer: Option<RecordBatchWriter>,
-    adds: Vec<Add>,
+    sink: DeltaSink,
+    data: Data,
+    quarantine: Option<RecordBatchWriter>,
+    q_adds: Vec<Add>,
     keep: Option<Vec<usize>>,
     rows: u64,
+    quarantined: u64,
+}
+
+fn sql_text(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
 }
 
 impl EpochWriter {
-    fn writer(&mut self) -> Result<&mut RecordBatchWriter> {
-        self.writer
-            .as_mut()
-            .ok_or_else(|| Error::internal("the Delta writer was already prepared"))
+    /// MERGE the epoch's rows: the newest version per key within the epoch, then against the
+    /// table, deletes included; the transaction rides in the same commit.
+    async fn merge(&mut self, batches: Vec<RecordBatch>, marker: &CommitMarker) -> Result<()> {
+        use deltalake::datafusion::functions_window::expr_fn::row_number;
+        use deltalake::datafusion::logical_expr::ExprFunctionExt;
+        use deltalake::datafusion::prelude::{col, lit};
+        let DeltaWriteMode::Merge {
+            key,
+            version_column,
+            delete_when,
+        } = &self.sink.cfg.write
+        else {
+            return Ok(());
+        };
+        let loc = &self.sink.loc;
+        let url = loc.url.clone();
+        let df_err = |e: deltalake::datafusion::error::DataFusionError| {
+            Error::new(ErrorKind::Internal, "preparing the MERGE failed")
+                .with_context("table", url.as_str())
+                .with_source(e)
+        };
+        let table = open(loc).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "the table disappeared")
+                .with_context("table", url.as_str())
+        })?;
+        let schema = batches[0].schema();
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        let mem =
+            deltalake::datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches])
+                .map_err(df_err)?;
+        let mut df = ctx.read_table(Arc::new(mem)).map_err(df_err)?;
+        // One row per key: the highest version, ties and no version by arrival (__seq).
+        let mut order = Vec::new();
+        if let Some(v) = version_column {
+            order.push(col(v.as_str()).sort(false, false));
+        }
+        order.push(col(SEQ).sort(false, false));
+        let rn = row_number()
+            .partition_by(key.iter().map(|k| col(k.as_str())).collect())
+            .order_by(order)
+            .build()
+            .map_err(df_err)?
+            .alias("__rn");
+        df = df
+            .window(vec![rn])
+            .map_err(df_err)?
+            .filter(col("__rn").eq(lit(1_u64)))
+            .map_err(df_err)?
+            .drop_columns(&["__rn", SEQ])
+            .map_err(df_err)?;
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != SEQ)
+            .collect();
+        let predicate = key
+            .iter()
+            .map(|k| format!("target.{k} = source.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let newer = version_column
+            .as_ref()
+            .map(|v| format!("source.{v} >= target.{v}"));
+        let is_delete = delete_when
+            .as_ref()
+            .map(|d| format!("source.{} = {}", d.column, sql_text(&d.equals)));
+        let mut m = table
+            .merge(df, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_merge_schema(self.sink.cfg.schema_evolution == SchemaEvolution::AddColumns)
+            .with_commit_properties(commit_properties(marker));
+        let merr = |e| delta_err(e, "building the MERGE failed", &url);
+        if let Some(del) = &is_delete {
+            let p = match &newer {
+                Some(n) => format!("{del} AND {n}"),
+                None => del.clone(),
+            };
+            m = m.when_matched_delete(|d| d.predicate(p)).map_err(merr)?;
+        }
+        let update_pred = match (&newer, &is_delete) {
+            (Some(n), Some(d)) => Some(format!("{n} AND NOT ({d})")),
+            (Some(n), None) => Some(n.clone()),
+            (None, Some(d)) => Some(format!("NOT ({d})")),
+            (None, None) => None,
+        };
+        let cols = columns.clone();
+        m = m
+            .when_matched_update(|u| {
+                let mut u = match update_pred {
+                    Some(p) => u.predicate(p),
+                    None => u,
+                };
+                for c in &cols {
+                    u = u.update(c.as_str(), format!("source.{c}"));
+                }
+                u
+            })
+            .map_err(merr)?;
+        let insert_pred = is_delete.as_ref().map(|d| format!("NOT ({d})"));
+        m = m
+            .when_not_matched_insert(|i| {
+                let mut i = match insert_pred {
+                    Some(p) => i.predicate(p),
+                    None => i,
+                };
+                for c in &columns {
+                    i = i.set(c.as_str(), format!("source.{c}"));
+                }
+                i
+            })
+            .map_err(merr)?;
+        m.await.map_err(|e| {
+            delta_err(e, "the MERGE failed", &url).with_context("epoch", marker.epoch)
+        })?;
+        Ok(())
     }
 }
+
+/// Delta has no unsigned integers: such columns are written as the next wider signed type
+/// (`uint64` as `int64`; values above `i64::MAX` are a Data error).
+fn delta_compatible(batch: RecordBatch) -> Result<RecordBatch> {
+    use arrow_schema::DataType as T;
+    let wider = |t: &T| match t {
+        T::UInt8 => Some(T::Int16),
+        T::UInt16 => Some(T::Int32),
+        T::UInt32 | T::UInt64 => Some(T::Int64),
+        _ => None,
+    };
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| wider(f.data_type()).is_some())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match wider(f.data_type()) {
+            Some(t) => {
+                let opts = arrow_cast::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                cols.push(arrow_cast::cast_with_options(c, &t, &opts).map_err(|e| {
+                    Error::new(ErrorKind::Data, "an unsigned value does not fit int64")
+                        .with_context("column", f.name())
+                        .with_source(e)
+                })?);
+                fields.push(Arc::new(f.as_ref().clone().with_data_type(t)));
+            }
+            None => {
+                cols.push(c.clone());
+                fields.push(f.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+        .map_err(|e| Error::internal("cannot widen unsigned columns").with_source(e))
+}
+
+/// The arrival order column added to buffered MERGE rows.
+const SEQ: &str = "__strata_seq";
 
 #[async_trait]
 impl SinkWriter for EpochWriter {
@@ -227,106 +524,146 @@ impl SinkWriter for EpochWriter {
             })?,
             None => batch,
         };
-        self.rows += batch.num_rows() as u64;
-        let url = self.loc.url.clone();
-        self.writer()?
-            .write(batch)
-            .await
-            .map_err(|e| delta_err(e, "writing the table's files failed", &url))
+        let batch = delta_compatible(batch)?;
+        let n = batch.num_rows();
+        let url = self.sink.loc.url.clone();
+        let cap = self.sink.cfg.merge_buffer_megabytes as usize * 1024 * 1024;
+        let first = self.rows;
+        self.rows += n as u64;
+        match &mut self.data {
+            Data::Append(w, _) => w
+                .as_mut()
+                .ok_or_else(|| Error::internal("the Delta writer was already prepared"))?
+                .write(batch)
+                .await
+                .map_err(|e| delta_err(e, "writing the table's files failed", &url)),
+            Data::Merge(buf, bytes) => {
+                let seq = arrow_array::UInt64Array::from_iter_values(first..first + n as u64);
+                let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+                fields.push(Arc::new(arrow_schema::Field::new(
+                    SEQ,
+                    arrow_schema::DataType::UInt64,
+                    false,
+                )));
+                let mut cols = batch.columns().to_vec();
+                cols.push(Arc::new(seq));
+                let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+                    .map_err(|e| Error::internal("cannot number the rows").with_source(e))?;
+                *bytes += b.get_array_memory_size();
+                if *bytes > cap {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        "the epoch is larger than merge_buffer_megabytes",
+                    )
+                    .with_context("table", url.as_str())
+                    .with_context(
+                        "hint",
+                        "raise merge_buffer_megabytes or read smaller epochs",
+                    ));
+                }
+                buf.push(b);
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_quarantine(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = delta_compatible(batch)?;
+        let qloc = self.sink.quarantine.clone();
+        if self.quarantine.is_none() {
+            let table = match open(&qloc).await? {
+                Some(t) => t,
+                None => create(&qloc, &batch.schema(), &[]).await?,
+            };
+            self.quarantine = Some(self.sink.file_writer(&table)?);
+        }
+        self.quarantined += batch.num_rows() as u64;
+        if let Some(w) = self.quarantine.as_mut() {
+            w.write(batch)
+                .await
+                .map_err(|e| delta_err(e, "writing the quarantine failed", &qloc.url))?;
+        }
+        Ok(())
     }
 
     async fn prepare(&mut self, epoch: Epoch) -> Result<Prepared> {
-        let url = self.loc.url.clone();
-        let mut w = self
-            .writer
-            .take()
-            .ok_or_else(|| Error::internal("the Delta writer was already prepared"))?;
-        self.adds = w
-            .flush()
-            .await
-            .map_err(|e| delta_err(e, "finishing the table's files failed", &url))?;
-        let bytes = self.adds.iter().map(|a| a.size.max(0) as u64).sum();
+        let url = self.sink.loc.url.clone();
+        let mut items = Vec::new();
+        let mut bytes = 0u64;
+        if let Data::Append(w, adds) = &mut self.data
+            && let Some(mut w) = w.take()
+        {
+            *adds = w
+                .flush()
+                .await
+                .map_err(|e| delta_err(e, "finishing the table's files failed", &url))?;
+            bytes += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
+            items.extend(adds.iter().map(|a| a.path.clone()));
+        }
+        if let Some(mut q) = self.quarantine.take() {
+            self.q_adds = q
+                .flush()
+                .await
+                .map_err(|e| delta_err(e, "finishing the quarantine files failed", &url))?;
+        }
         Ok(Prepared::new(
             epoch,
             self.rows,
-            0,
+            self.quarantined,
             bytes,
-            self.adds.iter().map(|a| a.path.clone()).collect(),
+            items,
         ))
     }
 
-    async fn commit(&mut self, prepared: Prepared, marker: &CommitMarker) -> Result<CommitOutcome> {
-        let url = self.loc.url.clone();
-        let table = open(&self.loc).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "the table disappeared")
-                .with_context("table", url.as_str())
-        })?;
-        let pid = marker.pipeline_id.as_str();
-        if transaction_version(&table, pid)
-            .await?
-            .is_some_and(|v| v >= marker.epoch.0 as i64)
-        {
-            return Ok(CommitOutcome::AlreadyCommitted);
+    async fn commit(
+        &mut self,
+        _prepared: Prepared,
+        marker: &CommitMarker,
+    ) -> Result<CommitOutcome> {
+        // The quarantine first, under the same transaction: a crash between the two commits
+        // leaves the epoch uncommitted (the data table decides), and the rerun skips the
+        // quarantine's.
+        if !self.q_adds.is_empty() {
+            commit_adds(&self.sink.quarantine, &self.q_adds, marker).await?;
+            crash_point("delta.sink.after_quarantine_commit").await;
         }
-        let info = serde_json::json!({
-            "pipeline": pid,
-            "epoch": marker.epoch.0,
-            "cursor": marker.cursor.as_ref().map(|c| c.as_str()),
-        });
-        let props = CommitProperties::default()
-            .with_application_transaction(Transaction::new(pid, marker.epoch.0 as i64))
-            .with_metadata([(MARKER_KEY.to_string(), info)]);
-        let partition_by = {
-            let p: Vec<String> = table
-                .snapshot()
-                .map_err(|e| delta_err(e, "the table has no state", &url))?
-                .metadata()
-                .partition_columns()
-                .to_vec();
-            (!p.is_empty()).then_some(p)
-        };
-        let actions: Vec<Action> = self.adds.iter().cloned().map(Action::Add).collect();
-        let snapshot = table
-            .snapshot()
-            .map_err(|e| delta_err(e, "the table has no state", &url))?;
-        let res = CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(
-                Some(snapshot),
-                table.log_store(),
-                DeltaOperation::Write {
-                    mode: SaveMode::Append,
-                    partition_by,
-                    predicate: None,
-                },
-            )
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(e) => {
-                // A concurrent run of this pipeline may have committed the epoch.
-                let again = open(&self.loc).await?;
-                if let Some(t) = again
-                    && transaction_version(&t, pid)
-                        .await?
-                        .is_some_and(|v| v >= marker.epoch.0 as i64)
+        let outcome = match std::mem::replace(&mut self.data, Data::Merge(Vec::new(), 0)) {
+            Data::Append(_, adds) => commit_adds(&self.sink.loc, &adds, marker).await?,
+            Data::Merge(batches, _) => {
+                let table = open(&self.sink.loc).await?.ok_or_else(|| {
+                    Error::new(ErrorKind::NotFound, "the table disappeared")
+                        .with_context("table", self.sink.loc.url.as_str())
+                })?;
+                if transaction_version(&table, &marker.pipeline_id)
+                    .await?
+                    .is_some_and(|v| v >= marker.epoch.0 as i64)
                 {
-                    return Ok(CommitOutcome::AlreadyCommitted);
+                    CommitOutcome::AlreadyCommitted
+                } else if batches.is_empty() {
+                    // Nothing to merge: record the transaction with an empty commit.
+                    commit_adds(&self.sink.loc, &[], marker).await?
+                } else {
+                    self.merge(batches, marker).await?;
+                    CommitOutcome::Committed
                 }
-                return Err(delta_err(e, "the Delta commit failed", &url)
-                    .with_context("epoch", prepared.epoch));
             }
-        }
+        };
         crash_point("delta.sink.after_commit").await;
-        Ok(CommitOutcome::Committed)
+        Ok(outcome)
     }
 
     async fn abort(&mut self, _prepared: Option<Prepared>) -> Result<()> {
         // Files already finalized are named by no log entry: invisible, removed by vacuum.
-        if let Some(mut w) = self.writer.take() {
-            w.reset();
+        if let Data::Append(w, adds) = &mut self.data {
+            if let Some(mut w) = w.take() {
+                w.reset();
+            }
+            adds.clear();
         }
-        self.adds.clear();
+        if let Some(mut q) = self.quarantine.take() {
+            q.reset();
+        }
+        self.data = Data::Merge(Vec::new(), 0);
         Ok(())
     }
 }

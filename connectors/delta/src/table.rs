@@ -36,6 +36,27 @@ impl TableLocation {
         Self { store, url }
     }
 
+    /// The table `name` inside this one's directory (`_quarantine`): a table of its own,
+    /// hidden from this table's readers and from vacuum (names starting `_`).
+    ///
+    /// # Errors
+    /// Config when the URL cannot be extended.
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let mut base = self.url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let url = base.join(&format!("{name}/")).map_err(|e| {
+            Error::config("cannot name a table inside this one")
+                .with_context("table", self.url.as_str())
+                .with_source(e)
+        })?;
+        Ok(Self {
+            store: self.store.clone(),
+            url,
+        })
+    }
+
     /// A table in a local directory (created when missing).
     ///
     /// # Errors
@@ -106,7 +127,14 @@ pub(crate) fn delta_err(e: DeltaTableError, what: &str, table: &Url) -> Error {
     use DeltaTableError as D;
     let kind = match &e {
         D::NotATable(_) => ErrorKind::NotFound,
-        D::Transaction { .. } | D::VersionAlreadyExists(_) => ErrorKind::Conflict,
+        // Another writer committed first and the conflict checker could not reconcile: the
+        // epoch is retried against the new version (its transaction guards against doubles).
+        D::Transaction { .. } | D::VersionAlreadyExists(_) => {
+            return Error::new(ErrorKind::Conflict, what.to_string())
+                .with_retry(strata_core::Retry::Transient)
+                .with_context("table", table.as_str())
+                .with_source(e);
+        }
         D::ObjectStore { .. } => ErrorKind::Unavailable,
         D::SchemaMismatch { .. } | D::Arrow { .. } => ErrorKind::Schema,
         _ => ErrorKind::Internal,
@@ -127,7 +155,36 @@ pub(crate) async fn open(loc: &TableLocation) -> Result<Option<DeltaTable>> {
     match table.load().await {
         Ok(()) => Ok(Some(table)),
         Err(DeltaTableError::NotATable(_)) => Ok(None),
+        // A location that does not exist yet (a local directory, a prefix) holds no table.
+        Err(e) if !has_log(loc).await? => {
+            tracing::debug!(table = %loc.url, error = %e, "no table yet");
+            Ok(None)
+        }
         Err(e) => Err(delta_err(e, "cannot load the table", &loc.url)),
+    }
+}
+
+/// Whether anything is under the table's `_delta_log/`.
+async fn has_log(loc: &TableLocation) -> Result<bool> {
+    use futures::StreamExt;
+    let path = object_store::path::Path::from_url_path(format!(
+        "{}/_delta_log/",
+        loc.url.path().trim_end_matches('/')
+    ))
+    .map_err(|e| {
+        Error::config("the table URL is not a valid object path")
+            .with_context("table", loc.url.as_str())
+            .with_source(e)
+    })?;
+    match loc.store.list(Some(&path)).next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Err(e)) => Err(
+            Error::new(ErrorKind::Unavailable, "cannot list the table's log")
+                .with_context("table", loc.url.as_str())
+                .with_source(e),
+        ),
     }
 }
 
