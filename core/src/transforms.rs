@@ -53,3 +53,39 @@ impl BatchTransform for Select {
         Ok(batch.project(&idx)?)
     }
 }
+
+/// A batch transform run as a stream transform: for a batch step that must come after a
+/// stream step (the runner applies batch transforms per split, before stream transforms).
+/// Each batch is transformed on the blocking pool, in order.
+#[derive(Debug, Clone)]
+pub struct OnStream(pub Arc<dyn BatchTransform>);
+
+impl crate::StreamTransform for OnStream {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        self.0.output_schema(input)
+    }
+
+    fn transform(
+        &self,
+        input: crate::SendableBatchStream,
+        ctx: &Context,
+    ) -> Result<crate::SendableBatchStream> {
+        use futures::StreamExt;
+        let schema = self.0.output_schema(&input.schema())?;
+        let (t, ctx) = (self.0.clone(), ctx.clone());
+        let out = input.then(move |b| {
+            let (t, ctx) = (t.clone(), ctx.clone());
+            async move {
+                let b = b?;
+                tokio::task::spawn_blocking(move || t.apply(b, &ctx))
+                    .await
+                    .map_err(|e| Error::internal("a transform panicked").with_source(e))?
+            }
+        });
+        Ok(crate::BatchStreamAdapter::boxed(schema, Box::pin(out)))
+    }
+}

@@ -50,9 +50,14 @@ pub enum SourceConfig {
     Rest(Box<strata_rest::RestSourceConfig>),
     /// A MongoDB collection or aggregation.
     Mongodb(Box<strata_mongodb::MongoSourceConfig>),
+    /// A Delta table: its rows at a pinned version, then only newer versions' changes.
+    Delta {
+        /// The table's directory (or file:// URL).
+        table: String,
+    },
 }
 
-/// The transforms this binary knows.
+/// The transforms this binary knows, applied in the order written.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransformConfig {
@@ -60,6 +65,30 @@ pub enum TransformConfig {
     Select {
         /// The columns.
         columns: Vec<String>,
+    },
+    /// Bronze lineage columns (`_ingested_at`, `_ingest_date`, `_source`, `_pipeline`,
+    /// `_epoch`, `_source_position`).
+    Lineage {
+        /// The source's name recorded in `_source`.
+        source: String,
+    },
+    /// Silver: cast to declared types and check rules, rejected rows to quarantine. `model`
+    /// names a table of the retail model (`orders`, `customers`, `partners`, `products`), or
+    /// `spec` declares one.
+    Conform {
+        /// A retail model table.
+        #[serde(default)]
+        model: Option<String>,
+        /// A declared spec.
+        #[serde(default)]
+        spec: Option<strata_silver::ConformSpec>,
+    },
+    /// One row per element of a list of structs, parent columns repeated.
+    Explode {
+        /// The list column.
+        column: String,
+        /// The parent columns kept.
+        keep: Vec<String>,
     },
 }
 
@@ -75,6 +104,14 @@ pub enum SinkConfig {
     AzureBlob(AzureBlobSinkConfig),
     /// A MongoDB collection: append, or upsert by key (with deletes), exactly once.
     Mongodb(Box<strata_mongodb::MongoSinkConfig>),
+    /// A Delta table: append or MERGE, exactly once; rejected records in its `_quarantine`.
+    Delta {
+        /// The table's directory (or file:// URL).
+        table: String,
+        /// Partitions, write mode, schema evolution.
+        #[serde(default)]
+        options: strata_delta::DeltaSinkConfig,
+    },
 }
 
 /// Checkpoint stores.
@@ -210,12 +247,14 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SourceConfig::AzureBlob(c) => c.validate().map_err(at("source.azure_blob"))?,
         SourceConfig::Rest(c) => c.validate().map_err(at("source.rest"))?,
         SourceConfig::Mongodb(c) => c.validate().map_err(at("source.mongodb"))?,
+        SourceConfig::Delta { .. } => {}
     }
     match &cfg.sink {
         SinkConfig::Parquet(c) => c.validate().map_err(at("sink.parquet"))?,
         SinkConfig::S3(c) => c.validate().map_err(at("sink.s3"))?,
         SinkConfig::AzureBlob(c) => c.validate().map_err(at("sink.azure_blob"))?,
         SinkConfig::Mongodb(c) => c.validate().map_err(at("sink.mongodb"))?,
+        SinkConfig::Delta { options, .. } => options.validate().map_err(at("sink.delta"))?,
     }
     match &cfg.checkpoint {
         CheckpointConfig::S3 { connection } => {
@@ -243,12 +282,15 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     match &cfg.source {
         SourceConfig::S3(c) => s3.push(&c.connection),
         SourceConfig::AzureBlob(c) => azure.push(&c.connection),
-        SourceConfig::Files(_) | SourceConfig::Rest(_) | SourceConfig::Mongodb(_) => {}
+        SourceConfig::Files(_)
+        | SourceConfig::Rest(_)
+        | SourceConfig::Mongodb(_)
+        | SourceConfig::Delta { .. } => {}
     }
     match &cfg.sink {
         SinkConfig::S3(c) => s3.push(&c.connection),
         SinkConfig::AzureBlob(c) => azure.push(&c.connection),
-        SinkConfig::Parquet(_) | SinkConfig::Mongodb(_) => {}
+        SinkConfig::Parquet(_) | SinkConfig::Mongodb(_) | SinkConfig::Delta { .. } => {}
     }
     match &cfg.checkpoint {
         CheckpointConfig::S3 { connection } => s3.push(connection),
@@ -275,10 +317,35 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     Ok(done)
 }
 
+/// A transform step: per batch, or over the stream.
+pub enum Step {
+    /// A stateless batch transform.
+    Batch(Arc<dyn BatchTransform>),
+    /// A stream transform (it may quarantine rows).
+    Stream(Arc<dyn strata_core::StreamTransform>),
+}
+
+/// A table of the retail model for `conform: { model: ... }`.
+fn retail_spec(model: &str) -> Option<strata_silver::ConformSpec> {
+    Some(match model {
+        "orders" => strata_silver::retail::orders(),
+        "customers" => strata_silver::retail::customers(),
+        "partners" => strata_silver::retail::partners(),
+        "products" => strata_silver::retail::products(),
+        _ => return None,
+    })
+}
+
+/// A Delta table location from a local path or `file://` URL.
+pub fn table_location(table: &str) -> strata_core::Result<strata_delta::TableLocation> {
+    let path = table.strip_prefix("file://").unwrap_or(table);
+    strata_delta::TableLocation::local(path)
+}
+
 /// The built components of a pipeline.
 pub struct Built {
     pub source: Arc<dyn Source>,
-    pub transforms: Vec<Arc<dyn BatchTransform>>,
+    pub transforms: Vec<Step>,
     pub sink: Arc<dyn Sink>,
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub options: RunOptions,
@@ -306,18 +373,38 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                 .await
                 .map_err(at("source.mongodb"))?,
         ),
+        SourceConfig::Delta { table } => Arc::new(
+            strata_delta::DeltaSource::try_new(table_location(table).map_err(at("source.delta"))?)
+                .await
+                .map_err(at("source.delta"))?,
+        ),
     };
-    let transforms = cfg
-        .transforms
-        .iter()
-        .map(|t| -> Arc<dyn BatchTransform> {
-            match t {
-                TransformConfig::Select { columns } => {
-                    Arc::new(strata_core::transforms::Select::new(columns.clone()))
-                }
+    let mut transforms = Vec::new();
+    for (i, t) in cfg.transforms.iter().enumerate() {
+        transforms.push(match t {
+            TransformConfig::Select { columns } => Step::Batch(Arc::new(
+                strata_core::transforms::Select::new(columns.clone()),
+            )),
+            TransformConfig::Lineage { source } => {
+                Step::Batch(Arc::new(strata_bronze::Lineage::new(source)))
             }
-        })
-        .collect();
+            TransformConfig::Conform { model, spec } => {
+                let spec = match (model.as_deref(), spec) {
+                    (Some(m), None) => retail_spec(m)
+                        .ok_or_else(|| anyhow!("transforms[{i}].conform.model: unknown model `{m}` (orders, customers, partners, products)"))?,
+                    (None, Some(s)) => s.clone(),
+                    _ => bail!("transforms[{i}].conform: give either `model` or `spec`"),
+                };
+                Step::Stream(Arc::new(
+                    strata_silver::Conform::try_new(spec).map_err(|e| anyhow!("transforms[{i}].conform: {}", e.report()))?,
+                ))
+            }
+            TransformConfig::Explode { column, keep } => {
+                let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+                Step::Batch(Arc::new(strata_silver::Explode::new(column, &keep)))
+            }
+        });
+    }
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
         SinkConfig::Parquet(c) => (
             Arc::new(ParquetSink::try_new(c.clone()).map_err(at("sink.parquet"))?),
@@ -339,6 +426,17 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             ),
             format!("mongodb {}.{}", c.database, c.collection),
         ),
+        SinkConfig::Delta { table, options } => {
+            let loc = table_location(table).map_err(at("sink.delta"))?;
+            let root = loc.url.to_string();
+            (
+                Arc::new(
+                    strata_delta::DeltaSink::try_new(loc, options.clone())
+                        .map_err(at("sink.delta"))?,
+                ),
+                root,
+            )
+        }
     };
     let checkpoints: Arc<dyn CheckpointStore> = match &cfg.checkpoint {
         CheckpointConfig::Local { dir } => Arc::new(ObjectStoreCheckpointStore::new(

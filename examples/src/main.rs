@@ -8,6 +8,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod api;
 mod config;
 mod demo;
+mod medallion;
 mod progress;
 
 use anyhow::{Result, anyhow};
@@ -25,8 +26,13 @@ use strata_core::{CancellationToken, Metrics, PipelineBuilder, RunOutcome, RunRe
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter (e.g. `info`, `strata_core=debug`); also `RUST_LOG`.
-    #[arg(long, global = true, default_value = "warn")]
+    /// Log filter (e.g. `info`, `strata_core=debug`); also `RUST_LOG`. deltalake's MERGE
+    /// warns about a metric it derives on every run: quiet by default.
+    #[arg(
+        long,
+        global = true,
+        default_value = "warn,deltalake_core::operations::merge=error"
+    )]
     log: String,
 }
 
@@ -169,10 +175,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 .map_err(|e| anyhow!("source: {}", e.report()))?;
             let p =
                 PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints);
-            let p = built
-                .transforms
-                .into_iter()
-                .fold(p, |p, t| p.with_batch_transform(t))
+            let p = with_steps(p, built.transforms)
                 .build()
                 .map_err(|e| anyhow!("{}", e.report()))?;
             println!("{}: ok; output schema:", pipeline.display());
@@ -217,6 +220,25 @@ async fn dispatch(cmd: Command) -> Result<()> {
     }
 }
 
+/// Add the transform steps in order: batch steps before the first stream step run per split,
+/// later ones follow the stream.
+fn with_steps(mut b: PipelineBuilder, steps: Vec<config::Step>) -> PipelineBuilder {
+    let mut streaming = false;
+    for t in steps {
+        match t {
+            config::Step::Batch(t) if !streaming => b = b.with_batch_transform(t),
+            config::Step::Batch(t) => {
+                b = b.with_stream_transform(Arc::new(strata_core::transforms::OnStream(t)));
+            }
+            config::Step::Stream(t) => {
+                streaming = true;
+                b = b.with_stream_transform(t);
+            }
+        }
+    }
+    b
+}
+
 /// Load, build and run one pipeline file, with a progress bar when asked.
 pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<RunReport> {
     let cfg = config::load(path)?;
@@ -227,9 +249,7 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
         .with_options(built.options)
         .with_metrics(metrics)
         .with_observer(bar.observer());
-    for t in built.transforms {
-        b = b.with_batch_transform(t);
-    }
+    b = with_steps(b, built.transforms);
     let pipeline = b
         .build()
         .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;

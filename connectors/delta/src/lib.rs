@@ -8,6 +8,8 @@ pub mod source;
 mod table;
 
 pub use config::{DeleteWhen, DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
+/// The deltalake crate, for callers that build on its tables (gold's SQL).
+pub use deltalake;
 pub use sink::DeltaSink;
 pub use source::DeltaSource;
-pub use table::TableLocation;
+pub use table::{TableLocation, delta_err};

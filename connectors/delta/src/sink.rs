@@ -374,7 +374,7 @@ impl EpochWriter {
                 .with_context("table", url.as_str())
         })?;
         let schema = batches[0].schema();
-        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        let ctx = deltalake::delta_datafusion::create_session().into_inner();
         let mem =
             deltalake::datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches])
                 .map_err(df_err)?;
@@ -469,13 +469,25 @@ impl EpochWriter {
 }
 
 /// Delta has no unsigned integers: such columns are written as the next wider signed type
-/// (`uint64` as `int64`; values above `i64::MAX` are a Data error).
+/// (`uint64` as `int64`; values above `i64::MAX` are a Data error); timestamps become
+/// microseconds in UTC (the same instants) or without a zone.
 fn delta_compatible(batch: RecordBatch) -> Result<RecordBatch> {
     use arrow_schema::DataType as T;
     let wider = |t: &T| match t {
         T::UInt8 => Some(T::Int16),
         T::UInt16 => Some(T::Int32),
         T::UInt32 | T::UInt64 => Some(T::Int64),
+        // Delta timestamps are microseconds, UTC (`timestamp`) or without a zone
+        // (`timestamp_ntz`).
+        T::Timestamp(u, tz)
+            if *u != arrow_schema::TimeUnit::Microsecond
+                || tz.as_deref().is_some_and(|z| z != "UTC") =>
+        {
+            Some(T::Timestamp(
+                arrow_schema::TimeUnit::Microsecond,
+                tz.as_ref().map(|_| "UTC".into()),
+            ))
+        }
         _ => None,
     };
     if !batch

@@ -11,7 +11,6 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use deltalake::DeltaTableBuilder;
 use deltalake::datafusion::physical_plan::execute_stream;
-use deltalake::datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -58,7 +57,20 @@ impl DeltaSource {
             .map_err(|e| delta_err(e, "the table has no state", &loc.url))?
             .snapshot()
             .arrow_schema();
-        let mut fields: Vec<Arc<Field>> = base.fields().iter().cloned().collect();
+        // Delta's UTC timestamps are read with the `+00:00` zone Strata uses everywhere
+        // (the same instants; arrow needs no time zone database for an offset).
+        let mut fields: Vec<Arc<Field>> = base
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(u, Some(tz)) if tz.as_ref() == "UTC" => Arc::new(
+                    f.as_ref()
+                        .clone()
+                        .with_data_type(DataType::Timestamp(*u, Some("+00:00".into()))),
+                ),
+                _ => f.clone(),
+            })
+            .collect();
         fields.push(Arc::new(Field::new(CHANGE_TYPE, DataType::Utf8, false)));
         fields.push(Arc::new(Field::new(COMMIT_VERSION, DataType::Int64, false)));
         fields.push(Arc::new(Field::new(
@@ -197,7 +209,7 @@ impl Source for DeltaSource {
                     (st, Some((spec.to, true)))
                 }
                 Some(from) => {
-                    let ctx = SessionContext::new();
+                    let ctx = deltalake::delta_datafusion::create_session().into_inner();
                     let plan = table
                         .scan_cdf()
                         .with_starting_version((from + 1) as u64)

@@ -57,6 +57,41 @@ impl TableLocation {
         })
     }
 
+    /// The table loaded at its latest version, or `None` when there is none yet.
+    ///
+    /// # Errors
+    /// Unavailable when the store cannot be read.
+    pub async fn load(&self) -> Result<Option<DeltaTable>> {
+        open(self).await
+    }
+
+    /// A handle on the location without loading it (for creating writes).
+    ///
+    /// # Errors
+    /// Config for an invalid URL.
+    pub fn handle(&self) -> Result<DeltaTable> {
+        register_schemes();
+        DeltaTableBuilder::from_url(self.url.clone())
+            .map_err(|e| delta_err(e, "invalid table URL", &self.url))?
+            .with_storage_backend(self.store.clone(), self.url.clone())
+            .build()
+            .map_err(|e| delta_err(e, "cannot open the table", &self.url))
+    }
+
+    /// The version of application transaction `app_id` recorded in the table.
+    ///
+    /// # Errors
+    /// When the table's log cannot be read.
+    pub async fn app_version(&self, table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+        let state = table
+            .snapshot()
+            .map_err(|e| delta_err(e, "the table has no state", &self.url))?;
+        state
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| delta_err(e, "cannot read the table's transactions", &self.url))
+    }
+
     /// A table in a local directory (created when missing).
     ///
     /// # Errors
@@ -122,8 +157,9 @@ fn register_schemes() {
     });
 }
 
-/// Map a deltalake error to the core kinds, naming the table.
-pub(crate) fn delta_err(e: DeltaTableError, what: &str, table: &Url) -> Error {
+/// Map a deltalake error to the core kinds, naming the table (a commit that lost a race is a
+/// retryable Conflict).
+pub fn delta_err(e: DeltaTableError, what: &str, table: &Url) -> Error {
     use DeltaTableError as D;
     let kind = match &e {
         D::NotATable(_) => ErrorKind::NotFound,
@@ -147,6 +183,9 @@ pub(crate) fn delta_err(e: DeltaTableError, what: &str, table: &Url) -> Error {
 /// The table, loaded at its latest version, or `None` when nothing is there yet.
 pub(crate) async fn open(loc: &TableLocation) -> Result<Option<DeltaTable>> {
     register_schemes();
+    if !has_log(loc).await? {
+        return Ok(None);
+    }
     let mut table = DeltaTableBuilder::from_url(loc.url.clone())
         .map_err(|e| delta_err(e, "invalid table URL", &loc.url))?
         .with_storage_backend(loc.store.clone(), loc.url.clone())
