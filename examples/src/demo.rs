@@ -204,19 +204,13 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
     if let Some(uri) = mongodb_uri {
         mongo_step(uri, &data, &lake, &pipes, &cps, &m).await?;
     }
-    medallion_step(&out, &data, &pipes, &cps, &m).await?;
+    medallion_step(&out, &data, &pipes, &m).await?;
     Ok(())
 }
 
 /// Bronze, silver and gold Delta tables from pipeline files, gold checked against the manifest.
-async fn medallion_step(
-    out: &Path,
-    data: &Path,
-    pipes: &Path,
-    cps: &Path,
-    m: &Manifest,
-) -> Result<()> {
-    use crate::medallion::{Lake, bronze_yaml, silver_yaml};
+async fn medallion_step(out: &Path, data: &Path, pipes: &Path, m: &Manifest) -> Result<()> {
+    use crate::medallion::{BRONZE, Lake, SILVER, scaffold};
     let lake = Lake {
         root: out.join("medallion"),
     };
@@ -224,10 +218,9 @@ async fn medallion_step(
         "8. medallion: Delta tables under {} (bronze -> silver -> gold)",
         lake.root.display()
     );
-    for name in ["partners", "customers", "products", "orders"] {
-        let file = pipes.join(format!("bronze_{name}.yaml"));
-        std::fs::write(&file, bronze_yaml(name, data, &lake, cps))?;
-        let r = crate::run_file(&file, false).await?;
+    scaffold(data, &lake.root, pipes)?;
+    for name in BRONZE {
+        let r = crate::run_file(&pipes.join(format!("bronze_{name}.yaml")), false).await?;
         println!(
             "   bronze.{name:<12} {:>9} rows  {:>6} quarantined  {:>5.2} s",
             r.rows_written,
@@ -236,11 +229,9 @@ async fn medallion_step(
         );
     }
     let mut silver_quarantine = 0;
-    for name in ["partners", "customers", "products", "orders", "order_lines"] {
-        let file = pipes.join(format!("silver_{name}.yaml"));
-        std::fs::write(&file, silver_yaml(name, &lake, cps))?;
-        let r = crate::run_file(&file, false).await?;
-        if name == "orders" {
+    for name in SILVER {
+        let r = crate::run_file(&pipes.join(format!("silver_{name}.yaml")), false).await?;
+        if *name == "orders" {
             silver_quarantine = r.rows_quarantined;
         }
         println!(

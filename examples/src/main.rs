@@ -100,6 +100,50 @@ enum Command {
         #[arg(long, env = "STRATA_DEMO_MONGODB_URI")]
         mongodb_uri: Option<String>,
     },
+    /// Bring the gold tables of a lake (`<lake>/silver/*` -> `<lake>/gold/*`) up to date:
+    /// only the order dates that changed are rebuilt.
+    Gold {
+        /// The lake's root directory.
+        lake: PathBuf,
+        /// A generator manifest (`data/manifest.json`): check gold's totals against it.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Write the medallion's pipeline files for generated data: bronze (files to Delta, with
+    /// lineage) and silver (bronze's new versions, conformed, MERGEd) for every entity.
+    Scaffold {
+        /// The generated data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The lake's root directory (bronze/, silver/, gold/ and the checkpoints go there).
+        #[arg(long)]
+        lake: PathBuf,
+        /// Where to write the pipeline files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rewrite a Delta table's small files into files of about the target size.
+    Compact {
+        /// The table's directory.
+        table: PathBuf,
+        /// The target file size.
+        #[arg(long, default_value_t = 128)]
+        target_file_size_megabytes: u64,
+    },
+    /// Delete files no version within the retention needs (and files of killed writers).
+    Vacuum {
+        /// The table's directory.
+        table: PathBuf,
+        /// Keep files younger versions need for this long.
+        #[arg(long, default_value_t = 168)]
+        retention_hours: u64,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a retention under 7 days.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -217,6 +261,73 @@ async fn dispatch(cmd: Command) -> Result<()> {
             scale,
             mongodb_uri,
         } => demo::run(&out, scale, mongodb_uri.as_deref()).await,
+        Command::Scaffold { data, lake, out } => {
+            let files = medallion::scaffold(&data, &lake, &out)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Gold { lake, manifest } => {
+            let g = medallion::gold(&medallion::Lake { root: lake })?;
+            let r = g.build().await.map_err(|e| anyhow!("{}", e.report()))?;
+            if let Some(m) = manifest {
+                let m: strata_datagen::Manifest = serde_json::from_slice(&std::fs::read(&m)?)?;
+                for line in medallion::check_gold(&g, &m).await? {
+                    println!("check: {line}");
+                }
+            }
+            for (t, dates) in &r.rebuilt {
+                match dates {
+                    Some(n) => println!("{t}: {n} order dates rebuilt"),
+                    None => println!("{t}: rebuilt"),
+                }
+            }
+            if r.rebuilt.is_empty() {
+                println!("gold is up to date with silver {:?}", r.silver_versions);
+            }
+            Ok(())
+        }
+        Command::Compact {
+            table,
+            target_file_size_megabytes,
+        } => {
+            let loc = config::table_location(&table.display().to_string())
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes)
+                .await
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            println!(
+                "{}: {} files rewritten into {}",
+                table.display(),
+                c.files_removed,
+                c.files_added
+            );
+            Ok(())
+        }
+        Command::Vacuum {
+            table,
+            retention_hours,
+            dry_run,
+            force,
+        } => {
+            let loc = config::table_location(&table.display().to_string())
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            let v = strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force)
+                .await
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            println!(
+                "{}: {} files {}",
+                table.display(),
+                v.files.len(),
+                if v.dry_run {
+                    "would be deleted"
+                } else {
+                    "deleted"
+                }
+            );
+            Ok(())
+        }
     }
 }
 

@@ -227,3 +227,30 @@ pub async fn gold_counts(g: &strata_gold::Gold) -> Result<Vec<(String, i64)>> {
     }
     Ok(out)
 }
+
+/// Bronze tables (one per entity file) and the silver tables built from them.
+pub const BRONZE: &[&str] = &["partners", "customers", "products", "orders"];
+/// The silver tables.
+pub const SILVER: &[&str] = &["partners", "customers", "products", "orders", "order_lines"];
+
+/// Write the medallion's pipeline files (`bronze_<name>.yaml`, `silver_<name>.yaml`), in the
+/// order to run them.
+pub fn scaffold(data: &Path, lake: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out)?;
+    std::fs::create_dir_all(lake)?;
+    let (data, lake) = (std::fs::canonicalize(data)?, std::fs::canonicalize(lake)?);
+    let cps = lake.join("_checkpoints");
+    let lake = Lake { root: lake };
+    let mut files = Vec::new();
+    for name in BRONZE {
+        let f = out.join(format!("bronze_{name}.yaml"));
+        std::fs::write(&f, bronze_yaml(name, &data, &lake, &cps))?;
+        files.push(f);
+    }
+    for name in SILVER {
+        let f = out.join(format!("silver_{name}.yaml"));
+        std::fs::write(&f, silver_yaml(name, &lake, &cps))?;
+        files.push(f);
+    }
+    Ok(files)
+}

@@ -297,6 +297,10 @@ fn strata_demo_checks_files_rest_and_mongodb_against_the_manifest() {
         "{stdout}"
     );
     assert!(stdout.contains("6. REST:"), "{stdout}");
+    assert!(
+        stdout.contains("gold totals equal the generator manifest's expected totals exactly"),
+        "{stdout}"
+    );
     assert_eq!(
         stdout.matches("7. MongoDB:").count(),
         2,
@@ -545,4 +549,194 @@ fn a_mongodb_incremental_load_killed_at_each_step_reads_each_version_once() {
         assert_eq!(rows.len(), expected, "{point}: every version read once");
         assert_eq!(run_json(&p)["outcome"], "NothingNew", "{point}");
     }
+}
+
+// ---- The medallion: bronze, silver and gold Delta tables, killed at each layer ----
+
+fn strata(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "strata {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn scaffold(data: &Path, lake: &Path, pipes: &Path) {
+    strata(&[
+        "scaffold",
+        "--data",
+        &data.display().to_string(),
+        "--lake",
+        &lake.display().to_string(),
+        "--out",
+        &pipes.display().to_string(),
+    ]);
+}
+
+/// Rows (and quarantined rows) of a Delta table, read through a `delta` source pipeline.
+fn delta_rows(dir: &Path, table: &Path) -> u64 {
+    let p = dir.join(format!("count-{}.yaml", rand_name()));
+    std::fs::write(
+        &p,
+        format!(
+            "pipeline: count\nsource:\n  delta:\n    table: '{}'\nsink:\n  parquet:\n    root: '{}'\ncheckpoint:\n  memory\n",
+            table.display(),
+            dir.join(format!("count-out-{}", rand_name())).display()
+        ),
+    )
+    .unwrap();
+    run_json(&p)["rows_written"].as_u64().unwrap()
+}
+
+fn rand_name() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[test]
+fn each_medallion_layer_killed_at_each_step_reruns_to_the_manifest_totals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let m = generate(&data, 0.005, 0.03);
+    // Bronze: a fresh lake per kill point.
+    for (i, point) in [
+        "runner.before_prepare",
+        "delta.sink.after_quarantine_commit",
+        "delta.sink.after_commit",
+        "runner.before_checkpoint",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let lake = tmp.path().join(format!("lake-bronze-{i}"));
+        let pipes = tmp.path().join(format!("pipes-bronze-{i}"));
+        scaffold(&data, &lake, &pipes);
+        let p = pipes.join("bronze_orders.yaml");
+        kill_at(&p, point);
+        let r = run_json(&p);
+        assert!(r["outcome"] != "Failed", "{point}: {r}");
+        assert_eq!(
+            delta_rows(tmp.path(), &lake.join("bronze/orders")),
+            m.well_formed_order_lines,
+            "bronze after SIGKILL at {point}: every well-formed line once"
+        );
+        assert_eq!(
+            delta_rows(tmp.path(), &lake.join("bronze/orders/_quarantine")),
+            m.dirt.malformed_json_lines + m.dirt.type_drift_total_amount,
+            "bronze quarantine after SIGKILL at {point}: every bad line once"
+        );
+        assert_eq!(run_json(&p)["outcome"], "NothingNew", "{point}");
+    }
+    // Silver and gold: one lake, each pipeline killed once before it completes.
+    let lake = tmp.path().join("lake");
+    let pipes = tmp.path().join("pipes");
+    scaffold(&data, &lake, &pipes);
+    for name in ["partners", "customers", "products", "orders"] {
+        run_json(&pipes.join(format!("bronze_{name}.yaml")));
+    }
+    let kills = [
+        ("partners", "runner.before_prepare"),
+        ("customers", "delta.sink.after_commit"),
+        ("products", "runner.before_checkpoint"),
+        ("orders", "delta.sink.after_commit"),
+        ("order_lines", "runner.before_prepare"),
+    ];
+    for (name, point) in kills {
+        let p = pipes.join(format!("silver_{name}.yaml"));
+        kill_at(&p, point);
+        run_json(&p);
+    }
+    assert_eq!(
+        delta_rows(tmp.path(), &lake.join("silver/orders")),
+        m.expected.orders,
+        "silver orders: one row per valid order"
+    );
+    // Gold killed after its first table, then finished by a rerun.
+    let mut child = Command::new(BIN)
+        .args(["gold", &lake.display().to_string()])
+        .env("STRATA_PAUSE_AT", "gold.after_table")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reached = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("paused at gold.after_table"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(reached, "gold reached its first table");
+    let out = strata(&[
+        "gold",
+        &lake.display().to_string(),
+        "--manifest",
+        &data.join("manifest.json").display().to_string(),
+    ]);
+    assert!(out.contains("check: orders"), "{out}");
+    // Up to date: nothing rebuilt.
+    let again = strata(&["gold", &lake.display().to_string()]);
+    assert!(again.contains("gold is up to date"), "{again}");
+}
+
+#[test]
+fn late_records_rebuild_only_their_days_in_gold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let m = generate(&data, 0.005, 0.0);
+    let lake = tmp.path().join("lake");
+    let pipes = tmp.path().join("pipes");
+    scaffold(&data, &lake, &pipes);
+    let medallion = |pipes: &Path| {
+        for name in ["partners", "customers", "products", "orders"] {
+            run_json(&pipes.join(format!("bronze_{name}.yaml")));
+        }
+        for name in ["partners", "customers", "products", "orders", "order_lines"] {
+            run_json(&pipes.join(format!("silver_{name}.yaml")));
+        }
+        strata(&["gold", &lake.display().to_string()])
+    };
+    let first = medallion(&pipes);
+    assert!(first.contains("fact_order_line: rebuilt"), "{first}");
+    // A late file: order 5 again with a later update (now returned), and a new order dated
+    // 2024-02-15, a day in the past.
+    let orders = std::fs::read_to_string(data.join("orders.ndjson")).unwrap();
+    let o5 = orders
+        .lines()
+        .find(|l| l.contains("\"O-000000005\""))
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(o5).unwrap();
+    v["status"] = "returned".into();
+    v["updated_at"] = "2030-01-01T00:00:00Z".into();
+    let mut new = v.clone();
+    new["order_id"] = "O-900000001".into();
+    new["created_at"] = "2024-02-15T08:00:00Z".into();
+    std::fs::write(data.join("orders-late.ndjson"), format!("{v}\n{new}\n")).unwrap();
+    // The bronze orders pipeline reads orders*.ndjson.
+    let p = pipes.join("bronze_orders.yaml");
+    let y = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, y.replace("[\"orders.ndjson\"]", "[\"orders*.ndjson\"]")).unwrap();
+    let second = medallion(&pipes);
+    // Two order dates changed: order 5's day and the new order's day.
+    assert!(
+        second.contains("fact_order_line: 2 order dates rebuilt"),
+        "{second}"
+    );
+    assert!(
+        second.contains("daily_revenue: 2 order dates rebuilt"),
+        "{second}"
+    );
+    assert!(second.contains("product_performance: rebuilt"), "{second}");
+    assert_eq!(
+        delta_rows(tmp.path(), &lake.join("silver/orders")),
+        m.expected.orders + 1,
+        "the late update replaced order 5; the new order was added"
+    );
 }

@@ -279,6 +279,7 @@ impl Gold {
             report
                 .rebuilt
                 .insert(spec.name.to_string(), dates.map(|d| d.len()));
+            strata_core::crash_point("gold.after_table").await;
         }
         Ok(report)
     }

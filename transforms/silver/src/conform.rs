@@ -86,6 +86,21 @@ pub struct ConformSpec {
     pub key: Vec<String>,
 }
 
+impl ConformSpec {
+    /// Table `table` with `columns` (`(name, type)`), `rules`, and `key` naming rejected rows.
+    pub fn new(table: &str, columns: &[(&str, &str)], rules: Vec<Rule>, key: &[&str]) -> Self {
+        Self {
+            table: table.to_string(),
+            columns: columns
+                .iter()
+                .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
+                .collect(),
+            rules,
+            key: key.iter().map(|k| (*k).to_string()).collect(),
+        }
+    }
+}
+
 /// Casts and validates (a stream transform: rejected rows go to quarantine as they are found).
 #[derive(Debug, Clone)]
 pub struct Conform {
