@@ -95,6 +95,35 @@ impl CloudConnection for Conn {
 }
 
 impl Conn {
+    /// The Delta table `name` under the prefix (`s3://bucket/prefix/name`,
+    /// `az://container/prefix/name`) on this store.
+    ///
+    /// # Panics
+    /// On an invalid config.
+    pub fn delta_table(&self, name: &str) -> strata_delta::TableLocation {
+        let (store, base, prefix): (std::sync::Arc<dyn object_store::ObjectStore>, String, &str) =
+            match self {
+                Conn::S3(c) => (
+                    std::sync::Arc::new(c.build_store().unwrap()),
+                    format!("s3://{}", c.bucket),
+                    &c.prefix,
+                ),
+                Conn::Azure(c) => (
+                    std::sync::Arc::new(c.build_store().unwrap()),
+                    format!("az://{}", c.container),
+                    &c.prefix,
+                ),
+            };
+        let path = [prefix.trim_matches('/'), name]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        let url = url::Url::parse(&format!("{base}/{path}/")).unwrap();
+        strata_delta::TableLocation::new(store, url)
+    }
+
     /// The bucket or container name.
     pub fn name(&self) -> String {
         match self {

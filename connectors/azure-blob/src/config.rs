@@ -226,6 +226,16 @@ impl AzureBlobConfig {
         self.http.validate()
     }
 
+    /// Emulator credentials at the Azurite URL object_store's emulator mode uses.
+    fn azurite_default(&self) -> bool {
+        let url = std::env::var("AZURITE_BLOB_STORAGE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:10000".to_string());
+        matches!(self.credentials, AzureCredentials::Emulator)
+            && self.account_name() == EMULATOR_ACCOUNT
+            && self.endpoint.as_deref().map(|e| e.trim_end_matches('/'))
+                == Some(url.trim_end_matches('/'))
+    }
+
     /// The container as object_store's Azure client (no I/O until used).
     ///
     /// # Errors
@@ -241,7 +251,14 @@ impl AzureBlobConfig {
             .with_container_name(&self.container)
             .with_client_options(self.http.client_options(self.http_allowed()))
             .with_retry(self.http.retry_config());
-        if self.endpoint.is_some() || matches!(self.credentials, AzureCredentials::Emulator) {
+        if self.azurite_default() {
+            // object_store's emulator mode knows Azurite's quirks (it ignores `startFrom`, so
+            // listings from an offset are filtered client-side; Delta logs rely on them). It
+            // takes the URL from AZURITE_BLOB_STORAGE_URL, so it is used when that is the
+            // endpoint configured.
+            b = b.with_use_emulator(true);
+        } else if self.endpoint.is_some() || matches!(self.credentials, AzureCredentials::Emulator)
+        {
             b = b.with_endpoint(self.service_url());
         }
         match &self.credentials {
