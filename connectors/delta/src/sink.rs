@@ -398,6 +398,38 @@ impl EpochWriter {
             .map_err(df_err)?
             .drop_columns(&["__rn", SEQ])
             .map_err(df_err)?;
+        let empty = table
+            .snapshot()
+            .map_err(|e| delta_err(e, "the table has no state", &url))?
+            .log_data()
+            .num_files()
+            == 0;
+        if empty {
+            // Nothing to match (a first load): write the newest rows per key directly. As an
+            // overwrite of the empty table, a concurrent writer's commit makes this one
+            // conflict and retry (then through the MERGE), so keys are never written twice.
+            if let Some(d) = delete_when {
+                // A null operation is not a delete.
+                df = df
+                    .filter(
+                        col(d.column.as_str())
+                            .is_null()
+                            .or(col(d.column.as_str()).not_eq(lit(d.equals.as_str()))),
+                    )
+                    .map_err(df_err)?;
+            }
+            table
+                .write(Vec::new())
+                .with_input_plan(df.logical_plan().clone())
+                .with_session_state(Arc::new(ctx.state()))
+                .with_save_mode(SaveMode::Overwrite)
+                .with_commit_properties(commit_properties(marker))
+                .await
+                .map_err(|e| {
+                    delta_err(e, "the first load failed", &url).with_context("epoch", marker.epoch)
+                })?;
+            return Ok(());
+        }
         let columns: Vec<String> = schema
             .fields()
             .iter()
@@ -412,9 +444,13 @@ impl EpochWriter {
         let newer = version_column
             .as_ref()
             .map(|v| format!("source.{v} >= target.{v}"));
-        let is_delete = delete_when
-            .as_ref()
-            .map(|d| format!("source.{} = {}", d.column, sql_text(&d.equals)));
+        let is_delete = delete_when.as_ref().map(|d| {
+            format!(
+                "coalesce(source.{} = {}, false)",
+                d.column,
+                sql_text(&d.equals)
+            )
+        });
         let mut m = table
             .merge(df, predicate)
             .with_source_alias("source")
