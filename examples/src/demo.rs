@@ -24,7 +24,7 @@ pub async fn generate(cfg: &GeneratorConfig, out: &Path, show: bool) -> Result<M
     Ok(m)
 }
 
-fn yaml_str(p: &Path) -> String {
+pub(crate) fn yaml_str(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "''"))
 }
 

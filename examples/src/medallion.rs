@@ -1,6 +1,7 @@
 //! The medallion in `strata demo`: bronze, silver and gold Delta tables on local disk, from
 //! pipeline files, checked against the generator's manifest.
 
+use crate::demo::yaml_str;
 use anyhow::{Result, anyhow, bail};
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
@@ -8,10 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use strata_datagen::Manifest;
-
-fn yaml_str(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "''"))
-}
 
 /// The lake's layout.
 pub struct Lake {

@@ -83,7 +83,8 @@ async fn commit_adds(
         Error::new(ErrorKind::NotFound, "the table disappeared").with_context("table", url.as_str())
     })?;
     let pid = marker.pipeline_id.as_str();
-    if transaction_version(&table, pid)
+    if loc
+        .app_version(&table, pid)
         .await?
         .is_some_and(|v| v >= marker.epoch.0 as i64)
     {
@@ -117,7 +118,8 @@ async fn commit_adds(
     if let Err(e) = res {
         // A concurrent run of this pipeline may have committed the epoch.
         if let Some(t) = open(loc).await?
-            && transaction_version(&t, pid)
+            && loc
+                .app_version(&t, pid)
                 .await?
                 .is_some_and(|v| v >= marker.epoch.0 as i64)
         {
@@ -144,22 +146,6 @@ fn commit_properties(marker: &CommitMarker) -> CommitProperties {
 
 /// The commit info key Strata's marker is recorded under.
 const MARKER_KEY: &str = "strata";
-
-async fn transaction_version(table: &DeltaTable, pid: &str) -> Result<Option<i64>> {
-    let state = table
-        .snapshot()
-        .map_err(|e| delta_err(e, "the table has no state", &table.table_url().clone()))?;
-    state
-        .transaction_version(table.log_store().as_ref(), pid)
-        .await
-        .map_err(|e| {
-            delta_err(
-                e,
-                "cannot read the table's transactions",
-                &table.table_url().clone(),
-            )
-        })
-}
 
 #[async_trait]
 impl Sink for DeltaSink {
@@ -294,7 +280,7 @@ impl Sink for DeltaSink {
         let Some(table) = open(&self.loc).await? else {
             return Ok(None);
         };
-        let Some(epoch) = transaction_version(&table, pipeline_id).await? else {
+        let Some(epoch) = self.loc.app_version(&table, pipeline_id).await? else {
             return Ok(None);
         };
         let epoch = Epoch(u64::try_from(epoch).unwrap_or(0));
@@ -350,7 +336,12 @@ fn sql_text(v: &str) -> String {
 impl EpochWriter {
     /// MERGE the epoch's rows: the newest version per key within the epoch, then against the
     /// table, deletes included; the transaction rides in the same commit.
-    async fn merge(&mut self, batches: Vec<RecordBatch>, marker: &CommitMarker) -> Result<()> {
+    async fn merge(
+        &mut self,
+        table: DeltaTable,
+        batches: Vec<RecordBatch>,
+        marker: &CommitMarker,
+    ) -> Result<()> {
         use deltalake::datafusion::functions_window::expr_fn::row_number;
         use deltalake::datafusion::logical_expr::ExprFunctionExt;
         use deltalake::datafusion::prelude::{col, lit};
@@ -369,10 +360,7 @@ impl EpochWriter {
                 .with_context("table", url.as_str())
                 .with_source(e)
         };
-        let table = open(loc).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "the table disappeared")
-                .with_context("table", url.as_str())
-        })?;
+
         let schema = batches[0].schema();
         let ctx = deltalake::delta_datafusion::create_session().into_inner();
         let mem =
@@ -682,7 +670,10 @@ impl SinkWriter for EpochWriter {
                     Error::new(ErrorKind::NotFound, "the table disappeared")
                         .with_context("table", self.sink.loc.url.as_str())
                 })?;
-                if transaction_version(&table, &marker.pipeline_id)
+                if self
+                    .sink
+                    .loc
+                    .app_version(&table, &marker.pipeline_id)
                     .await?
                     .is_some_and(|v| v >= marker.epoch.0 as i64)
                 {
@@ -691,7 +682,7 @@ impl SinkWriter for EpochWriter {
                     // Nothing to merge: record the transaction with an empty commit.
                     commit_adds(&self.sink.loc, &[], marker).await?
                 } else {
-                    self.merge(batches, marker).await?;
+                    self.merge(table, batches, marker).await?;
                     CommitOutcome::Committed
                 }
             }

@@ -176,18 +176,7 @@ impl Gold {
             let Some(t) = loc.load().await? else {
                 continue;
             };
-            t.update_datafusion_session(&ctx.state())
-                .map_err(|e| delta_err(e, "cannot prepare the SQL session", &loc.url))?;
-            let provider = t.table_provider().await.map_err(|e| {
-                Error::internal("cannot read a table")
-                    .with_context("table", loc.url.as_str())
-                    .with_source(e)
-            })?;
-            ctx.register_table(name.as_str(), provider).map_err(|e| {
-                Error::internal("cannot register a table")
-                    .with_context("table", &name)
-                    .with_source(e)
-            })?;
+            register(&ctx, &name, loc, &t).await?;
         }
         let sql_err = |e| {
             Error::new(ErrorKind::Config, "the query failed")
@@ -226,18 +215,7 @@ impl Gold {
                     .with_context("table", loc.url.as_str())
             })?;
             versions.insert(name.clone(), t.version().unwrap_or(0) as i64);
-            t.update_datafusion_session(&ctx.state())
-                .map_err(|e| delta_err(e, "cannot prepare the SQL session", &loc.url))?;
-            let provider = t.table_provider().await.map_err(|e| {
-                Error::internal("cannot read the silver table")
-                    .with_context("table", loc.url.as_str())
-                    .with_source(e)
-            })?;
-            ctx.register_table(name.as_str(), provider).map_err(|e| {
-                Error::internal("cannot register a silver table")
-                    .with_context("table", name)
-                    .with_source(e)
-            })?;
+            register(&ctx, name, loc, &t).await?;
             silver_tables.insert(name.clone(), t);
         }
         let mut report = GoldReport {
@@ -401,6 +379,28 @@ impl Gold {
         tracing::info!(table = spec.name, dates = ?dates.map(BTreeSet::len), "gold table written");
         Ok(())
     }
+}
+
+/// Make table `t` (at `loc`) readable as `name` in `ctx`'s SQL.
+async fn register(
+    ctx: &SessionContext,
+    name: &str,
+    loc: &TableLocation,
+    t: &strata_delta::deltalake::DeltaTable,
+) -> Result<()> {
+    t.update_datafusion_session(&ctx.state())
+        .map_err(|e| delta_err(e, "cannot prepare the SQL session", &loc.url))?;
+    let provider = t.table_provider().await.map_err(|e| {
+        Error::internal("cannot read a table")
+            .with_context("table", loc.url.as_str())
+            .with_source(e)
+    })?;
+    ctx.register_table(name, provider).map_err(|e| {
+        Error::internal("cannot register a table")
+            .with_context("table", name)
+            .with_source(e)
+    })?;
+    Ok(())
 }
 
 /// `YYYY-MM-DD` of a day number (days since 1970-01-01).
