@@ -60,9 +60,11 @@ pub enum Value {
 impl Value {
     fn binding_type(&self) -> &'static str {
         match self {
-            Value::Null | Value::Text(_) => "TEXT",
+            // Decimals travel as text: Snowflake converts it exactly (FIXED bindings of
+            // fractions are not accepted everywhere).
+            Value::Null | Value::Text(_) | Value::Decimal(_) => "TEXT",
             Value::Bool(_) => "BOOLEAN",
-            Value::Int(_) | Value::Decimal(_) => "FIXED",
+            Value::Int(_) => "FIXED",
             Value::Float(_) => "REAL",
             Value::Binary(_) => "BINARY",
             Value::Date(_) => "DATE",
