@@ -257,7 +257,14 @@ impl fmt::Debug for SnowflakeClient {
 fn request_id() -> String {
     let a: u128 = rand::random();
     let s = format!("{a:032x}");
-    format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..]
+    )
 }
 
 fn now_secs() -> u64 {
@@ -366,7 +373,9 @@ impl SnowflakeClient {
                         });
                         return Ok((token, generation));
                     }
-                    Err(e) => tracing::info!(error = %e.report(), "snowflake: session renewal failed; logging in again"),
+                    Err(e) => {
+                        tracing::info!(error = %e.report(), "snowflake: session renewal failed; logging in again")
+                    }
                 }
             }
         }
@@ -400,7 +409,9 @@ impl SnowflakeClient {
                     .into();
             }
             (SnowflakeAuth::KeyPair { .. }, None) => {
-                return Err(Error::internal("snowflake: key pair auth without a loaded key"));
+                return Err(Error::internal(
+                    "snowflake: key pair auth without a loaded key",
+                ));
             }
         }
         let body = serde_json::json!({ "data": data });
@@ -421,14 +432,20 @@ impl SnowflakeClient {
         let answer = self
             .post_json(url.as_str(), None, &body, "login")
             .await
-            .map_err(|e| e.with_context("account", &cfg.account).with_context("user", &cfg.user))?;
+            .map_err(|e| {
+                e.with_context("account", &cfg.account)
+                    .with_context("user", &cfg.user)
+            })?;
         if !answer.success {
             let code = answer.code.unwrap_or_default();
             let msg = answer.message.unwrap_or_default();
             let mut e = sql_error(&code, &msg, None, None);
             if e.kind() != ErrorKind::Auth {
-                e = Error::new(ErrorKind::Auth, format!("snowflake: login failed: {msg} (code {code})"))
-                    .with_context("code", code);
+                e = Error::new(
+                    ErrorKind::Auth,
+                    format!("snowflake: login failed: {msg} (code {code})"),
+                )
+                .with_context("code", code);
             }
             return Err(e
                 .with_context("account", &cfg.account)
@@ -436,7 +453,10 @@ impl SnowflakeClient {
         }
         let data = answer.data.unwrap_or_default();
         let token = data["token"].as_str().ok_or_else(|| {
-            Error::new(ErrorKind::Auth, "snowflake: the login answer has no session token")
+            Error::new(
+                ErrorKind::Auth,
+                "snowflake: the login answer has no session token",
+            )
         })?;
         tracing::debug!(account = %cfg.account, user = %cfg.user, "snowflake: logged in");
         Ok((
@@ -445,14 +465,21 @@ impl SnowflakeClient {
         ))
     }
 
-    async fn renew(&self, old: &SecretString, master: &SecretString) -> Result<(SecretString, SecretString)> {
+    async fn renew(
+        &self,
+        old: &SecretString,
+        master: &SecretString,
+    ) -> Result<(SecretString, SecretString)> {
         let url = format!(
             "{}/session/token-request?requestId={}",
             self.inner.base,
             request_id()
         );
-        let body = serde_json::json!({"oldSessionToken": old.expose_secret(), "requestType": "RENEW"});
-        let answer = self.post_json(&url, Some(master), &body, "session renewal").await?;
+        let body =
+            serde_json::json!({"oldSessionToken": old.expose_secret(), "requestType": "RENEW"});
+        let answer = self
+            .post_json(&url, Some(master), &body, "session renewal")
+            .await?;
         if !answer.success {
             return Err(sql_error(
                 &answer.code.unwrap_or_default(),
@@ -464,7 +491,10 @@ impl SnowflakeClient {
         let data = answer.data.unwrap_or_default();
         match (data["sessionToken"].as_str(), data["masterToken"].as_str()) {
             (Some(t), Some(m)) => Ok((t.to_string().into(), m.to_string().into())),
-            _ => Err(Error::new(ErrorKind::Auth, "snowflake: the renewal answer has no tokens")),
+            _ => Err(Error::new(
+                ErrorKind::Auth,
+                "snowflake: the renewal answer has no tokens",
+            )),
         }
     }
 
@@ -520,7 +550,9 @@ impl SnowflakeClient {
                                 Err(e) if status.is_success() => {
                                     return Err(Error::new(
                                         ErrorKind::Internal,
-                                        format!("snowflake: the {what} answer is not Snowflake's JSON"),
+                                        format!(
+                                            "snowflake: the {what} answer is not Snowflake's JSON"
+                                        ),
                                     )
                                     .with_context("url", &shown)
                                     .with_source(e));
@@ -538,15 +570,19 @@ impl SnowflakeClient {
                             let transient = status.is_server_error()
                                 || status == StatusCode::TOO_MANY_REQUESTS
                                 || status == StatusCode::REQUEST_TIMEOUT;
-                            let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+                            let text: String =
+                                String::from_utf8_lossy(&bytes).chars().take(300).collect();
                             let kind = match status {
                                 StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
                                 StatusCode::NOT_FOUND => ErrorKind::NotFound,
                                 s if s.is_server_error() => ErrorKind::Unavailable,
                                 _ => ErrorKind::Config,
                             };
-                            let e = Error::new(kind, format!("snowflake: {what} answered HTTP {status}: {text}"))
-                                .with_context("url", &shown);
+                            let e = Error::new(
+                                kind,
+                                format!("snowflake: {what} answered HTTP {status}: {text}"),
+                            )
+                            .with_context("url", &shown);
                             if !transient {
                                 return Err(e.with_retry(Retry::Permanent));
                             }
@@ -635,7 +671,12 @@ impl SnowflakeClient {
         }
     }
 
-    async fn request_query(&self, sql: &str, bindings: &Bindings, async_exec: bool) -> Result<Polled> {
+    async fn request_query(
+        &self,
+        sql: &str,
+        bindings: &Bindings,
+        async_exec: bool,
+    ) -> Result<Polled> {
         let rid = request_id();
         let mut body = serde_json::json!({
             "sqlText": sql,
@@ -650,7 +691,10 @@ impl SnowflakeClient {
         for _ in 0..3 {
             let (token, generation) = self.token(stale).await?;
             // The same requestId on retries lets Snowflake recognise a resent statement.
-            let url = format!("{}/queries/v1/query-request?requestId={rid}", self.inner.base);
+            let url = format!(
+                "{}/queries/v1/query-request?requestId={rid}",
+                self.inner.base
+            );
             let answer = self.post_json(&url, Some(&token), &body, "query").await?;
             let code = answer.code.clone().unwrap_or_default();
             if !answer.success && code == SESSION_EXPIRED {
@@ -663,14 +707,18 @@ impl SnowflakeClient {
             }
             return self.interpret(answer, sql);
         }
-        Err(Error::new(ErrorKind::Auth, "snowflake: the session kept expiring; log in again"))
+        Err(Error::new(
+            ErrorKind::Auth,
+            "snowflake: the session kept expiring; log in again",
+        ))
     }
 
     fn interpret(&self, answer: Answer, sql: &str) -> Result<Polled> {
         let code = answer.code.clone().unwrap_or_default();
         let data: QueryData = match answer.data.clone() {
             Some(d) if !d.is_null() => serde_json::from_value(d).map_err(|e| {
-                Error::internal("snowflake: the query answer is not Snowflake's JSON").with_source(e)
+                Error::internal("snowflake: the query answer is not Snowflake's JSON")
+                    .with_source(e)
             })?,
             _ => QueryData::default(),
         };
@@ -745,10 +793,7 @@ impl SnowflakeClient {
         let query_id = data.query_id.clone().unwrap_or_default();
         let rowtype = data.rowtype.clone();
         let schema = result_schema(&rowtype, false);
-        let batches: Vec<RecordBatch> = self
-            .stream_of(data, false)?
-            .try_collect()
-            .await?;
+        let batches: Vec<RecordBatch> = self.stream_of(data, false)?.try_collect().await?;
         Ok(QueryResult {
             query_id,
             rowtype,
@@ -853,8 +898,10 @@ impl SnowflakeClient {
         let batches = if json {
             // JSON chunks are rows without the enclosing brackets: `[..],[..]`.
             let text = format!("[{}]", String::from_utf8_lossy(&bytes));
-            let rows: Vec<Vec<Option<serde_json::Value>>> = serde_json::from_str(&text)
-                .map_err(|e| Error::data("snowflake: a JSON result chunk is malformed").with_source(e))?;
+            let rows: Vec<Vec<Option<serde_json::Value>>> =
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::data("snowflake: a JSON result chunk is malformed").with_source(e)
+                })?;
             let rows: Vec<Vec<Option<String>>> = rows
                 .iter()
                 .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
@@ -880,13 +927,21 @@ impl SnowflakeClient {
     ///
     /// # Errors
     /// The PUT's Snowflake error, or the storage's HTTP error naming the location.
-    pub async fn put(&self, stage_location: &str, file_name: &str, bytes: bytes::Bytes) -> Result<()> {
+    pub async fn put(
+        &self,
+        stage_location: &str,
+        file_name: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<()> {
         let sql = format!(
             "PUT 'file:///strata/{file_name}' {stage_location} AUTO_COMPRESS=FALSE SOURCE_COMPRESSION=NONE OVERWRITE=TRUE"
         );
         let data = self.run(&sql, &Bindings::None, false).await?;
-        let upload = StageUpload::from_answer(&data, file_name).map_err(|e| e.with_context("stage", stage_location))?;
-        upload.send(&self.inner.http, bytes, &mut self.backoff()).await
+        let upload = StageUpload::from_answer(&data, file_name)
+            .map_err(|e| e.with_context("stage", stage_location))?;
+        upload
+            .send(&self.inner.http, bytes, &mut self.backoff())
+            .await
     }
 
     /// End the session.
@@ -927,7 +982,12 @@ fn dml_counts(data: &QueryData) -> Option<Vec<u64>> {
     if let Some(rows) = &data.rowset {
         if let Some(first) = rows.first() {
             for v in first {
-                counts.push(v.as_ref().and_then(json_text).and_then(|s| s.parse().ok()).unwrap_or(0));
+                counts.push(
+                    v.as_ref()
+                        .and_then(json_text)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                );
             }
         }
     } else if let Some(b64) = data.rowset_base64.as_deref().filter(|s| !s.is_empty()) {

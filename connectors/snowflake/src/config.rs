@@ -177,11 +177,8 @@ impl SnowflakeConfig {
             }
         }
         let url = url::Url::parse(&self.url()).map_err(|e| {
-            Error::config(format!(
-                "snowflake: base_url {:?} is not a URL",
-                self.url()
-            ))
-            .with_source(e)
+            Error::config(format!("snowflake: base_url {:?} is not a URL", self.url()))
+                .with_source(e)
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::config(format!(
@@ -219,7 +216,10 @@ mod tests {
         .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.account_name(), "XY12345");
-        assert_eq!(cfg.url(), "https://xy12345.eu-central-1.snowflakecomputing.com");
+        assert_eq!(
+            cfg.url(),
+            "https://xy12345.eu-central-1.snowflakecomputing.com"
+        );
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("BEGIN PRIVATE"), "{debug}");
@@ -238,7 +238,12 @@ mod tests {
             "D",
             "S",
         );
-        assert!(cfg.validate().unwrap_err().message().contains("exactly one"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .message()
+                .contains("exactly one")
+        );
         let cfg = SnowflakeConfig::new(
             "a",
             "u",

@@ -3,7 +3,8 @@
 //!
 //! | Snowflake | Arrow |
 //! |---|---|
-//! | NUMBER(p, 0) (`fixed`, scale 0) | Int64 (a value beyond it is a Data error naming the column) |
+//! | NUMBER(p, 0) (`fixed`, scale 0), p ≤ 18 or 38 (`INT`) | Int64 (a value beyond it is a Data error naming the column) |
+//! | NUMBER(p, 0), 19 ≤ p ≤ 37 | Decimal128(p, 0) |
 //! | NUMBER(p, s), s > 0 | Decimal128(p, s) (sent as decimals or as scaled integers) |
 //! | FLOAT (`real`) | Float64 |
 //! | VARCHAR (`text`), VARIANT, OBJECT, ARRAY | Utf8 (semi-structured values as JSON text) |
@@ -20,14 +21,12 @@
 //! timestamp) is read with relaxed nullability instead of failing validation.
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
-    Int64Builder, StringBuilder, Time64NanosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, Time64NanosecondBuilder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{
-    Array, ArrayRef, Decimal128Array, PrimitiveArray, RecordBatch, StructArray,
-};
+use arrow_array::{Array, ArrayRef, Decimal128Array, PrimitiveArray, RecordBatch, StructArray};
 use arrow_buffer::Buffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
@@ -87,7 +86,12 @@ impl ColumnMeta {
                 self.precision.unwrap_or(38).clamp(1, 38) as u8,
                 scale.clamp(0, 37) as i8,
             ),
-            "fixed" => DataType::Int64,
+            // NUMBER(38,0) is what INT means in Snowflake: Int64 (a value beyond it is an
+            // error). Declared precisions of 19 to 37 keep every digit as Decimal128.
+            "fixed" => match self.precision {
+                Some(p @ 19..=37) => DataType::Decimal128(p as u8, 0),
+                _ => DataType::Int64,
+            },
             "real" => DataType::Float64,
             "binary" => DataType::Binary,
             "boolean" => DataType::Boolean,
@@ -121,7 +125,10 @@ pub fn result_schema(rowtype: &[ColumnMeta], lower_case: bool) -> SchemaRef {
 }
 
 fn decode_err(what: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Data, format!("snowflake result: {}", what.into()))
+    Error::new(
+        ErrorKind::Data,
+        format!("snowflake result: {}", what.into()),
+    )
 }
 
 fn relax(dt: &DataType) -> DataType {
@@ -134,7 +141,9 @@ fn relax(dt: &DataType) -> DataType {
 }
 
 fn relax_field(f: &Field) -> Field {
-    f.clone().with_nullable(true).with_data_type(relax(f.data_type()))
+    f.clone()
+        .with_nullable(true)
+        .with_data_type(relax(f.data_type()))
 }
 
 fn relax_fields(fields: &Fields) -> Fields {
@@ -167,7 +176,9 @@ pub fn read_ipc_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
             break;
         }
         let end = off + len as usize;
-        let meta = bytes.get(off..end).ok_or_else(|| bad("truncated message"))?;
+        let meta = bytes
+            .get(off..end)
+            .ok_or_else(|| bad("truncated message"))?;
         off = end;
         let msg = arrow_ipc::root_as_message(meta)
             .map_err(|e| bad("unreadable message header").with_context("cause", e))?;
@@ -183,10 +194,15 @@ pub fn read_ipc_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
                     msg.header_as_schema().ok_or_else(|| bad("schema header"))?,
                 );
                 let fields: Fields = s.fields().iter().map(|f| relax_field(f)).collect();
-                schema = Some(Arc::new(Schema::new_with_metadata(fields, s.metadata().clone())));
+                schema = Some(Arc::new(Schema::new_with_metadata(
+                    fields,
+                    s.metadata().clone(),
+                )));
             }
             arrow_ipc::MessageHeader::DictionaryBatch => {
-                let s = schema.as_ref().ok_or_else(|| bad("dictionary before schema"))?;
+                let s = schema
+                    .as_ref()
+                    .ok_or_else(|| bad("dictionary before schema"))?;
                 arrow_ipc::reader::read_dictionary(
                     &body,
                     msg.header_as_dictionary_batch()
@@ -222,14 +238,22 @@ pub fn read_ipc_stream(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
 ///
 /// # Errors
 /// Data: a malformed stream, or a value that does not fit its column, naming the column.
-pub fn decode_ipc(bytes: &[u8], rowtype: &[ColumnMeta], target: &SchemaRef) -> Result<Vec<RecordBatch>> {
+pub fn decode_ipc(
+    bytes: &[u8],
+    rowtype: &[ColumnMeta],
+    target: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     read_ipc_stream(bytes)?
         .into_iter()
         .map(|b| convert_batch(&b, rowtype, target))
         .collect()
 }
 
-fn convert_batch(b: &RecordBatch, rowtype: &[ColumnMeta], target: &SchemaRef) -> Result<RecordBatch> {
+fn convert_batch(
+    b: &RecordBatch,
+    rowtype: &[ColumnMeta],
+    target: &SchemaRef,
+) -> Result<RecordBatch> {
     if b.num_columns() != rowtype.len() {
         return Err(decode_err(format!(
             "a chunk has {} columns, the result {}",
@@ -278,10 +302,7 @@ fn rescale(v: i64, from: u32, to: u32) -> Option<i64> {
 fn convert_column(col: &ArrayRef, meta: &ColumnMeta, to: &DataType) -> Result<ArrayRef> {
     let scale = meta.scale.unwrap_or(0).clamp(0, 9) as u32;
     let overflow = |v: &dyn std::fmt::Display| {
-        decode_err(format!(
-            "column {}: value {v} does not fit {to}",
-            meta.name
-        ))
+        decode_err(format!("column {}: value {v} does not fit {to}", meta.name))
     };
     match to {
         DataType::Timestamp(unit, tz) => {
@@ -289,10 +310,12 @@ fn convert_column(col: &ArrayRef, meta: &ColumnMeta, to: &DataType) -> Result<Ar
             let mut out: Vec<Option<i64>> = Vec::with_capacity(col.len());
             if let DataType::Struct(_) = col.data_type() {
                 let s: &StructArray = col.as_struct();
-                let epoch = s
-                    .column_by_name("epoch")
-                    .and_then(ints)
-                    .ok_or_else(|| decode_err(format!("column {}: a timestamp struct without `epoch`", meta.name)))?;
+                let epoch = s.column_by_name("epoch").and_then(ints).ok_or_else(|| {
+                    decode_err(format!(
+                        "column {}: a timestamp struct without `epoch`",
+                        meta.name
+                    ))
+                })?;
                 let fraction = s.column_by_name("fraction").and_then(ints);
                 for i in 0..s.len() {
                     if s.is_null(i) || epoch.is_null(i) {
@@ -300,7 +323,9 @@ fn convert_column(col: &ArrayRef, meta: &ColumnMeta, to: &DataType) -> Result<Ar
                         continue;
                     }
                     let secs = epoch.value(i);
-                    let frac = fraction.as_ref().map_or(0, |f| if f.is_null(i) { 0 } else { f.value(i) });
+                    let frac = fraction
+                        .as_ref()
+                        .map_or(0, |f| if f.is_null(i) { 0 } else { f.value(i) });
                     let v = secs
                         .checked_mul(pow10(digits))
                         .and_then(|s| s.checked_add(frac / pow10(9 - digits)))
@@ -316,13 +341,23 @@ fn convert_column(col: &ArrayRef, meta: &ColumnMeta, to: &DataType) -> Result<Ar
                 }
             } else {
                 return arrow_cast::cast(col, to).map_err(|e| {
-                    decode_err(format!("column {}: {} is not a timestamp", meta.name, col.data_type()))
-                        .with_source(e)
+                    decode_err(format!(
+                        "column {}: {} is not a timestamp",
+                        meta.name,
+                        col.data_type()
+                    ))
+                    .with_source(e)
                 });
             }
             let arr = PrimitiveArray::<Int64Type>::from(out);
-            let data = arr.into_data().into_builder().data_type(DataType::Timestamp(*unit, tz.clone()));
-            Ok(arrow_array::make_array(data.build().map_err(|e| decode_err("timestamp").with_source(e))?))
+            let data = arr
+                .into_data()
+                .into_builder()
+                .data_type(DataType::Timestamp(*unit, tz.clone()));
+            Ok(arrow_array::make_array(
+                data.build()
+                    .map_err(|e| decode_err("timestamp").with_source(e))?,
+            ))
         }
         DataType::Time64(TimeUnit::Nanosecond) => {
             if let Some(v) = ints(col) {
@@ -335,7 +370,8 @@ fn convert_column(col: &ArrayRef, meta: &ColumnMeta, to: &DataType) -> Result<Ar
                 }
                 Ok(Arc::new(b.finish()) as ArrayRef)
             } else {
-                arrow_cast::cast(col, to).map_err(|e| decode_err(format!("column {}", meta.name)).with_source(e))
+                arrow_cast::cast(col, to)
+                    .map_err(|e| decode_err(format!("column {}", meta.name)).with_source(e))
             }
         }
         DataType::Decimal128(p, s) => {
@@ -396,23 +432,36 @@ pub fn decode_json_rowset(
             DataType::Int64 => {
                 let mut b = Int64Builder::with_capacity(rows.len());
                 for (r, v) in values.enumerate() {
-                    b.append_option(v.map(|v| v.parse::<i64>().map_err(|_| bad(r, v))).transpose()?);
+                    b.append_option(
+                        v.map(|v| v.parse::<i64>().map_err(|_| bad(r, v)))
+                            .transpose()?,
+                    );
                 }
                 Arc::new(b.finish())
             }
             DataType::Float64 => {
                 let mut b = Float64Builder::with_capacity(rows.len());
                 for (r, v) in values.enumerate() {
-                    b.append_option(v.map(|v| v.parse::<f64>().map_err(|_| bad(r, v))).transpose()?);
+                    b.append_option(
+                        v.map(|v| v.parse::<f64>().map_err(|_| bad(r, v)))
+                            .transpose()?,
+                    );
                 }
                 Arc::new(b.finish())
             }
             DataType::Decimal128(p, s) => {
                 let mut b = Decimal128Builder::with_capacity(rows.len());
                 for (r, v) in values.enumerate() {
-                    b.append_option(v.map(|v| parse_decimal(v, *s as u32).ok_or_else(|| bad(r, v))).transpose()?);
+                    b.append_option(
+                        v.map(|v| parse_decimal(v, *s as u32).ok_or_else(|| bad(r, v)))
+                            .transpose()?,
+                    );
                 }
-                Arc::new(b.finish().with_precision_and_scale(*p, *s).map_err(|e| bad(0, "").with_source(e))?)
+                Arc::new(
+                    b.finish()
+                        .with_precision_and_scale(*p, *s)
+                        .map_err(|e| bad(0, "").with_source(e))?,
+                )
             }
             DataType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(rows.len());
@@ -431,14 +480,24 @@ pub fn decode_json_rowset(
             DataType::Date32 => {
                 let mut b = Date32Builder::with_capacity(rows.len());
                 for (r, v) in values.enumerate() {
-                    b.append_option(v.map(|v| v.parse::<i32>().map_err(|_| bad(r, v))).transpose()?);
+                    b.append_option(
+                        v.map(|v| v.parse::<i32>().map_err(|_| bad(r, v)))
+                            .transpose()?,
+                    );
                 }
                 Arc::new(b.finish())
             }
             DataType::Time64(_) => {
                 let mut b = Time64NanosecondBuilder::with_capacity(rows.len());
                 for (r, v) in values.enumerate() {
-                    b.append_option(v.map(|v| parse_decimal(v, 9).and_then(|x| i64::try_from(x).ok()).ok_or_else(|| bad(r, v))).transpose()?);
+                    b.append_option(
+                        v.map(|v| {
+                            parse_decimal(v, 9)
+                                .and_then(|x| i64::try_from(x).ok())
+                                .ok_or_else(|| bad(r, v))
+                        })
+                        .transpose()?,
+                    );
                 }
                 Arc::new(b.finish())
             }
@@ -459,7 +518,10 @@ pub fn decode_json_rowset(
                 }
                 let _ = scale;
                 let arr = PrimitiveArray::<Int64Type>::from(out);
-                let data = arr.into_data().into_builder().data_type(DataType::Timestamp(*unit, tz.clone()));
+                let data = arr
+                    .into_data()
+                    .into_builder()
+                    .data_type(DataType::Timestamp(*unit, tz.clone()));
                 arrow_array::make_array(data.build().map_err(|e| bad(0, "").with_source(e))?)
             }
             DataType::Binary => {
@@ -494,9 +556,14 @@ fn parse_decimal(v: &str, scale: u32) -> Option<i128> {
         return None;
     }
     let mut x: i128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let digits: Vec<u32> = frac.chars().map(|c| c.to_digit(10)).collect::<Option<_>>()?;
+    let digits: Vec<u32> = frac
+        .chars()
+        .map(|c| c.to_digit(10))
+        .collect::<Option<_>>()?;
     for k in 0..scale as usize {
-        x = x.checked_mul(10)?.checked_add(i128::from(*digits.get(k).unwrap_or(&0)))?;
+        x = x
+            .checked_mul(10)?
+            .checked_add(i128::from(*digits.get(k).unwrap_or(&0)))?;
     }
     Some(if neg { -x } else { x })
 }
@@ -549,7 +616,9 @@ mod tests {
         );
         let target = result_schema(&rowtype, true);
         let out = decode_ipc(&bytes, &rowtype, &target).unwrap();
-        let text = arrow_cast::pretty::pretty_format_batches(&out).unwrap().to_string();
+        let text = arrow_cast::pretty::pretty_format_batches(&out)
+            .unwrap()
+            .to_string();
         assert_eq!(
             text,
             "+----+-----------------------------+-------------------------+-------+--------------+\n\
@@ -585,7 +654,9 @@ mod tests {
         ])
         .unwrap();
         let b = convert_batch(&src, &rowtype, &target).unwrap();
-        let lines = arrow_cast::pretty::pretty_format_batches(&[b]).unwrap().to_string();
+        let lines = arrow_cast::pretty::pretty_format_batches(&[b])
+            .unwrap()
+            .to_string();
         assert_eq!(
             lines,
             "+-------+--------------+-------------------------+---+\n\
@@ -618,10 +689,19 @@ mod tests {
             vec![None, None, None, None, None],
         ];
         let b = decode_json_rowset(&rows, &rowtype, &target).unwrap();
-        let text = arrow_cast::pretty::pretty_format_batches(&[b]).unwrap().to_string();
-        assert!(text.contains("| 3 | -1.50 | 2023-11-14T22:13:20.000000001Z | true | ab01 |"), "{text}");
+        let text = arrow_cast::pretty::pretty_format_batches(&[b])
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("| 3 | -1.50 | 2023-11-14T22:13:20.000000001Z | true | ab01 |"),
+            "{text}"
+        );
         let rows = vec![vec![Some("x".into()), None, None, None, None]];
         let e = decode_json_rowset(&rows, &rowtype, &target).unwrap_err();
-        assert!(e.message().contains("column A row 0: \"x\""), "{}", e.message());
+        assert!(
+            e.message().contains("column A row 0: \"x\""),
+            "{}",
+            e.message()
+        );
     }
 }

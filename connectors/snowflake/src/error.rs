@@ -39,7 +39,12 @@ pub fn kind_of(code: &str) -> ErrorKind {
 
 /// The error for a `success: false` answer: Snowflake's message and code, the query id and
 /// the statement (shortened) as context.
-pub(crate) fn sql_error(code: &str, message: &str, query_id: Option<&str>, sql: Option<&str>) -> Error {
+pub(crate) fn sql_error(
+    code: &str,
+    message: &str,
+    query_id: Option<&str>,
+    sql: Option<&str>,
+) -> Error {
     let kind = kind_of(code);
     let hint = match kind {
         ErrorKind::Auth => "; check the user, the credentials and the account",

@@ -28,7 +28,10 @@ impl fmt::Debug for KeyPair {
 }
 
 fn key_err(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Config, format!("snowflake key pair: {}", msg.into()))
+    Error::new(
+        ErrorKind::Config,
+        format!("snowflake key pair: {}", msg.into()),
+    )
 }
 
 impl KeyPair {
@@ -42,9 +45,8 @@ impl KeyPair {
             .map_err(|e| key_err("the private key is not PEM text").with_context("cause", e))?;
         let key = match label {
             "ENCRYPTED PRIVATE KEY" => {
-                let pass = passphrase.ok_or_else(|| {
-                    key_err("the private key is encrypted: set `passphrase`")
-                })?;
+                let pass = passphrase
+                    .ok_or_else(|| key_err("the private key is encrypted: set `passphrase`"))?;
                 let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)
                     .map_err(|e| key_err("the encrypted key is malformed").with_source(e))?;
                 let plain = info.decrypt(pass.expose_secret().as_bytes()).map_err(|e| {

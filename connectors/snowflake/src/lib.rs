@@ -6,4 +6,6 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod jwt;
+pub mod sink;
 pub mod stage;
+pub mod types;

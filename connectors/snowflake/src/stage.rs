@@ -83,7 +83,10 @@ impl std::fmt::Debug for Material {
 }
 
 fn stage_err(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Unsupported, format!("snowflake stage: {}", msg.into()))
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("snowflake stage: {}", msg.into()),
+    )
 }
 
 /// Percent-encode a key as S3 canonical URIs do: unreserved characters and `/` stay.
@@ -178,7 +181,10 @@ impl StageUpload {
             Some(m) if m.is_object() => Some(Material {
                 master_key: STANDARD
                     .decode(m["queryStageMasterKey"].as_str().unwrap_or_default())
-                    .map_err(|e| Error::internal("snowflake: the stage master key is not base64").with_source(e))?,
+                    .map_err(|e| {
+                        Error::internal("snowflake: the stage master key is not base64")
+                            .with_source(e)
+                    })?,
                 query_id: m["queryId"].as_str().unwrap_or_default().to_string(),
                 smk_id: match &m["smkId"] {
                     serde_json::Value::String(s) => s.clone(),
@@ -222,17 +228,28 @@ impl StageUpload {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => {
                     let status = r.status();
-                    let text: String = r.text().await.unwrap_or_default().chars().take(300).collect();
+                    let text: String = r
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(300)
+                        .collect();
                     let kind = match status {
                         StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ErrorKind::Auth,
                         StatusCode::NOT_FOUND => ErrorKind::NotFound,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => ErrorKind::RateLimited,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                            ErrorKind::RateLimited
+                        }
                         s if s.is_server_error() => ErrorKind::Unavailable,
                         _ => ErrorKind::Internal,
                     };
                     let e = Error::new(
                         kind,
-                        format!("snowflake stage: uploading {} answered HTTP {status}: {text}", self.file_name),
+                        format!(
+                            "snowflake stage: uploading {} answered HTTP {status}: {text}",
+                            self.file_name
+                        ),
                     )
                     .with_context("target", format!("{:?}", self.target));
                     if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
@@ -240,10 +257,13 @@ impl StageUpload {
                     }
                     e.with_retry(Retry::Transient)
                 }
-                Err(e) => Error::new(ErrorKind::Unavailable, format!("snowflake stage: uploading {} failed", self.file_name))
-                    .with_retry(Retry::Transient)
-                    .with_context("target", format!("{:?}", self.target))
-                    .with_source(e),
+                Err(e) => Error::new(
+                    ErrorKind::Unavailable,
+                    format!("snowflake stage: uploading {} failed", self.file_name),
+                )
+                .with_retry(Retry::Transient)
+                .with_context("target", format!("{:?}", self.target))
+                .with_source(e),
             };
             match backoff.next() {
                 Some(d) => tokio::time::sleep(d).await,
@@ -261,14 +281,33 @@ impl StageUpload {
         now: chrono::DateTime<chrono::Utc>,
     ) -> reqwest::RequestBuilder {
         match &self.target {
-            Target::S3 { url, host, path, region, key_id, secret, token } => {
-                let mut headers: Vec<(String, String)> = vec![("x-amz-meta-sfc-digest".into(), digest.into())];
+            Target::S3 {
+                url,
+                host,
+                path,
+                region,
+                key_id,
+                secret,
+                token,
+            } => {
+                let mut headers: Vec<(String, String)> =
+                    vec![("x-amz-meta-sfc-digest".into(), digest.into())];
                 if let Some(m) = meta {
                     headers.push(("x-amz-meta-x-amz-key".into(), m.wrapped_key.clone()));
                     headers.push(("x-amz-meta-x-amz-iv".into(), m.iv.clone()));
                     headers.push(("x-amz-meta-x-amz-matdesc".into(), m.matdesc.clone()));
                 }
-                let signed = sigv4_put(host, path, region, key_id, secret, token.as_deref(), &headers, body, now);
+                let signed = sigv4_put(
+                    host,
+                    path,
+                    region,
+                    key_id,
+                    secret,
+                    token.as_deref(),
+                    &headers,
+                    body,
+                    now,
+                );
                 let mut req = http.put(url).body(body.clone());
                 for (k, v) in headers.into_iter().chain(signed) {
                     if k != "host" {
@@ -291,7 +330,10 @@ impl StageUpload {
                 req
             }
             Target::Gcs { url, bearer } => {
-                let mut req = http.put(url).header("x-goog-meta-sfc-digest", digest).body(body.clone());
+                let mut req = http
+                    .put(url)
+                    .header("x-goog-meta-sfc-digest", digest)
+                    .body(body.clone());
                 if let Some(b) = bearer {
                     req = req.bearer_auth(b);
                 }
@@ -364,9 +406,18 @@ pub(crate) fn encrypt(m: &Material, plain: &[u8]) -> Result<(Vec<u8>, Encrypted)
     };
     let mut wrapped = pkcs7(&file_key);
     match m.master_key.len() {
-        16 => wrap_blocks(&aes::Aes128::new_from_slice(&m.master_key).map_err(bad)?, &mut wrapped),
-        24 => wrap_blocks(&aes::Aes192::new_from_slice(&m.master_key).map_err(bad)?, &mut wrapped),
-        _ => wrap_blocks(&aes::Aes256::new_from_slice(&m.master_key).map_err(bad)?, &mut wrapped),
+        16 => wrap_blocks(
+            &aes::Aes128::new_from_slice(&m.master_key).map_err(bad)?,
+            &mut wrapped,
+        ),
+        24 => wrap_blocks(
+            &aes::Aes192::new_from_slice(&m.master_key).map_err(bad)?,
+            &mut wrapped,
+        ),
+        _ => wrap_blocks(
+            &aes::Aes256::new_from_slice(&m.master_key).map_err(bad)?,
+            &mut wrapped,
+        ),
     }
     let key_bits = m.master_key.len() * 8;
     let matdesc = serde_json::json!({"queryId": m.query_id, "smkId": m.smk_id, "keySize": key_bits.to_string()}).to_string();
@@ -413,7 +464,11 @@ pub(crate) fn sigv4_put(
     let mut all: Vec<(String, String)> = headers
         .iter()
         .cloned()
-        .chain(extra.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string())))
+        .chain(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string())),
+        )
         .collect();
     all.sort();
     let canonical_headers: String = all.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
@@ -468,9 +523,15 @@ mod tests {
             Some("SESSIONTOKEN"),
             &[("x-amz-meta-x-amz-iv".into(), "aXY=".into())],
             b"hello stage",
-            chrono::DateTime::parse_from_rfc3339("2026-11-27T00:03:22Z").unwrap().into(),
+            chrono::DateTime::parse_from_rfc3339("2026-11-27T00:03:22Z")
+                .unwrap()
+                .into(),
         );
-        let auth = &headers.iter().find(|(k, _)| k == "authorization").unwrap().1;
+        let auth = &headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1;
         assert_eq!(
             auth,
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-west-2/s3/aws4_request, \
@@ -487,18 +548,26 @@ mod tests {
                 "endPoint": null,
                 "creds": {"AWS_KEY_ID": "AKID", "AWS_SECRET_KEY": "very-secret", "AWS_TOKEN": "tok"},
             }),
-            Some(serde_json::json!({"queryStageMasterKey": STANDARD.encode([7u8; 16]), "queryId": "q-1", "smkId": 42})),
+            Some(
+                serde_json::json!({"queryStageMasterKey": STANDARD.encode([7u8; 16]), "queryId": "q-1", "smkId": 42}),
+            ),
         );
         let u = StageUpload::from_answer(&data, "part 0.parquet").unwrap();
         match &u.target {
             Target::S3 { url, path, .. } => {
-                assert_eq!(url, "https://sfc-bucket.s3.us-west-2.amazonaws.com/stages/abc/part%200.parquet");
+                assert_eq!(
+                    url,
+                    "https://sfc-bucket.s3.us-west-2.amazonaws.com/stages/abc/part%200.parquet"
+                );
                 assert_eq!(path, "/stages/abc/part%200.parquet");
             }
             other => panic!("{other:?}"),
         }
         let debug = format!("{u:?}");
-        assert!(!debug.contains("very-secret") && !debug.contains("tok\"") && !debug.contains("BwcH"), "{debug}");
+        assert!(
+            !debug.contains("very-secret") && !debug.contains("tok\"") && !debug.contains("BwcH"),
+            "{debug}"
+        );
         assert_eq!(u.material.as_ref().unwrap().smk_id, "42");
     }
 
@@ -520,13 +589,20 @@ mod tests {
                 use aes::cipher::BlockDecrypt;
                 let b = GenericArray::from_mut_slice(block);
                 if size == 16 {
-                    aes::Aes128::new_from_slice(&m.master_key).unwrap().decrypt_block(b);
+                    aes::Aes128::new_from_slice(&m.master_key)
+                        .unwrap()
+                        .decrypt_block(b);
                 } else {
-                    aes::Aes256::new_from_slice(&m.master_key).unwrap().decrypt_block(b);
+                    aes::Aes256::new_from_slice(&m.master_key)
+                        .unwrap()
+                        .decrypt_block(b);
                 }
             }
             let file_key = &wrapped[..size];
-            assert!(wrapped[size..].iter().all(|b| *b == 16), "PKCS#7 padding of the key");
+            assert!(
+                wrapped[size..].iter().all(|b| *b == 16),
+                "PKCS#7 padding of the key"
+            );
             let iv = STANDARD.decode(&meta.iv).unwrap();
             let out = if size == 16 {
                 cbc::Decryptor::<aes::Aes128>::new_from_slices(file_key, &iv)
@@ -541,7 +617,13 @@ mod tests {
             };
             assert_eq!(out, plain);
             assert_eq!(meta.key_bits, size * 8);
-            assert_eq!(meta.matdesc, format!("{{\"keySize\":\"{}\",\"queryId\":\"q\",\"smkId\":\"1\"}}", size * 8));
+            assert_eq!(
+                meta.matdesc,
+                format!(
+                    "{{\"keySize\":\"{}\",\"queryId\":\"q\",\"smkId\":\"1\"}}",
+                    size * 8
+                )
+            );
         }
     }
 }

@@ -34,7 +34,10 @@ async fn bindings_results_and_dml_counts() {
         .query_with(
             "INSERT INTO T (ID, NAME) VALUES (?, ?)",
             &Bindings::Array(vec![
-                ("FIXED", vec![Some("2".into()), Some("3".into()), Some("4".into())]),
+                (
+                    "FIXED",
+                    vec![Some("2".into()), Some("3".into()), Some("4".into())],
+                ),
                 ("TEXT", vec![Some("b".into()), None, Some("d".into())]),
             ]),
         )
@@ -64,8 +67,14 @@ async fn put_then_copy_loads_parquet() {
     c.query("CREATE TABLE T (ID INT, V VARCHAR)").await.unwrap();
     c.query("CREATE STAGE IF NOT EXISTS ST").await.unwrap();
     let batch = arrow_array::RecordBatch::try_from_iter(vec![
-        ("id", std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2])) as arrow_array::ArrayRef),
-        ("v", std::sync::Arc::new(arrow_array::StringArray::from(vec!["a", "b"]))),
+        (
+            "id",
+            std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2])) as arrow_array::ArrayRef,
+        ),
+        (
+            "v",
+            std::sync::Arc::new(arrow_array::StringArray::from(vec!["a", "b"])),
+        ),
     ])
     .unwrap();
     let mut buf = Vec::new();
@@ -73,9 +82,11 @@ async fn put_then_copy_loads_parquet() {
     w.write(&batch).unwrap();
     w.close().unwrap();
     c.put("@ST/e1", "part-0.parquet", buf.into()).await.unwrap();
-    c.query("COPY INTO T FROM @ST/e1 FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE")
-        .await
-        .unwrap();
+    c.query(
+        "COPY INTO T FROM @ST/e1 FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE",
+    )
+    .await
+    .unwrap();
     let r = c.query("SELECT ID, V FROM T ORDER BY ID").await.unwrap();
     assert_eq!(r.num_rows(), 2);
 }

@@ -42,9 +42,21 @@ pub fn config(database: &str) -> SnowflakeConfig {
 pub async fn session(database: &str) -> SnowflakeClient {
     let c = SnowflakeClient::connect(config(database))
         .await
-        .unwrap_or_else(|e| panic!("fakesnow at {} (scripts/services.sh start): {}", url(), e.report()));
-    c.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).await.unwrap();
-    c.query(&format!("CREATE SCHEMA IF NOT EXISTS {database}.PUBLIC")).await.unwrap();
-    c.query(&format!("USE SCHEMA {database}.PUBLIC")).await.unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "fakesnow at {} (scripts/services.sh start): {}",
+                url(),
+                e.report()
+            )
+        });
+    c.query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .await
+        .unwrap();
+    c.query(&format!("CREATE SCHEMA IF NOT EXISTS {database}.PUBLIC"))
+        .await
+        .unwrap();
+    c.query(&format!("USE SCHEMA {database}.PUBLIC"))
+        .await
+        .unwrap();
     c
 }
