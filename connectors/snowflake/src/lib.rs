@@ -9,3 +9,4 @@ pub mod jwt;
 pub mod sink;
 pub mod stage;
 pub mod types;
+pub mod source;
