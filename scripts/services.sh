@@ -14,9 +14,9 @@ STATE=.services
 mkdir -p "$STATE"
 
 # The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
-# third-party REST API) and SecantusDB (MongoDB wire protocol). The Snowflake connector
-# (fakesnow) adds its own here.
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog"}
+# third-party REST API), SecantusDB (MongoDB wire protocol) and fakesnow (Snowflake's HTTP
+# protocol over DuckDB).
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -116,6 +116,16 @@ start_secantus_small_oplog() {
 ready_secantus_small_oplog() {
   wait_for secantus_small_oplog python3 -c 'import socket; socket.create_connection(("127.0.0.1", 27019), 1).close()'
 }
+
+# Snowflake: fakesnow 0.12.1 (snowflake-connector-python 5.x breaks it), one shared in-memory
+# instance on 8085; tests keep apart by database name.
+FAKESNOW_VERSION=0.12.1
+install_fakesnow() {
+  [ "$(python3 -c 'import importlib.metadata as m; print(m.version("fakesnow"))' 2>/dev/null)" = "$FAKESNOW_VERSION" ] ||
+    pip install --quiet --disable-pip-version-check "fakesnow[server]==$FAKESNOW_VERSION" 'snowflake-connector-python==4.8.1'
+}
+start_fakesnow() { start_bg fakesnow fakesnow -s --host 127.0.0.1 -p 8085; }
+ready_fakesnow() { wait_for fakesnow curl -s -o /dev/null -X POST http://127.0.0.1:8085/session; }
 
 cmd=${1:-}
 case "$cmd" in

@@ -7,6 +7,6 @@ pub mod decode;
 pub mod error;
 pub mod jwt;
 pub mod sink;
+pub mod source;
 pub mod stage;
 pub mod types;
-pub mod source;

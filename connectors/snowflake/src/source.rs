@@ -101,7 +101,11 @@ impl SnowflakeSource {
             .await?;
         let schema = result_schema(&probe.rowtype, cfg.lower_case_columns);
         if let Some(inc) = &cfg.incremental {
-            if !probe.rowtype.iter().any(|c| c.name.eq_ignore_ascii_case(&inc.column)) {
+            if !probe
+                .rowtype
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&inc.column))
+            {
                 return Err(Error::config(format!(
                     "snowflake source: the incremental column {} is not in the query's columns",
                     inc.column
@@ -133,8 +137,11 @@ impl Source for SnowflakeSource {
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
         let Some(inc) = &self.cfg.incremental else {
-            let spec = serde_json::to_string(&Spec { from: None, to: None })
-                .map_err(|e| Error::internal("split").with_source(e))?;
+            let spec = serde_json::to_string(&Spec {
+                from: None,
+                to: None,
+            })
+            .map_err(|e| Error::internal("split").with_source(e))?;
             return Ok(ReadPlan::new(
                 vec![Split {
                     id: "query".into(),
@@ -162,7 +169,8 @@ impl Source for SnowflakeSource {
             if c.is_null(0) {
                 return None;
             }
-            let f = arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &Default::default()).ok()?;
+            let f = arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &Default::default())
+                .ok()?;
             Some(f.value(0).to_string())
         });
         let Some(to) = to else {
@@ -178,7 +186,11 @@ impl Source for SnowflakeSource {
         .map_err(|e| Error::internal("split").with_source(e))?;
         Ok(ReadPlan::new(
             vec![Split {
-                id: format!("{} in ({}, {to}]", inc.column, from.as_deref().unwrap_or("-inf")),
+                id: format!(
+                    "{} in ({}, {to}]",
+                    inc.column,
+                    from.as_deref().unwrap_or("-inf")
+                ),
                 spec,
                 size_bytes: None,
             }],
@@ -204,7 +216,11 @@ impl Source for SnowflakeSource {
                 cond.push(format!("{col} <= ?"));
                 values.push(Value::Text(to));
                 (
-                    format!("SELECT * FROM ({}) q WHERE {}", self.cfg.query, cond.join(" AND ")),
+                    format!(
+                        "SELECT * FROM ({}) q WHERE {}",
+                        self.cfg.query,
+                        cond.join(" AND ")
+                    ),
                     Bindings::Positional(values),
                 )
             }

@@ -18,18 +18,20 @@ struct Fix {
 impl SourceFixture for Fix {
     async fn source(&self) -> Arc<dyn Source> {
         Arc::new(
-            SnowflakeSource::try_new(SnowflakeSourceConfig::new(
-                common::config(&self.db),
-                "SELECT ID, NAME FROM ORDERS",
+            SnowflakeSource::try_new(
+                SnowflakeSourceConfig::new(common::config(&self.db), "SELECT ID, NAME FROM ORDERS")
+                    .with_incremental("id"),
             )
-            .with_incremental("id"))
             .await
             .unwrap(),
         )
     }
     async fn expected(&self) -> Vec<arrow_array::RecordBatch> {
         let c = common::session(&self.db).await;
-        c.query("SELECT ID, NAME FROM ORDERS").await.unwrap().batches
+        c.query("SELECT ID, NAME FROM ORDERS")
+            .await
+            .unwrap()
+            .batches
     }
     async fn break_input(&self) {
         let c = common::session(&self.db).await;
@@ -41,14 +43,19 @@ impl SourceFixture for Fix {
 async fn the_source_passes_the_conformance_suite() {
     let db = common::unique("src");
     let c = common::session(&db).await;
-    c.query("CREATE TABLE ORDERS (ID INT, NAME VARCHAR)").await.unwrap();
+    c.query("CREATE TABLE ORDERS (ID INT, NAME VARCHAR)")
+        .await
+        .unwrap();
     c.query("INSERT INTO ORDERS SELECT seq4(), 'order ' || seq4() FROM TABLE(GENERATOR(ROWCOUNT => 2500))")
         .await
         .unwrap();
     check_source(&Fix { db }).await;
 }
 
-async fn read(src: &SnowflakeSource, from: Option<strata_core::Cursor>) -> (Vec<String>, Option<strata_core::Cursor>) {
+async fn read(
+    src: &SnowflakeSource,
+    from: Option<strata_core::Cursor>,
+) -> (Vec<String>, Option<strata_core::Cursor>) {
     let ctx = Context::new("inc");
     let plan = src.plan(&ReadRequest::after(from), &ctx).await.unwrap();
     let mut out = Vec::new();
@@ -65,12 +72,15 @@ async fn read(src: &SnowflakeSource, from: Option<strata_core::Cursor>) -> (Vec<
 async fn incremental_reads_only_rows_above_the_mark() {
     let db = common::unique("inc");
     let c = common::session(&db).await;
-    c.query("CREATE TABLE EVENTS (ID INT, UPDATED_AT TIMESTAMP_TZ)").await.unwrap();
+    c.query("CREATE TABLE EVENTS (ID INT, UPDATED_AT TIMESTAMP_TZ)")
+        .await
+        .unwrap();
     c.query("INSERT INTO EVENTS VALUES (1, '2024-01-01 00:00:00+00:00'), (2, '2024-01-02 00:00:00+00:00')")
         .await
         .unwrap();
     let src = SnowflakeSource::try_new(
-        SnowflakeSourceConfig::new(common::config(&db), "SELECT * FROM EVENTS").with_incremental("updated_at"),
+        SnowflakeSourceConfig::new(common::config(&db), "SELECT * FROM EVENTS")
+            .with_incremental("updated_at"),
     )
     .await
     .unwrap();
@@ -80,7 +90,9 @@ async fn incremental_reads_only_rows_above_the_mark() {
     let (rows, mark2) = read(&src, mark.clone()).await;
     assert!(rows.is_empty(), "nothing new: {rows:?}");
     assert_eq!(mark2, mark);
-    c.query("INSERT INTO EVENTS VALUES (3, '2024-01-03 00:00:00+00:00')").await.unwrap();
+    c.query("INSERT INTO EVENTS VALUES (3, '2024-01-03 00:00:00+00:00')")
+        .await
+        .unwrap();
     let (rows, _) = read(&src, mark).await;
     assert_eq!(rows, vec!["| 3  | 2024-01-03T00:00:00Z |"]);
 }
@@ -89,9 +101,12 @@ async fn incremental_reads_only_rows_above_the_mark() {
 async fn a_missing_table_is_not_found_naming_it() {
     let db = common::unique("nf");
     common::session(&db).await;
-    let e = SnowflakeSource::try_new(SnowflakeSourceConfig::new(common::config(&db), "SELECT * FROM NOPE"))
-        .await
-        .unwrap_err();
+    let e = SnowflakeSource::try_new(SnowflakeSourceConfig::new(
+        common::config(&db),
+        "SELECT * FROM NOPE",
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), strata_core::ErrorKind::NotFound);
     assert!(e.report().contains("NOPE"), "{}", e.report());
 }
