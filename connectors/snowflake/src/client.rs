@@ -362,8 +362,8 @@ impl SnowflakeClient {
             }
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        if let (Some((_, true)), Some(old)) = (stale, slot.as_ref()) {
-            if let Some(master) = old.master.clone() {
+        if let (Some((_, true)), Some(old)) = (stale, slot.as_ref())
+            && let Some(master) = old.master.clone() {
                 match self.renew(&old.token, &master).await {
                     Ok((token, master)) => {
                         *slot = Some(Session {
@@ -378,7 +378,6 @@ impl SnowflakeClient {
                     }
                 }
             }
-        }
         let (token, master) = self.login().await?;
         *slot = Some(Session {
             token: token.clone(),
@@ -807,15 +806,14 @@ impl SnowflakeClient {
         let schema = result_schema(&data.rowtype, lower_case);
         let mut first = Vec::new();
         if data.query_result_format.as_deref() == Some("json") || data.rowset_base64.is_none() {
-            if let Some(rows) = &data.rowset {
-                if !data.rowtype.is_empty() && !rows.is_empty() {
+            if let Some(rows) = &data.rowset
+                && !data.rowtype.is_empty() && !rows.is_empty() {
                     let rows: Vec<Vec<Option<String>>> = rows
                         .iter()
                         .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
                         .collect();
                     first.push(decode_json_rowset(&rows, &data.rowtype, &schema)?);
                 }
-            }
         } else if let Some(b64) = data.rowset_base64.as_deref().filter(|s| !s.is_empty()) {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
@@ -823,8 +821,8 @@ impl SnowflakeClient {
             first = decode_ipc(&bytes, &data.rowtype, &schema)?;
         }
         let mut headers: Vec<(String, String)> = data.chunk_headers.clone().into_iter().collect();
-        if headers.is_empty() {
-            if let Some(qrmk) = &data.qrmk {
+        if headers.is_empty()
+            && let Some(qrmk) = &data.qrmk {
                 headers.push((
                     "x-amz-server-side-encryption-customer-algorithm".into(),
                     "AES256".into(),
@@ -834,7 +832,6 @@ impl SnowflakeClient {
                     qrmk.clone(),
                 ));
             }
-        }
         let headers = Arc::new(headers);
         let rowtype = Arc::new(data.rowtype.clone());
         let client = self.clone();

@@ -190,13 +190,11 @@ impl SnowflakeConfig {
             private_key_path,
             ..
         } = &self.auth
-        {
-            if private_key.is_some() == private_key_path.is_some() {
+            && private_key.is_some() == private_key_path.is_some() {
                 return Err(Error::config(
                     "snowflake: key_pair auth needs exactly one of `private_key` and `private_key_path`",
                 ));
             }
-        }
         if self.request_timeout_secs == 0 || self.query_timeout_secs == 0 {
             return Err(Error::config("snowflake: timeouts must be above zero"));
         }

@@ -569,7 +569,7 @@ fn parse_decimal(v: &str, scale: u32) -> Option<i128> {
 }
 
 pub(crate) fn hex_decode(v: &str) -> Option<Vec<u8>> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return None;
     }
     (0..v.len())

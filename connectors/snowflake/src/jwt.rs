@@ -80,7 +80,7 @@ impl KeyPair {
         &self.fingerprint
     }
 
-    /// A login JWT for `account` (as [`crate::SnowflakeConfig::account_name`]) and `user`,
+    /// A login JWT for `account` (as [`crate::config::SnowflakeConfig::account_name`]) and `user`,
     /// issued at `now` (Unix seconds), valid for `lifetime_secs` (at most 3600).
     ///
     /// # Errors

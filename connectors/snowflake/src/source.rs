@@ -100,8 +100,8 @@ impl SnowflakeSource {
             .query(&format!("SELECT * FROM ({}) LIMIT 0", cfg.query))
             .await?;
         let schema = result_schema(&probe.rowtype, cfg.lower_case_columns);
-        if let Some(inc) = &cfg.incremental {
-            if !probe
+        if let Some(inc) = &cfg.incremental
+            && !probe
                 .rowtype
                 .iter()
                 .any(|c| c.name.eq_ignore_ascii_case(&inc.column))
@@ -111,7 +111,6 @@ impl SnowflakeSource {
                     inc.column
                 )));
             }
-        }
         Ok(Self {
             name: "snowflake".into(),
             cfg,

@@ -20,10 +20,13 @@ use strata_snowflake::client::SnowflakeClient;
 use strata_snowflake::config::{SnowflakeAuth, SnowflakeConfig};
 use strata_testkit::assert::table_lines;
 
+/// A request: its path, headers and body.
+type Seen = (String, Vec<(String, String)>, Bytes);
+
 #[derive(Default)]
 struct Server {
     /// Requests seen: (path, headers, body).
-    seen: Vec<(String, Vec<(String, String)>, Bytes)>,
+    seen: Vec<Seen>,
     base_url: String,
     stage_answer: Value,
     /// How many times each query was asked for.
