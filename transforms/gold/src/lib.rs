@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod warehouse;
+
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ struct GoldTable {
     name: &'static str,
     sql: &'static str,
     rebuild: Rebuild,
+    /// The columns that identify a row (the warehouse sync merges by them).
+    key: &'static [&'static str],
 }
 
 /// The star schema and the report tables.
@@ -39,6 +43,7 @@ const TABLES: &[GoldTable] = &[
               CAST(CAST(quantity AS DECIMAL(12,2)) * unit_price - discount AS DECIMAL(14,2)) AS line_amount \
               FROM order_lines",
         rebuild: Rebuild::ByOrderDate,
+        key: &["order_id", "line_no"],
     },
     GoldTable {
         name: "daily_revenue",
@@ -47,12 +52,14 @@ const TABLES: &[GoldTable] = &[
               CAST(SUM(CASE WHEN status IN ('cancelled', 'returned') THEN 0 ELSE total_amount END) AS DECIMAL(18,2)) AS net_revenue \
               FROM orders GROUP BY 1, 2, 3",
         rebuild: Rebuild::ByOrderDate,
+        key: &["order_date", "partner_id", "currency"],
     },
     GoldTable {
         name: "orders_by_status",
         sql: "SELECT CAST(created_at AS DATE) AS order_date, status, COUNT(*) AS orders \
               FROM orders GROUP BY 1, 2",
         rebuild: Rebuild::ByOrderDate,
+        key: &["order_date", "status"],
     },
     GoldTable {
         name: "product_performance",
@@ -63,6 +70,7 @@ const TABLES: &[GoldTable] = &[
               CAST(SUM(CASE WHEN status = 'returned' THEN quantity ELSE 0 END) AS BIGINT) AS returned_units \
               FROM order_lines GROUP BY 1, 2",
         rebuild: Rebuild::Whole,
+        key: &["product_id", "currency"],
     },
     GoldTable {
         name: "customer_activity",
@@ -76,6 +84,7 @@ const TABLES: &[GoldTable] = &[
               a.orders AS frequency, CAST(a.spend AS DECIMAL(18,2)) AS monetary \
               FROM agg a CROSS JOIN last",
         rebuild: Rebuild::Whole,
+        key: &["customer_id", "currency"],
     },
     GoldTable {
         name: "partner_activity",
@@ -85,22 +94,26 @@ const TABLES: &[GoldTable] = &[
               MIN(o.created_at) AS first_order_at, MAX(o.created_at) AS last_order_at \
               FROM orders o LEFT JOIN partners p ON o.partner_id = p.partner_id GROUP BY 1, 2, 3",
         rebuild: Rebuild::Whole,
+        key: &["partner_id", "currency"],
     },
     GoldTable {
         name: "dim_customer",
         sql: "SELECT customer_id, address.city AS city, address.country AS country, \
               marketing_opt_in, created_at FROM customers",
         rebuild: Rebuild::Whole,
+        key: &["customer_id"],
     },
     GoldTable {
         name: "dim_partner",
         sql: "SELECT partner_id, name, country, city, currency, onboarded_at FROM partners",
         rebuild: Rebuild::Whole,
+        key: &["partner_id"],
     },
     GoldTable {
         name: "dim_product",
         sql: "SELECT product_id, partner_id, name, category, price, currency FROM products",
         rebuild: Rebuild::Whole,
+        key: &["product_id"],
     },
     GoldTable {
         name: "dim_date",
@@ -110,12 +123,19 @@ const TABLES: &[GoldTable] = &[
               CAST(date_part('day', created_at) AS INT) AS day, \
               CAST(date_part('dow', created_at) AS INT) AS day_of_week FROM orders",
         rebuild: Rebuild::Whole,
+        key: &["date"],
     },
 ];
 
 /// The names of the gold tables.
 pub fn gold_tables() -> Vec<&'static str> {
     TABLES.iter().map(|t| t.name).collect()
+}
+
+/// The key columns of a gold table (what identifies one of its rows), `None` for an unknown
+/// name.
+pub fn gold_table_key(name: &str) -> Option<&'static [&'static str]> {
+    TABLES.iter().find(|t| t.name == name).map(|t| t.key)
 }
 
 /// What one gold build did.

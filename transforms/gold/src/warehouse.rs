@@ -1,0 +1,301 @@
+//! Gold to Snowflake: each gold Delta table synced incrementally into a table of the same name,
+//! reporting views over them, and the TASK / STREAM DDL of an in-warehouse refresh.
+//!
+//! A table's sync is a pipeline `strata-sync/<table>`: a [`DeltaSource`] (the snapshot the
+//! first time, then the change data feed of the versions after the last synced one) into a
+//! [`SnowflakeSink`] merging by the table's key. The Delta version synced is the pipeline's
+//! cursor, recorded in the Snowflake control table in the transaction that loads the rows, so
+//! only newer versions are read next time and a killed sync reruns to the same tables.
+//!
+//! Gold rebuilds replace rows (a date's partition, or a small table whole): the change feed
+//! reports the old rows as `delete` and the new ones as `insert` of the same version. Each row
+//! carries `_sync_version` = 2 × its Delta version, + 1 when the row exists after it; the merge
+//! keeps the highest per key, so a row deleted and re-inserted by one rebuild is an update, a
+//! row only deleted goes, and an older version never overwrites a newer one.
+
+use crate::{TABLES, gold_table_key};
+use arrow_array::cast::AsArray;
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use strata_core::{
+    BatchTransform, Context, Error, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, Result,
+};
+use strata_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
+use strata_delta::{DeltaSource, TableLocation};
+use strata_snowflake::client::SnowflakeClient;
+use strata_snowflake::config::SnowflakeConfig;
+use strata_snowflake::sink::{DeleteWhen, SnowflakeSink, SnowflakeSinkConfig, WriteMode};
+use strata_snowflake::types::ident;
+
+/// The column ordering versions of a synced row.
+pub const SYNC_VERSION: &str = "_sync_version";
+
+/// Change-feed rows into the sync's form: pre-images dropped, `_sync_version` added, the
+/// commit columns dropped, `_change_type` kept (it selects the deletes and is not stored).
+#[derive(Debug, Default)]
+pub struct SyncPrep;
+
+impl BatchTransform for SyncPrep {
+    fn name(&self) -> &str {
+        "sync_prep"
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        let mut fields: Vec<Field> = input
+            .fields()
+            .iter()
+            .filter(|f| f.name() != COMMIT_VERSION && f.name() != COMMIT_TIMESTAMP)
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(SYNC_VERSION, DataType::Int64, false));
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    fn apply(&self, batch: RecordBatch, _ctx: &Context) -> Result<RecordBatch> {
+        let missing = |c: &str| Error::new(ErrorKind::Schema, format!("sync: the input has no {c} column"));
+        let ct = batch.column_by_name(CHANGE_TYPE).ok_or_else(|| missing(CHANGE_TYPE))?.clone();
+        let ct = ct.as_string::<i32>();
+        let ver = batch.column_by_name(COMMIT_VERSION).ok_or_else(|| missing(COMMIT_VERSION))?;
+        let ver = arrow_cast::cast(ver, &DataType::Int64).map_err(|e| Error::internal("sync").with_source(e))?;
+        let ver = ver.as_primitive::<arrow_array::types::Int64Type>();
+        let keep: BooleanArray = ct.iter().map(|t| Some(t != Some("update_preimage"))).collect();
+        let order: Int64Array = (0..batch.num_rows())
+            .map(|i| Some(ver.value(i) * 2 + i64::from(ct.value(i) != "delete")))
+            .collect();
+        let schema = self.output_schema(&batch.schema())?;
+        let mut cols: Vec<ArrayRef> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| f.name() != COMMIT_VERSION && f.name() != COMMIT_TIMESTAMP)
+            .map(|(_, c)| c.clone())
+            .collect();
+        cols.push(Arc::new(order));
+        let out = RecordBatch::try_new(schema, cols).map_err(|e| Error::internal("sync").with_source(e))?;
+        arrow_select::filter::filter_record_batch(&out, &keep).map_err(|e| Error::internal("sync").with_source(e))
+    }
+}
+
+/// What one sync did per table: the Delta version now in Snowflake and the rows written
+/// (`None`: nothing new).
+pub type SyncReport = BTreeMap<String, Option<(String, u64)>>;
+
+/// Syncs gold tables into Snowflake (module docs).
+#[derive(Debug, Clone)]
+pub struct WarehouseSync {
+    tables: BTreeMap<String, TableLocation>,
+    connection: SnowflakeConfig,
+    target_file_size_megabytes: u64,
+}
+
+impl WarehouseSync {
+    /// Sync the gold tables found by `gold` (a table name to its location) into the
+    /// connection's database and schema.
+    ///
+    /// # Errors
+    /// The locations' errors.
+    pub fn try_new(gold: impl Fn(&str) -> Result<TableLocation>, connection: SnowflakeConfig) -> Result<Self> {
+        Ok(Self {
+            tables: TABLES
+                .iter()
+                .map(|t| Ok((t.name.to_string(), gold(t.name)?)))
+                .collect::<Result<_>>()?,
+            connection,
+            target_file_size_megabytes: 64,
+        })
+    }
+
+    /// Parquet files of this size per upload, MB.
+    #[must_use]
+    pub fn with_target_file_size_megabytes(mut self, mb: u64) -> Self {
+        self.target_file_size_megabytes = mb;
+        self
+    }
+
+    /// The sink of one table.
+    fn sink(&self, table: &str) -> Result<SnowflakeSink> {
+        let key = gold_table_key(table).ok_or_else(|| Error::config(format!("sync: {table} is not a gold table")))?;
+        let cfg = SnowflakeSinkConfig::new(self.connection.clone(), table)
+            .with_write(WriteMode::Merge {
+                key: key.iter().map(|k| (*k).to_string()).collect(),
+                version_column: Some(SYNC_VERSION.into()),
+                delete_when: Some(DeleteWhen::new(CHANGE_TYPE, "delete")),
+            })
+            .with_target_file_size_megabytes(self.target_file_size_megabytes);
+        SnowflakeSink::try_new(cfg)
+    }
+
+    /// Bring every gold table's Snowflake copy up to its latest Delta version, then (re)create
+    /// the reporting views.
+    ///
+    /// # Errors
+    /// The first table's error (Delta, Snowflake), naming the table; tables synced before it
+    /// stay synced.
+    pub async fn run(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::new();
+        for (name, loc) in &self.tables {
+            let source = Arc::new(DeltaSource::try_new(loc.clone()).await.map_err(|e| e.with_context("gold_table", name))?);
+            let sink = Arc::new(self.sink(name)?);
+            let pid = format!("strata-sync/{name}");
+            let marker_sink = sink.clone();
+            // The sink's control table is authoritative: a fresh checkpoint store is
+            // fast-forwarded to it.
+            let p = PipelineBuilder::new(&pid, source, sink, Arc::new(InMemoryCheckpointStore::new()))
+                .with_batch_transform(Arc::new(SyncPrep))
+                .build()?;
+            let r = p.run().await.map_err(|e| e.with_context("gold_table", name))?;
+            let synced = matches!(r.outcome, strata_core::RunOutcome::Committed);
+            let version = strata_core::Sink::last_committed(marker_sink.as_ref(), &pid, &Context::new(&pid))
+                .await?
+                .and_then(|m| m.cursor)
+                .map(|c| c.as_str().rsplit(':').next().unwrap_or_default().to_string())
+                .unwrap_or_default();
+            tracing::info!(table = %name, delta_version = %version, rows = r.rows_written, "sync: table synced");
+            report.insert(name.clone(), synced.then_some((version, r.rows_written)));
+        }
+        let client = SnowflakeClient::connect(self.connection.clone()).await?;
+        for (name, sql) in reporting_views() {
+            client.query(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(name))).await?;
+        }
+        client.close().await?;
+        Ok(report)
+    }
+}
+
+/// The reporting views over the synced tables (name, SELECT), as Power BI reads them.
+pub fn reporting_views() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "v_revenue_by_month",
+            "SELECT DATE_TRUNC('MONTH', ORDER_DATE) AS MONTH, CURRENCY, SUM(ORDERS) AS ORDERS, \
+             SUM(REVENUE) AS REVENUE, SUM(NET_REVENUE) AS NET_REVENUE \
+             FROM DAILY_REVENUE GROUP BY 1, 2",
+        ),
+        (
+            "v_partner_scorecard",
+            "SELECT a.PARTNER_ID, a.PARTNER_NAME, p.COUNTRY, p.CITY, a.CURRENCY, a.ORDERS, a.CUSTOMERS, \
+             a.REVENUE, a.REVENUE / NULLIF(a.ORDERS, 0) AS AVERAGE_ORDER_VALUE, a.FIRST_ORDER_AT, a.LAST_ORDER_AT \
+             FROM PARTNER_ACTIVITY a LEFT JOIN DIM_PARTNER p ON a.PARTNER_ID = p.PARTNER_ID",
+        ),
+        (
+            "v_product_ranking",
+            "SELECT pp.PRODUCT_ID, d.NAME, d.CATEGORY, pp.CURRENCY, pp.UNITS, pp.REVENUE, \
+             pp.RETURNED_UNITS, RANK() OVER (PARTITION BY pp.CURRENCY ORDER BY pp.REVENUE DESC) AS REVENUE_RANK \
+             FROM PRODUCT_PERFORMANCE pp LEFT JOIN DIM_PRODUCT d ON pp.PRODUCT_ID = d.PRODUCT_ID",
+        ),
+        (
+            "v_customer_segments",
+            "SELECT CUSTOMER_ID, CURRENCY, RECENCY_DAYS, FREQUENCY, MONETARY, \
+             CASE WHEN RECENCY_DAYS <= 30 AND FREQUENCY >= 5 THEN 'champion' \
+             WHEN RECENCY_DAYS <= 90 AND FREQUENCY >= 2 THEN 'loyal' \
+             WHEN RECENCY_DAYS <= 90 THEN 'recent' \
+             WHEN RECENCY_DAYS <= 365 THEN 'at_risk' ELSE 'lapsed' END AS SEGMENT \
+             FROM CUSTOMER_ACTIVITY",
+        ),
+    ]
+}
+
+/// The DDL of a scheduled in-warehouse refresh: a STREAM on each synced table, and per
+/// reporting view a TASK that, when a stream on its tables has data (a sync landed),
+/// rematerialises the view into a `rpt_` table and consumes the streams by logging the change
+/// counts into `rpt_refresh_log`. `schedule` is a five-field cron expression and a time zone
+/// (`0 * * * * UTC`).
+///
+/// # Errors
+/// Config when the schedule is not a valid cron expression with a time zone.
+pub fn refresh_ddl(warehouse: &str, schedule: &str) -> Result<String> {
+    let (cron_part, tz) = schedule
+        .trim()
+        .rsplit_once(' ')
+        .ok_or_else(|| Error::config(format!("sync: schedule {schedule:?} needs five cron fields and a time zone")))?;
+    if cron_part.split_whitespace().count() != 5 {
+        return Err(Error::config(format!(
+            "sync: schedule {schedule:?} needs five cron fields (minute hour day month weekday) and a time zone"
+        )));
+    }
+    // The cron crate reads seconds first: check the expression with a zero-second field.
+    <cron::Schedule as std::str::FromStr>::from_str(&format!("0 {cron_part}"))
+        .map_err(|e| Error::config(format!("sync: schedule {schedule:?} is not a cron expression")).with_source(e))?;
+    let mut out = String::from(
+        "-- Generated by strata: a scheduled refresh of the reporting tables, run by Snowflake.\n\
+         CREATE TABLE IF NOT EXISTS RPT_REFRESH_LOG (SOURCE_TABLE VARCHAR, REFRESHED_AT TIMESTAMP_TZ, CHANGED_ROWS NUMBER);\n",
+    );
+    for t in TABLES {
+        let up = t.name.to_uppercase();
+        out.push_str(&format!("CREATE STREAM IF NOT EXISTS {up}_STREAM ON TABLE {up};\n"));
+    }
+    let uses: [(&str, &[&str]); 4] = [
+        ("v_revenue_by_month", &["daily_revenue"]),
+        ("v_partner_scorecard", &["partner_activity", "dim_partner"]),
+        ("v_product_ranking", &["product_performance", "dim_product"]),
+        ("v_customer_segments", &["customer_activity"]),
+    ];
+    for (view, tables) in uses {
+        let view_up = view.to_uppercase();
+        let rpt = format!("RPT_{}", view_up.trim_start_matches("V_"));
+        let task = format!("REFRESH_{rpt}");
+        let when = tables
+            .iter()
+            .map(|t| format!("SYSTEM$STREAM_HAS_DATA('{}_STREAM')", t.to_uppercase()))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let consume = tables
+            .iter()
+            .map(|t| {
+                let up = t.to_uppercase();
+                format!("    INSERT INTO RPT_REFRESH_LOG SELECT '{up}', CURRENT_TIMESTAMP(), COUNT(*) FROM {up}_STREAM;\n")
+            })
+            .collect::<String>();
+        out.push_str(&format!(
+            "CREATE OR REPLACE TASK {task}\n  WAREHOUSE = {wh}\n  SCHEDULE = 'USING CRON {cron_part} {tz}'\n  WHEN {when}\nAS\nEXECUTE IMMEDIATE $$\nBEGIN\n    CREATE OR REPLACE TABLE {rpt} AS SELECT * FROM {view_up};\n{consume}END;\n$$;\nALTER TASK {task} RESUME;\n",
+            wh = ident(warehouse),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::StringArray;
+
+    #[test]
+    fn sync_versions_order_deletes_before_reinserts() {
+        let b = RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(Int64Array::from(vec![1, 1, 2, 3])) as ArrayRef),
+            (CHANGE_TYPE, Arc::new(StringArray::from(vec!["delete", "insert", "update_preimage", "update_postimage"]))),
+            (COMMIT_VERSION, Arc::new(Int64Array::from(vec![4, 4, 5, 5]))),
+            (
+                COMMIT_TIMESTAMP,
+                Arc::new(arrow_array::TimestampMillisecondArray::from(vec![0, 0, 0, 0]).with_timezone("+00:00")),
+            ),
+        ])
+        .unwrap();
+        let out = SyncPrep.apply(b, &Context::new("t")).unwrap();
+        let lines = arrow_cast::pretty::pretty_format_batches(&[out]).unwrap().to_string();
+        assert_eq!(
+            lines,
+            "+---+------------------+---------------+\n\
+             | k | _change_type     | _sync_version |\n\
+             +---+------------------+---------------+\n\
+             | 1 | delete           | 8             |\n\
+             | 1 | insert           | 9             |\n\
+             | 3 | update_postimage | 11            |\n\
+             +---+------------------+---------------+"
+        );
+    }
+
+    #[test]
+    fn refresh_ddl_snapshot() {
+        let ddl = refresh_ddl("report_wh", "0 6 * * * Europe/Berlin").unwrap();
+        let expected = include_str!("../tests/snapshots/refresh_ddl.sql");
+        assert_eq!(ddl, expected);
+        let e = refresh_ddl("wh", "every hour").unwrap_err();
+        assert!(e.message().contains("five cron fields"), "{}", e.message());
+        let e = refresh_ddl("wh", "61 * * * * UTC").unwrap_err();
+        assert!(e.message().contains("not a cron expression"), "{}", e.message());
+    }
+}
