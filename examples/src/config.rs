@@ -55,6 +55,8 @@ pub enum SourceConfig {
         /// The table's directory (or file:// URL).
         table: String,
     },
+    /// A Snowflake query, optionally incremental by a high-water mark.
+    Snowflake(Box<strata_snowflake::source::SnowflakeSourceConfig>),
 }
 
 /// The transforms this binary knows, applied in the order written.
@@ -112,6 +114,8 @@ pub enum SinkConfig {
         #[serde(default)]
         options: strata_delta::DeltaSinkConfig,
     },
+    /// A Snowflake table: PUT + COPY + append or merge, exactly once.
+    Snowflake(Box<strata_snowflake::sink::SnowflakeSinkConfig>),
 }
 
 /// Checkpoint stores.
@@ -248,6 +252,7 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SourceConfig::Rest(c) => c.validate().map_err(at("source.rest"))?,
         SourceConfig::Mongodb(c) => c.validate().map_err(at("source.mongodb"))?,
         SourceConfig::Delta { .. } => {}
+        SourceConfig::Snowflake(c) => c.connection.validate().map_err(at("source.snowflake"))?,
     }
     match &cfg.sink {
         SinkConfig::Parquet(c) => c.validate().map_err(at("sink.parquet"))?,
@@ -255,6 +260,7 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SinkConfig::AzureBlob(c) => c.validate().map_err(at("sink.azure_blob"))?,
         SinkConfig::Mongodb(c) => c.validate().map_err(at("sink.mongodb"))?,
         SinkConfig::Delta { options, .. } => options.validate().map_err(at("sink.delta"))?,
+        SinkConfig::Snowflake(c) => c.validate().map_err(at("sink.snowflake"))?,
     }
     match &cfg.checkpoint {
         CheckpointConfig::S3 { connection } => {
@@ -285,12 +291,16 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
         SourceConfig::Files(_)
         | SourceConfig::Rest(_)
         | SourceConfig::Mongodb(_)
+        | SourceConfig::Snowflake(_)
         | SourceConfig::Delta { .. } => {}
     }
     match &cfg.sink {
         SinkConfig::S3(c) => s3.push(&c.connection),
         SinkConfig::AzureBlob(c) => azure.push(&c.connection),
-        SinkConfig::Parquet(_) | SinkConfig::Mongodb(_) | SinkConfig::Delta { .. } => {}
+        SinkConfig::Parquet(_)
+        | SinkConfig::Mongodb(_)
+        | SinkConfig::Snowflake(_)
+        | SinkConfig::Delta { .. } => {}
     }
     match &cfg.checkpoint {
         CheckpointConfig::S3 { connection } => s3.push(connection),
@@ -378,6 +388,11 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                 .await
                 .map_err(at("source.delta"))?,
         ),
+        SourceConfig::Snowflake(c) => Arc::new(
+            strata_snowflake::source::SnowflakeSource::try_new(c.as_ref().clone())
+                .await
+                .map_err(at("source.snowflake"))?,
+        ),
     };
     let mut transforms = Vec::new();
     for (i, t) in cfg.transforms.iter().enumerate() {
@@ -437,6 +452,16 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                 root,
             )
         }
+        SinkConfig::Snowflake(c) => (
+            Arc::new(
+                strata_snowflake::sink::SnowflakeSink::try_new(c.as_ref().clone())
+                    .map_err(at("sink.snowflake"))?,
+            ),
+            format!(
+                "snowflake {}.{}.{}",
+                c.connection.database, c.connection.schema, c.table
+            ),
+        ),
     };
     let checkpoints: Arc<dyn CheckpointStore> = match &cfg.checkpoint {
         CheckpointConfig::Local { dir } => Arc::new(ObjectStoreCheckpointStore::new(

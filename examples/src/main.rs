@@ -11,7 +11,7 @@ mod demo;
 mod medallion;
 mod progress;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -121,6 +121,29 @@ enum Command {
         /// Where to write the pipeline files.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Sync the gold tables into Snowflake: each table's Delta versions newer than the one
+    /// last synced (recorded in Snowflake's control table) are merged by key; then the
+    /// reporting views are (re)created. With `--emit-ddl`, print the STREAM and TASK DDL of a
+    /// scheduled in-warehouse refresh instead.
+    SyncSnowflake {
+        /// The lake's root directory.
+        lake: PathBuf,
+        /// A YAML file with the Snowflake connection (`${VAR}` read from the environment).
+        #[arg(long)]
+        connection: Option<PathBuf>,
+        /// Print the refresh DDL and exit.
+        #[arg(long)]
+        emit_ddl: bool,
+        /// The refresh schedule: five cron fields and a time zone.
+        #[arg(long, default_value = "0 * * * * UTC")]
+        schedule: String,
+        /// The warehouse the refresh tasks run on.
+        #[arg(long, default_value = "COMPUTE_WH")]
+        warehouse: String,
+        /// Parquet file size per stage upload.
+        #[arg(long, default_value_t = 64)]
+        target_file_size_megabytes: u64,
     },
     /// Rewrite a Delta table's small files into files of about the target size.
     Compact {
@@ -265,6 +288,66 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let files = medallion::scaffold(&data, &lake, &out)?;
             for f in files {
                 println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::SyncSnowflake {
+            lake,
+            connection,
+            emit_ddl,
+            schedule,
+            warehouse,
+            target_file_size_megabytes,
+        } => {
+            if emit_ddl {
+                print!(
+                    "{}",
+                    strata_gold::warehouse::refresh_ddl(&warehouse, &schedule)
+                        .map_err(|e| anyhow!("--schedule: {}", e.report()))?
+                );
+            } else {
+                let Some(path) = connection else {
+                    bail!("sync-snowflake needs --connection <snowflake.yaml>");
+                };
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let conn: strata_snowflake::config::SnowflakeConfig =
+                    serde_yaml_ng::from_str(&config::interpolate(&text, &path)?).map_err(|e| {
+                        match e.location() {
+                            Some(l) => {
+                                anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column())
+                            }
+                            None => anyhow!("{}: {e}", path.display()),
+                        }
+                    })?;
+                conn.validate()
+                    .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
+                let root = lake.join("gold");
+                let sync = strata_gold::warehouse::WarehouseSync::try_new(
+                    move |t| strata_delta::TableLocation::local(root.join(t)),
+                    conn,
+                )
+                .map_err(|e| anyhow!("{}", e.report()))?
+                .with_target_file_size_megabytes(target_file_size_megabytes);
+                let report = sync.run().await.map_err(|e| anyhow!("{}", e.report()))?;
+                let mut any = false;
+                for (t, r) in &report {
+                    if let Some((version, rows)) = r {
+                        any = true;
+                        println!("{t}: synced to Delta version {version} ({rows} change rows)");
+                    }
+                }
+                if !any {
+                    println!("snowflake is up to date");
+                }
+                println!(
+                    "views: {}",
+                    strata_gold::warehouse::reporting_views()
+                        .iter()
+                        .map(|v| v.0)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             Ok(())
         }

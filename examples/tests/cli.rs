@@ -740,3 +740,221 @@ fn late_records_rebuild_only_their_days_in_gold() {
         "the late update replaced order 5; the new order was added"
     );
 }
+
+// ---- Gold into Snowflake (fakesnow, scripts/services.sh) ----
+
+/// Every gold table's rows against its Snowflake copy (the gold columns, sorted).
+async fn assert_snowflake_matches_gold(lake: &Path, db: &str) -> Vec<(String, usize)> {
+    let g = strata_cli_medallion_gold(lake);
+    let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(db))
+        .await
+        .unwrap();
+    let mut counts = Vec::new();
+    for t in strata_gold::gold_tables() {
+        let gold = g.query(&format!("SELECT * FROM {t}")).await.unwrap();
+        let cols: Vec<String> = gold[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("\"{}\"", f.name().to_uppercase()))
+            .collect();
+        let sf = c
+            .query(&format!(
+                "SELECT {} FROM \"{}\"",
+                cols.join(", "),
+                t.to_uppercase()
+            ))
+            .await
+            .unwrap();
+        let (a, b) = (sorted_rows(&gold), sorted_rows(&sf.batches));
+        assert_eq!(a.len(), b.len(), "{t}: row count");
+        assert_eq!(a, b, "{t}: Snowflake holds gold's rows");
+        counts.push((t.to_string(), a.len()));
+    }
+    counts
+}
+
+fn strata_cli_medallion_gold(lake: &Path) -> strata_gold::Gold {
+    let root = lake.to_path_buf();
+    let root2 = lake.to_path_buf();
+    strata_gold::Gold::try_new(
+        move |t| strata_delta::TableLocation::local(root.join("silver").join(t)),
+        move |t| strata_delta::TableLocation::local(root2.join("gold").join(t)),
+    )
+    .unwrap()
+}
+
+fn fakesnow(db: &str) -> strata_snowflake::config::SnowflakeConfig {
+    let yaml = format!(
+        "account: fakesnow\nbase_url: http://127.0.0.1:8085\nuser: strata\nauth: {{ type: password, password: unused }}\ndatabase: {db}\nschema: GOLD\nmax_retries: 2\n"
+    );
+    serde_yaml_ng::from_str(&yaml).unwrap()
+}
+
+#[test]
+fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 0.005, 0.0);
+    let lake = tmp.path().join("lake");
+    let pipes = tmp.path().join("pipes");
+    scaffold(&data, &lake, &pipes);
+    let medallion = |pipes: &Path| {
+        for name in ["partners", "customers", "products", "orders"] {
+            run_json(&pipes.join(format!("bronze_{name}.yaml")));
+        }
+        for name in ["partners", "customers", "products", "orders", "order_lines"] {
+            run_json(&pipes.join(format!("silver_{name}.yaml")));
+        }
+        strata(&["gold", &lake.display().to_string()])
+    };
+    medallion(&pipes);
+    let db = format!("SYNC_{}", std::process::id());
+    let conn = tmp.path().join("snowflake.yaml");
+    std::fs::write(
+        &conn,
+        "account: fakesnow\nbase_url: ${STRATA_TEST_SNOWFLAKE_URL}\nuser: strata\nauth: { type: password, password: unused }\ndatabase: DBNAME\nschema: GOLD\n"
+            .replace("DBNAME", &db),
+    )
+    .unwrap();
+    let lake_s = lake.display().to_string();
+    let conn_s = conn.display().to_string();
+    let sync = [
+        "sync-snowflake",
+        &lake_s,
+        "--connection",
+        &conn_s,
+        "--target-file-size-megabytes",
+        "1",
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Killed inside the first table's commit transaction, then right after a commit.
+    for point in [
+        "snowflake.commit.before_commit",
+        "snowflake.commit.after_commit",
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&sync)
+            .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085")
+            .env("STRATA_PAUSE_AT", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let reached = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains(&format!("paused at {point}")));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(reached, "the sync reached {point}");
+    }
+    let first = run(&sync);
+    assert!(first.contains("views: v_revenue_by_month"), "{first}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let counts = rt.block_on(assert_snowflake_matches_gold(&lake, &db));
+    assert!(counts.iter().all(|(_, n)| *n > 0), "{counts:?}");
+    // Nothing new: nothing synced.
+    assert!(run(&sync).contains("snowflake is up to date"));
+    // Late records rebuild two days in gold; the sync carries exactly the new versions.
+    let orders = std::fs::read_to_string(data.join("orders.ndjson")).unwrap();
+    let o5 = orders
+        .lines()
+        .find(|l| l.contains("\"O-000000005\""))
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(o5).unwrap();
+    v["status"] = "returned".into();
+    v["updated_at"] = "2030-01-01T00:00:00Z".into();
+    let mut new = v.clone();
+    new["order_id"] = "O-900000001".into();
+    new["created_at"] = "2024-02-15T08:00:00Z".into();
+    std::fs::write(data.join("orders-late.ndjson"), format!("{v}\n{new}\n")).unwrap();
+    let p = pipes.join("bronze_orders.yaml");
+    let y = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, y.replace("[\"orders.ndjson\"]", "[\"orders*.ndjson\"]")).unwrap();
+    medallion(&pipes);
+    let second = run(&sync);
+    assert!(second.contains("fact_order_line: synced"), "{second}");
+    assert!(second.contains("daily_revenue: synced"), "{second}");
+    let after = rt.block_on(assert_snowflake_matches_gold(&lake, &db));
+    let lines = |c: &[(String, usize)]| c.iter().find(|(t, _)| t == "fact_order_line").unwrap().1;
+    assert!(
+        lines(&after) > lines(&counts),
+        "the new order's lines arrived"
+    );
+    // Only the change feed of the rebuilt days travelled, not the table.
+    let changed: usize = second
+        .lines()
+        .find(|l| l.starts_with("fact_order_line: synced"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        changed * 5 < lines(&after),
+        "{changed} change rows for {} lines: {second}",
+        lines(&after)
+    );
+    // The views answer over the synced tables: revenue by month adds up to daily revenue.
+    rt.block_on(async {
+        let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
+            .await
+            .unwrap();
+        let total = |sql: &str| {
+            let c = c.clone();
+            let sql = sql.to_string();
+            async move {
+                let r = c.query(&sql).await.unwrap();
+                arrow_cast::display::ArrayFormatter::try_new(
+                    r.batches[0].column(0).as_ref(),
+                    &Default::default(),
+                )
+                .unwrap()
+                .value(0)
+                .to_string()
+            }
+        };
+        assert_eq!(
+            total("SELECT CAST(SUM(REVENUE) AS NUMBER(38,2)) FROM V_REVENUE_BY_MONTH").await,
+            total("SELECT CAST(SUM(REVENUE) AS NUMBER(38,2)) FROM DAILY_REVENUE").await
+        );
+        assert!(
+            c.query("SELECT * FROM V_CUSTOMER_SEGMENTS")
+                .await
+                .unwrap()
+                .num_rows()
+                > 0
+        );
+    });
+    let ddl = strata(&[
+        "sync-snowflake",
+        &lake_s,
+        "--emit-ddl",
+        "--warehouse",
+        "report_wh",
+        "--schedule",
+        "30 5 * * * UTC",
+    ]);
+    assert!(
+        ddl.contains("CREATE OR REPLACE TASK REFRESH_RPT_REVENUE_BY_MONTH"),
+        "{ddl}"
+    );
+    assert!(
+        ddl.contains("SCHEDULE = 'USING CRON 30 5 * * * UTC'"),
+        "{ddl}"
+    );
+}

@@ -363,21 +363,22 @@ impl SnowflakeClient {
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         if let (Some((_, true)), Some(old)) = (stale, slot.as_ref())
-            && let Some(master) = old.master.clone() {
-                match self.renew(&old.token, &master).await {
-                    Ok((token, master)) => {
-                        *slot = Some(Session {
-                            token: token.clone(),
-                            master: Some(master),
-                            generation,
-                        });
-                        return Ok((token, generation));
-                    }
-                    Err(e) => {
-                        tracing::info!(error = %e.report(), "snowflake: session renewal failed; logging in again")
-                    }
+            && let Some(master) = old.master.clone()
+        {
+            match self.renew(&old.token, &master).await {
+                Ok((token, master)) => {
+                    *slot = Some(Session {
+                        token: token.clone(),
+                        master: Some(master),
+                        generation,
+                    });
+                    return Ok((token, generation));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e.report(), "snowflake: session renewal failed; logging in again")
                 }
             }
+        }
         let (token, master) = self.login().await?;
         *slot = Some(Session {
             token: token.clone(),
@@ -807,13 +808,15 @@ impl SnowflakeClient {
         let mut first = Vec::new();
         if data.query_result_format.as_deref() == Some("json") || data.rowset_base64.is_none() {
             if let Some(rows) = &data.rowset
-                && !data.rowtype.is_empty() && !rows.is_empty() {
-                    let rows: Vec<Vec<Option<String>>> = rows
-                        .iter()
-                        .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
-                        .collect();
-                    first.push(decode_json_rowset(&rows, &data.rowtype, &schema)?);
-                }
+                && !data.rowtype.is_empty()
+                && !rows.is_empty()
+            {
+                let rows: Vec<Vec<Option<String>>> = rows
+                    .iter()
+                    .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
+                    .collect();
+                first.push(decode_json_rowset(&rows, &data.rowtype, &schema)?);
+            }
         } else if let Some(b64) = data.rowset_base64.as_deref().filter(|s| !s.is_empty()) {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
@@ -822,16 +825,17 @@ impl SnowflakeClient {
         }
         let mut headers: Vec<(String, String)> = data.chunk_headers.clone().into_iter().collect();
         if headers.is_empty()
-            && let Some(qrmk) = &data.qrmk {
-                headers.push((
-                    "x-amz-server-side-encryption-customer-algorithm".into(),
-                    "AES256".into(),
-                ));
-                headers.push((
-                    "x-amz-server-side-encryption-customer-key".into(),
-                    qrmk.clone(),
-                ));
-            }
+            && let Some(qrmk) = &data.qrmk
+        {
+            headers.push((
+                "x-amz-server-side-encryption-customer-algorithm".into(),
+                "AES256".into(),
+            ));
+            headers.push((
+                "x-amz-server-side-encryption-customer-key".into(),
+                qrmk.clone(),
+            ));
+        }
         let headers = Arc::new(headers);
         let rowtype = Arc::new(data.rowtype.clone());
         let client = self.clone();

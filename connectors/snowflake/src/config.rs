@@ -190,11 +190,12 @@ impl SnowflakeConfig {
             private_key_path,
             ..
         } = &self.auth
-            && private_key.is_some() == private_key_path.is_some() {
-                return Err(Error::config(
-                    "snowflake: key_pair auth needs exactly one of `private_key` and `private_key_path`",
-                ));
-            }
+            && private_key.is_some() == private_key_path.is_some()
+        {
+            return Err(Error::config(
+                "snowflake: key_pair auth needs exactly one of `private_key` and `private_key_path`",
+            ));
+        }
         if self.request_timeout_secs == 0 || self.query_timeout_secs == 0 {
             return Err(Error::config("snowflake: timeouts must be above zero"));
         }

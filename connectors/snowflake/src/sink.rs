@@ -215,11 +215,12 @@ impl SnowflakeSinkConfig {
             ));
         }
         if let WriteMode::Merge { key, .. } = &self.write
-            && key.is_empty() {
-                return Err(Error::config(
-                    "snowflake sink: merge needs at least one `key` column",
-                ));
-            }
+            && key.is_empty()
+        {
+            return Err(Error::config(
+                "snowflake sink: merge needs at least one `key` column",
+            ));
+        }
         if let LoadMethod::Insert {
             rows_per_statement: 0,
         } = self.load
@@ -690,13 +691,14 @@ impl SnowflakeWriter {
         if let WriteMode::Merge { key, .. } = &self.sink.cfg.write {
             for k in key {
                 if let Ok(col) = projected.column_by_name(k).ok_or(())
-                    && col.null_count() > 0 {
-                        return Err(Error::data(format!(
+                    && col.null_count() > 0
+                {
+                    return Err(Error::data(format!(
                             "snowflake sink: key column {k} is NULL in {} row(s); a merge key must be set",
                             col.null_count()
                         ))
                         .with_context("column", k));
-                    }
+                }
             }
         }
         let mut load_fields = self.load.fields().to_vec();

@@ -105,12 +105,12 @@ impl SnowflakeSource {
                 .rowtype
                 .iter()
                 .any(|c| c.name.eq_ignore_ascii_case(&inc.column))
-            {
-                return Err(Error::config(format!(
-                    "snowflake source: the incremental column {} is not in the query's columns",
-                    inc.column
-                )));
-            }
+        {
+            return Err(Error::config(format!(
+                "snowflake source: the incremental column {} is not in the query's columns",
+                inc.column
+            )));
+        }
         Ok(Self {
             name: "snowflake".into(),
             cfg,

@@ -194,12 +194,13 @@ impl StageUpload {
             _ => None,
         };
         if let Some(m) = &material
-            && !matches!(m.master_key.len(), 16 | 24 | 32) {
-                return Err(Error::internal(format!(
-                    "snowflake: a stage master key of {} bytes is not an AES key",
-                    m.master_key.len()
-                )));
-            }
+            && !matches!(m.master_key.len(), 16 | 24 | 32)
+        {
+            return Err(Error::internal(format!(
+                "snowflake: a stage master key of {} bytes is not an AES key",
+                m.master_key.len()
+            )));
+        }
         Ok(Self {
             target,
             file_name: file_name.to_string(),

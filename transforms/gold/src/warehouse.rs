@@ -1,7 +1,7 @@
 //! Gold to Snowflake: each gold Delta table synced incrementally into a table of the same name,
 //! reporting views over them, and the TASK / STREAM DDL of an in-warehouse refresh.
 //!
-//! A table's sync is a pipeline `strata-sync/<table>`: a [`DeltaSource`] (the snapshot the
+//! A table's sync is a pipeline `strata-sync.<table>`: a [`DeltaSource`] (the snapshot the
 //! first time, then the change data feed of the versions after the last synced one) into a
 //! [`SnowflakeSink`] merging by the table's key. The Delta version synced is the pipeline's
 //! cursor, recorded in the Snowflake control table in the transaction that loads the rows, so
@@ -54,13 +54,27 @@ impl BatchTransform for SyncPrep {
     }
 
     fn apply(&self, batch: RecordBatch, _ctx: &Context) -> Result<RecordBatch> {
-        let missing = |c: &str| Error::new(ErrorKind::Schema, format!("sync: the input has no {c} column"));
-        let ct = batch.column_by_name(CHANGE_TYPE).ok_or_else(|| missing(CHANGE_TYPE))?.clone();
+        let missing = |c: &str| {
+            Error::new(
+                ErrorKind::Schema,
+                format!("sync: the input has no {c} column"),
+            )
+        };
+        let ct = batch
+            .column_by_name(CHANGE_TYPE)
+            .ok_or_else(|| missing(CHANGE_TYPE))?
+            .clone();
         let ct = ct.as_string::<i32>();
-        let ver = batch.column_by_name(COMMIT_VERSION).ok_or_else(|| missing(COMMIT_VERSION))?;
-        let ver = arrow_cast::cast(ver, &DataType::Int64).map_err(|e| Error::internal("sync").with_source(e))?;
+        let ver = batch
+            .column_by_name(COMMIT_VERSION)
+            .ok_or_else(|| missing(COMMIT_VERSION))?;
+        let ver = arrow_cast::cast(ver, &DataType::Int64)
+            .map_err(|e| Error::internal("sync").with_source(e))?;
         let ver = ver.as_primitive::<arrow_array::types::Int64Type>();
-        let keep: BooleanArray = ct.iter().map(|t| Some(t != Some("update_preimage"))).collect();
+        let keep: BooleanArray = ct
+            .iter()
+            .map(|t| Some(t != Some("update_preimage")))
+            .collect();
         let order: Int64Array = (0..batch.num_rows())
             .map(|i| Some(ver.value(i) * 2 + i64::from(ct.value(i) != "delete")))
             .collect();
@@ -74,8 +88,10 @@ impl BatchTransform for SyncPrep {
             .map(|(_, c)| c.clone())
             .collect();
         cols.push(Arc::new(order));
-        let out = RecordBatch::try_new(schema, cols).map_err(|e| Error::internal("sync").with_source(e))?;
-        arrow_select::filter::filter_record_batch(&out, &keep).map_err(|e| Error::internal("sync").with_source(e))
+        let out = RecordBatch::try_new(schema, cols)
+            .map_err(|e| Error::internal("sync").with_source(e))?;
+        arrow_select::filter::filter_record_batch(&out, &keep)
+            .map_err(|e| Error::internal("sync").with_source(e))
     }
 }
 
@@ -97,7 +113,10 @@ impl WarehouseSync {
     ///
     /// # Errors
     /// The locations' errors.
-    pub fn try_new(gold: impl Fn(&str) -> Result<TableLocation>, connection: SnowflakeConfig) -> Result<Self> {
+    pub fn try_new(
+        gold: impl Fn(&str) -> Result<TableLocation>,
+        connection: SnowflakeConfig,
+    ) -> Result<Self> {
         Ok(Self {
             tables: TABLES
                 .iter()
@@ -117,7 +136,8 @@ impl WarehouseSync {
 
     /// The sink of one table.
     fn sink(&self, table: &str) -> Result<SnowflakeSink> {
-        let key = gold_table_key(table).ok_or_else(|| Error::config(format!("sync: {table} is not a gold table")))?;
+        let key = gold_table_key(table)
+            .ok_or_else(|| Error::config(format!("sync: {table} is not a gold table")))?;
         let cfg = SnowflakeSinkConfig::new(self.connection.clone(), table)
             .with_write(WriteMode::Merge {
                 key: key.iter().map(|k| (*k).to_string()).collect(),
@@ -137,28 +157,45 @@ impl WarehouseSync {
     pub async fn run(&self) -> Result<SyncReport> {
         let mut report = SyncReport::new();
         for (name, loc) in &self.tables {
-            let source = Arc::new(DeltaSource::try_new(loc.clone()).await.map_err(|e| e.with_context("gold_table", name))?);
+            let source = Arc::new(
+                DeltaSource::try_new(loc.clone())
+                    .await
+                    .map_err(|e| e.with_context("gold_table", name))?,
+            );
             let sink = Arc::new(self.sink(name)?);
-            let pid = format!("strata-sync/{name}");
+            let pid = format!("strata-sync.{name}");
             let marker_sink = sink.clone();
             // The sink's control table is authoritative: a fresh checkpoint store is
             // fast-forwarded to it.
-            let p = PipelineBuilder::new(&pid, source, sink, Arc::new(InMemoryCheckpointStore::new()))
-                .with_batch_transform(Arc::new(SyncPrep))
-                .build()?;
-            let r = p.run().await.map_err(|e| e.with_context("gold_table", name))?;
+            let p =
+                PipelineBuilder::new(&pid, source, sink, Arc::new(InMemoryCheckpointStore::new()))
+                    .with_batch_transform(Arc::new(SyncPrep))
+                    .build()?;
+            let r = p
+                .run()
+                .await
+                .map_err(|e| e.with_context("gold_table", name))?;
             let synced = matches!(r.outcome, strata_core::RunOutcome::Committed);
-            let version = strata_core::Sink::last_committed(marker_sink.as_ref(), &pid, &Context::new(&pid))
-                .await?
-                .and_then(|m| m.cursor)
-                .map(|c| c.as_str().rsplit(':').next().unwrap_or_default().to_string())
-                .unwrap_or_default();
+            let version =
+                strata_core::Sink::last_committed(marker_sink.as_ref(), &pid, &Context::new(&pid))
+                    .await?
+                    .and_then(|m| m.cursor)
+                    .map(|c| {
+                        c.as_str()
+                            .rsplit(':')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .unwrap_or_default();
             tracing::info!(table = %name, delta_version = %version, rows = r.rows_written, "sync: table synced");
             report.insert(name.clone(), synced.then_some((version, r.rows_written)));
         }
         let client = SnowflakeClient::connect(self.connection.clone()).await?;
         for (name, sql) in reporting_views() {
-            client.query(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(name))).await?;
+            client
+                .query(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(name)))
+                .await?;
         }
         client.close().await?;
         Ok(report)
@@ -207,25 +244,32 @@ pub fn reporting_views() -> Vec<(&'static str, &'static str)> {
 /// # Errors
 /// Config when the schedule is not a valid cron expression with a time zone.
 pub fn refresh_ddl(warehouse: &str, schedule: &str) -> Result<String> {
-    let (cron_part, tz) = schedule
-        .trim()
-        .rsplit_once(' ')
-        .ok_or_else(|| Error::config(format!("sync: schedule {schedule:?} needs five cron fields and a time zone")))?;
+    let (cron_part, tz) = schedule.trim().rsplit_once(' ').ok_or_else(|| {
+        Error::config(format!(
+            "sync: schedule {schedule:?} needs five cron fields and a time zone"
+        ))
+    })?;
     if cron_part.split_whitespace().count() != 5 {
         return Err(Error::config(format!(
             "sync: schedule {schedule:?} needs five cron fields (minute hour day month weekday) and a time zone"
         )));
     }
     // The cron crate reads seconds first: check the expression with a zero-second field.
-    <cron::Schedule as std::str::FromStr>::from_str(&format!("0 {cron_part}"))
-        .map_err(|e| Error::config(format!("sync: schedule {schedule:?} is not a cron expression")).with_source(e))?;
+    <cron::Schedule as std::str::FromStr>::from_str(&format!("0 {cron_part}")).map_err(|e| {
+        Error::config(format!(
+            "sync: schedule {schedule:?} is not a cron expression"
+        ))
+        .with_source(e)
+    })?;
     let mut out = String::from(
         "-- Generated by strata: a scheduled refresh of the reporting tables, run by Snowflake.\n\
          CREATE TABLE IF NOT EXISTS RPT_REFRESH_LOG (SOURCE_TABLE VARCHAR, REFRESHED_AT TIMESTAMP_TZ, CHANGED_ROWS NUMBER);\n",
     );
     for t in TABLES {
         let up = t.name.to_uppercase();
-        out.push_str(&format!("CREATE STREAM IF NOT EXISTS {up}_STREAM ON TABLE {up};\n"));
+        out.push_str(&format!(
+            "CREATE STREAM IF NOT EXISTS {up}_STREAM ON TABLE {up};\n"
+        ));
     }
     let uses: [(&str, &[&str]); 4] = [
         ("v_revenue_by_month", &["daily_revenue"]),
@@ -265,17 +309,33 @@ mod tests {
     #[test]
     fn sync_versions_order_deletes_before_reinserts() {
         let b = RecordBatch::try_from_iter(vec![
-            ("k", Arc::new(Int64Array::from(vec![1, 1, 2, 3])) as ArrayRef),
-            (CHANGE_TYPE, Arc::new(StringArray::from(vec!["delete", "insert", "update_preimage", "update_postimage"]))),
+            (
+                "k",
+                Arc::new(Int64Array::from(vec![1, 1, 2, 3])) as ArrayRef,
+            ),
+            (
+                CHANGE_TYPE,
+                Arc::new(StringArray::from(vec![
+                    "delete",
+                    "insert",
+                    "update_preimage",
+                    "update_postimage",
+                ])),
+            ),
             (COMMIT_VERSION, Arc::new(Int64Array::from(vec![4, 4, 5, 5]))),
             (
                 COMMIT_TIMESTAMP,
-                Arc::new(arrow_array::TimestampMillisecondArray::from(vec![0, 0, 0, 0]).with_timezone("+00:00")),
+                Arc::new(
+                    arrow_array::TimestampMillisecondArray::from(vec![0, 0, 0, 0])
+                        .with_timezone("+00:00"),
+                ),
             ),
         ])
         .unwrap();
         let out = SyncPrep.apply(b, &Context::new("t")).unwrap();
-        let lines = arrow_cast::pretty::pretty_format_batches(&[out]).unwrap().to_string();
+        let lines = arrow_cast::pretty::pretty_format_batches(&[out])
+            .unwrap()
+            .to_string();
         assert_eq!(
             lines,
             "+---+------------------+---------------+\n\
@@ -296,6 +356,10 @@ mod tests {
         let e = refresh_ddl("wh", "every hour").unwrap_err();
         assert!(e.message().contains("five cron fields"), "{}", e.message());
         let e = refresh_ddl("wh", "61 * * * * UTC").unwrap_err();
-        assert!(e.message().contains("not a cron expression"), "{}", e.message());
+        assert!(
+            e.message().contains("not a cron expression"),
+            "{}",
+            e.message()
+        );
     }
 }
