@@ -846,7 +846,7 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
         "snowflake.commit.after_commit",
     ] {
         let mut child = Command::new(BIN)
-            .args(&sync)
+            .args(sync)
             .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085")
             .env("STRATA_PAUSE_AT", point)
             .stdout(Stdio::null())
