@@ -144,6 +144,10 @@ enum Command {
         /// Parquet file size per stage upload.
         #[arg(long, default_value_t = 64)]
         target_file_size_megabytes: u64,
+        /// Load with bound INSERTs of this many rows per statement instead of PUT + COPY
+        /// (slow; for comparisons).
+        #[arg(long)]
+        insert_rows_per_statement: Option<usize>,
     },
     /// Rewrite a Delta table's small files into files of about the target size.
     Compact {
@@ -298,6 +302,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             schedule,
             warehouse,
             target_file_size_megabytes,
+            insert_rows_per_statement,
         } => {
             if emit_ddl {
                 print!(
@@ -329,6 +334,12 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 )
                 .map_err(|e| anyhow!("{}", e.report()))?
                 .with_target_file_size_megabytes(target_file_size_megabytes);
+                let sync = match insert_rows_per_statement {
+                    Some(n) => sync.with_load(strata_snowflake::sink::LoadMethod::Insert {
+                        rows_per_statement: n,
+                    }),
+                    None => sync,
+                };
                 let report = sync.run().await.map_err(|e| anyhow!("{}", e.report()))?;
                 let mut any = false;
                 for (t, r) in &report {

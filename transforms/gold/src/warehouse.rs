@@ -26,7 +26,9 @@ use strata_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use strata_delta::{DeltaSource, TableLocation};
 use strata_snowflake::client::SnowflakeClient;
 use strata_snowflake::config::SnowflakeConfig;
-use strata_snowflake::sink::{DeleteWhen, SnowflakeSink, SnowflakeSinkConfig, WriteMode};
+use strata_snowflake::sink::{
+    DeleteWhen, LoadMethod, SnowflakeSink, SnowflakeSinkConfig, WriteMode,
+};
 use strata_snowflake::types::ident;
 
 /// The column ordering versions of a synced row.
@@ -105,6 +107,7 @@ pub struct WarehouseSync {
     tables: BTreeMap<String, TableLocation>,
     connection: SnowflakeConfig,
     target_file_size_megabytes: u64,
+    load: LoadMethod,
 }
 
 impl WarehouseSync {
@@ -124,6 +127,7 @@ impl WarehouseSync {
                 .collect::<Result<_>>()?,
             connection,
             target_file_size_megabytes: 64,
+            load: LoadMethod::Copy,
         })
     }
 
@@ -131,6 +135,13 @@ impl WarehouseSync {
     #[must_use]
     pub fn with_target_file_size_megabytes(mut self, mb: u64) -> Self {
         self.target_file_size_megabytes = mb;
+        self
+    }
+
+    /// Load by COPY (default) or by bound inserts (slow; for comparison).
+    #[must_use]
+    pub fn with_load(mut self, load: LoadMethod) -> Self {
+        self.load = load;
         self
     }
 
@@ -144,7 +155,8 @@ impl WarehouseSync {
                 version_column: Some(SYNC_VERSION.into()),
                 delete_when: Some(DeleteWhen::new(CHANGE_TYPE, "delete")),
             })
-            .with_target_file_size_megabytes(self.target_file_size_megabytes);
+            .with_target_file_size_megabytes(self.target_file_size_megabytes)
+            .with_load(self.load.clone());
         SnowflakeSink::try_new(cfg)
     }
 
