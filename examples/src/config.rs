@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use strata_azure_blob::{AzureBlobConfig, AzureBlobSinkConfig, AzureBlobSourceConfig};
@@ -85,6 +85,17 @@ pub enum TransformConfig {
         #[serde(default)]
         spec: Option<strata_silver::ConformSpec>,
     },
+    /// Mask PII by a privacy policy (strata-privacy), as `role` sees it: put it first in a
+    /// silver pipeline, so nothing unmasked is conformed, quarantined or written.
+    Mask {
+        /// The policy file (relative to the working directory).
+        policy: PathBuf,
+        /// The table the policy's `table.column` names refer to.
+        table: String,
+        /// The role the output is for (default `silver`).
+        #[serde(default = "silver_role")]
+        role: String,
+    },
     /// One row per element of a list of structs, parent columns repeated.
     Explode {
         /// The list column.
@@ -92,6 +103,10 @@ pub enum TransformConfig {
         /// The parent columns kept.
         keep: Vec<String>,
     },
+}
+
+fn silver_role() -> String {
+    "silver".into()
 }
 
 /// The sinks this binary knows.
@@ -395,8 +410,17 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         ),
     };
     let mut transforms = Vec::new();
+    let mut schema = source.schema();
     for (i, t) in cfg.transforms.iter().enumerate() {
         transforms.push(match t {
+            TransformConfig::Mask { policy, table, role } => {
+                let at = |e: strata_core::Error| anyhow!("transforms[{i}].mask: {}", e.report());
+                let p = strata_privacy::Policy::load(policy).map_err(at)?;
+                let key = p.key().map_err(at)?;
+                Step::Batch(Arc::new(
+                    strata_privacy::Mask::try_new(&p, table, role, &schema, &key).map_err(at)?,
+                ))
+            }
             TransformConfig::Select { columns } => Step::Batch(Arc::new(
                 strata_core::transforms::Select::new(columns.clone()),
             )),
@@ -419,6 +443,12 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                 Step::Batch(Arc::new(strata_silver::Explode::new(column, &keep)))
             }
         });
+        schema = match transforms.last() {
+            Some(Step::Batch(t)) => t.output_schema(&schema),
+            Some(Step::Stream(t)) => t.output_schema(&schema),
+            None => Ok(schema),
+        }
+        .map_err(|e| anyhow!("transforms[{i}]: {}", e.report()))?;
     }
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
         SinkConfig::Parquet(c) => (

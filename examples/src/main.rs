@@ -175,7 +175,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    // The Delta kernel's debug logs print table data (file statistics with min/max values,
+    // which in bronze are personal data): capped unless a filter names the kernel itself.
+    for kernel in ["buoyant_kernel", "delta_kernel"] {
+        if !filter.contains(kernel) {
+            filter.push_str(&format!(",{kernel}=info"));
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)

@@ -54,7 +54,7 @@ pub fn bronze_yaml(name: &str, data: &Path, lake: &Lake, cps: &Path) -> String {
 }
 
 /// Silver: a table of the retail model from its bronze table's new versions, MERGEd by key.
-pub fn silver_yaml(name: &str, lake: &Lake, cps: &Path) -> String {
+pub fn silver_yaml(name: &str, lake: &Lake, cps: &Path, policy: &Path) -> String {
     let (from, model, key, version, explode) = match name {
         "orders" => ("orders", "orders", "[order_id]", Some("updated_at"), false),
         "order_lines" => (
@@ -85,7 +85,16 @@ pub fn silver_yaml(name: &str, lake: &Lake, cps: &Path) -> String {
         "source:\n  delta:\n    table: {}",
         yaml_str(&lake.table("bronze", from))
     );
-    let _ = writeln!(y, "transforms:\n  - conform: {{ model: {model} }}");
+    let _ = writeln!(y, "transforms:");
+    if from != "products" {
+        // PII masked first: nothing unmasked is conformed, quarantined or written to silver.
+        let _ = writeln!(
+            y,
+            "  - mask: {{ policy: {}, table: {from} }}",
+            yaml_str(policy)
+        );
+    }
+    let _ = writeln!(y, "  - conform: {{ model: {model} }}");
     if explode {
         let _ = writeln!(
             y,
@@ -244,10 +253,43 @@ pub fn scaffold(data: &Path, lake: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         std::fs::write(&f, bronze_yaml(name, &data, &lake, &cps))?;
         files.push(f);
     }
+    // The privacy policy silver enforces, with its key in a file next to it (created once,
+    // readable by the owner only): production mounts the key as a secret instead.
+    let out = std::fs::canonicalize(out)?;
+    let key = out.join("masking.key");
+    if !key.exists() {
+        let k: [u8; 32] = rand_key();
+        std::fs::write(
+            &key,
+            k.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        )?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let policy = out.join("privacy.yaml");
+    std::fs::write(
+        &policy,
+        RETAIL_POLICY.replace(
+            "keys: { env: STRATA_MASKING_KEY }",
+            "keys: { file: masking.key }",
+        ),
+    )?;
+    files.push(policy.clone());
     for name in SILVER {
         let f = out.join(format!("silver_{name}.yaml"));
-        std::fs::write(&f, silver_yaml(name, &lake, &cps))?;
+        std::fs::write(&f, silver_yaml(name, &lake, &cps, &policy))?;
         files.push(f);
     }
     Ok(files)
+}
+
+/// The retail platform's privacy policy (strata-privacy's `policies/retail.yaml`).
+pub const RETAIL_POLICY: &str = include_str!("../../transforms/privacy/policies/retail.yaml");
+
+fn rand_key() -> [u8; 32] {
+    // A demo key, unique per scaffold (rand's OS-seeded CSPRNG); deployments mount their own.
+    rand::random()
 }

@@ -72,29 +72,47 @@ pub struct ColumnClass {
     pub evidence: String,
 }
 
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$").unwrap());
-static PHONE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\+?[0-9(][0-9 ()\-./]{5,}[0-9]$").unwrap());
-static IBAN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$").unwrap());
-static SSN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$").unwrap());
-static DATE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]").unwrap());
-static STREET: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(^\d+\s+\p{L}.*|\p{L}.*\s\d+[a-z]?$)").unwrap()
-});
+static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$").unwrap());
+static PHONE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\+?[0-9(][0-9 ()\-./]{5,}[0-9]$").unwrap());
+static IBAN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$").unwrap());
+static SSN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$").unwrap());
+static DATE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]").unwrap());
+static STREET: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)(^\d+\s+\p{L}.*|\p{L}.*\s\d+[a-z]?$)").unwrap());
 static STREET_WORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(street|st\.|avenue|ave|road|rd|lane|way|straße|strasse|str\.|weg|allee|platz|gasse|rue|via|calle|boulevard|blvd)").unwrap()
 });
 
 /// The Luhn check.
 pub fn luhn(digits: &str) -> bool {
-    let ds: Vec<u32> = digits.chars().filter(|c| c.is_ascii_digit()).filter_map(|c| c.to_digit(10)).collect();
-    if !(13..=19).contains(&ds.len()) || digits.chars().any(|c| !(c.is_ascii_digit() || c == ' ' || c == '-')) {
+    let ds: Vec<u32> = digits
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .filter_map(|c| c.to_digit(10))
+        .collect();
+    if !(13..=19).contains(&ds.len())
+        || digits
+            .chars()
+            .any(|c| !(c.is_ascii_digit() || c == ' ' || c == '-'))
+    {
         return false;
     }
     let sum: u32 = ds
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { *d })
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                *d
+            }
+        })
         .sum();
     sum % 10 == 0
 }
@@ -127,7 +145,10 @@ fn value_tags(v: &str) -> Vec<Tag> {
     }
     if luhn(v) {
         t.push(Tag::CardNumber);
-    } else if PHONE.is_match(v) && v.chars().filter(char::is_ascii_digit).count() >= 7 && !DATE.is_match(v) {
+    } else if PHONE.is_match(v)
+        && v.chars().filter(char::is_ascii_digit).count() >= 7
+        && !DATE.is_match(v)
+    {
         t.push(Tag::Phone);
     }
     if iban_valid(v) {
@@ -156,7 +177,15 @@ pub(crate) fn name_tags(name: &str) -> Vec<(Tag, f64)> {
     if has(&["phone", "mobile", "msisdn", "fax"]) {
         t.push((Tag::Phone, 0.6));
     }
-    if has(&["first_name", "last_name", "full_name", "surname", "given_name", "firstname", "lastname"]) {
+    if has(&[
+        "first_name",
+        "last_name",
+        "full_name",
+        "surname",
+        "given_name",
+        "firstname",
+        "lastname",
+    ]) {
         t.push((Tag::PersonName, 0.8));
     }
     if has(&["street", "address_line"]) {
@@ -195,7 +224,12 @@ pub fn masked_evidence(v: &str) -> String {
     }
     match chars.len() {
         0..=4 => "*".repeat(chars.len()),
-        n => format!("{}{}{}", chars[0], "*".repeat(n - 3), chars[n - 2..].iter().collect::<String>()),
+        n => format!(
+            "{}{}{}",
+            chars[0],
+            "*".repeat(n - 3),
+            chars[n - 2..].iter().collect::<String>()
+        ),
     }
 }
 
@@ -218,7 +252,12 @@ pub fn classify_values(column: &str, sample: &[String]) -> Vec<ColumnClass> {
         }
         let hint = hints.iter().find(|(t, _)| *t == tag).map_or(0.0, |h| h.1);
         let confidence = (0.2 + 0.7 * share + 0.3 * hint).min(1.0);
-        out.push(ColumnClass { column: column.into(), tag, confidence: (confidence * 100.0).round() / 100.0, evidence });
+        out.push(ColumnClass {
+            column: column.into(),
+            tag,
+            confidence: (confidence * 100.0).round() / 100.0,
+            evidence,
+        });
     }
     for (tag, conf) in hints {
         if out.iter().any(|c| c.tag == tag) {
@@ -233,8 +272,16 @@ pub fn classify_values(column: &str, sample: &[String]) -> Vec<ColumnClass> {
             _ if n > 0 => conf * 0.5,
             _ => conf * 0.5,
         };
-        let evidence = sample.iter().find(|v| !v.is_empty()).map_or_else(|| format!("name `{column}`"), |v| masked_evidence(v));
-        out.push(ColumnClass { column: column.into(), tag, confidence: conf, evidence });
+        let evidence = sample
+            .iter()
+            .find(|v| !v.is_empty())
+            .map_or_else(|| format!("name `{column}`"), |v| masked_evidence(v));
+        out.push(ColumnClass {
+            column: column.into(),
+            tag,
+            confidence: conf,
+            evidence,
+        });
     }
     out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     out
@@ -248,10 +295,21 @@ fn collect(prefix: &str, col: &ArrayRef, max: usize, out: &mut Vec<(String, Vec<
                 collect(&format!("{prefix}.{}", f.name()), c, max, out);
             }
         }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Date32 | DataType::Int64 => {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Date32
+        | DataType::Int64 => {
             let text = arrow_cast::cast(col, &DataType::Utf8).ok();
             let vals = text
-                .map(|t| t.as_string::<i32>().iter().flatten().take(max).map(str::to_string).collect())
+                .map(|t| {
+                    t.as_string::<i32>()
+                        .iter()
+                        .flatten()
+                        .take(max)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push((prefix.to_string(), vals));
         }
@@ -261,7 +319,9 @@ fn collect(prefix: &str, col: &ArrayRef, max: usize, out: &mut Vec<(String, Vec<
 
 /// Classify every column (and nested field) of `batches` from up to `sample` values each.
 pub fn classify(batches: &[RecordBatch], sample: usize) -> Vec<ColumnClass> {
-    let Some(first) = batches.first() else { return Vec::new() };
+    let Some(first) = batches.first() else {
+        return Vec::new();
+    };
     let mut per: Vec<(String, Vec<String>)> = Vec::new();
     for b in batches {
         let mut cols = Vec::new();
@@ -279,7 +339,9 @@ pub fn classify(batches: &[RecordBatch], sample: usize) -> Vec<ColumnClass> {
         }
     }
     let _ = first;
-    per.iter().flat_map(|(c, v)| classify_values(c, v)).collect()
+    per.iter()
+        .flat_map(|(c, v)| classify_values(c, v))
+        .collect()
 }
 
 #[cfg(test)]
@@ -303,7 +365,10 @@ mod tests {
         let c = classify_values("contact", &s(&["anna@example.com", "bo@shop.de"]));
         assert_eq!(c[0].tag, Tag::Email);
         assert_eq!(c[0].evidence, "a***@***.com");
-        let c = classify_values("card_number", &s(&["4111111111111111", "5500 0000 0000 0004"]));
+        let c = classify_values(
+            "card_number",
+            &s(&["4111111111111111", "5500 0000 0000 0004"]),
+        );
         assert_eq!((c[0].tag, c[0].confidence), (Tag::CardNumber, 1.0));
         assert!(!c[0].evidence.contains("411111111111"));
         let c = classify_values("iban", &s(&["DE89370400440532013000"]));

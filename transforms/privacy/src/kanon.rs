@@ -31,7 +31,11 @@ impl KReport {
 ///
 /// # Errors
 /// Schema when a column is missing, naming it.
-pub fn k_anonymity(batches: &[RecordBatch], quasi_identifiers: &[String], k: usize) -> Result<KReport> {
+pub fn k_anonymity(
+    batches: &[RecordBatch],
+    quasi_identifiers: &[String],
+    k: usize,
+) -> Result<KReport> {
     let mut groups: HashMap<String, usize> = HashMap::new();
     let opts = FormatOptions::default().with_null("\u{0}NULL");
     for b in batches {
@@ -39,13 +43,21 @@ pub fn k_anonymity(batches: &[RecordBatch], quasi_identifiers: &[String], k: usi
             .iter()
             .map(|q| {
                 let c = b.column_by_name(q).ok_or_else(|| {
-                    Error::new(strata_core::ErrorKind::Schema, format!("k-anonymity: no column {q}"))
+                    Error::new(
+                        strata_core::ErrorKind::Schema,
+                        format!("k-anonymity: no column {q}"),
+                    )
                 })?;
-                ArrayFormatter::try_new(c.as_ref(), &opts).map_err(|e| Error::internal("k-anonymity").with_source(e))
+                ArrayFormatter::try_new(c.as_ref(), &opts)
+                    .map_err(|e| Error::internal("k-anonymity").with_source(e))
             })
             .collect::<Result<Vec<_>>>()?;
         for i in 0..b.num_rows() {
-            let key = cols.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("\u{1}");
+            let key = cols
+                .iter()
+                .map(|f| f.value(i).to_string())
+                .collect::<Vec<_>>()
+                .join("\u{1}");
             *groups.entry(key).or_default() += 1;
         }
     }
@@ -67,13 +79,24 @@ mod tests {
     #[test]
     fn small_groups_are_counted() {
         let b = RecordBatch::try_from_iter(vec![
-            ("city", Arc::new(StringArray::from(vec!["Berlin", "Berlin", "Berlin", "Oslo"])) as ArrayRef),
-            ("country", Arc::new(StringArray::from(vec!["DE", "DE", "DE", "NO"]))),
+            (
+                "city",
+                Arc::new(StringArray::from(vec![
+                    "Berlin", "Berlin", "Berlin", "Oslo",
+                ])) as ArrayRef,
+            ),
+            (
+                "country",
+                Arc::new(StringArray::from(vec!["DE", "DE", "DE", "NO"])),
+            ),
         ])
         .unwrap();
         let q = vec!["city".to_string(), "country".to_string()];
         let r = k_anonymity(&[b.clone()], &q, 2).unwrap();
-        assert_eq!((r.min_group, r.violating_groups, r.violating_rows, r.groups), (1, 1, 1, 2));
+        assert_eq!(
+            (r.min_group, r.violating_groups, r.violating_rows, r.groups),
+            (1, 1, 1, 2)
+        );
         assert!(!r.holds(2));
         assert!(k_anonymity(&[b], &q[..1], 1).unwrap().holds(1));
     }

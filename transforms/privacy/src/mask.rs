@@ -76,7 +76,11 @@ impl Masker {
             let (local, domain) = (&v[..at], &v[at + 1..]);
             let (host, tld) = domain.rsplit_once('.').unwrap_or((domain, ""));
             let t = self.token_chars(v, &format!("{local}@{host}"));
-            return if tld.is_empty() { t } else { format!("{t}.{tld}") };
+            return if tld.is_empty() {
+                t
+            } else {
+                format!("{t}.{tld}")
+            };
         }
         let chars: Vec<char> = v.chars().collect();
         let split = chars.len().saturating_sub(keep_last);
@@ -110,7 +114,14 @@ impl fmt::Debug for Mask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mask")
             .field("table", &self.table)
-            .field("columns", &self.steps.iter().map(|s| s.path.join(".")).collect::<Vec<_>>())
+            .field(
+                "columns",
+                &self
+                    .steps
+                    .iter()
+                    .map(|s| s.path.join("."))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -132,7 +143,13 @@ impl Mask {
     ///
     /// # Errors
     /// None today; fallible for future checks.
-    pub fn try_new(policy: &Policy, table: &str, role: &str, schema: &Schema, key: &SecretString) -> Result<Self> {
+    pub fn try_new(
+        policy: &Policy,
+        table: &str,
+        role: &str,
+        schema: &Schema,
+        key: &SecretString,
+    ) -> Result<Self> {
         let mut all = Vec::new();
         paths(&[], schema.fields(), &mut all);
         let mut steps = Vec::new();
@@ -143,7 +160,11 @@ impl Mask {
                 None => name_tags(&col).into_iter().map(|(t, _)| t).collect(),
             };
             if let Some(rule) = policy.rule_for(table, &col, &tags, role) {
-                steps.push(Step { path: p, method: rule.method.clone(), tags });
+                steps.push(Step {
+                    path: p,
+                    method: rule.method.clone(),
+                    tags,
+                });
             }
         }
         Ok(Self {
@@ -156,12 +177,17 @@ impl Mask {
 
     /// The masked columns and their tags.
     pub fn masked_columns(&self) -> Vec<(String, Vec<Tag>)> {
-        self.steps.iter().map(|s| (s.path.join("."), s.tags.clone())).collect()
+        self.steps
+            .iter()
+            .map(|s| (s.path.join("."), s.tags.clone()))
+            .collect()
     }
 
     fn out_type(method: &Method, dt: &DataType) -> DataType {
         match method {
-            Method::Null | Method::Generalize(Generalize::Year | Generalize::Round { .. }) => dt.clone(),
+            Method::Null | Method::Generalize(Generalize::Year | Generalize::Round { .. }) => {
+                dt.clone()
+            }
             _ => DataType::Utf8,
         }
     }
@@ -178,8 +204,13 @@ impl Mask {
                     .iter()
                     .map(|v| {
                         v.and_then(|days| {
-                            let date = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163)?;
-                            let jan1 = chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&date), 1, 1)?;
+                            let date =
+                                chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163)?;
+                            let jan1 = chrono::NaiveDate::from_ymd_opt(
+                                chrono::Datelike::year(&date),
+                                1,
+                                1,
+                            )?;
                             Some(chrono::Datelike::num_days_from_ce(&jan1) - 719_163)
                         })
                     })
@@ -187,18 +218,28 @@ impl Mask {
                 return Ok(Arc::new(out));
             }
             (Method::Generalize(Generalize::Round { step }), dt) if dt.is_numeric() => {
-                let f = arrow_cast::cast(col, &DataType::Float64).map_err(|e| Error::internal("mask").with_source(e))?;
+                let f = arrow_cast::cast(col, &DataType::Float64)
+                    .map_err(|e| Error::internal("mask").with_source(e))?;
                 let f = f.as_primitive::<arrow_array::types::Float64Type>();
-                let r: arrow_array::Float64Array = f.iter().map(|v| v.map(|x| (x / step).floor() * step)).collect();
-                return arrow_cast::cast(&(Arc::new(r) as ArrayRef), dt).map_err(|e| Error::internal("mask").with_source(e));
+                let r: arrow_array::Float64Array = f
+                    .iter()
+                    .map(|v| v.map(|x| (x / step).floor() * step))
+                    .collect();
+                return arrow_cast::cast(&(Arc::new(r) as ArrayRef), dt)
+                    .map_err(|e| Error::internal("mask").with_source(e));
             }
             _ => {}
         }
         let text = arrow_cast::cast(col, &DataType::Utf8).map_err(|e| {
-            Error::data(format!("privacy: column {path} of {} cannot be masked as text", self.table)).with_source(e)
+            Error::data(format!(
+                "privacy: column {path} of {} cannot be masked as text",
+                self.table
+            ))
+            .with_source(e)
         })?;
         let text = text.as_string::<i32>();
-        let mut b = StringBuilder::with_capacity(text.len(), text.value_data().len() + 16 * text.len());
+        let mut b =
+            StringBuilder::with_capacity(text.len(), text.value_data().len() + 16 * text.len());
         for v in text.iter() {
             let Some(v) = v else {
                 b.append_null();
@@ -207,10 +248,15 @@ impl Mask {
             match method {
                 Method::Hash => b.append_value(m.hash(v)),
                 Method::Tokenize { keep_last } => b.append_value(m.tokenize(v, *keep_last)),
-                Method::Redact { pattern, replacement } => b.append_value(pattern.0.replace_all(v, replacement.as_str())),
+                Method::Redact {
+                    pattern,
+                    replacement,
+                } => b.append_value(pattern.0.replace_all(v, replacement.as_str())),
                 Method::Constant { value } => b.append_value(value),
                 Method::Generalize(Generalize::Year) => match v.get(..4) {
-                    Some(y) if y.chars().all(|c| c.is_ascii_digit()) => b.append_value(format!("{y}-01-01")),
+                    Some(y) if y.chars().all(|c| c.is_ascii_digit()) => {
+                        b.append_value(format!("{y}-01-01"))
+                    }
                     _ => b.append_null(),
                 },
                 Method::Generalize(Generalize::Prefix { keep }) => {
@@ -225,10 +271,19 @@ impl Mask {
         Ok(Arc::new(b.finish()))
     }
 
-    fn replace(&self, col: &ArrayRef, field: &Field, rest: &[String], step: &Step) -> Result<(ArrayRef, Field)> {
+    fn replace(
+        &self,
+        col: &ArrayRef,
+        field: &Field,
+        rest: &[String],
+        step: &Step,
+    ) -> Result<(ArrayRef, Field)> {
         if rest.is_empty() {
             let out = self.mask_array(col, &step.method, &step.path.join("."))?;
-            let f = field.clone().with_data_type(out.data_type().clone()).with_nullable(true);
+            let f = field
+                .clone()
+                .with_data_type(out.data_type().clone())
+                .with_nullable(true);
             return Ok((out, f));
         }
         let s = col.as_struct();
@@ -245,7 +300,10 @@ impl Mask {
         let fs = Fields::from(fs);
         let out = StructArray::try_new(fs.clone(), cols, s.nulls().cloned())
             .map_err(|e| Error::internal("mask: struct").with_source(e))?;
-        Ok((Arc::new(out), field.clone().with_data_type(DataType::Struct(fs))))
+        Ok((
+            Arc::new(out),
+            field.clone().with_data_type(DataType::Struct(fs)),
+        ))
     }
 }
 
@@ -261,7 +319,10 @@ impl BatchTransform for Mask {
                 fields[i] = retype(&fields[i], &step.path[1..], &step.method);
             }
         }
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        Ok(Arc::new(Schema::new_with_metadata(
+            fields,
+            input.metadata().clone(),
+        )))
     }
 
     fn apply(&self, batch: RecordBatch, _ctx: &Context) -> Result<RecordBatch> {
@@ -275,19 +336,33 @@ impl BatchTransform for Mask {
                 fields[i] = f;
             }
         }
-        RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), cols)
-            .map_err(|e| Error::internal("mask: batch").with_source(e))
+        RecordBatch::try_new(
+            Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+            cols,
+        )
+        .map_err(|e| Error::internal("mask: batch").with_source(e))
     }
 }
 
 fn retype(f: &Field, rest: &[String], method: &Method) -> Field {
     if rest.is_empty() {
-        return f.clone().with_data_type(Mask::out_type(method, f.data_type())).with_nullable(true);
+        return f
+            .clone()
+            .with_data_type(Mask::out_type(method, f.data_type()))
+            .with_nullable(true);
     }
-    let DataType::Struct(children) = f.data_type() else { return f.clone() };
+    let DataType::Struct(children) = f.data_type() else {
+        return f.clone();
+    };
     let fs: Fields = children
         .iter()
-        .map(|c| if c.name() == &rest[0] { retype(c, &rest[1..], method) } else { c.as_ref().clone() })
+        .map(|c| {
+            if c.name() == &rest[0] {
+                retype(c, &rest[1..], method)
+            } else {
+                c.as_ref().clone()
+            }
+        })
         .collect();
     f.clone().with_data_type(DataType::Struct(fs))
 }
@@ -315,12 +390,24 @@ mod tests {
     fn tokens_keep_the_format() {
         let m = Masker::new(&key("first-key-0123456789"));
         let e = m.tokenize("anna.schmidt@example.com", 0);
-        assert!(e.ends_with(".com") && e.contains('@') && e.len() == 24, "{e}");
+        assert!(
+            e.ends_with(".com") && e.contains('@') && e.len() == 24,
+            "{e}"
+        );
         assert_ne!(e, "anna.schmidt@example.com");
         let c = m.tokenize("4111 1111 1111 1234", 4);
-        assert!(c.ends_with("1234") && c.len() == 19 && c.chars().nth(4) == Some(' '), "{c}");
+        assert!(
+            c.ends_with("1234") && c.len() == 19 && c.chars().nth(4) == Some(' '),
+            "{c}"
+        );
         assert_ne!(&c[..14], "4111 1111 1111");
-        assert_eq!(m.tokenize("+49 30 1234567", 0).chars().filter(char::is_ascii_digit).count(), 11);
+        assert_eq!(
+            m.tokenize("+49 30 1234567", 0)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .count(),
+            11
+        );
     }
 
     #[test]
@@ -331,20 +418,44 @@ mod tests {
         )
         .unwrap();
         let addr = StructArray::from(vec![
-            (Arc::new(Field::new("street", DataType::Utf8, true)), Arc::new(StringArray::from(vec!["12 Baker Street"])) as ArrayRef),
-            (Arc::new(Field::new("postal_code", DataType::Utf8, true)), Arc::new(StringArray::from(vec!["10115"])) as ArrayRef),
-            (Arc::new(Field::new("city", DataType::Utf8, true)), Arc::new(StringArray::from(vec!["Berlin"])) as ArrayRef),
+            (
+                Arc::new(Field::new("street", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec!["12 Baker Street"])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("postal_code", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec!["10115"])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("city", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec!["Berlin"])) as ArrayRef,
+            ),
         ]);
         let b = RecordBatch::try_from_iter(vec![
             ("address", Arc::new(addr) as ArrayRef),
-            ("birth_date", Arc::new(StringArray::from(vec!["1985-03-12"]))),
+            (
+                "birth_date",
+                Arc::new(StringArray::from(vec!["1985-03-12"])),
+            ),
         ])
         .unwrap();
-        let m = Mask::try_new(&p, "customers", "silver", &b.schema(), &key("k-0123456789abcdef")).unwrap();
+        let m = Mask::try_new(
+            &p,
+            "customers",
+            "silver",
+            &b.schema(),
+            &key("k-0123456789abcdef"),
+        )
+        .unwrap();
         let out = m.apply(b.clone(), &Context::new("t")).unwrap();
         assert_eq!(out.schema(), m.output_schema(&b.schema()).unwrap());
-        let text = arrow_cast::pretty::pretty_format_batches(&[out]).unwrap().to_string();
-        assert!(text.contains("{street: [street], postal_code: 10***, city: Berlin}"), "{text}");
+        let text = arrow_cast::pretty::pretty_format_batches(&[out])
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("{street: [street], postal_code: 10***, city: Berlin}"),
+            "{text}"
+        );
         assert!(text.contains("1985-01-01"), "{text}");
     }
 }

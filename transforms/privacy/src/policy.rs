@@ -36,7 +36,9 @@ pub struct Pattern(pub Regex);
 impl TryFrom<String> for Pattern {
     type Error = String;
     fn try_from(s: String) -> std::result::Result<Self, String> {
-        Regex::new(&s).map(Pattern).map_err(|e| format!("not a regular expression: {e}"))
+        Regex::new(&s)
+            .map(Pattern)
+            .map_err(|e| format!("not a regular expression: {e}"))
     }
 }
 
@@ -161,14 +163,18 @@ pub struct KAnonymity {
     pub k: usize,
 }
 
-/// Where the masking key comes from: the name of an environment variable (a secret mounted by
-/// the platform). A key never appears in the policy file.
+/// Where the masking key comes from: an environment variable or a file (a secret the platform
+/// mounts). A key never appears in the policy file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KeySource {
     /// The environment variable holding the key (at least 16 bytes).
-    pub env: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file holding the key (relative paths from the policy file's directory).
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// A policy file. See the module docs.
@@ -205,6 +211,11 @@ impl Policy {
                 .unwrap_or_else(|| name.to_string());
             Error::new(ErrorKind::Config, format!("privacy policy {at}: {e}"))
         })?;
+        if p.keys.env.is_some() == p.keys.file.is_some() {
+            return Err(Error::config(format!(
+                "privacy policy {name}: `keys` needs exactly one of `env` and `file`"
+            )));
+        }
         for (i, r) in p.rules.iter().enumerate() {
             if r.matches.tag.is_none() == r.matches.column.is_none() {
                 return Err(Error::config(format!(
@@ -221,26 +232,46 @@ impl Policy {
     /// As [`Policy::from_yaml`], or the file cannot be read.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read the privacy policy {}", path.display())).with_source(e)
+            Error::config(format!("cannot read the privacy policy {}", path.display()))
+                .with_source(e)
         })?;
-        Self::from_yaml(&text, &path.display().to_string())
+        let mut p = Self::from_yaml(&text, &path.display().to_string())?;
+        if let (Some(f), Some(dir)) = (&p.keys.file, path.parent()) {
+            if f.is_relative() {
+                p.keys.file = Some(dir.join(f));
+            }
+        }
+        Ok(p)
     }
 
-    /// The masking key, from the environment variable the policy names.
+    /// The masking key, from the variable or file the policy names.
     ///
     /// # Errors
-    /// Config when the variable is missing or shorter than 16 bytes (without its value).
+    /// Config when it is missing or shorter than 16 bytes (never showing the value).
     pub fn key(&self) -> Result<SecretString> {
-        let v = std::env::var(&self.keys.env).map_err(|_| {
-            Error::config(format!(
-                "privacy: the masking key variable {} is not set (a secret of at least 16 bytes)",
-                self.keys.env
-            ))
-        })?;
+        let (v, from) = match (&self.keys.env, &self.keys.file) {
+            (Some(env), _) => (
+                std::env::var(env).map_err(|_| {
+                    Error::config(format!(
+                        "privacy: the masking key variable {env} is not set (a secret of at least 16 bytes)"
+                    ))
+                })?,
+                env.clone(),
+            ),
+            (None, Some(f)) => (
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        Error::config(format!("privacy: cannot read the masking key file {}", f.display())).with_source(e)
+                    })?
+                    .trim()
+                    .to_string(),
+                f.display().to_string(),
+            ),
+            (None, None) => return Err(Error::config("privacy: the policy names no key")),
+        };
         if v.len() < 16 {
             return Err(Error::config(format!(
-                "privacy: the masking key in {} is shorter than 16 bytes",
-                self.keys.env
+                "privacy: the masking key in {from} is shorter than 16 bytes"
             )));
         }
         Ok(v.into())
@@ -261,7 +292,9 @@ impl Policy {
 
     /// The declared tags of `table.column`, when declared.
     pub fn declared(&self, table: &str, column: &str) -> Option<&[Tag]> {
-        self.columns.get(&format!("{table}.{column}")).map(Vec::as_slice)
+        self.columns
+            .get(&format!("{table}.{column}"))
+            .map(Vec::as_slice)
     }
 }
 
@@ -271,12 +304,26 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_line_and_the_key() {
-        let e = Policy::from_yaml("keys: { env: K }\nrules:\n  - match: { tag: email }\n    methd: { type: hash }\n", "p.yaml")
-            .unwrap_err();
-        assert!(e.message().contains("p.yaml:4") && e.message().contains("methd"), "{}", e.message());
-        let e = Policy::from_yaml("keys: { env: K }\nrules:\n  - match: { tag: emial }\n    method: { type: hash }\n", "p.yaml")
-            .unwrap_err();
-        assert!(e.message().contains("p.yaml:3") && e.message().contains("emial"), "{}", e.message());
+        let e = Policy::from_yaml(
+            "keys: { env: K }\nrules:\n  - match: { tag: email }\n    methd: { type: hash }\n",
+            "p.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("p.yaml:4") && e.message().contains("methd"),
+            "{}",
+            e.message()
+        );
+        let e = Policy::from_yaml(
+            "keys: { env: K }\nrules:\n  - match: { tag: emial }\n    method: { type: hash }\n",
+            "p.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("p.yaml:3") && e.message().contains("emial"),
+            "{}",
+            e.message()
+        );
         let e = Policy::from_yaml(
             "keys: { env: K }\nrules:\n  - match: { tag: phone }\n    method: { type: redact, pattern: '[0-9' }\n",
             "p.yaml",
@@ -284,12 +331,19 @@ mod tests {
         .unwrap_err();
         // Inside a tagged method the location is the rule's line, and the path names the rule.
         assert!(
-            e.message().contains("p.yaml:3") && e.message().contains("rules[0]") && e.message().contains("regular expression"),
+            e.message().contains("p.yaml:3")
+                && e.message().contains("rules[0]")
+                && e.message().contains("regular expression"),
             "{}",
             e.message()
         );
-        let e = Policy::from_yaml("keys: { env: K, value: hunter2hunter2hunter2 }\n", "p.yaml").unwrap_err();
-        assert!(e.message().contains("value"), "a key cannot be written in the file: {}", e.message());
+        let e = Policy::from_yaml("keys: { env: K, value: hunter2hunter2hunter2 }\n", "p.yaml")
+            .unwrap_err();
+        assert!(
+            e.message().contains("value"),
+            "a key cannot be written in the file: {}",
+            e.message()
+        );
         assert!(!e.report().contains("hunter2"), "{}", e.report());
     }
 
@@ -300,9 +354,22 @@ mod tests {
             "p",
         )
         .unwrap();
-        assert!(matches!(p.rule_for("customers", "email", &[Tag::Email], "x").unwrap().method, Method::Null));
-        assert!(matches!(p.rule_for("partners", "contact_email", &[Tag::Email], "x").unwrap().method, Method::Hash));
-        assert!(p.rule_for("partners", "contact_email", &[Tag::Email], "PII_ADMIN").is_none());
+        assert!(matches!(
+            p.rule_for("customers", "email", &[Tag::Email], "x")
+                .unwrap()
+                .method,
+            Method::Null
+        ));
+        assert!(matches!(
+            p.rule_for("partners", "contact_email", &[Tag::Email], "x")
+                .unwrap()
+                .method,
+            Method::Hash
+        ));
+        assert!(
+            p.rule_for("partners", "contact_email", &[Tag::Email], "PII_ADMIN")
+                .is_none()
+        );
         assert!(p.rule_for("partners", "name", &[], "x").is_none());
     }
 }

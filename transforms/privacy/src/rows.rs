@@ -19,7 +19,10 @@ pub struct RowFilter {
 impl RowFilter {
     /// The filter of `table` for `role`, whose user holds `values` of the filter's attribute.
     pub fn new(policy: &Policy, table: &str, role: &str, values: &[&str]) -> Self {
-        let f = policy.row_filters.iter().find(|f| f.table == table && f.role.eq_ignore_ascii_case(role));
+        let f = policy
+            .row_filters
+            .iter()
+            .find(|f| f.table == table && f.role.eq_ignore_ascii_case(role));
         Self {
             column: f.map(|f| f.column.clone()),
             allowed: values.iter().map(|v| v.to_string()).collect(),
@@ -36,12 +39,23 @@ impl BatchTransform for RowFilter {
         Ok(input.clone())
     }
     fn apply(&self, batch: RecordBatch, _ctx: &Context) -> Result<RecordBatch> {
-        let Some(col) = &self.column else { return Ok(batch) };
-        let c = batch
-            .column_by_name(col)
-            .ok_or_else(|| Error::new(strata_core::ErrorKind::Schema, format!("row filter: no column {col}")))?;
-        let c = arrow_cast::cast(c, &DataType::Utf8).map_err(|e| Error::internal("row filter").with_source(e))?;
-        let keep: BooleanArray = c.as_string::<i32>().iter().map(|v| Some(v.is_some_and(|v| self.allowed.contains(v)))).collect();
-        arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| Error::internal("row filter").with_source(e))
+        let Some(col) = &self.column else {
+            return Ok(batch);
+        };
+        let c = batch.column_by_name(col).ok_or_else(|| {
+            Error::new(
+                strata_core::ErrorKind::Schema,
+                format!("row filter: no column {col}"),
+            )
+        })?;
+        let c = arrow_cast::cast(c, &DataType::Utf8)
+            .map_err(|e| Error::internal("row filter").with_source(e))?;
+        let keep: BooleanArray = c
+            .as_string::<i32>()
+            .iter()
+            .map(|v| Some(v.is_some_and(|v| self.allowed.contains(v))))
+            .collect();
+        arrow_select::filter::filter_record_batch(&batch, &keep)
+            .map_err(|e| Error::internal("row filter").with_source(e))
     }
 }

@@ -20,13 +20,23 @@ fn expr(method: &Method) -> (String, &'static str) {
     match method {
         Method::Hash => ("SHA2(val, 256)".into(), "VARCHAR"),
         Method::Tokenize { keep_last } if *keep_last > 0 => (
-            format!("REPEAT('*', GREATEST(LENGTH(val) - {keep_last}, 0)) || RIGHT(val, {keep_last})"),
+            format!(
+                "REPEAT('*', GREATEST(LENGTH(val) - {keep_last}, 0)) || RIGHT(val, {keep_last})"
+            ),
             "VARCHAR",
         ),
         Method::Tokenize { .. } => ("REGEXP_REPLACE(val, '[A-Za-z0-9]', '*')".into(), "VARCHAR"),
-        Method::Redact { pattern, replacement } => {
-            (format!("REGEXP_REPLACE(val, {}, {})", q(pattern.0.as_str()), q(replacement)), "VARCHAR")
-        }
+        Method::Redact {
+            pattern,
+            replacement,
+        } => (
+            format!(
+                "REGEXP_REPLACE(val, {}, {})",
+                q(pattern.0.as_str()),
+                q(replacement)
+            ),
+            "VARCHAR",
+        ),
         Method::Null => ("NULL".into(), "VARCHAR"),
         Method::Constant { value } => (q(value), "VARCHAR"),
         Method::Generalize(Generalize::Year) => ("DATE_TRUNC('YEAR', val)".into(), "DATE"),
@@ -34,7 +44,9 @@ fn expr(method: &Method) -> (String, &'static str) {
             format!("LEFT(val, {keep}) || REPEAT('*', GREATEST(LENGTH(val) - {keep}, 0))"),
             "VARCHAR",
         ),
-        Method::Generalize(Generalize::Round { step }) => (format!("FLOOR(val / {step}) * {step}"), "NUMBER"),
+        Method::Generalize(Generalize::Round { step }) => {
+            (format!("FLOOR(val / {step}) * {step}"), "NUMBER")
+        }
     }
 }
 
@@ -44,19 +56,34 @@ fn expr(method: &Method) -> (String, &'static str) {
 pub fn governance_ddl(policy: &Policy, tables: &[(&str, Vec<&str>)]) -> Vec<String> {
     let mut out = Vec::new();
     let allowed: Vec<String> = [
-        Tag::Email, Tag::Phone, Tag::PersonName, Tag::StreetAddress, Tag::PostalCode, Tag::DateOfBirth,
-        Tag::CardNumber, Tag::Iban, Tag::IpAddress, Tag::NationalId,
+        Tag::Email,
+        Tag::Phone,
+        Tag::PersonName,
+        Tag::StreetAddress,
+        Tag::PostalCode,
+        Tag::DateOfBirth,
+        Tag::CardNumber,
+        Tag::Iban,
+        Tag::IpAddress,
+        Tag::NationalId,
     ]
     .iter()
     .map(|t| q(t.as_str()))
     .collect();
-    out.push(format!("CREATE TAG IF NOT EXISTS PII ALLOWED_VALUES {}", allowed.join(", ")));
+    out.push(format!(
+        "CREATE TAG IF NOT EXISTS PII ALLOWED_VALUES {}",
+        allowed.join(", ")
+    ));
     for (i, r) in policy.rules.iter().enumerate() {
         let (e, ty) = expr(&r.method);
         let exempt = if r.unmasked_for.is_empty() {
             "FALSE".to_string()
         } else {
-            r.unmasked_for.iter().map(|u| format!("IS_ROLE_IN_SESSION({})", q(&u.to_uppercase()))).collect::<Vec<_>>().join(" OR ")
+            r.unmasked_for
+                .iter()
+                .map(|u| format!("IS_ROLE_IN_SESSION({})", q(&u.to_uppercase())))
+                .collect::<Vec<_>>()
+                .join(" OR ")
         };
         out.push(format!(
             "CREATE OR REPLACE MASKING POLICY STRATA_MASK_{i} AS (val {ty}) RETURNS {ty} -> CASE WHEN {exempt} THEN val ELSE {e} END"
@@ -69,7 +96,12 @@ pub fn governance_ddl(policy: &Policy, tables: &[(&str, Vec<&str>)]) -> Vec<Stri
                 None => name_tags(c).into_iter().map(|(t, _)| t).collect(),
             };
             if let Some(t) = tags.first() {
-                out.push(format!("ALTER TABLE {} MODIFY COLUMN {} SET TAG PII = {}", up(table), up(c), q(t.as_str())));
+                out.push(format!(
+                    "ALTER TABLE {} MODIFY COLUMN {} SET TAG PII = {}",
+                    up(table),
+                    up(c),
+                    q(t.as_str())
+                ));
             }
             // Rules as every role but the exempt ones sees them: the policy itself exempts.
             let rule = policy.rules.iter().position(|r| {
@@ -77,7 +109,11 @@ pub fn governance_ddl(policy: &Policy, tables: &[(&str, Vec<&str>)]) -> Vec<Stri
                     || r.matches.tag.as_ref().is_some_and(|t| tags.contains(t))
             });
             if let Some(i) = rule {
-                out.push(format!("ALTER TABLE {} MODIFY COLUMN {} SET MASKING POLICY STRATA_MASK_{i}", up(table), up(c)));
+                out.push(format!(
+                    "ALTER TABLE {} MODIFY COLUMN {} SET MASKING POLICY STRATA_MASK_{i}",
+                    up(table),
+                    up(c)
+                ));
             }
         }
     }
@@ -91,7 +127,11 @@ pub fn governance_ddl(policy: &Policy, tables: &[(&str, Vec<&str>)]) -> Vec<Stri
             q(&f.role.to_uppercase()),
             q(&f.attribute)
         ));
-        out.push(format!("ALTER TABLE {} ADD ROW ACCESS POLICY {name} ON ({})", up(&f.table), up(&f.column)));
+        out.push(format!(
+            "ALTER TABLE {} ADD ROW ACCESS POLICY {name} ON ({})",
+            up(&f.table),
+            up(&f.column)
+        ));
     }
     out
 }

@@ -91,13 +91,23 @@ pub const ORDER_LINE_PARENT: &[&str] = &[
     "updated_at",
 ];
 
-/// Customers (identifiers left in bronze).
+/// Customers: the direct identifiers arrive masked by the privacy policy (`strata-privacy`'s
+/// `Mask` runs before `Conform` in the silver pipeline).
 pub fn customers() -> ConformSpec {
     ConformSpec {
         table: "silver.customers".into(),
         columns: cols(&[
             ("customer_id", "utf8"),
-            ("address", "struct<city: utf8, country: utf8>"),
+            ("first_name", "utf8"),
+            ("last_name", "utf8"),
+            ("email", "utf8"),
+            ("phone", "utf8"),
+            ("birth_date", "date"),
+            (
+                "address",
+                "struct<street: utf8, postal_code: utf8, city: utf8, country: utf8>",
+            ),
+            ("card_number", "utf8"),
             ("marketing_opt_in", "boolean"),
             ("created_at", "timestamp"),
             ("updated_at", "timestamp"),
@@ -110,7 +120,7 @@ pub fn customers() -> ConformSpec {
     }
 }
 
-/// Partners (contact details and IBAN left in bronze).
+/// Partners (contact details and IBAN masked by the privacy policy before conforming).
 pub fn partners() -> ConformSpec {
     ConformSpec {
         table: "silver.partners".into(),
@@ -120,6 +130,9 @@ pub fn partners() -> ConformSpec {
             ("country", "utf8"),
             ("city", "utf8"),
             ("currency", "utf8"),
+            ("contact_email", "utf8"),
+            ("contact_phone", "utf8"),
+            ("iban", "utf8"),
             ("onboarded_at", "timestamp"),
         ]),
         rules: vec![
