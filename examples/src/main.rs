@@ -149,6 +149,32 @@ enum Command {
         #[arg(long)]
         insert_rows_per_statement: Option<usize>,
     },
+    /// Report each column's PII tags with a confidence and masked evidence, from a sample of a
+    /// pipeline's source.
+    Classify {
+        /// The pipeline file whose source is sampled.
+        pipeline: PathBuf,
+        /// Rows sampled.
+        #[arg(long, default_value_t = 1000)]
+        sample_rows: usize,
+    },
+    /// Print (or with `--apply`, execute) the Snowflake tags, masking policies and row access
+    /// policies a privacy policy file implies for the tables of the connection's schema.
+    Governance {
+        /// The privacy policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The Snowflake connection YAML.
+        #[arg(long)]
+        connection: PathBuf,
+        /// Execute the statements (each reported; a rejected one fails the command unless
+        /// `--keep-going`).
+        #[arg(long)]
+        apply: bool,
+        /// Go on after a rejected statement.
+        #[arg(long)]
+        keep_going: bool,
+    },
     /// Rewrite a Delta table's small files into files of about the target size.
     Compact {
         /// The table's directory.
@@ -366,6 +392,121 @@ async fn dispatch(cmd: Command) -> Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+            }
+            Ok(())
+        }
+        Command::Classify {
+            pipeline,
+            sample_rows,
+        } => {
+            use futures::StreamExt;
+            let cfg = config::load(&pipeline)?;
+            let built = config::build(&cfg).await?;
+            let ctx = strata_core::Context::new("classify");
+            let plan = built
+                .source
+                .plan(&strata_core::ReadRequest::after(None), &ctx)
+                .await
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            let mut batches = Vec::new();
+            let mut rows = 0;
+            'read: for split in &plan.splits {
+                let mut s = built
+                    .source
+                    .read(split, &ctx)
+                    .map_err(|e| anyhow!("{}", e.report()))?;
+                while let Some(b) = s.next().await {
+                    let b = b.map_err(|e| anyhow!("{}", e.report()))?;
+                    rows += b.num_rows();
+                    batches.push(b);
+                    if rows >= sample_rows {
+                        break 'read;
+                    }
+                }
+            }
+            let found = strata_privacy::classify(&batches, sample_rows);
+            println!("{rows} rows sampled");
+            for c in &found {
+                println!(
+                    "{:<32} {:<15} {:.2}  {}",
+                    c.column,
+                    c.tag.as_str(),
+                    c.confidence,
+                    c.evidence
+                );
+            }
+            if found.is_empty() {
+                println!("no personal data found");
+            }
+            Ok(())
+        }
+        Command::Governance {
+            policy,
+            connection,
+            apply,
+            keep_going,
+        } => {
+            let p = strata_privacy::Policy::load(&policy).map_err(|e| anyhow!("{}", e.report()))?;
+            let text = std::fs::read_to_string(&connection)
+                .with_context(|| format!("cannot read {}", connection.display()))?;
+            let conn: strata_snowflake::config::SnowflakeConfig =
+                serde_yaml_ng::from_str(&config::interpolate(&text, &connection)?)
+                    .map_err(|e| anyhow!("{}: {e}", connection.display()))?;
+            let client = strata_snowflake::client::SnowflakeClient::connect(conn.clone())
+                .await
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            let r = client
+                .query_with(
+                    &format!(
+                        "SELECT TABLE_NAME, COLUMN_NAME FROM \"{}\".INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+                        conn.database.to_uppercase()
+                    ),
+                    &strata_snowflake::client::Bindings::Positional(vec![strata_snowflake::client::Value::Text(conn.schema.to_uppercase())]),
+                )
+                .await
+                .map_err(|e| anyhow!("{}", e.report()))?;
+            let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+            for b in &r.batches {
+                let t = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Utf8)?;
+                let c = arrow_cast::cast(b.column(1), &arrow_schema::DataType::Utf8)?;
+                use arrow_array::cast::AsArray;
+                for (t, c) in t.as_string::<i32>().iter().zip(c.as_string::<i32>().iter()) {
+                    let (t, c) = (
+                        t.unwrap_or_default().to_lowercase(),
+                        c.unwrap_or_default().to_lowercase(),
+                    );
+                    match tables.last_mut() {
+                        Some((name, cols)) if *name == t => cols.push(c),
+                        _ => tables.push((t, vec![c])),
+                    }
+                }
+            }
+            let refs: Vec<(&str, Vec<&str>)> = tables
+                .iter()
+                .map(|(t, c)| (t.as_str(), c.iter().map(String::as_str).collect()))
+                .collect();
+            let mut rejected = 0;
+            for sql in strata_privacy::warehouse::governance_ddl(&p, &refs) {
+                if !apply {
+                    println!("{sql};");
+                    continue;
+                }
+                match client.query(&sql).await {
+                    Ok(_) => println!("applied: {sql}"),
+                    Err(e) => {
+                        rejected += 1;
+                        println!(
+                            "rejected: {sql}\n  {}",
+                            e.message().lines().next().unwrap_or_default()
+                        );
+                        if !keep_going {
+                            bail!("the server rejected a governance statement: {}", e.report());
+                        }
+                    }
+                }
+            }
+            if apply {
+                println!("{rejected} statement(s) rejected");
             }
             Ok(())
         }

@@ -1223,3 +1223,99 @@ fn no_raw_pii_value_appears_downstream_of_bronze() {
         "the scan finds raw values where they are"
     );
 }
+
+#[test]
+fn classify_reports_tags_and_governance_runs_against_snowflake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 0.001, 0.0);
+    let pipes = tmp.path().join("pipes");
+    scaffold(&data, &tmp.path().join("lake"), &pipes);
+    let out = strata(&[
+        "classify",
+        &pipes.join("bronze_customers.yaml").display().to_string(),
+    ]);
+    for (col, tag) in [
+        ("email", "email"),
+        ("card_number", "card_number"),
+        ("birth_date", "date_of_birth"),
+        ("address.street", "street_address"),
+        ("phone", "phone"),
+        ("first_name", "person_name"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().take(2).eq([col, tag])),
+            "{col} -> {tag}: {out}"
+        );
+    }
+    // The evidence is masked: no raw value of the sample is printed.
+    let first = std::fs::read_to_string(data.join("customers.ndjson")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    for k in ["email", "card_number", "phone"] {
+        assert!(!out.contains(v[k].as_str().unwrap()), "{out}");
+    }
+    // Governance from the same policy, against fakesnow: it accepts the tag and rejects the
+    // policies (its SQL parser has no MASKING/ROW ACCESS POLICY), and each is reported.
+    let db = format!("GOV_{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
+            .await
+            .unwrap();
+        c.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .await
+            .unwrap();
+        c.query(&format!("CREATE SCHEMA IF NOT EXISTS {db}.GOLD"))
+            .await
+            .unwrap();
+        c.query(&format!(
+            "CREATE TABLE {db}.GOLD.CUSTOMERS (CUSTOMER_ID VARCHAR, EMAIL VARCHAR, BIRTH_DATE DATE)"
+        ))
+        .await
+        .unwrap();
+    });
+    let conn = tmp.path().join("sf.yaml");
+    std::fs::write(&conn, format!("account: fakesnow\nbase_url: http://127.0.0.1:8085\nuser: strata\nauth: {{ type: password, password: unused }}\ndatabase: {db}\nschema: GOLD\n")).unwrap();
+    let policy = pipes.join("privacy.yaml").display().to_string();
+    let conn = conn.display().to_string();
+    let printed = strata(&["governance", "--policy", &policy, "--connection", &conn]);
+    assert!(
+        printed.contains(
+            "ALTER TABLE CUSTOMERS MODIFY COLUMN EMAIL SET MASKING POLICY STRATA_MASK_0;"
+        ),
+        "{printed}"
+    );
+    let applied = strata(&[
+        "governance",
+        "--policy",
+        &policy,
+        "--connection",
+        &conn,
+        "--apply",
+        "--keep-going",
+    ]);
+    assert!(
+        applied.contains("applied: CREATE TAG IF NOT EXISTS PII"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("rejected: CREATE OR REPLACE MASKING POLICY STRATA_MASK_0"),
+        "{applied}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "governance",
+            "--policy",
+            &policy,
+            "--connection",
+            &conn,
+            "--apply",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a rejected statement fails the command without --keep-going"
+    );
+}

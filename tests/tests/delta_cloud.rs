@@ -165,10 +165,24 @@ fn the_whole_medallion_runs_on_azurite_and_gold_equals_the_manifest() {
                 ))));
             }
             let source = DeltaSource::try_new(t("bronze", from)).await.unwrap();
+            // PII masked before conforming, as the scaffolded silver pipelines do.
+            let policy = strata_privacy::Policy::from_yaml(
+                include_str!("../../transforms/privacy/policies/retail.yaml"),
+                "retail.yaml",
+            )
+            .unwrap();
+            let mask = strata_privacy::Mask::try_new(
+                &policy,
+                from,
+                "silver",
+                &strata_core::Source::schema(&source),
+                &"a-test-masking-key-0123456789".to_string().into(),
+            )
+            .unwrap();
             let r = run(
                 &format!("silver_{name}"),
                 Arc::new(source),
-                vec![],
+                vec![Arc::new(mask)],
                 stream,
                 Arc::new(strata_silver::silver_sink(t("silver", name), &key, version).unwrap()),
             )
