@@ -9,16 +9,21 @@ use std::path::PathBuf;
 use strata_core::{BatchTransform, Context};
 
 fn customers() -> Vec<RecordBatch> {
-    let dir = PathBuf::from(std::env::var("STRATA_BENCH_DATA").unwrap_or_else(|_| "/tmp/strata-bench/sf1".into()));
+    let dir = PathBuf::from(
+        std::env::var("STRATA_BENCH_DATA").unwrap_or_else(|_| "/tmp/strata-bench/sf1".into()),
+    );
     let path = dir.join("customers.ndjson");
     if !path.exists() {
         let cfg = strata_datagen::GeneratorConfig::at_scale(1.0);
         strata_datagen::generate(&cfg, &dir, &|_| {}).unwrap();
     }
     let file = std::fs::File::open(&path).unwrap();
-    let schema = arrow_json::reader::infer_json_schema(std::io::BufReader::new(std::fs::File::open(&path).unwrap()), None)
-        .unwrap()
-        .0;
+    let schema = arrow_json::reader::infer_json_schema(
+        std::io::BufReader::new(std::fs::File::open(&path).unwrap()),
+        None,
+    )
+    .unwrap()
+    .0;
     arrow_json::ReaderBuilder::new(std::sync::Arc::new(schema))
         .with_batch_size(8192)
         .build(std::io::BufReader::new(file))
@@ -45,7 +50,11 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let ctx = Context::new("bench");
-    eprintln!("customers: {rows} rows, {} MB in Arrow; masked columns {:?}", bytes / 1_000_000, mask.masked_columns());
+    eprintln!(
+        "customers: {rows} rows, {} MB in Arrow; masked columns {:?}",
+        bytes / 1_000_000,
+        mask.masked_columns()
+    );
     let mut g = c.benchmark_group("mask");
     g.sample_size(10);
     g.throughput(Throughput::Elements(rows as u64));

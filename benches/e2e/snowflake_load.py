@@ -32,6 +32,7 @@ from pathlib import Path
 from _common import ROOT, medians, timed
 
 URL = "http://127.0.0.1:8085"
+STRATA = str(ROOT / "target/release/strata")
 
 WRITE_PANDAS = r"""
 import sys, deltalake, snowflake.connector
@@ -79,7 +80,7 @@ for t in tables:
 
 
 def strata(*args):
-    return subprocess.run([str(ROOT / "target/release/strata"), *args], check=True,
+    return subprocess.run([STRATA, *args], check=True,
                           capture_output=True, text=True).stdout
 
 
@@ -95,7 +96,10 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default="/tmp/strata-snowflake-bench")
     ap.add_argument("--insert-max-rows", type=int, default=60_000)
+    ap.add_argument("--strata-bin", default=str(ROOT / "target/release/strata"))
     a = ap.parse_args()
+    global STRATA
+    STRATA = a.strata_bin
     work = Path(a.work) / f"sf{a.scale}"
     lake = work / "lake"
     if not (lake / "gold").exists():
@@ -120,31 +124,21 @@ def main():
                      f"auth: {{ type: password, password: x }}\ndatabase: {db}\nschema: GOLD\n")
         return str(p)
 
-    def only(tables):
-        # A lake view holding only some gold tables (symlinks), for the insert runs.
-        v = work / "lake-small"
-        (v / "gold").mkdir(parents=True, exist_ok=True)
-        for t in rows:
-            link = v / "gold" / t
-            if t in tables and not link.exists():
-                link.symlink_to(lake / "gold" / t)
-        return v
-
-    small_lake = only(small)
     results = {k: [] for k in ["strata_copy_all", "write_pandas_all", "strata_copy_small",
                                "strata_insert_small", "write_pandas_small"]}
     py = [sys.executable, "-c", WRITE_PANDAS]
     for i in range(a.runs):
         tag = f"{int(time.time())}_{i}"
         results["strata_copy_all"].append(timed(
-            [str(ROOT / "target/release/strata"), "sync-snowflake", str(lake), "--connection", conn(f"CA_{tag}")]))
+            [STRATA, "sync-snowflake", str(lake), "--connection", conn(f"CA_{tag}")]))
         results["write_pandas_all"].append(timed(py + [str(lake), f"PA_{tag}", ",".join(rows)]))
         results["strata_copy_small"].append(timed(
-            [str(ROOT / "target/release/strata"), "sync-snowflake", str(small_lake), "--connection", conn(f"CS_{tag}")]))
+            [STRATA, "sync-snowflake", str(lake), "--connection", conn(f"CS_{tag}")]
+            + small_arg))
         results["strata_insert_small"].append(timed(
-            [str(ROOT / "target/release/strata"), "sync-snowflake", str(small_lake), "--connection",
-             conn(f"IS_{tag}"), "--insert-rows-per-statement", "5000"]))
-        results["write_pandas_small"].append(timed(py + [str(small_lake), f"PS_{tag}", ",".join(small)]))
+            [STRATA, "sync-snowflake", str(lake), "--connection",
+             conn(f"IS_{tag}"), "--insert-rows-per-statement", "5000"] + small_arg))
+        results["write_pandas_small"].append(timed(py + [str(lake), f"PS_{tag}", ",".join(small)]))
         print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f}s" for k, v in results.items()), file=sys.stderr)
     med, rss, every = medians(results)
     out = {

@@ -148,6 +148,9 @@ enum Command {
         /// (slow; for comparisons).
         #[arg(long)]
         insert_rows_per_statement: Option<usize>,
+        /// Sync only these gold tables (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
     },
     /// Report each column's PII tags with a confidence and masked evidence, from a sample of a
     /// pipeline's source.
@@ -206,7 +209,7 @@ fn main() -> std::process::ExitCode {
     // which in bronze are personal data): capped unless a filter names the kernel itself.
     for kernel in ["buoyant_kernel", "delta_kernel"] {
         if !filter.contains(kernel) {
-            filter.push_str(&format!(",{kernel}=info"));
+            filter.push_str(&format!(",{kernel}=warn"));
         }
     }
     tracing_subscriber::fmt()
@@ -336,6 +339,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             warehouse,
             target_file_size_megabytes,
             insert_rows_per_statement,
+            tables,
         } => {
             if emit_ddl {
                 print!(
@@ -367,6 +371,11 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 )
                 .map_err(|e| anyhow!("{}", e.report()))?
                 .with_target_file_size_megabytes(target_file_size_megabytes);
+                let sync = if tables.is_empty() {
+                    sync
+                } else {
+                    sync.with_tables(&tables)
+                };
                 let sync = match insert_rows_per_statement {
                     Some(n) => sync.with_load(strata_snowflake::sink::LoadMethod::Insert {
                         rows_per_statement: n,
@@ -384,14 +393,16 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 if !any {
                     println!("snowflake is up to date");
                 }
-                println!(
-                    "views: {}",
-                    strata_gold::warehouse::reporting_views()
-                        .iter()
-                        .map(|v| v.0)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                if tables.is_empty() {
+                    println!(
+                        "views: {}",
+                        strata_gold::warehouse::reporting_views()
+                            .iter()
+                            .map(|v| v.0)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
             }
             Ok(())
         }
