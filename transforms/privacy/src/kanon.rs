@@ -92,7 +92,7 @@ mod tests {
         ])
         .unwrap();
         let q = vec!["city".to_string(), "country".to_string()];
-        let r = k_anonymity(&[b.clone()], &q, 2).unwrap();
+        let r = k_anonymity(std::slice::from_ref(&b), &q, 2).unwrap();
         assert_eq!(
             (r.min_group, r.violating_groups, r.violating_rows, r.groups),
             (1, 1, 1, 2)

@@ -236,10 +236,10 @@ impl Policy {
                 .with_source(e)
         })?;
         let mut p = Self::from_yaml(&text, &path.display().to_string())?;
-        if let (Some(f), Some(dir)) = (&p.keys.file, path.parent()) {
-            if f.is_relative() {
-                p.keys.file = Some(dir.join(f));
-            }
+        if let (Some(f), Some(dir)) = (&p.keys.file, path.parent())
+            && f.is_relative()
+        {
+            p.keys.file = Some(dir.join(f));
         }
         Ok(p)
     }
