@@ -124,6 +124,7 @@ def main():
                      f"auth: {{ type: password, password: x }}\ndatabase: {db}\nschema: GOLD\n")
         return str(p)
 
+    small_arg = ["--tables", ",".join(small)]
     results = {k: [] for k in ["strata_copy_all", "write_pandas_all", "strata_copy_small",
                                "strata_insert_small", "write_pandas_small"]}
     py = [sys.executable, "-c", WRITE_PANDAS]
