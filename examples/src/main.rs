@@ -108,6 +108,10 @@ enum Command {
         /// A generator manifest (`data/manifest.json`): check gold's totals against it.
         #[arg(long)]
         manifest: Option<PathBuf>,
+        /// A privacy policy: check its k-anonymity requirements on the gold tables after the
+        /// build (a violated one fails the command, naming the groups below k).
+        #[arg(long)]
+        privacy: Option<PathBuf>,
     },
     /// Write the medallion's pipeline files for generated data: bronze (files to Delta, with
     /// lineage) and silver (bronze's new versions, conformed, MERGEd) for every entity.
@@ -521,9 +525,42 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Gold { lake, manifest } => {
+        Command::Gold {
+            lake,
+            manifest,
+            privacy,
+        } => {
             let g = medallion::gold(&medallion::Lake { root: lake })?;
             let r = g.build().await.map_err(|e| anyhow!("{}", e.report()))?;
+            if let Some(p) = privacy {
+                let p = strata_privacy::Policy::load(&p).map_err(|e| anyhow!("{}", e.report()))?;
+                for k in &p.k_anonymity {
+                    if strata_gold::gold_table_key(&k.table).is_none() {
+                        continue;
+                    }
+                    let cols = k.quasi_identifiers.join(", ");
+                    let b = g
+                        .query(&format!("SELECT {cols} FROM {}", k.table))
+                        .await
+                        .map_err(|e| anyhow!("{}", e.report()))?;
+                    let rep = strata_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)
+                        .map_err(|e| anyhow!("{}", e.report()))?;
+                    if !rep.holds(k.k) {
+                        bail!(
+                            "k-anonymity violated: {} ({cols}) k={}: {} of {} groups below k, {} rows",
+                            k.table,
+                            k.k,
+                            rep.violating_groups,
+                            rep.groups,
+                            rep.violating_rows
+                        );
+                    }
+                    println!(
+                        "k-anonymity {} ({cols}) k={}: holds (smallest group {}, {} groups)",
+                        k.table, k.k, rep.min_group, rep.groups
+                    );
+                }
+            }
             if let Some(m) = manifest {
                 let m: strata_datagen::Manifest = serde_json::from_slice(&std::fs::read(&m)?)?;
                 for line in medallion::check_gold(&g, &m).await? {

@@ -1119,7 +1119,12 @@ fn no_raw_pii_value_appears_downstream_of_bronze() {
                 .to_string(),
         ]);
     }
-    run(&["gold", &lake.display().to_string()]);
+    run(&[
+        "gold",
+        &lake.display().to_string(),
+        "--privacy",
+        &pipes.join("privacy.yaml").display().to_string(),
+    ]);
     let db = format!("PII_{}", std::process::id());
     let conn = tmp.path().join("snowflake.yaml");
     std::fs::write(&conn, format!("account: fakesnow\nbase_url: http://127.0.0.1:8085\nuser: strata\nauth: {{ type: password, password: unused }}\ndatabase: {db}\nschema: GOLD\n")).unwrap();
@@ -1129,6 +1134,10 @@ fn no_raw_pii_value_appears_downstream_of_bronze() {
         "--connection",
         &conn.display().to_string(),
     ]);
+    assert!(
+        logs.contains("k-anonymity dim_customer (city, country) k=5: holds"),
+        "{logs}"
+    );
     // A failing run's error message: silver customers pointed at a missing key file.
     let policy = pipes.join("privacy.yaml");
     let broken = pipes.join("silver_customers_broken.yaml");
