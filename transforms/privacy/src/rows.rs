@@ -59,3 +59,31 @@ impl BatchTransform for RowFilter {
             .map_err(|e| Error::internal("row filter").with_source(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_partner_scoped_role_reads_only_its_rows() {
+        let p = Policy::from_yaml(
+            "keys: { env: K }\nrow_filters:\n  - { table: orders, role: partner_analyst, column: partner_id, attribute: partner_id }\n",
+            "p",
+        )
+        .unwrap();
+        let b = RecordBatch::try_from_iter(vec![(
+            "partner_id",
+            Arc::new(StringArray::from(vec!["P-1", "P-2", "P-1", "P-3"])) as ArrayRef,
+        )])
+        .unwrap();
+        let ctx = Context::new("t");
+        let scoped = RowFilter::new(&p, "orders", "PARTNER_ANALYST", &["P-1"]);
+        assert_eq!(scoped.apply(b.clone(), &ctx).unwrap().num_rows(), 2);
+        let other_role = RowFilter::new(&p, "orders", "finance", &[]);
+        assert_eq!(other_role.apply(b.clone(), &ctx).unwrap().num_rows(), 4);
+        let other_table = RowFilter::new(&p, "customers", "partner_analyst", &["P-1"]);
+        assert_eq!(other_table.apply(b, &ctx).unwrap().num_rows(), 4);
+    }
+}
