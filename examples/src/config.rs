@@ -247,6 +247,21 @@ pub fn load(path: &Path) -> Result<PipelineConfig> {
     parse(&interpolate(&text, path)?, path)
 }
 
+/// A Snowflake connection file (`${VAR}` interpolated, validated); errors name the file, line
+/// and key.
+pub fn load_snowflake_connection(path: &Path) -> Result<strata_snowflake::config::SnowflakeConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let conn: strata_snowflake::config::SnowflakeConfig =
+        serde_yaml_ng::from_str(&interpolate(&text, path)?).map_err(|e| match e.location() {
+            Some(l) => anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
+            None => anyhow!("{}: {e}", path.display()),
+        })?;
+    conn.validate()
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
+    Ok(conn)
+}
+
 /// Parse pipeline YAML (already interpolated).
 pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     let cfg: PipelineConfig = serde_yaml_ng::from_str(text).map_err(|e| match e.location() {

@@ -11,7 +11,7 @@ mod demo;
 mod medallion;
 mod progress;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -355,19 +355,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 let Some(path) = connection else {
                     bail!("sync-snowflake needs --connection <snowflake.yaml>");
                 };
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                let conn: strata_snowflake::config::SnowflakeConfig =
-                    serde_yaml_ng::from_str(&config::interpolate(&text, &path)?).map_err(|e| {
-                        match e.location() {
-                            Some(l) => {
-                                anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column())
-                            }
-                            None => anyhow!("{}: {e}", path.display()),
-                        }
-                    })?;
-                conn.validate()
-                    .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
+                let conn = config::load_snowflake_connection(&path)?;
                 let root = lake.join("gold");
                 let sync = strata_gold::warehouse::WarehouseSync::try_new(
                     move |t| strata_delta::TableLocation::local(root.join(t)),
@@ -462,11 +450,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             keep_going,
         } => {
             let p = strata_privacy::Policy::load(&policy).map_err(|e| anyhow!("{}", e.report()))?;
-            let text = std::fs::read_to_string(&connection)
-                .with_context(|| format!("cannot read {}", connection.display()))?;
-            let conn: strata_snowflake::config::SnowflakeConfig =
-                serde_yaml_ng::from_str(&config::interpolate(&text, &connection)?)
-                    .map_err(|e| anyhow!("{}: {e}", connection.display()))?;
+            let conn = config::load_snowflake_connection(&connection)?;
             let client = strata_snowflake::client::SnowflakeClient::connect(conn.clone())
                 .await
                 .map_err(|e| anyhow!("{}", e.report()))?;

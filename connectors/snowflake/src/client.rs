@@ -811,11 +811,7 @@ impl SnowflakeClient {
                 && !data.rowtype.is_empty()
                 && !rows.is_empty()
             {
-                let rows: Vec<Vec<Option<String>>> = rows
-                    .iter()
-                    .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
-                    .collect();
-                first.push(decode_json_rowset(&rows, &data.rowtype, &schema)?);
+                first.push(decode_json_rowset(&texts(rows), &data.rowtype, &schema)?);
             }
         } else if let Some(b64) = data.rowset_base64.as_deref().filter(|s| !s.is_empty()) {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -903,11 +899,7 @@ impl SnowflakeClient {
                 serde_json::from_str(&text).map_err(|e| {
                     Error::data("snowflake: a JSON result chunk is malformed").with_source(e)
                 })?;
-            let rows: Vec<Vec<Option<String>>> = rows
-                .iter()
-                .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
-                .collect();
-            vec![decode_json_rowset(&rows, rowtype, schema)?]
+            vec![decode_json_rowset(&texts(&rows), rowtype, schema)?]
         } else {
             decode_ipc(&bytes, rowtype, schema)?
         };
@@ -963,6 +955,13 @@ impl SnowflakeClient {
 enum Polled {
     Done(Box<QueryData>),
     Running { query_id: String, url: String },
+}
+
+/// A JSON rowset as the text values `decode_json_rowset` reads.
+fn texts(rows: &[Vec<Option<serde_json::Value>>]) -> Vec<Vec<Option<String>>> {
+    rows.iter()
+        .map(|r| r.iter().map(|v| v.as_ref().and_then(json_text)).collect())
+        .collect()
 }
 
 fn json_text(v: &serde_json::Value) -> Option<String> {

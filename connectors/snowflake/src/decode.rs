@@ -427,7 +427,6 @@ pub fn decode_json_rowset(
                 f.data_type()
             ))
         };
-        let scale = meta.scale.unwrap_or(0).clamp(0, 9) as u32;
         let arr: ArrayRef = match f.data_type() {
             DataType::Int64 => {
                 let mut b = Int64Builder::with_capacity(rows.len());
@@ -516,7 +515,6 @@ pub fn decode_json_rowset(
                         .transpose()?,
                     );
                 }
-                let _ = scale;
                 let arr = PrimitiveArray::<Int64Type>::from(out);
                 let data = arr
                     .into_data()

@@ -233,6 +233,9 @@ impl SnowflakeSinkConfig {
     }
 }
 
+/// The columns of a quarantine batch as loaded (core's quarantine schema).
+const QUARANTINE_COLUMNS: &str = "COMPONENT VARCHAR, LOCATION VARCHAR, POSITION NUMBER(20,0), \"COLUMN\" VARCHAR, REASON VARCHAR, RAW VARCHAR";
+
 /// The sequence column that orders rows of an epoch (last written wins).
 const SEQ: &str = "_STRATA_SEQ";
 
@@ -967,7 +970,7 @@ impl SnowflakeWriter {
         }
         if prepared.quarantined_rows > 0 {
             c.query(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (COMPONENT VARCHAR, LOCATION VARCHAR, POSITION NUMBER(20,0), \"COLUMN\" VARCHAR, REASON VARCHAR, RAW VARCHAR, PIPELINE_ID VARCHAR, EPOCH NUMBER(20,0))",
+                "CREATE TABLE IF NOT EXISTS {} ({QUARANTINE_COLUMNS}, PIPELINE_ID VARCHAR, EPOCH NUMBER(20,0))",
                 self.sink.quarantine
             ))
             .await?;
@@ -1091,7 +1094,7 @@ impl SinkWriter for SnowflakeWriter {
             let q = self.sink.staging_q.clone();
             self.client
                 .query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {q} (COMPONENT VARCHAR, LOCATION VARCHAR, POSITION NUMBER(20,0), \"COLUMN\" VARCHAR, REASON VARCHAR, RAW VARCHAR)"
+                    "CREATE TABLE IF NOT EXISTS {q} ({QUARANTINE_COLUMNS})"
                 ))
                 .await?;
             self.copy_into(&q, &self.quarantine.dir.clone()).await?;
