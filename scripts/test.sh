@@ -5,6 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean debug build of the workspace with its test binaries takes about 6 GiB under target/;
+# incremental compilation would add another 1.5 GiB that a one-shot run never reuses.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+need_kib=$((8 * 1024 * 1024))
+mkdir -p target
+free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+echo "test.sh: $((free_kib / 1024)) MiB free under $(pwd)/target"
+if [ "$free_kib" -lt "$need_kib" ]; then
+  echo "test.sh: the build needs about 8 GiB free under target/; only $((free_kib / 1024)) MiB is" >&2
+  echo "test.sh: free some space (an old target/ directory?) and run again" >&2
+  exit 1
+fi
+
 scripts/services.sh install
 trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start
