@@ -12,10 +12,9 @@ need_kib=$((8 * 1024 * 1024))
 mkdir -p target
 free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
 echo "test.sh: $((free_kib / 1024)) MiB free under $(pwd)/target"
-if [ "$free_kib" -lt "$need_kib" ]; then
-  echo "test.sh: the build needs about 8 GiB free under target/; only $((free_kib / 1024)) MiB is" >&2
-  echo "test.sh: free some space (an old target/ directory?) and run again" >&2
-  exit 1
+if [ "$free_kib" -lt "$need_kib" ] && [ ! -d target/debug/deps ]; then
+  echo "test.sh: warning: a clean build needs about 8 GiB free under target/, only" \
+    "$((free_kib / 1024)) MiB is; a 'No space left on device' from rustc below means exactly that" >&2
 fi
 
 scripts/services.sh install
