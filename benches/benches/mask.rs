@@ -36,11 +36,7 @@ fn bench(c: &mut Criterion) {
     let batches = customers();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-    let policy = strata_privacy::Policy::from_yaml(
-        include_str!("../../transforms/privacy/policies/retail.yaml"),
-        "retail.yaml",
-    )
-    .unwrap();
+    let policy = strata_privacy::Policy::retail();
     let mask = strata_privacy::Mask::try_new(
         &policy,
         "customers",

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod context;
 pub mod error;
+pub mod merge;
 pub mod metrics;
 pub mod quarantine;
 pub mod runner;
@@ -15,6 +16,7 @@ pub mod types;
 pub use checkpoint::{CheckpointStore, InMemoryCheckpointStore, LocalFileCheckpointStore};
 pub use context::{CancellationToken, Context, ContextBuilder};
 pub use error::{Error, ErrorKind, Result, Retry};
+pub use merge::{DeleteWhen, check_merge_columns};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_schema};
 pub use runner::{

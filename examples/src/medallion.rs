@@ -272,7 +272,7 @@ pub fn scaffold(data: &Path, lake: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let policy = out.join("privacy.yaml");
     std::fs::write(
         &policy,
-        RETAIL_POLICY.replace(
+        strata_privacy::RETAIL_POLICY_YAML.replace(
             "keys: { env: STRATA_MASKING_KEY }",
             "keys: { file: masking.key }",
         ),
@@ -285,9 +285,6 @@ pub fn scaffold(data: &Path, lake: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(files)
 }
-
-/// The retail platform's privacy policy (strata-privacy's `policies/retail.yaml`).
-pub const RETAIL_POLICY: &str = include_str!("../../transforms/privacy/policies/retail.yaml");
 
 fn rand_key() -> [u8; 32] {
     // A demo key, unique per scaffold (rand's OS-seeded CSPRNG); deployments mount their own.

@@ -9,6 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use strata_testkit::assert::sorted_rows;
 
+mod common;
+use common::kill_when_paused;
+
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
 fn generate(dir: &Path, scale: f64, dirt: f64) -> strata_datagen::Manifest {
@@ -132,29 +135,33 @@ fn bad_config_names_the_file_line_and_key() {
 
 /// Start `strata run` paused at `point`, wait until it gets there, SIGKILL it.
 fn kill_at(p: &Path, point: &str) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--quiet"])
-        .arg(p)
-        .env("STRATA_PAUSE_AT", point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--quiet"]).arg(p);
+    kill_when_paused(cmd, point);
+}
+
+/// A late file, `orders-late.ndjson`: order 5 again with a later update (now returned), and
+/// a new order dated 2024-02-15, a day in the past.
+fn write_late_orders(data: &Path) {
+    let orders = std::fs::read_to_string(data.join("orders.ndjson")).unwrap();
+    let o5 = orders
+        .lines()
+        .find(|l| l.contains("\"O-000000005\""))
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let needle = format!("paused at {point}");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(&needle) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let reached = rx.recv_timeout(Duration::from_secs(120)).is_ok();
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(reached, "the run reached {point} (status {status})");
+    let mut v: serde_json::Value = serde_json::from_str(o5).unwrap();
+    v["status"] = "returned".into();
+    v["updated_at"] = "2030-01-01T00:00:00Z".into();
+    let mut new = v.clone();
+    new["order_id"] = "O-900000001".into();
+    new["created_at"] = "2024-02-15T08:00:00Z".into();
+    std::fs::write(data.join("orders-late.ndjson"), format!("{v}\n{new}\n")).unwrap();
+}
+
+/// The scaffolded bronze orders pipeline reads `orders*.ndjson` from now on.
+fn read_late_orders_too(pipes: &Path) {
+    let p = pipes.join("bronze_orders.yaml");
+    let y = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, y.replace("[\"orders.ndjson\"]", "[\"orders*.ndjson\"]")).unwrap();
 }
 
 fn snapshot(out: &Path) -> (Vec<String>, Vec<String>) {
@@ -659,21 +666,9 @@ fn each_medallion_layer_killed_at_each_step_reruns_to_the_manifest_totals() {
         "silver orders: one row per valid order"
     );
     // Gold killed after its first table, then finished by a rerun.
-    let mut child = Command::new(BIN)
-        .args(["gold", &lake.display().to_string()])
-        .env("STRATA_PAUSE_AT", "gold.after_table")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let reached = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("paused at gold.after_table"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(reached, "gold reached its first table");
+    let mut gold = Command::new(BIN);
+    gold.args(["gold", &lake.display().to_string()]);
+    kill_when_paused(gold, "gold.after_table");
     let out = strata(&[
         "gold",
         &lake.display().to_string(),
@@ -705,24 +700,8 @@ fn late_records_rebuild_only_their_days_in_gold() {
     };
     let first = medallion(&pipes);
     assert!(first.contains("fact_order_line: rebuilt"), "{first}");
-    // A late file: order 5 again with a later update (now returned), and a new order dated
-    // 2024-02-15, a day in the past.
-    let orders = std::fs::read_to_string(data.join("orders.ndjson")).unwrap();
-    let o5 = orders
-        .lines()
-        .find(|l| l.contains("\"O-000000005\""))
-        .unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(o5).unwrap();
-    v["status"] = "returned".into();
-    v["updated_at"] = "2030-01-01T00:00:00Z".into();
-    let mut new = v.clone();
-    new["order_id"] = "O-900000001".into();
-    new["created_at"] = "2024-02-15T08:00:00Z".into();
-    std::fs::write(data.join("orders-late.ndjson"), format!("{v}\n{new}\n")).unwrap();
-    // The bronze orders pipeline reads orders*.ndjson.
-    let p = pipes.join("bronze_orders.yaml");
-    let y = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, y.replace("[\"orders.ndjson\"]", "[\"orders*.ndjson\"]")).unwrap();
+    write_late_orders(&data);
+    read_late_orders_too(&pipes);
     let second = medallion(&pipes);
     // Two order dates changed: order 5's day and the new order's day.
     assert!(
@@ -784,11 +763,15 @@ fn strata_cli_medallion_gold(lake: &Path) -> strata_gold::Gold {
     .unwrap()
 }
 
-fn fakesnow(db: &str) -> strata_snowflake::config::SnowflakeConfig {
-    let yaml = format!(
+/// A Snowflake connection file's text for database `db` on the local fakesnow.
+fn fakesnow_yaml(db: &str) -> String {
+    format!(
         "account: fakesnow\nbase_url: http://127.0.0.1:8085\nuser: strata\nauth: {{ type: password, password: unused }}\ndatabase: {db}\nschema: GOLD\nmax_retries: 2\n"
-    );
-    serde_yaml_ng::from_str(&yaml).unwrap()
+    )
+}
+
+fn fakesnow(db: &str) -> strata_snowflake::config::SnowflakeConfig {
+    serde_yaml_ng::from_str(&fakesnow_yaml(db)).unwrap()
 }
 
 #[test]
@@ -845,22 +828,10 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
         "snowflake.commit.before_commit",
         "snowflake.commit.after_commit",
     ] {
-        let mut child = Command::new(BIN)
-            .args(sync)
-            .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085")
-            .env("STRATA_PAUSE_AT", point)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let reached = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains(&format!("paused at {point}")));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(reached, "the sync reached {point}");
+        let mut cmd = Command::new(BIN);
+        cmd.args(sync)
+            .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085");
+        kill_when_paused(cmd, point);
     }
     let first = run(&sync);
     assert!(first.contains("views: v_revenue_by_month"), "{first}");
@@ -870,21 +841,8 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
     // Nothing new: nothing synced.
     assert!(run(&sync).contains("snowflake is up to date"));
     // Late records rebuild two days in gold; the sync carries exactly the new versions.
-    let orders = std::fs::read_to_string(data.join("orders.ndjson")).unwrap();
-    let o5 = orders
-        .lines()
-        .find(|l| l.contains("\"O-000000005\""))
-        .unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(o5).unwrap();
-    v["status"] = "returned".into();
-    v["updated_at"] = "2030-01-01T00:00:00Z".into();
-    let mut new = v.clone();
-    new["order_id"] = "O-900000001".into();
-    new["created_at"] = "2024-02-15T08:00:00Z".into();
-    std::fs::write(data.join("orders-late.ndjson"), format!("{v}\n{new}\n")).unwrap();
-    let p = pipes.join("bronze_orders.yaml");
-    let y = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, y.replace("[\"orders.ndjson\"]", "[\"orders*.ndjson\"]")).unwrap();
+    write_late_orders(&data);
+    read_late_orders_too(&pipes);
     medallion(&pipes);
     let second = run(&sync);
     assert!(second.contains("fact_order_line: synced"), "{second}");
@@ -1127,7 +1085,7 @@ fn no_raw_pii_value_appears_downstream_of_bronze() {
     ]);
     let db = format!("PII_{}", std::process::id());
     let conn = tmp.path().join("snowflake.yaml");
-    std::fs::write(&conn, format!("account: fakesnow\nbase_url: http://127.0.0.1:8085\nuser: strata\nauth: {{ type: password, password: unused }}\ndatabase: {db}\nschema: GOLD\n")).unwrap();
+    std::fs::write(&conn, fakesnow_yaml(&db)).unwrap();
     run(&[
         "sync-snowflake",
         &lake.display().to_string(),
@@ -1285,7 +1243,7 @@ fn classify_reports_tags_and_governance_runs_against_snowflake() {
         .unwrap();
     });
     let conn = tmp.path().join("sf.yaml");
-    std::fs::write(&conn, format!("account: fakesnow\nbase_url: http://127.0.0.1:8085\nuser: strata\nauth: {{ type: password, password: unused }}\ndatabase: {db}\nschema: GOLD\n")).unwrap();
+    std::fs::write(&conn, fakesnow_yaml(&db)).unwrap();
     let policy = pipes.join("privacy.yaml").display().to_string();
     let conn = conn.display().to_string();
     let printed = strata(&["governance", "--policy", &policy, "--connection", &conn]);

@@ -3,13 +3,14 @@
 //! multipart upload), then rerun: the output equals the uninterrupted run's, and the abandoned
 //! multipart upload is aborted. Needs `scripts/services.sh start`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 use strata_files::SchemaSource;
 use strata_testkit::assert::sorted_rows;
 use strata_tests::cloud::{Cloud, Conn, put, read_parquet_at};
+
+mod common;
+use common::kill_when_paused;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
@@ -65,30 +66,11 @@ fn run_ok(p: &Path) -> serde_json::Value {
 }
 
 fn kill_at(p: &Path, point: &str) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--quiet"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--quiet"])
         .arg(p)
-        .env("STRATA_TEST_SECRET", "strata-test-secret")
-        .env("STRATA_PAUSE_AT", point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let needle = format!("paused at {point}");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(&needle) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let reached = rx.recv_timeout(Duration::from_secs(120)).is_ok();
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(reached, "the run reached {point} (status {status})");
+        .env("STRATA_TEST_SECRET", "strata-test-secret");
+    kill_when_paused(cmd, point);
 }
 
 /// Multipart uploads in progress in a moto bucket (moto does not check signatures on its

@@ -166,11 +166,7 @@ fn the_whole_medallion_runs_on_azurite_and_gold_equals_the_manifest() {
             }
             let source = DeltaSource::try_new(t("bronze", from)).await.unwrap();
             // PII masked before conforming, as the scaffolded silver pipelines do.
-            let policy = strata_privacy::Policy::from_yaml(
-                include_str!("../../transforms/privacy/policies/retail.yaml"),
-                "retail.yaml",
-            )
-            .unwrap();
+            let policy = strata_privacy::Policy::retail();
             let mask = strata_privacy::Mask::try_new(
                 &policy,
                 from,

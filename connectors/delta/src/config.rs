@@ -1,6 +1,7 @@
 //! Sink options.
 
 use serde::Deserialize;
+pub use strata_core::DeleteWhen;
 use strata_core::{Error, Result};
 
 /// What happens to columns the table does not have yet.
@@ -38,27 +39,6 @@ pub enum DeltaWriteMode {
         #[serde(default)]
         delete_when: Option<DeleteWhen>,
     },
-}
-
-/// Rows that delete their key.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct DeleteWhen {
-    /// The column.
-    pub column: String,
-    /// The value.
-    pub equals: String,
-}
-
-impl DeleteWhen {
-    /// Rows with `column == equals` delete their key.
-    pub fn new(column: impl Into<String>, equals: impl Into<String>) -> Self {
-        Self {
-            column: column.into(),
-            equals: equals.into(),
-        }
-    }
 }
 
 /// Options of a Delta sink.

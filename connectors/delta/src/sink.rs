@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 use std::sync::Arc;
 use strata_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
-    Result, Sink, SinkCapabilities, SinkWriter, crash_point,
+    Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
 };
 
 /// How far back `last_committed` looks for the commit that carries a pipeline's cursor.
@@ -244,20 +244,8 @@ impl Sink for DeltaSink {
                 version_column,
                 delete_when,
             } => {
-                for c in key
-                    .iter()
-                    .chain(version_column.as_ref())
-                    .chain(delete_when.as_ref().map(|d| &d.column))
-                {
-                    if schema.field_with_name(c).is_err() {
-                        return Err(Error::new(
-                            ErrorKind::Schema,
-                            "a key, version or delete column is not in the rows written",
-                        )
-                        .with_context("table", loc.url.as_str())
-                        .with_context("column", c));
-                    }
-                }
+                check_merge_columns(&schema, key, version_column.as_ref(), delete_when.as_ref())
+                    .map_err(|e| e.with_context("table", loc.url.as_str()))?;
                 Data::Merge(Vec::new(), 0)
             }
         };

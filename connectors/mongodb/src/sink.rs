@@ -26,9 +26,10 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::sync::Arc;
+pub use strata_core::DeleteWhen;
 use strata_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
-    Result, Sink, SinkCapabilities, SinkWriter, crash_point,
+    Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
 };
 
 const STAGING: &str = "._strata_staging.";
@@ -57,27 +58,6 @@ pub enum WriteMode {
         #[serde(default)]
         version_column: Option<String>,
     },
-}
-
-/// Rows whose `column` equals `equals` delete the document with their key.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct DeleteWhen {
-    /// The column (`_op`).
-    pub column: String,
-    /// The value (`delete`).
-    pub equals: String,
-}
-
-impl DeleteWhen {
-    /// Rows with `column == equals` delete.
-    pub fn new(column: impl Into<String>, equals: impl Into<String>) -> Self {
-        Self {
-            column: column.into(),
-            equals: equals.into(),
-        }
-    }
 }
 
 /// Configuration of a MongoDB sink.
@@ -501,20 +481,8 @@ impl Sink for MongoSink {
             version_column,
         } = &inner.cfg.write
         {
-            for k in key
-                .iter()
-                .chain(delete_when.as_ref().map(|d| &d.column))
-                .chain(version_column.as_ref())
-            {
-                if schema.field_with_name(k).is_err() {
-                    return Err(Error::new(
-                        ErrorKind::Schema,
-                        "a key or delete column is not in the rows written",
-                    )
-                    .with_context("collection", &inner.name)
-                    .with_context("column", k));
-                }
-            }
+            check_merge_columns(&schema, key, version_column.as_ref(), delete_when.as_ref())
+                .map_err(|e| e.with_context("collection", &inner.name))?;
             if key != &["_id".to_string()] {
                 let mut spec = Document::new();
                 for k in key {

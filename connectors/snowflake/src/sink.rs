@@ -32,9 +32,10 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
+pub use strata_core::DeleteWhen;
 use strata_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
-    Result, Sink, SinkCapabilities, SinkWriter, crash_point,
+    Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
 };
 use tokio::sync::OnceCell;
 
@@ -60,27 +61,6 @@ pub enum WriteMode {
         #[serde(default)]
         delete_when: Option<DeleteWhen>,
     },
-}
-
-/// Rows with `column = equals` delete their key.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct DeleteWhen {
-    /// The operation column.
-    pub column: String,
-    /// The value that means delete.
-    pub equals: String,
-}
-
-impl DeleteWhen {
-    /// Rows with `column = equals` delete their key.
-    pub fn new(column: impl Into<String>, equals: impl Into<String>) -> Self {
-        Self {
-            column: column.into(),
-            equals: equals.into(),
-        }
-    }
 }
 
 /// What to do with columns the target does not have.
@@ -277,6 +257,18 @@ impl SnowflakeSink {
             cfg,
             client: OnceCell::new(),
         })
+    }
+
+    /// Load through this session instead of logging in on first use: several sinks (one per
+    /// table of a sync) then share one login. The session must be for the account of the
+    /// sink's connection (every statement names the database and schema in full); the sink
+    /// never closes it, its owner does.
+    #[must_use]
+    pub fn with_client(self, client: SnowflakeClient) -> Self {
+        Self {
+            client: OnceCell::new_with(Some(client)),
+            ..self
+        }
     }
 
     /// The options.
@@ -495,23 +487,8 @@ impl Sink for SnowflakeSink {
             delete_when,
         } = &self.cfg.write
         {
-            for k in key
-                .iter()
-                .chain(version_column.as_ref())
-                .chain(delete_when.as_ref().map(|d| &d.column))
-            {
-                if schema.field_with_name(k).is_err() {
-                    return Err(Error::config(format!(
-                        "snowflake sink: merge column {k} is not in the input (columns: {})",
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-            }
+            check_merge_columns(&schema, key, version_column.as_ref(), delete_when.as_ref())
+                .map_err(|e| e.with_context("table", self.target()))?;
         }
         let keep = self.ensure_target(&c, &schema).await?;
         let input = Arc::new(

@@ -154,8 +154,8 @@ impl WarehouseSync {
         self
     }
 
-    /// The sink of one table.
-    fn sink(&self, table: &str) -> Result<SnowflakeSink> {
+    /// The sink of one table, loading through the sync's session.
+    fn sink(&self, table: &str, client: &SnowflakeClient) -> Result<SnowflakeSink> {
         let key = gold_table_key(table)
             .ok_or_else(|| Error::config(format!("sync: {table} is not a gold table")))?;
         let cfg = SnowflakeSinkConfig::new(self.connection.clone(), table)
@@ -166,16 +166,27 @@ impl WarehouseSync {
             })
             .with_target_file_size_megabytes(self.target_file_size_megabytes)
             .with_load(self.load.clone());
-        SnowflakeSink::try_new(cfg)
+        Ok(SnowflakeSink::try_new(cfg)?.with_client(client.clone()))
     }
 
     /// Bring every gold table's Snowflake copy up to its latest Delta version, then (re)create
-    /// the reporting views.
+    /// the reporting views. One session serves every table.
     ///
     /// # Errors
     /// The first table's error (Delta, Snowflake), naming the table; tables synced before it
     /// stay synced.
     pub async fn run(&self) -> Result<SyncReport> {
+        let client = SnowflakeClient::connect(self.connection.clone()).await?;
+        let result = self.run_with(&client).await;
+        // Logging out is courtesy (the server expires idle sessions): its failure must not
+        // hide the sync's own result.
+        if let Err(e) = client.close().await {
+            tracing::warn!(error = %e.report(), "sync: closing the Snowflake session failed");
+        }
+        result
+    }
+
+    async fn run_with(&self, client: &SnowflakeClient) -> Result<SyncReport> {
         let mut report = SyncReport::new();
         for (name, loc) in &self.tables {
             let source = Arc::new(
@@ -183,7 +194,7 @@ impl WarehouseSync {
                     .await
                     .map_err(|e| e.with_context("gold_table", name))?,
             );
-            let sink = Arc::new(self.sink(name)?);
+            let sink = Arc::new(self.sink(name, client)?);
             let pid = format!("strata-sync.{name}");
             let marker_sink = sink.clone();
             // The sink's control table is authoritative: a fresh checkpoint store is
@@ -215,13 +226,11 @@ impl WarehouseSync {
         if self.tables.len() < TABLES.len() {
             return Ok(report);
         }
-        let client = SnowflakeClient::connect(self.connection.clone()).await?;
         for (name, sql) in reporting_views() {
             client
                 .query(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(name)))
                 .await?;
         }
-        client.close().await?;
         Ok(report)
     }
 }

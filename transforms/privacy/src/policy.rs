@@ -199,6 +199,15 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The retail platform's policy ([`crate::RETAIL_POLICY_YAML`]).
+    ///
+    /// # Panics
+    /// Never: the file is parsed by this crate's tests.
+    pub fn retail() -> Self {
+        Self::from_yaml(crate::RETAIL_POLICY_YAML, "retail.yaml")
+            .expect("the bundled retail policy parses")
+    }
+
     /// Parse a policy; `name` is used in errors (a file name).
     ///
     /// # Errors

@@ -4,7 +4,7 @@ use strata_privacy::Policy;
 use strata_privacy::warehouse::governance_ddl;
 
 fn retail() -> Policy {
-    Policy::from_yaml(include_str!("../policies/retail.yaml"), "retail.yaml").unwrap()
+    Policy::retail()
 }
 
 #[test]
