@@ -55,7 +55,17 @@ pub(crate) fn sql_error(
     let mut e = Error::new(kind, format!("snowflake: {message} (code {code}){hint}"))
         .with_context("code", code);
     if kind == ErrorKind::Conflict && code == "000625" {
-        e = e.with_retry(Retry::Transient);
+        // A lock held by another transaction: often one a killed process left open.
+        e = Error::new(
+            kind,
+            format!(
+                "snowflake: {message} (code {code}); another transaction holds the lock: if a \
+                 killed load left it open, SHOW TRANSACTIONS lists it and \
+                 SELECT SYSTEM$ABORT_TRANSACTION(<id>) ends it (or its session expires)"
+            ),
+        )
+        .with_context("code", code)
+        .with_retry(Retry::Transient);
     }
     if let Some(q) = query_id {
         e = e.with_context("query_id", q);
@@ -82,6 +92,7 @@ mod tests {
         assert_eq!(kind_of("000630"), ErrorKind::Timeout);
         let e = sql_error("000625", "deadlock", Some("q1"), Some("MERGE INTO T"));
         assert!(e.is_retryable());
+        assert!(e.to_string().contains("SYSTEM$ABORT_TRANSACTION"), "{e}");
         assert_eq!(e.context_value("query_id"), Some("q1"));
         assert!(!sql_error("001003", "syntax", None, None).is_retryable());
     }
