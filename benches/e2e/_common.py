@@ -10,7 +10,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def timed(cmd, env=None):
-    """Run `cmd` in its own process: (wall seconds, peak RSS bytes from wait4's ru_maxrss)."""
+    """Run `cmd` in its own process: (wall seconds, peak RSS bytes from wait4's ru_maxrss).
+
+    Linux carries the peak RSS over fork and exec, so a command never reports less than this
+    process's own peak when it forked: keep the data out of the benchmark's parent process.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)

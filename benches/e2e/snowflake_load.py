@@ -85,9 +85,14 @@ def strata(*args):
 
 
 def gold_rows(lake):
-    import deltalake
-    return {t.name: deltalake.DeltaTable(str(t)).to_pyarrow_table().num_rows
-            for t in sorted((lake / "gold").iterdir()) if (t / "_delta_log").exists()}
+    # Counted in a child process: Linux carries a process's peak RSS over fork and exec
+    # (ru_maxrss), so a parent that had loaded the tables would lend every measured command
+    # its own peak.
+    code = ("import deltalake, json, sys, pathlib; g = pathlib.Path(sys.argv[1]) / 'gold'; "
+            "print(json.dumps({t.name: deltalake.DeltaTable(str(t)).to_pyarrow_table().num_rows "
+            "for t in sorted(g.iterdir()) if (t / '_delta_log').exists()}))")
+    return json.loads(subprocess.run([sys.executable, "-c", code, str(lake)], check=True,
+                                     capture_output=True, text=True).stdout)
 
 
 def main():
