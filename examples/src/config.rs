@@ -253,21 +253,23 @@ pub fn load_snowflake_connection(path: &Path) -> Result<strata_snowflake::config
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let conn: strata_snowflake::config::SnowflakeConfig =
-        serde_yaml_ng::from_str(&interpolate(&text, path)?).map_err(|e| match e.location() {
-            Some(l) => anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-            None => anyhow!("{}: {e}", path.display()),
-        })?;
+        from_yaml(&interpolate(&text, path)?, path)?;
     conn.validate()
         .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
     Ok(conn)
 }
 
-/// Parse pipeline YAML (already interpolated).
-pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
-    let cfg: PipelineConfig = serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
+/// Deserialize YAML read from `path`; an error names `path:line:column` and the key.
+fn from_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
         Some(l) => anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => anyhow!("{}: {e}", path.display()),
-    })?;
+    })
+}
+
+/// Parse pipeline YAML (already interpolated).
+pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
+    let cfg: PipelineConfig = from_yaml(text, path)?;
     strata_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
         .map_err(|e| anyhow!("{}: `pipeline`: {e}", path.display()))?;
     let at = |key: &str| {

@@ -457,10 +457,10 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let r = client
                 .query_with(
                     &format!(
-                        "SELECT TABLE_NAME, COLUMN_NAME FROM \"{}\".INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
-                        conn.database.to_uppercase()
+                        "SELECT TABLE_NAME, COLUMN_NAME FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+                        strata_snowflake::types::ident(&conn.database)
                     ),
-                    &strata_snowflake::client::Bindings::Positional(vec![strata_snowflake::client::Value::Text(conn.schema.to_uppercase())]),
+                    &strata_snowflake::client::Bindings::Positional(vec![strata_snowflake::client::Value::Text(strata_snowflake::types::stored_name(&conn.schema))]),
                 )
                 .await
                 .map_err(|e| anyhow!("{}", e.report()))?;
@@ -506,6 +506,12 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             if apply {
                 println!("{rejected} statement(s) rejected");
+            }
+            if let Err(e) = client.close().await {
+                eprintln!(
+                    "strata: warning: closing the Snowflake session failed: {}",
+                    e.report()
+                );
             }
             Ok(())
         }
