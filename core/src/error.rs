@@ -197,35 +197,39 @@ impl Error {
             out.push_str(&e.to_string());
             next = e.source();
         }
-        out
+        crate::secrets::redact(&out).into_owned()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)?;
+        use fmt::Write as _;
+        let mut s = String::with_capacity(self.message.len() + 64);
+        s.push_str(&self.message);
         if !self.context.is_empty() {
-            f.write_str(" (")?;
+            s.push_str(" (");
             for (i, (k, v)) in self.context.iter().enumerate() {
                 if i > 0 {
-                    f.write_str(", ")?;
+                    s.push_str(", ");
                 }
-                write!(f, "{k}: {v}")?;
+                let _ = write!(s, "{k}: {v}");
             }
-            f.write_str(")")?;
+            s.push(')');
         }
-        Ok(())
+        // Secrets never leave through an error (crate::secrets).
+        f.write_str(&crate::secrets::redact(&s))
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: String| crate::secrets::redact(&s).into_owned();
         f.debug_struct("Error")
             .field("kind", &self.kind)
             .field("retry", &self.retry)
-            .field("message", &self.message)
-            .field("context", &self.context)
-            .field("source", &self.source)
+            .field("message", &redacted(self.message.to_string()))
+            .field("context", &redacted(format!("{:?}", self.context)))
+            .field("source", &redacted(format!("{:?}", self.source)))
             .finish()
     }
 }

@@ -16,6 +16,7 @@
 //! cancelling a run aborts every task it started.
 
 use crate::metrics::{self, Metrics, MetricsSnapshot};
+use crate::panic::{guard, guard_stream, guard_sync};
 use crate::quarantine::{
     QuarantineReceiver, QuarantineRecord, quarantine_batch, quarantine_channel,
 };
@@ -318,12 +319,12 @@ impl Pipeline {
         async move {
             let started = Instant::now();
             let probe = Context::builder(&p.id).with_metrics(p.metrics.clone()).with_cancellation(cancel.clone()).build();
-            let cp = p.checkpoints.load(&p.id).await?;
-            let mark = p.sink.last_committed(&p.id, &probe).await?;
-            let cp = reconcile(&p.id, p.checkpoints.as_ref(), cp, mark).await?;
+            let cp = guard("checkpoint store (load)", p.checkpoints.load(&p.id)).await?;
+            let mark = guard(&format!("sink {} (last_committed)", p.sink.name()), p.sink.last_committed(&p.id, &probe)).await?;
+            let cp = guard("checkpoint store (reconcile)", reconcile(&p.id, p.checkpoints.as_ref(), cp, mark)).await?;
             let committed = cp.as_ref().map_or(Epoch(0), |m| m.epoch);
             let from = cp.as_ref().and_then(|m| m.cursor.clone());
-            let plan = p.source.plan(&ReadRequest::after(from), &probe).await?;
+            let plan = guard(&format!("source {} (plan)", p.source.name()), p.source.plan(&ReadRequest::after(from), &probe)).await?;
             let epoch = committed.next();
             tracing::info!(epoch = epoch.0, splits = plan.splits.len(), bytes = plan.total_bytes(), "planned");
             if let Some(o) = &p.observer {
@@ -382,7 +383,7 @@ impl Pipeline {
                 }
             };
             crash_point("runner.before_checkpoint").await;
-            p.checkpoints.save(&marker, committed).await?;
+            guard("checkpoint store (save)", p.checkpoints.save(&marker, committed)).await?;
             report.epoch = epoch;
             report.outcome = match outcome {
                 CommitOutcome::Committed => RunOutcome::Committed,
@@ -420,13 +421,14 @@ impl Pipeline {
             .with_metrics(p.metrics.clone())
             .with_quarantine(qtx)
             .build();
-        let mut writer = p.sink.open(self.output_schema.clone(), &ctx).await?;
-        if let Err(e) = self.drive(plan, &ctx, writer.as_mut(), qrx).await {
+        let sink = p.sink.name();
+        let mut writer = guard(&format!("sink {sink} (open)"), p.sink.open(self.output_schema.clone(), &ctx)).await?;
+        if let Err(e) = guard("runner (drive)", self.drive(plan, &ctx, writer.as_mut(), qrx)).await {
             abort_quietly(writer.as_mut(), None).await;
             return Err(e);
         }
         // Every split was read: the source may now name the end position from what it saw.
-        let marker = match p.source.end_cursor(plan, &ctx).await {
+        let marker = match guard(&format!("source {} (end_cursor)", p.source.name()), p.source.end_cursor(plan, &ctx)).await {
             Ok(end) => CommitMarker::new(&planned.pipeline_id, planned.epoch, end),
             Err(e) => {
                 abort_quietly(writer.as_mut(), None).await;
@@ -435,7 +437,7 @@ impl Pipeline {
         };
         let marker = &marker;
         crash_point("runner.before_prepare").await;
-        let prepared = match writer.prepare(marker.epoch).await {
+        let prepared = match guard(&format!("sink {sink} (prepare)"), writer.prepare(marker.epoch)).await {
             Ok(prepared) => prepared,
             Err(e) => {
                 abort_quietly(writer.as_mut(), None).await;
@@ -443,7 +445,7 @@ impl Pipeline {
             }
         };
         crash_point("runner.after_prepare").await;
-        match writer.commit(prepared.clone(), marker).await {
+        match guard(&format!("sink {sink} (commit)"), writer.commit(prepared.clone(), marker)).await {
             Ok(outcome) => {
                 crash_point("runner.after_commit").await;
                 Ok((prepared, outcome, marker.clone()))
@@ -487,8 +489,11 @@ impl Pipeline {
             })),
         );
         for t in &p.stream_transforms {
-            stream = t.transform(stream, ctx)?;
+            let component = format!("stream transform {}", t.name());
+            stream = guard_sync(&component, || t.transform(stream, ctx))?;
+            stream = guard_stream(component, stream);
         }
+        let sink_name = p.sink.name();
         let sink_metrics = p.metrics.component("sink");
         let mut quarantined: Vec<QuarantineRecord> = Vec::new();
         loop {
@@ -499,7 +504,7 @@ impl Pipeline {
                     match joined {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(e),
-                        Err(e) if e.is_panic() => return Err(Error::internal("a split reader panicked").with_source(e)),
+                        Err(e) if e.is_panic() => return Err(crate::panic::panic_error(&format!("source {} (split reader)", p.source.name()), e.into_panic().as_ref())),
                         Err(e) => return Err(Error::cancelled().with_source(e)),
                     }
                     if let (Some(split), Some(sender)) = (pending.next(), &tx) {
@@ -512,7 +517,8 @@ impl Pipeline {
                 Some(records) = qrx.recv() => {
                     quarantined.extend(records);
                     if quarantined.len() >= p.options.quarantine_batch_rows {
-                        writer.write_quarantine(quarantine_batch(&std::mem::take(&mut quarantined))?).await?;
+                        let batch = quarantine_batch(&std::mem::take(&mut quarantined))?;
+                        guard(&format!("sink {sink_name} (write_quarantine)"), writer.write_quarantine(batch)).await?;
                     }
                 }
                 item = stream.next() => match item {
@@ -525,7 +531,7 @@ impl Pipeline {
                         let started = Instant::now();
                         sink_metrics.add(metrics::RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
                         sink_metrics.add(metrics::RECEIVED_BYTES_TOTAL, batch.get_array_memory_size() as u64);
-                        writer.write(batch).await?;
+                        guard(&format!("sink {sink_name} (write)"), writer.write(batch)).await?;
                         sink_metrics.add_busy(started.elapsed());
                     }
                     Some(Err(e)) => return Err(e),
@@ -543,9 +549,8 @@ impl Pipeline {
             quarantined.extend(records);
         }
         if !quarantined.is_empty() {
-            writer
-                .write_quarantine(quarantine_batch(&quarantined)?)
-                .await?;
+            let batch = quarantine_batch(&quarantined)?;
+            guard(&format!("sink {sink_name} (write_quarantine)"), writer.write_quarantine(batch)).await?;
         }
         Ok(())
     }
@@ -562,10 +567,10 @@ impl Pipeline {
         tasks.spawn(
             async move {
                 let source_metrics = p.metrics.component("source");
-                let mut stream = p
-                    .source
-                    .read(&split, &ctx)
+                let component = format!("source {} (split {})", p.source.name(), split.id);
+                let stream = guard_sync(&component, || p.source.read(&split, &ctx))
                     .map_err(|e| e.with_context("split", &split.id))?;
+                let mut stream = guard_stream(component, stream);
                 let expected = p.source.schema();
                 while let Some(batch) = stream.next().await {
                     let batch =
@@ -584,11 +589,11 @@ impl Pipeline {
                         batch
                     } else {
                         let (p2, ctx2) = (p.clone(), ctx.clone());
-                        tokio::task::spawn_blocking(move || p2.apply_batch_transforms(batch, &ctx2))
-                            .await
-                            .map_err(|e| {
-                                Error::internal("a batch transform panicked").with_source(e)
-                            })??
+                        crate::panic::join_blocking(
+                            "batch transforms",
+                            tokio::task::spawn_blocking(move || p2.apply_batch_transforms(batch, &ctx2)),
+                        )
+                        .await?
                     };
                     if batch.num_rows() == 0 {
                         continue;
@@ -610,7 +615,7 @@ impl PipelineBuilder {
             let m = self.metrics.component(t.name());
             let started = Instant::now();
             m.add(metrics::RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
-            batch = t.apply(batch, ctx).map_err(|e| {
+            batch = guard_sync(&format!("transform {}", t.name()), || t.apply(batch, ctx)).map_err(|e| {
                 m.add(metrics::ERRORS_TOTAL, 1);
                 e.with_context("transform", t.name())
             })?;
@@ -622,7 +627,7 @@ impl PipelineBuilder {
 }
 
 async fn abort_quietly(writer: &mut dyn SinkWriter, prepared: Option<Prepared>) {
-    if let Err(e) = writer.abort(prepared).await {
+    if let Err(e) = guard("sink (abort)", writer.abort(prepared)).await {
         tracing::warn!(error = %e.report(), "abort failed; the sink cleans up on its next open");
     }
 }
@@ -659,8 +664,13 @@ async fn reconcile(
 
 /// Fault injection for crash tests: when the environment variable `STRATA_PAUSE_AT` lists
 /// `name` (comma-separated), print `strata: paused at <name>` to stderr and never return, so a
-/// test can SIGKILL the process at exactly this point. Otherwise a no-op.
+/// test can SIGKILL the process at exactly this point. Otherwise a no-op, and always a no-op in
+/// release builds (`debug_assertions` off).
 pub async fn crash_point(name: &str) {
+    // Never live in release builds: a stray environment variable must not hang production.
+    if !cfg!(debug_assertions) {
+        return;
+    }
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();
     let points = POINTS.get_or_init(|| {
         std::env::var("STRATA_PAUSE_AT")

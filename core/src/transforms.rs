@@ -81,9 +81,9 @@ impl crate::StreamTransform for OnStream {
             let (t, ctx) = (t.clone(), ctx.clone());
             async move {
                 let b = b?;
-                tokio::task::spawn_blocking(move || t.apply(b, &ctx))
+                let component = format!("transform {}", t.name());
+                crate::panic::join_blocking(&component, tokio::task::spawn_blocking(move || t.apply(b, &ctx)))
                     .await
-                    .map_err(|e| Error::internal("a transform panicked").with_source(e))?
             }
         });
         Ok(crate::BatchStreamAdapter::boxed(schema, Box::pin(out)))

@@ -322,3 +322,68 @@ async fn the_reference_source_passes_the_conformance_suite() {
     s.set_delay(Some(Duration::from_millis(50)));
     strata_testkit::check_source(&Fixture(s)).await;
 }
+
+/// A panic in any component fails the epoch with an Internal error naming the component;
+/// nothing is committed; the rerun (the panic was once) loads every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_any_component_fails_the_epoch_and_the_rerun_loads_every_row_once() {
+    use strata_testkit::{PanicAt, PanickingSink, PanickingSource, PanickingTransform, Trigger};
+    #[derive(Debug, Clone, Copy)]
+    enum Where {
+        Step(PanicAt),
+        BatchTransform,
+        StreamTransform,
+    }
+    let mut cases: Vec<(Where, &str)> = PanicAt::ALL
+        .iter()
+        .map(|at| {
+            let component = match at {
+                PanicAt::SourcePlan => "source memory (plan)",
+                PanicAt::SourceRead | PanicAt::SourceStream => "source memory (split memory[",
+                PanicAt::SinkOpen => "sink memory (open)",
+                PanicAt::SinkWrite => "sink memory (write)",
+                PanicAt::SinkPrepare => "sink memory (prepare)",
+                _ => "sink memory (commit)",
+            };
+            (Where::Step(*at), component)
+        })
+        .collect();
+    cases.push((Where::BatchTransform, "transform panicking"));
+    cases.push((Where::StreamTransform, "stream transform panicking"));
+    for (at, component) in cases {
+        let (source, sink, store) = setup(4);
+        let trigger = Trigger::armed();
+        let (src, snk): (Arc<dyn strata_core::Source>, Arc<dyn Sink>) = match at {
+            Where::Step(step) => (
+                Arc::new(PanickingSource::new(source.clone(), step, trigger.clone())),
+                Arc::new(PanickingSink::new(Arc::new(sink.clone()), step, trigger.clone())),
+            ),
+            _ => (source.clone(), Arc::new(sink.clone())),
+        };
+        let mut b = PipelineBuilder::new("p", src, snk, store.clone()).with_options(fast_retry());
+        match at {
+            Where::BatchTransform => {
+                b = b.with_batch_transform(Arc::new(PanickingTransform::new(trigger.clone())));
+            }
+            Where::StreamTransform => {
+                b = b.with_stream_transform(Arc::new(PanickingTransform::new(trigger.clone())));
+            }
+            Where::Step(_) => {}
+        }
+        let p = b.build().unwrap();
+        let e = p.run().await.expect_err("a panic must fail the run");
+        assert!(!trigger.is_armed(), "{at:?}: the panic happened");
+        assert_eq!(e.kind(), ErrorKind::Internal, "{at:?}: {}", e.report());
+        assert!(
+            e.context_value("component").is_some_and(|c| c.starts_with(component)),
+            "{at:?}: the error names {component}: {}",
+            e.report()
+        );
+        assert!(e.report().contains("injected panic"), "{}", e.report());
+        assert_eq!(sink.commits(), 0, "{at:?}: nothing committed");
+        let r = p.run().await.unwrap();
+        assert_eq!(r.outcome, RunOutcome::Committed, "{at:?}");
+        assert_eq!(sink.visible_rows(), 400, "{at:?}: every row once");
+        assert_eq!(p.run().await.unwrap().outcome, RunOutcome::NothingNew);
+    }
+}

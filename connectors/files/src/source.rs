@@ -1057,16 +1057,30 @@ impl Source for FileSource {
         let ctx = ctx.clone();
         // Nothing starts until the first poll; dropping the stream closes the channel, which
         // stops the blocking reader at its next batch.
+        let component = format!("source {} (decoder of {})", inner.name, spec.path);
         let stream = futures::stream::once(async move {
             let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(1);
-            let _reader = tokio::task::spawn_blocking(move || {
-                if let Err(e) = inner.run_line_split(&spec, &ctx, &tx) {
+            let reader = tokio::task::spawn_blocking(move || {
+                strata_core::panic::guard_sync(&component, || {
+                    inner.run_line_split(&spec, &ctx, &tx)
+                })
+                .or_else(|e| {
+                    // The reader's error is the stream's last item (a closed receiver means
+                    // the run is stopping: nothing to report to).
                     let _ = tx.blocking_send(Err(e));
-                }
+                    Ok(())
+                })
             });
-            futures::stream::unfold(rx, |mut rx| async move {
+            // Batches until the reader drops its sender; then the reader's own end: a panic
+            // or a lost task is an error, never a quietly shorter split.
+            let batches = futures::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
+            });
+            let end = futures::stream::once(async move {
+                strata_core::panic::join_blocking("source (decoder thread)", reader).await
             })
+            .filter_map(|r: Result<()>| async move { r.err().map(Err) });
+            batches.chain(end)
         })
         .flatten();
         Ok(BatchStreamAdapter::boxed(

@@ -4,6 +4,8 @@
 pub mod assert;
 pub mod conformance;
 pub mod memory;
+pub mod panics;
 
 pub use conformance::{SinkFixture, SourceFixture, check_sink, check_source};
 pub use memory::{MemorySink, MemorySource, SinkFault};
+pub use panics::{PanicAt, PanickingSink, PanickingSource, PanickingTransform, Trigger};
