@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod bounds;
 pub mod checkpoint;
 pub mod context;
 pub mod error;

@@ -32,7 +32,10 @@ pub fn panic_error(component: &str, payload: &(dyn Any + Send)) -> Error {
     )
     .with_context("component", component)
     .with_context("panic", crate::secrets::redact(&panic_message(payload)))
-    .with_context("hint", "this is a bug in that component: report it with this message")
+    .with_context(
+        "hint",
+        "this is a bug in that component: report it with this message",
+    )
 }
 
 /// Await `fut`, turning a panic inside it into [`panic_error`] for `component`.
@@ -58,7 +61,10 @@ pub fn guard_sync<T>(component: &str, f: impl FnOnce() -> Result<T>) -> Result<T
 }
 
 /// `stream` with a panic while polling it turned into one last error item naming `component`.
-pub fn guard_stream(component: impl Into<String>, stream: SendableBatchStream) -> SendableBatchStream {
+pub fn guard_stream(
+    component: impl Into<String>,
+    stream: SendableBatchStream,
+) -> SendableBatchStream {
     let schema = stream.schema();
     let component = component.into();
     let guarded = AssertUnwindSafe(stream)
@@ -99,7 +105,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Internal);
         assert_eq!(e.context_value("component"), Some("sink files.commit"));
         assert_eq!(e.context_value("panic"), Some("boom at commit"));
-        let e = guard_sync::<()>("transform t", || panic!("{}", String::from("owned"))).unwrap_err();
+        let e =
+            guard_sync::<()>("transform t", || panic!("{}", String::from("owned"))).unwrap_err();
         assert_eq!(e.context_value("panic"), Some("owned"));
         let h = tokio::task::spawn_blocking(|| -> Result<()> { panic!("in a thread") });
         let e = join_blocking("source s", h).await.unwrap_err();

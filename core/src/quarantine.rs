@@ -18,7 +18,8 @@ pub struct QuarantineRecord {
     pub location: String,
     /// The line (files), page (REST) or position within the location, when known.
     pub position: Option<u64>,
-    /// The record exactly as it arrived (for files: the line without its newline).
+    /// The record exactly as it arrived (for files: the line without its newline); bytes that
+    /// are not UTF-8 as `base64:` and their base64 encoding (see [`raw_text`]).
     pub raw: String,
     /// Why it was rejected, naming the column and value where there is one.
     pub reason: String,
@@ -36,6 +37,25 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("raw", DataType::Utf8, false),
     ]))
 });
+
+/// How the raw bytes of a record are kept in [`QuarantineRecord::raw`]: the text itself when
+/// it is UTF-8, else `base64:` followed by the bytes base64-encoded (standard alphabet), so the
+/// record can be restored exactly; never a lossy copy.
+pub fn raw_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            use base64::Engine as _;
+            format!(
+                "{RAW_BASE64_PREFIX}{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        }
+    }
+}
+
+/// The prefix of a [`QuarantineRecord::raw`] that holds base64-encoded bytes (see [`raw_text`]).
+pub const RAW_BASE64_PREFIX: &str = "base64:";
 
 /// The Arrow schema quarantine batches have.
 pub fn quarantine_schema() -> SchemaRef {

@@ -422,13 +422,27 @@ impl Pipeline {
             .with_quarantine(qtx)
             .build();
         let sink = p.sink.name();
-        let mut writer = guard(&format!("sink {sink} (open)"), p.sink.open(self.output_schema.clone(), &ctx)).await?;
-        if let Err(e) = guard("runner (drive)", self.drive(plan, &ctx, writer.as_mut(), qrx)).await {
+        let mut writer = guard(
+            &format!("sink {sink} (open)"),
+            p.sink.open(self.output_schema.clone(), &ctx),
+        )
+        .await?;
+        if let Err(e) = guard(
+            "runner (drive)",
+            self.drive(plan, &ctx, writer.as_mut(), qrx),
+        )
+        .await
+        {
             abort_quietly(writer.as_mut(), None).await;
             return Err(e);
         }
         // Every split was read: the source may now name the end position from what it saw.
-        let marker = match guard(&format!("source {} (end_cursor)", p.source.name()), p.source.end_cursor(plan, &ctx)).await {
+        let marker = match guard(
+            &format!("source {} (end_cursor)", p.source.name()),
+            p.source.end_cursor(plan, &ctx),
+        )
+        .await
+        {
             Ok(end) => CommitMarker::new(&planned.pipeline_id, planned.epoch, end),
             Err(e) => {
                 abort_quietly(writer.as_mut(), None).await;
@@ -437,7 +451,12 @@ impl Pipeline {
         };
         let marker = &marker;
         crash_point("runner.before_prepare").await;
-        let prepared = match guard(&format!("sink {sink} (prepare)"), writer.prepare(marker.epoch)).await {
+        let prepared = match guard(
+            &format!("sink {sink} (prepare)"),
+            writer.prepare(marker.epoch),
+        )
+        .await
+        {
             Ok(prepared) => prepared,
             Err(e) => {
                 abort_quietly(writer.as_mut(), None).await;
@@ -445,7 +464,12 @@ impl Pipeline {
             }
         };
         crash_point("runner.after_prepare").await;
-        match guard(&format!("sink {sink} (commit)"), writer.commit(prepared.clone(), marker)).await {
+        match guard(
+            &format!("sink {sink} (commit)"),
+            writer.commit(prepared.clone(), marker),
+        )
+        .await
+        {
             Ok(outcome) => {
                 crash_point("runner.after_commit").await;
                 Ok((prepared, outcome, marker.clone()))
@@ -550,7 +574,11 @@ impl Pipeline {
         }
         if !quarantined.is_empty() {
             let batch = quarantine_batch(&quarantined)?;
-            guard(&format!("sink {sink_name} (write_quarantine)"), writer.write_quarantine(batch)).await?;
+            guard(
+                &format!("sink {sink_name} (write_quarantine)"),
+                writer.write_quarantine(batch),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -591,7 +619,9 @@ impl Pipeline {
                         let (p2, ctx2) = (p.clone(), ctx.clone());
                         crate::panic::join_blocking(
                             "batch transforms",
-                            tokio::task::spawn_blocking(move || p2.apply_batch_transforms(batch, &ctx2)),
+                            tokio::task::spawn_blocking(move || {
+                                p2.apply_batch_transforms(batch, &ctx2)
+                            }),
                         )
                         .await?
                     };
@@ -615,10 +645,11 @@ impl PipelineBuilder {
             let m = self.metrics.component(t.name());
             let started = Instant::now();
             m.add(metrics::RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
-            batch = guard_sync(&format!("transform {}", t.name()), || t.apply(batch, ctx)).map_err(|e| {
-                m.add(metrics::ERRORS_TOTAL, 1);
-                e.with_context("transform", t.name())
-            })?;
+            batch = guard_sync(&format!("transform {}", t.name()), || t.apply(batch, ctx))
+                .map_err(|e| {
+                    m.add(metrics::ERRORS_TOTAL, 1);
+                    e.with_context("transform", t.name())
+                })?;
             m.add(metrics::SENT_ROWS_TOTAL, batch.num_rows() as u64);
             m.add_busy(started.elapsed());
         }

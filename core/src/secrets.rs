@@ -55,9 +55,27 @@ fn url_encode(s: &str) -> String {
 /// Query parameter names whose values are secrets (compared case-insensitively, also as a
 /// suffix such as `x-api-key` or `access_token`).
 const SECRET_PARAMS: &[&str] = &[
-    "key", "apikey", "api_key", "api-key", "token", "access_token", "refresh_token", "secret",
-    "client_secret", "password", "passwd", "pwd", "sig", "signature", "auth", "authorization",
-    "session", "sessionid", "credential", "x-amz-signature", "x-amz-credential",
+    "key",
+    "apikey",
+    "api_key",
+    "api-key",
+    "token",
+    "access_token",
+    "refresh_token",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "pwd",
+    "sig",
+    "signature",
+    "auth",
+    "authorization",
+    "session",
+    "sessionid",
+    "credential",
+    "x-amz-signature",
+    "x-amz-credential",
     "x-amz-security-token",
 ];
 
@@ -68,9 +86,16 @@ pub fn is_secret_name(name: &str) -> bool {
         return false; // pagination tokens are positions, not credentials
     }
     SECRET_PARAMS.iter().any(|p| n == *p)
-        || ["key", "token", "secret", "password", "signature", "credential"]
-            .iter()
-            .any(|s| n.ends_with(s))
+        || [
+            "key",
+            "token",
+            "secret",
+            "password",
+            "signature",
+            "credential",
+        ]
+        .iter()
+        .any(|s| n.ends_with(s))
 }
 
 /// `text` with every registered secret, URL password and secret-named query value replaced by
@@ -164,7 +189,10 @@ mod tests {
             redact("GET http://admin:hunter22@host:80/x?a=1&api_key=abc123&b=2 failed"),
             "GET http://admin:***@host:80/x?a=1&api_key=***&b=2 failed"
         );
-        assert_eq!(redact("https://h/p?X-Amz-Signature=dead&Token=x"), "https://h/p?X-Amz-Signature=***&Token=***");
+        assert_eq!(
+            redact("https://h/p?X-Amz-Signature=dead&Token=x"),
+            "https://h/p?X-Amz-Signature=***&Token=***"
+        );
         assert_eq!(redact("plain text, no url é"), "plain text, no url é");
         assert_eq!(redact("héllo?key=ü€&n=1"), "héllo?key=***&n=1");
         register("ab"); // too short to register

@@ -82,8 +82,11 @@ impl crate::StreamTransform for OnStream {
             async move {
                 let b = b?;
                 let component = format!("transform {}", t.name());
-                crate::panic::join_blocking(&component, tokio::task::spawn_blocking(move || t.apply(b, &ctx)))
-                    .await
+                crate::panic::join_blocking(
+                    &component,
+                    tokio::task::spawn_blocking(move || t.apply(b, &ctx)),
+                )
+                .await
             }
         });
         Ok(crate::BatchStreamAdapter::boxed(schema, Box::pin(out)))

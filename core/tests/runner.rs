@@ -356,7 +356,11 @@ async fn a_panic_in_any_component_fails_the_epoch_and_the_rerun_loads_every_row_
         let (src, snk): (Arc<dyn strata_core::Source>, Arc<dyn Sink>) = match at {
             Where::Step(step) => (
                 Arc::new(PanickingSource::new(source.clone(), step, trigger.clone())),
-                Arc::new(PanickingSink::new(Arc::new(sink.clone()), step, trigger.clone())),
+                Arc::new(PanickingSink::new(
+                    Arc::new(sink.clone()),
+                    step,
+                    trigger.clone(),
+                )),
             ),
             _ => (source.clone(), Arc::new(sink.clone())),
         };
@@ -375,7 +379,8 @@ async fn a_panic_in_any_component_fails_the_epoch_and_the_rerun_loads_every_row_
         assert!(!trigger.is_armed(), "{at:?}: the panic happened");
         assert_eq!(e.kind(), ErrorKind::Internal, "{at:?}: {}", e.report());
         assert!(
-            e.context_value("component").is_some_and(|c| c.starts_with(component)),
+            e.context_value("component")
+                .is_some_and(|c| c.starts_with(component)),
             "{at:?}: the error names {component}: {}",
             e.report()
         );

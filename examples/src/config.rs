@@ -160,20 +160,35 @@ pub enum CheckpointConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptionsConfig {
-    /// Rows per batch.
-    #[serde(default = "default_batch_size")]
+    /// Rows per batch. Range: 1..=1_048_576.
+    #[serde(
+        default = "default_batch_size",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 1_048_576>"
+    )]
     pub batch_size: usize,
-    /// Splits read at once (0: two per core).
-    #[serde(default)]
+    /// Splits read at once (0: two per core). Range: 0..=1024.
+    #[serde(
+        default,
+        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>"
+    )]
     pub read_concurrency: usize,
-    /// Attempts per epoch, the first included.
-    #[serde(default = "default_attempts")]
+    /// Attempts per epoch, the first included. Range: 1..=100.
+    #[serde(
+        default = "default_attempts",
+        deserialize_with = "strata_core::bounds::u32_in::<_, 1, 100>"
+    )]
     pub max_attempts: u32,
-    /// The first retry delay.
-    #[serde(default = "default_backoff_ms")]
+    /// The first retry delay. Range: 0..=3_600_000.
+    #[serde(
+        default = "default_backoff_ms",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 3_600_000>"
+    )]
     pub initial_backoff_millis: u64,
-    /// The largest retry delay.
-    #[serde(default = "default_max_backoff_ms")]
+    /// The largest retry delay. Range: 0..=86_400_000.
+    #[serde(
+        default = "default_max_backoff_ms",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 86_400_000>"
+    )]
     pub max_backoff_millis: u64,
 }
 
@@ -202,68 +217,292 @@ fn default_max_backoff_ms() -> u64 {
     30_000
 }
 
+/// The largest configuration file accepted (pipeline and connection files are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The deepest flow nesting (`[`/`{`) accepted in a configuration file.
+pub const MAX_CONFIG_NESTING: usize = 64;
+
+/// YAML text with `${VAR}`s replaced, and what replaced them (to keep them out of errors).
+#[derive(Debug)]
+pub struct Interpolated {
+    /// The text to parse.
+    pub text: String,
+    /// `(name, value)` of every variable used.
+    pub values: Vec<(String, String)>,
+}
+
+fn config_err(msg: String) -> anyhow::Error {
+    anyhow::Error::new(strata_core::Error::config(msg))
+}
+
+/// Where a YAML comment starts on `line` (a `#` at the start or after a space, outside
+/// quotes), if it has one.
+fn comment_start(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    let (mut single, mut double) = (false, false);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if double => i += 1,
+            b'"' if !single => double = !double,
+            b'\'' if !double => single = !single,
+            b'#' if !single && !double && (i == 0 || b[i - 1] == b' ' || b[i - 1] == b'\t') => {
+                return Some(i);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A value YAML reads as itself in a plain (unquoted) scalar.
+fn plain_safe(v: &str) -> bool {
+    !v.is_empty()
+        && !v.contains(" #")
+        && !v.contains(": ")
+        && !v.contains(['\n', '\r', '\t'])
+        && !v.ends_with(':')
+        && !v.starts_with([
+            ' ', '[', ']', '{', '}', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`', '#', ',',
+            '?', '-',
+        ])
+        && !v.ends_with(' ')
+}
+
+fn double_quoted(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Replace `${VAR}` with the environment's value; a missing variable is an error naming the
-/// line. `$${` escapes a literal `${`.
-pub fn interpolate(text: &str, file: &Path) -> Result<String> {
+/// line. `$${` escapes a literal `${`. Comments are left alone (a `${VAR}` in a comment is not
+/// expanded), and a value is inserted so YAML reads it as that value: quoted when it stands
+/// alone as a plain scalar and holds YAML syntax (` #`, `: `, a leading `[`), escaped inside
+/// quotes; where it cannot be (part of a longer plain scalar), an error asks for quotes.
+/// Values of variables whose name looks secret (`*KEY*`, `*TOKEN*`, `*SECRET*`, `*PASS*`)
+/// are registered with the redaction layer.
+pub fn interpolate(text: &str, file: &Path) -> Result<Interpolated> {
     let mut out = String::with_capacity(text.len());
-    for (n, line) in text.lines().enumerate() {
+    let mut values: Vec<(String, String)> = Vec::new();
+    for (n, full) in text.lines().enumerate() {
+        let (line, comment) = match comment_start(full) {
+            Some(c) => full.split_at(c),
+            None => (full, ""),
+        };
         let mut rest = line;
+        let mut done = String::new();
         while let Some(i) = rest.find("${") {
             if i > 0 && rest.as_bytes()[i - 1] == b'$' {
-                out.push_str(&rest[..i - 1]);
-                out.push_str("${");
+                done.push_str(&rest[..i - 1]);
+                done.push_str("${");
                 rest = &rest[i + 2..];
                 continue;
             }
-            out.push_str(&rest[..i]);
+            done.push_str(&rest[..i]);
             let end = rest[i..].find('}').ok_or_else(|| {
-                anyhow!(
+                config_err(format!(
                     "{}:{}: unterminated `${{` in the configuration",
                     file.display(),
                     n + 1
-                )
+                ))
             })?;
             let name = &rest[i + 2..i + end];
             let value = std::env::var(name).map_err(|_| {
-                anyhow!(
+                config_err(format!(
                     "{}:{}: environment variable `{name}` is not set (used as ${{{name}}})",
                     file.display(),
                     n + 1
-                )
+                ))
             })?;
-            out.push_str(&value);
-            rest = &rest[i + end + 1..];
+            let after = &rest[i + end + 1..];
+            // The quoting context at the placeholder.
+            let (mut single, mut double) = (false, false);
+            let mut esc = false;
+            for c in done.chars() {
+                match c {
+                    _ if esc => esc = false,
+                    '\\' if double => esc = true,
+                    '"' if !single => double = !double,
+                    '\'' if !double => single = !single,
+                    _ => {}
+                }
+            }
+            let inserted = if double {
+                let q = double_quoted(&value);
+                q[1..q.len() - 1].to_string()
+            } else if single {
+                value.replace('\'', "''")
+            } else if plain_safe(&value) {
+                value.clone()
+            } else {
+                let lead = done.trim_end();
+                let alone_before = lead.is_empty()
+                    || lead.ends_with(':')
+                    || lead.ends_with('-')
+                    || lead.ends_with('[')
+                    || lead.ends_with('{')
+                    || lead.ends_with(',');
+                let trail = after.trim_start();
+                let alone_after = trail.is_empty()
+                    || trail.starts_with(',')
+                    || trail.starts_with('}')
+                    || trail.starts_with(']');
+                if !(alone_before && alone_after) {
+                    return Err(config_err(format!(
+                        "{}:{}: the value of `{name}` holds characters YAML reads as syntax (such as ` #` or `: `): put the whole value in double quotes in the file",
+                        file.display(),
+                        n + 1
+                    )));
+                }
+                double_quoted(&value)
+            };
+            let upper = name.to_ascii_uppercase();
+            if [
+                "KEY",
+                "TOKEN",
+                "SECRET",
+                "PASS",
+                "PWD",
+                "CREDENTIAL",
+                "SAS",
+                "SIGNATURE",
+            ]
+            .iter()
+            .any(|s| upper.contains(s))
+            {
+                strata_core::secrets::register(&value);
+            }
+            values.push((name.to_string(), value));
+            done.push_str(&inserted);
+            rest = after;
         }
+        out.push_str(&done);
         out.push_str(rest);
+        out.push_str(comment);
         out.push('\n');
     }
-    Ok(out)
+    Ok(Interpolated { text: out, values })
+}
+
+/// Read a configuration file, refusing one over [`MAX_CONFIG_BYTES`].
+pub fn read_config(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(config_err(format!(
+            "{}: the configuration file is {} bytes, over the {} bytes a configuration may have",
+            path.display(),
+            meta.len(),
+            MAX_CONFIG_BYTES
+        )));
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))
 }
 
 /// Read, interpolate and parse a pipeline file; errors name the file, line and key.
 pub fn load(path: &Path) -> Result<PipelineConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
-    parse(&interpolate(&text, path)?, path)
+    let text = read_config(path)?;
+    let it = interpolate(&text, path)?;
+    parse_interpolated(&it, path)
+}
+
+/// Parse interpolated pipeline YAML; a parse error shows `${VAR}` where a value was inserted.
+pub fn parse_interpolated(it: &Interpolated, path: &Path) -> Result<PipelineConfig> {
+    parse(&it.text, path).map_err(|e| hide_values(e, &it.values))
+}
+
+/// `e` with every interpolated value (of 4 characters or more) shown as its `${VAR}`.
+fn hide_values(e: anyhow::Error, values: &[(String, String)]) -> anyhow::Error {
+    if values.is_empty() {
+        return e;
+    }
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<strata_core::Error>())
+        .map(strata_core::Error::kind);
+    let mut text = exit_text(&e);
+    let mut vals: Vec<&(String, String)> = values.iter().filter(|(_, v)| v.len() >= 4).collect();
+    vals.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for (name, v) in vals {
+        text = text.replace(v.as_str(), &format!("${{{name}}}"));
+    }
+    anyhow::Error::new(strata_core::Error::new(
+        kind.unwrap_or(strata_core::ErrorKind::Config),
+        text,
+    ))
+}
+
+fn exit_text(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A Snowflake connection file (`${VAR}` interpolated, validated); errors name the file, line
 /// and key.
 pub fn load_snowflake_connection(path: &Path) -> Result<strata_snowflake::config::SnowflakeConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_config(path)?;
+    let it = interpolate(&text, path)?;
     let conn: strata_snowflake::config::SnowflakeConfig =
-        from_yaml(&interpolate(&text, path)?, path)?;
+        from_yaml(&it.text, path).map_err(|e| hide_values(e, &it.values))?;
     conn.validate()
-        .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
+        .with_context(|| format!("{}", path.display()))?;
     Ok(conn)
+}
+
+/// The deepest `[`/`{` nesting in YAML text (outside quotes and comments).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for line in text.lines() {
+        let line = comment_start(line).map_or(line, |c| &line[..c]);
+        let (mut single, mut double, mut esc) = (false, false, false);
+        for b in line.bytes() {
+            match b {
+                _ if esc => esc = false,
+                b'\\' if double => esc = true,
+                b'"' if !single => double = !double,
+                b'\'' if !double => single = !single,
+                b'[' | b'{' if !single && !double => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' if !single && !double => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    deepest
 }
 
 /// Deserialize YAML read from `path`; an error names `path:line:column` and the key.
 fn from_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
-        Some(l) => anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-        None => anyhow!("{}: {e}", path.display()),
+    let depth = flow_depth(text);
+    if depth > MAX_CONFIG_NESTING {
+        return Err(config_err(format!(
+            "{}: the configuration nests {depth} levels deep, over the {MAX_CONFIG_NESTING} a configuration may",
+            path.display()
+        )));
+    }
+    serde_yaml_ng::from_str(text).map_err(|e| {
+        config_err(match e.location() {
+            Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
+            None => format!("{}: {e}", path.display()),
+        })
     })
 }
 
@@ -275,7 +514,7 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     let at = |key: &str| {
         let p = path.display().to_string();
         let key = key.to_string();
-        move |e: strata_core::Error| anyhow!("{p}: `{key}`: {}", e.report())
+        move |e: strata_core::Error| anyhow::Error::new(e).context(format!("{p}: `{key}`"))
     };
     match &cfg.source {
         SourceConfig::Files(c) => c.validate().map_err(at("source.files"))?,
@@ -343,13 +582,13 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     for c in s3 {
         let what = strata_s3::create_bucket(c)
             .await
-            .map_err(|e| anyhow!("bucket {}: {}", c.bucket, e.report()))?;
+            .with_context(|| format!("bucket {}", c.bucket))?;
         done.push(format!("s3://{}: {what:?}", c.bucket));
     }
     for c in azure {
         let what = strata_azure_blob::create_container(c)
             .await
-            .map_err(|e| anyhow!("container {}: {}", c.container, e.report()))?;
+            .with_context(|| format!("container {}", c.container))?;
         done.push(format!(
             "az://{}/{}: {what:?}",
             c.account_name(),
@@ -396,7 +635,7 @@ pub struct Built {
 
 /// Build every component (may touch the disk: listing, schema inference).
 pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
-    let at = |key: &'static str| move |e: strata_core::Error| anyhow!("{key}: {}", e.report());
+    let at = |key: &'static str| move |e: strata_core::Error| anyhow::Error::new(e).context(key);
     let source: Arc<dyn Source> = match &cfg.source {
         SourceConfig::Files(c) => Arc::new(
             FileSource::try_new(c.clone())
@@ -431,7 +670,7 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
     for (i, t) in cfg.transforms.iter().enumerate() {
         transforms.push(match t {
             TransformConfig::Mask { policy, table, role } => {
-                let at = |e: strata_core::Error| anyhow!("transforms[{i}].mask: {}", e.report());
+                let at = |e: strata_core::Error| anyhow::Error::new(e).context(format!("transforms[{i}].mask"));
                 let p = strata_privacy::Policy::load(policy).map_err(at)?;
                 let key = p.key().map_err(at)?;
                 Step::Batch(Arc::new(
@@ -452,7 +691,7 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                     _ => bail!("transforms[{i}].conform: give either `model` or `spec`"),
                 };
                 Step::Stream(Arc::new(
-                    strata_silver::Conform::try_new(spec).map_err(|e| anyhow!("transforms[{i}].conform: {}", e.report()))?,
+                    strata_silver::Conform::try_new(spec).with_context(|| format!("transforms[{i}].conform"))?,
                 ))
             }
             TransformConfig::Explode { column, keep } => {
@@ -465,7 +704,7 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             Some(Step::Stream(t)) => t.output_schema(&schema),
             None => Ok(schema),
         }
-        .map_err(|e| anyhow!("transforms[{i}]: {}", e.report()))?;
+        .with_context(|| format!("transforms[{i}]"))?;
     }
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
         SinkConfig::Parquet(c) => (
@@ -545,12 +784,24 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
 
 #[cfg(test)]
 mod tests {
+    trait Alt {
+        fn to_string_alt(&self) -> String;
+    }
+    impl Alt for anyhow::Error {
+        /// The whole chain, as the binary prints it.
+        fn to_string_alt(&self) -> String {
+            format!("{self:#}")
+        }
+    }
+
     use super::*;
 
     #[test]
     fn unknown_keys_name_the_line() {
         let yaml = "pipeline: p\nsource:\n  files:\n    root: /tmp\n    format: ndjson\n    colour: red\nsink:\n  parquet:\n    root: /tmp/o\ncheckpoint: memory\n";
-        let e = parse(yaml, Path::new("p.yaml")).unwrap_err().to_string();
+        let e = parse(yaml, Path::new("p.yaml"))
+            .unwrap_err()
+            .to_string_alt();
         assert!(e.contains("p.yaml:6"), "{e}");
         assert!(e.contains("unknown field `colour`"), "{e}");
     }
@@ -560,12 +811,14 @@ mod tests {
         // SAFETY-free: set_var is unsafe in edition 2024; use a variable every shell has.
         let home = std::env::var("PATH").unwrap();
         assert_eq!(
-            interpolate("a: ${PATH}\nb: $${x}", Path::new("f")).unwrap(),
+            interpolate("a: ${PATH}\nb: $${x}", Path::new("f"))
+                .unwrap()
+                .text,
             format!("a: {home}\nb: ${{x}}\n")
         );
         let e = interpolate("x: 1\ny: ${STRATA_SURELY_UNSET_VAR}", Path::new("f.yaml"))
             .unwrap_err()
-            .to_string();
+            .to_string_alt();
         assert!(
             e.contains("f.yaml:2") && e.contains("STRATA_SURELY_UNSET_VAR"),
             "{e}"
@@ -579,7 +832,9 @@ mod tests {
         assert!(matches!(cfg.source, SourceConfig::S3(_)));
         assert!(matches!(cfg.sink, SinkConfig::AzureBlob(_)));
         let bad = yaml.replace("bucket: raw\n      prefix: orders", "bucket: Raw_Bucket");
-        let e = parse(&bad, Path::new("p.yaml")).unwrap_err().to_string();
+        let e = parse(&bad, Path::new("p.yaml"))
+            .unwrap_err()
+            .to_string_alt();
         assert!(e.contains("source.s3") && e.contains("Raw_Bucket"), "{e}");
     }
 
@@ -589,7 +844,7 @@ mod tests {
         assert!(
             parse(yaml, Path::new("p.yaml"))
                 .unwrap_err()
-                .to_string()
+                .to_string_alt()
                 .contains("`pipeline`")
         );
     }

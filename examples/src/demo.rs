@@ -101,12 +101,12 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
         out.join("pipelines"),
         out.join("checkpoints"),
     );
-    println!(
+    outln!(
         "strata demo: scale factor {scale}, everything under {}",
         out.display()
     );
     let m = generate(&GeneratorConfig::at_scale(scale), &data, true).await?;
-    println!(
+    outln!(
         "1. generated {} orders ({:.1} MB, {} lines: {} malformed, {} with a drifting type, {} duplicates), {} customers, {} partners, {} products -> {}",
         m.orders,
         m.order_file_bytes as f64 / 1e6,
@@ -120,13 +120,13 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
         data.display()
     );
     std::fs::create_dir_all(&pipes)?;
-    println!("2. bronze: NDJSON -> Parquet (zstd), exactly once, bad records quarantined");
+    outln!("2. bronze: NDJSON -> Parquet (zstd), exactly once, bad records quarantined");
     let mut orders_report = None;
     for name in ["partners", "customers", "products", "orders"] {
         let file = pipes.join(format!("{name}.yaml"));
         std::fs::write(&file, pipeline_yaml(name, &data, &lake, &cps))?;
         let r = crate::run_file(&file, true).await?;
-        println!(
+        outln!(
             "   {:<10} {:>9} rows  {:>6} quarantined  {:>7.1} MB  {:>5.2} s  -> {}",
             name,
             r.rows_written,
@@ -150,9 +150,10 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
             quarantine_expected
         );
     }
-    println!(
+    outln!(
         "3. check: orders rows = well-formed lines ({}), quarantine = malformed + drifting ({})",
-        r.rows_written, quarantine_expected
+        r.rows_written,
+        quarantine_expected
     );
     show_quarantine(&lake.join("orders").join("_quarantine"))?;
     let again = crate::run_file(&pipes.join("orders.yaml"), false).await?;
@@ -162,12 +163,12 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
             again.outcome
         );
     }
-    println!(
+    outln!(
         "5. a second run of {} commits nothing new (epoch {} stays the last)",
         pipes.join("orders.yaml").display(),
         again.epoch
     );
-    println!(
+    outln!(
         "   run one yourself: strata run {}",
         pipes.join("orders.yaml").display()
     );
@@ -193,7 +194,7 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
             m.dirt.type_drift_total_amount
         );
     }
-    println!(
+    outln!(
         "6. REST: {} orders served by an in-process API at {base}/orders (1,000 per page, cursor pagination) -> {} rows, {} drifting records quarantined with URL and page, {:.2} s -> {}",
         r.rows_written + r.rows_quarantined,
         r.rows_written,
@@ -214,14 +215,14 @@ async fn medallion_step(out: &Path, data: &Path, pipes: &Path, m: &Manifest) -> 
     let lake = Lake {
         root: out.join("medallion"),
     };
-    println!(
+    outln!(
         "8. medallion: Delta tables under {} (bronze -> silver -> gold)",
         lake.root.display()
     );
     scaffold(data, &lake.root, pipes)?;
     for name in BRONZE {
         let r = crate::run_file(&pipes.join(format!("bronze_{name}.yaml")), false).await?;
-        println!(
+        outln!(
             "   bronze.{name:<12} {:>9} rows  {:>6} quarantined  {:>5.2} s",
             r.rows_written,
             r.rows_quarantined,
@@ -234,7 +235,7 @@ async fn medallion_step(out: &Path, data: &Path, pipes: &Path, m: &Manifest) -> 
         if *name == "orders" {
             silver_quarantine = r.rows_quarantined;
         }
-        println!(
+        outln!(
             "   silver.{name:<12} {:>9} rows  {:>6} quarantined  {:>5.2} s",
             r.rows_written,
             r.rows_quarantined,
@@ -249,23 +250,20 @@ async fn medallion_step(out: &Path, data: &Path, pipes: &Path, m: &Manifest) -> 
     }
     let g = crate::medallion::gold(&lake)?;
     let started = std::time::Instant::now();
-    let report = g
-        .build()
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.report()))?;
-    println!(
+    let report = g.build().await?;
+    outln!(
         "   gold: {} tables built in {:.2} s from silver versions {:?}",
         report.rebuilt.len(),
         started.elapsed().as_secs_f64(),
         report.silver_versions
     );
     for (t, n) in crate::medallion::gold_counts(&g).await? {
-        println!("   gold.{t:<20} {n:>9} rows");
+        outln!("   gold.{t:<20} {n:>9} rows");
     }
     for line in crate::medallion::check_gold(&g, m).await? {
-        println!("   check: {line}");
+        outln!("   check: {line}");
     }
-    println!("   gold totals equal the generator manifest's expected totals exactly");
+    outln!("   gold totals equal the generator manifest's expected totals exactly");
     Ok(())
 }
 
@@ -316,7 +314,7 @@ async fn mongo_step(
                 r.rows_quarantined
             );
         }
-        println!(
+        outln!(
             "7. MongoDB: {expected} {name} loaded into strata_demo.{name} and read back -> {} rows ({} quarantined), {:.2} s",
             r.rows_written,
             r.rows_quarantined,
@@ -327,9 +325,8 @@ async fn mongo_step(
 }
 
 fn show_quarantine(dir: &Path) -> Result<()> {
-    println!("4. quarantine sample ({}):", dir.display());
-    let batches =
-        strata_files::read_parquet_dir(dir).map_err(|e| anyhow::anyhow!("{}", e.report()))?;
+    outln!("4. quarantine sample ({}):", dir.display());
+    let batches = strata_files::read_parquet_dir(dir)?;
     let rows = batches.iter().flat_map(|b| {
         let (loc, pos) = (
             b.column(1).as_string::<i32>(),
@@ -358,7 +355,7 @@ fn show_quarantine(dir: &Path) -> Result<()> {
             .file_name()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        println!("   {file}:{pos}: {reason}\n      raw: {raw}");
+        outln!("   {file}:{pos}: {reason}\n      raw: {raw}");
     }
     Ok(())
 }

@@ -5,17 +5,27 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `println!` that returns an error instead of panicking when stdout is closed
+/// (`strata ... | head`); the enclosing function returns `anyhow::Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod api;
 mod config;
 mod demo;
+mod exit;
 mod medallion;
 mod progress;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
-use strata_core::{CancellationToken, Metrics, PipelineBuilder, RunOutcome, RunReport};
+use strata_core::{Metrics, PipelineBuilder, RunOutcome, RunReport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -230,16 +240,10 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return std::process::ExitCode::from(exit::status::INTERNAL);
         }
     };
-    match rt.block_on(dispatch(cli.command)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit::finish(rt.block_on(exit::with_signals(dispatch(cli.command))))
 }
 
 async fn dispatch(cmd: Command) -> Result<()> {
@@ -251,16 +255,16 @@ async fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let report = run_file(&pipeline, !quiet && !json).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print_report(&report);
+                print_report(&report)?;
             }
             Ok(())
         }
         Command::ServeApi { file, name, port } => {
             let lines = api::load(&file)?;
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-            println!(
+            outln!(
                 "serving {} records of {} at http://{}/{name}?cursor=0&limit=1000",
                 lines.len(),
                 file.display(),
@@ -271,7 +275,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Setup { pipeline } => {
             let cfg = config::load(&pipeline)?;
             for line in config::setup(&cfg).await? {
-                println!("{line}");
+                outln!("{line}");
             }
             Ok(())
         }
@@ -279,19 +283,13 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
             let ctx = strata_core::Context::builder(cfg.pipeline.as_str()).build();
-            built
-                .source
-                .check(&ctx)
-                .await
-                .map_err(|e| anyhow!("source: {}", e.report()))?;
+            built.source.check(&ctx).await.context("source")?;
             let p =
                 PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints);
-            let p = with_steps(p, built.transforms)
-                .build()
-                .map_err(|e| anyhow!("{}", e.report()))?;
-            println!("{}: ok; output schema:", pipeline.display());
+            let p = with_steps(p, built.transforms).build()?;
+            outln!("{}: ok; output schema:", pipeline.display());
             for f in p.output_schema().fields() {
-                println!(
+                outln!(
                     "  {}: {}{}",
                     f.name(),
                     f.data_type(),
@@ -310,7 +308,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 .with_seed(seed)
                 .with_dirt_rate(dirt_rate);
             let m = demo::generate(&cfg, &out, true).await?;
-            println!(
+            outln!(
                 "generated {} orders ({} lines, {:.1} MB, {} malformed) and {} customers, {} partners, {} products in {}",
                 m.orders,
                 m.order_file_lines,
@@ -331,7 +329,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Scaffold { data, lake, out } => {
             let files = medallion::scaffold(&data, &lake, &out)?;
             for f in files {
-                println!("{}", f.display());
+                outln!("{}", f.display());
             }
             Ok(())
         }
@@ -349,7 +347,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 print!(
                     "{}",
                     strata_gold::warehouse::refresh_ddl(&warehouse, &schedule)
-                        .map_err(|e| anyhow!("--schedule: {}", e.report()))?
+                        .context("--schedule")?
                 );
             } else {
                 let Some(path) = connection else {
@@ -360,8 +358,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 let sync = strata_gold::warehouse::WarehouseSync::try_new(
                     move |t| strata_delta::TableLocation::local(root.join(t)),
                     conn,
-                )
-                .map_err(|e| anyhow!("{}", e.report()))?
+                )?
                 .with_target_file_size_megabytes(target_file_size_megabytes);
                 let sync = if tables.is_empty() {
                     sync
@@ -374,19 +371,19 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     }),
                     None => sync,
                 };
-                let report = sync.run().await.map_err(|e| anyhow!("{}", e.report()))?;
+                let report = sync.run().await?;
                 let mut any = false;
                 for (t, r) in &report {
                     if let Some((version, rows)) = r {
                         any = true;
-                        println!("{t}: synced to Delta version {version} ({rows} change rows)");
+                        outln!("{t}: synced to Delta version {version} ({rows} change rows)");
                     }
                 }
                 if !any {
-                    println!("snowflake is up to date");
+                    outln!("snowflake is up to date");
                 }
                 if tables.is_empty() {
-                    println!(
+                    outln!(
                         "views: {}",
                         strata_gold::warehouse::reporting_views()
                             .iter()
@@ -409,17 +406,13 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let plan = built
                 .source
                 .plan(&strata_core::ReadRequest::after(None), &ctx)
-                .await
-                .map_err(|e| anyhow!("{}", e.report()))?;
+                .await?;
             let mut batches = Vec::new();
             let mut rows = 0;
             'read: for split in &plan.splits {
-                let mut s = built
-                    .source
-                    .read(split, &ctx)
-                    .map_err(|e| anyhow!("{}", e.report()))?;
+                let mut s = built.source.read(split, &ctx)?;
                 while let Some(b) = s.next().await {
-                    let b = b.map_err(|e| anyhow!("{}", e.report()))?;
+                    let b = b?;
                     rows += b.num_rows();
                     batches.push(b);
                     if rows >= sample_rows {
@@ -428,9 +421,9 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 }
             }
             let found = strata_privacy::classify(&batches, sample_rows);
-            println!("{rows} rows sampled");
+            outln!("{rows} rows sampled");
             for c in &found {
-                println!(
+                outln!(
                     "{:<32} {:<15} {:.2}  {}",
                     c.column,
                     c.tag.as_str(),
@@ -439,7 +432,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 );
             }
             if found.is_empty() {
-                println!("no personal data found");
+                outln!("no personal data found");
             }
             Ok(())
         }
@@ -449,11 +442,9 @@ async fn dispatch(cmd: Command) -> Result<()> {
             apply,
             keep_going,
         } => {
-            let p = strata_privacy::Policy::load(&policy).map_err(|e| anyhow!("{}", e.report()))?;
+            let p = strata_privacy::Policy::load(&policy)?;
             let conn = config::load_snowflake_connection(&connection)?;
-            let client = strata_snowflake::client::SnowflakeClient::connect(conn.clone())
-                .await
-                .map_err(|e| anyhow!("{}", e.report()))?;
+            let client = strata_snowflake::client::SnowflakeClient::connect(conn.clone()).await?;
             let r = client
                 .query_with(
                     &format!(
@@ -462,8 +453,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     ),
                     &strata_snowflake::client::Bindings::Positional(vec![strata_snowflake::client::Value::Text(strata_snowflake::types::stored_name(&conn.schema))]),
                 )
-                .await
-                .map_err(|e| anyhow!("{}", e.report()))?;
+                .await?;
             let mut tables: Vec<(String, Vec<String>)> = Vec::new();
             for b in &r.batches {
                 let t = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Utf8)?;
@@ -487,14 +477,14 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let mut rejected = 0;
             for sql in strata_privacy::warehouse::governance_ddl(&p, &refs) {
                 if !apply {
-                    println!("{sql};");
+                    outln!("{sql};");
                     continue;
                 }
                 match client.query(&sql).await {
-                    Ok(_) => println!("applied: {sql}"),
+                    Ok(_) => outln!("applied: {sql}"),
                     Err(e) => {
                         rejected += 1;
-                        println!(
+                        outln!(
                             "rejected: {sql}\n  {}",
                             e.message().lines().next().unwrap_or_default()
                         );
@@ -505,7 +495,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 }
             }
             if apply {
-                println!("{rejected} statement(s) rejected");
+                outln!("{rejected} statement(s) rejected");
             }
             if let Err(e) = client.close().await {
                 eprintln!(
@@ -521,20 +511,16 @@ async fn dispatch(cmd: Command) -> Result<()> {
             privacy,
         } => {
             let g = medallion::gold(&medallion::Lake { root: lake })?;
-            let r = g.build().await.map_err(|e| anyhow!("{}", e.report()))?;
+            let r = g.build().await?;
             if let Some(p) = privacy {
-                let p = strata_privacy::Policy::load(&p).map_err(|e| anyhow!("{}", e.report()))?;
+                let p = strata_privacy::Policy::load(&p)?;
                 for k in &p.k_anonymity {
                     if strata_gold::gold_table_key(&k.table).is_none() {
                         continue;
                     }
                     let cols = k.quasi_identifiers.join(", ");
-                    let b = g
-                        .query(&format!("SELECT {cols} FROM {}", k.table))
-                        .await
-                        .map_err(|e| anyhow!("{}", e.report()))?;
-                    let rep = strata_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)
-                        .map_err(|e| anyhow!("{}", e.report()))?;
+                    let b = g.query(&format!("SELECT {cols} FROM {}", k.table)).await?;
+                    let rep = strata_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)?;
                     if !rep.holds(k.k) {
                         bail!(
                             "k-anonymity violated: {} ({cols}) k={}: {} of {} groups below k, {} rows",
@@ -545,26 +531,29 @@ async fn dispatch(cmd: Command) -> Result<()> {
                             rep.violating_rows
                         );
                     }
-                    println!(
+                    outln!(
                         "k-anonymity {} ({cols}) k={}: holds (smallest group {}, {} groups)",
-                        k.table, k.k, rep.min_group, rep.groups
+                        k.table,
+                        k.k,
+                        rep.min_group,
+                        rep.groups
                     );
                 }
             }
             if let Some(m) = manifest {
                 let m: strata_datagen::Manifest = serde_json::from_slice(&std::fs::read(&m)?)?;
                 for line in medallion::check_gold(&g, &m).await? {
-                    println!("check: {line}");
+                    outln!("check: {line}");
                 }
             }
             for (t, dates) in &r.rebuilt {
                 match dates {
-                    Some(n) => println!("{t}: {n} order dates rebuilt"),
-                    None => println!("{t}: rebuilt"),
+                    Some(n) => outln!("{t}: {n} order dates rebuilt"),
+                    None => outln!("{t}: rebuilt"),
                 }
             }
             if r.rebuilt.is_empty() {
-                println!("gold is up to date with silver {:?}", r.silver_versions);
+                outln!("gold is up to date with silver {:?}", r.silver_versions);
             }
             Ok(())
         }
@@ -572,12 +561,9 @@ async fn dispatch(cmd: Command) -> Result<()> {
             table,
             target_file_size_megabytes,
         } => {
-            let loc = config::table_location(&table.display().to_string())
-                .map_err(|e| anyhow!("{}", e.report()))?;
-            let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes)
-                .await
-                .map_err(|e| anyhow!("{}", e.report()))?;
-            println!(
+            let loc = config::table_location(&table.display().to_string())?;
+            let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes).await?;
+            outln!(
                 "{}: {} files rewritten into {}",
                 table.display(),
                 c.files_removed,
@@ -591,12 +577,10 @@ async fn dispatch(cmd: Command) -> Result<()> {
             dry_run,
             force,
         } => {
-            let loc = config::table_location(&table.display().to_string())
-                .map_err(|e| anyhow!("{}", e.report()))?;
-            let v = strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force)
-                .await
-                .map_err(|e| anyhow!("{}", e.report()))?;
-            println!(
+            let loc = config::table_location(&table.display().to_string())?;
+            let v =
+                strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await?;
+            outln!(
                 "{}: {} files {}",
                 table.display(),
                 v.files.len(),
@@ -641,25 +625,12 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
         .with_metrics(metrics)
         .with_observer(bar.observer());
     b = with_steps(b, built.transforms);
-    let pipeline = b
-        .build()
-        .map_err(|e| anyhow!("{}: {}", path.display(), e.report()))?;
-    let cancel = CancellationToken::new();
-    let run = pipeline.run_with_cancellation(cancel.clone());
-    tokio::pin!(run);
-    // Ctrl-C cancels the run; the run then stops and reports Cancelled (nothing partial is visible).
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            Ok(()) = tokio::signal::ctrl_c(), if !cancel.is_cancelled() => {
-                eprintln!("interrupted: stopping (nothing partial becomes visible)");
-                cancel.cancel();
-            }
-        }
-    };
+    let pipeline = b.build().with_context(|| format!("{}", path.display()))?;
+    // SIGINT and SIGTERM cancel the run; it then stops and reports Cancelled (nothing partial
+    // is visible).
+    let result = pipeline.run_with_cancellation(exit::shutdown()).await;
     bar.finish();
-    let mut report =
-        result.map_err(|e| anyhow!("pipeline `{}` failed: {}", cfg.pipeline, e.report()))?;
+    let mut report = result.with_context(|| format!("pipeline `{}` failed", cfg.pipeline))?;
     report
         .items
         .iter_mut()
@@ -667,15 +638,17 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
     Ok(report)
 }
 
-fn print_report(r: &RunReport) {
+fn print_report(r: &RunReport) -> Result<()> {
     let secs = r.elapsed.as_secs_f64();
     match r.outcome {
-        RunOutcome::NothingNew => println!(
+        RunOutcome::NothingNew => outln!(
             "{}: nothing new since epoch {} ({:.2} s)",
-            r.pipeline_id, r.epoch, secs
+            r.pipeline_id,
+            r.epoch,
+            secs
         ),
         _ => {
-            println!(
+            outln!(
                 "{}: epoch {} {} in {:.2} s: {} rows written, {} quarantined, {:.1} MB read ({:.0} MB/s), {:.1} MB written",
                 r.pipeline_id,
                 r.epoch,
@@ -696,16 +669,17 @@ fn print_report(r: &RunReport) {
                     .get(c, strata_core::metrics::BUSY_NANOSECONDS_TOTAL) as f64
                     / 1e9
             };
-            println!(
+            outln!(
                 "  busy: source {:.2} s, sink {:.2} s (summed over threads)",
                 busy("source"),
                 busy("sink")
             );
             for item in &r.items {
-                println!("  {item}");
+                outln!("  {item}");
             }
         }
     }
+    Ok(())
 }
 
 #[allow(dead_code)]

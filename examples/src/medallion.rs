@@ -2,7 +2,7 @@
 //! pipeline files, checked against the generator's manifest.
 
 use crate::demo::yaml_str;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use std::collections::BTreeMap;
@@ -120,7 +120,7 @@ pub fn gold(lake: &Lake) -> Result<strata_gold::Gold> {
         move |t| strata_delta::TableLocation::local(root.join("silver").join(t)),
         move |t| strata_delta::TableLocation::local(root2.join("gold").join(t)),
     )
-    .map_err(|e| anyhow!("{}", e.report()))
+    .map_err(anyhow::Error::from)
 }
 
 fn int(b: &[RecordBatch], col: usize) -> i64 {
@@ -154,7 +154,7 @@ fn pairs(b: &[RecordBatch]) -> BTreeMap<String, i64> {
 
 /// Check the gold tables against the generator's expected totals; the lines printed.
 pub async fn check_gold(g: &strata_gold::Gold, m: &Manifest) -> Result<Vec<String>> {
-    let q = |sql: &'static str| async move { g.query(sql).await.map_err(|e| anyhow!("{}", e.report())) };
+    let q = |sql: &'static str| async move { g.query(sql).await.map_err(anyhow::Error::from) };
     let e = &m.expected;
     let orders = int(&q("SELECT COUNT(*) FROM silver_orders").await?, 0);
     let lines = int(&q("SELECT COUNT(*) FROM fact_order_line").await?, 0);
@@ -228,7 +228,7 @@ pub async fn gold_counts(g: &strata_gold::Gold) -> Result<Vec<(String, i64)>> {
     let mut out = Vec::new();
     for t in strata_gold::gold_tables() {
         let sql = format!("SELECT COUNT(*) FROM {t}");
-        let b = g.query(&sql).await.map_err(|e| anyhow!("{}", e.report()))?;
+        let b = g.query(&sql).await?;
         out.push((t.to_string(), int(&b, 0)));
     }
     Ok(out)

@@ -52,15 +52,21 @@ pub struct DeltaSinkConfig {
     /// New columns.
     #[serde(default)]
     pub schema_evolution: SchemaEvolution,
-    /// Data files are rolled at about this size.
-    #[serde(default = "default_file_size")]
+    /// Data files are rolled at about this size. Range: 1..=16_384.
+    #[serde(
+        default = "default_file_size",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 16_384>"
+    )]
     pub target_file_size_megabytes: u64,
     /// Append or MERGE.
     #[serde(default)]
     pub write: DeltaWriteMode,
     /// MERGE holds an epoch's rows in memory up to this size (then fails, asking for smaller
-    /// epochs).
-    #[serde(default = "default_merge_buffer")]
+    /// epochs). Range: 1..=1_048_576.
+    #[serde(
+        default = "default_merge_buffer",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_048_576>"
+    )]
     pub merge_buffer_megabytes: u64,
 }
 

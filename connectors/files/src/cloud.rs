@@ -13,17 +13,23 @@ use strata_core::{Error, Result};
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct HttpSettings {
-    /// Retries of one request after a transient failure (5xx, timeout, reset).
+    /// Retries of one request after a transient failure (5xx, timeout, reset). Range: 0..=100.
+    #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 0, 100>")]
     pub max_retries: usize,
-    /// The first backoff; each retry doubles it, with jitter.
+    /// The first backoff; each retry doubles it, with jitter. Range: 1..=3_600_000.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 3_600_000>")]
     pub initial_backoff_millis: u64,
-    /// The longest backoff.
+    /// The longest backoff. Range: 1..=86_400.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>")]
     pub max_backoff_secs: u64,
-    /// No retry starts after a request has been failing this long.
+    /// No retry starts after a request has been failing this long. Range: 0..=604_800.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 604_800>")]
     pub retry_timeout_secs: u64,
-    /// One request (including its body) may take this long.
+    /// One request (including its body) may take this long. Range: 1..=86_400.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>")]
     pub request_timeout_secs: u64,
-    /// Connecting may take this long.
+    /// Connecting may take this long. Range: 1..=3600.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 3600>")]
     pub connect_timeout_secs: u64,
 }
 

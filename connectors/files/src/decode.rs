@@ -24,6 +24,23 @@ pub(crate) enum Verdict {
     Replace { bytes: Vec<u8>, coerced: u64 },
     /// Stop the run.
     Fail(Error),
+    /// Nothing is wrong with it: decode it as it is.
+    Accept,
+}
+
+/// Why the screen set a line aside before any decoding (see [`screen_json`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flag {
+    /// Nested deeper than the limit (the depth reached).
+    TooDeep(u32),
+    /// A second value after the record on the same line.
+    Trailing,
+    /// The record does not end on its line (an open string, object or array).
+    Unterminated,
+    /// Not valid UTF-8 (the byte offset of the first bad byte within the line).
+    InvalidUtf8(usize),
+    /// Holds a number with a fraction or an exponent: checked against integer columns.
+    Fraction,
 }
 
 /// A record format whose records are lines.
@@ -35,6 +52,168 @@ pub(crate) trait LineFormat: Send {
     /// The unknown field named by an error, when unknown fields are ignored by policy and the
     /// fast path may retry leniently.
     fn ignorable_unknown_field(&self, err: &ArrowError) -> Option<String>;
+    /// Lines to set aside before decoding (sorted by line), with why.
+    fn screen(&self, _chunk: &[u8]) -> Vec<(usize, Flag)> {
+        Vec::new()
+    }
+    /// What to do with a line the screen set aside.
+    fn judge(&self, line: &[u8], flag: Flag) -> Verdict {
+        flag_verdict(line, flag)
+    }
+}
+
+/// The verdict for a flag that is never a valid record.
+fn flag_verdict(line: &[u8], flag: Flag) -> Verdict {
+    let reason = match flag {
+        Flag::TooDeep(d) => format!(
+            "the record is nested {d} levels deep, over `max_nesting_depth` (which may be raised up to {MAX_NESTING_DEPTH})"
+        ),
+        Flag::Trailing => {
+            "more than one JSON value on the line (NDJSON holds one record per line)".into()
+        }
+        Flag::Unterminated => {
+            "malformed JSON: the record does not end on its line (an unterminated string, object or array)".into()
+        }
+        Flag::InvalidUtf8(at) => format!(
+            "invalid UTF-8 at byte {at} of the line (the raw bytes are kept base64-encoded)"
+        ),
+        Flag::Fraction => return Verdict::Accept,
+    };
+    let _ = line;
+    Verdict::Reject {
+        reason,
+        column: None,
+    }
+}
+
+/// The deepest nesting `max_nesting_depth` may allow: deeper values would risk the decoders'
+/// stacks.
+pub const MAX_NESTING_DEPTH: u32 = 1024;
+/// The default `max_nesting_depth`.
+pub const DEFAULT_NESTING_DEPTH: u32 = 64;
+
+/// Screen a chunk of NDJSON lines in one pass, before arrow-json sees them: lines nested
+/// deeper than `max_depth`, lines holding a second value or a record that does not end on the
+/// line, invalid UTF-8, and (when `fractions`) lines holding a number with a fraction or an
+/// exponent. arrow-json would otherwise overflow the stack, read two rows from one line, join
+/// two lines into one row, or truncate `1.5` into an integer column.
+pub(crate) fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize, Flag)> {
+    let mut flags = Vec::new();
+    let utf8_ok = std::str::from_utf8(chunk).is_ok();
+    let (mut line, mut line_start) = (0usize, 0usize);
+    let (mut depth, mut deepest) = (0u32, 0u32);
+    let (mut in_str, mut esc, mut closed, mut trailing, mut fraction) =
+        (false, false, false, false, false);
+    let mut prev = b'\n';
+    let mut end_line = |line: usize,
+                        bytes: &[u8],
+                        depth: u32,
+                        deepest: u32,
+                        in_str: bool,
+                        trailing: bool,
+                        fraction: bool| {
+        let flag = if deepest > max_depth {
+            Some(Flag::TooDeep(deepest))
+        } else if !utf8_ok && let Err(e) = std::str::from_utf8(bytes) {
+            Some(Flag::InvalidUtf8(e.valid_up_to()))
+        } else if in_str || depth > 0 {
+            Some(Flag::Unterminated)
+        } else if trailing {
+            Some(Flag::Trailing)
+        } else if fraction {
+            Some(Flag::Fraction)
+        } else {
+            None
+        };
+        if let Some(f) = flag {
+            flags.push((line, f));
+        }
+    };
+    for (i, &b) in chunk.iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+                if depth == 0 {
+                    closed = true;
+                }
+            } else if b == b'\n' {
+                end_line(
+                    line,
+                    &chunk[line_start..i],
+                    depth,
+                    deepest,
+                    true,
+                    trailing,
+                    fraction,
+                );
+                (line, line_start) = (line + 1, i + 1);
+                (depth, deepest, in_str, esc, closed, trailing, fraction) =
+                    (0, 0, false, false, false, false, false);
+            }
+            prev = b;
+            continue;
+        }
+        match b {
+            b'\n' => {
+                end_line(
+                    line,
+                    &chunk[line_start..i],
+                    depth,
+                    deepest,
+                    false,
+                    trailing,
+                    fraction,
+                );
+                (line, line_start) = (line + 1, i + 1);
+                (depth, deepest, closed, trailing, fraction) = (0, 0, false, false, false);
+            }
+            b' ' | b'\t' | b'\r' => {}
+            _ if closed && depth == 0 => trailing = true,
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    closed = true;
+                }
+            }
+            b'.' | b'e' | b'E' if fractions && prev.is_ascii_digit() => fraction = true,
+            _ => {}
+        }
+        prev = b;
+    }
+    if line_start < chunk.len() {
+        end_line(
+            line,
+            &chunk[line_start..],
+            depth,
+            deepest,
+            in_str,
+            trailing,
+            fraction,
+        );
+    }
+    flags
+}
+
+/// True when `dt` holds an integer anywhere (nested too): only then can a fraction be lost.
+fn has_integers(dt: &DataType) -> bool {
+    match dt {
+        d if d.is_integer() => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            has_integers(f.data_type())
+        }
+        DataType::Struct(fs) => fs.iter().any(|f| has_integers(f.data_type())),
+        DataType::Map(f, _) => has_integers(f.data_type()),
+        _ => false,
+    }
 }
 
 /// A rejected line, relative to its chunk.
@@ -61,7 +240,8 @@ pub(crate) fn decode_chunk(
     expect_dirty: bool,
 ) -> Result<ChunkOutput, (u64, Error)> {
     let mut out = ChunkOutput::default();
-    match if expect_dirty {
+    let flags = fmt.screen(chunk);
+    match if expect_dirty || !flags.is_empty() {
         Err(ArrowError::JsonError(String::new()))
     } else {
         fmt.decode(chunk, false)
@@ -72,6 +252,7 @@ pub(crate) fn decode_chunk(
         }
         Err(e) => {
             if !expect_dirty
+                && flags.is_empty()
                 && let Some(field) = fmt.ignorable_unknown_field(&e)
                 && let Ok(batches) = fmt.decode(chunk, true)
             {
@@ -89,17 +270,20 @@ pub(crate) fn decode_chunk(
     if *starts.last().unwrap_or(&0) != chunk.len() {
         starts.push(chunk.len());
     }
-    split_search(fmt, chunk, &starts, 0, starts.len() - 1, &mut out)?;
+    split_search(fmt, chunk, &starts, &flags, 0, starts.len() - 1, &mut out)?;
     Ok(out)
 }
 
 const FANOUT: usize = 16;
 
 /// Decode lines `lo..hi` of a range known to fail, in up to 16 parts.
+/// Lines set aside by the screen are never decoded with others: a range holding one is split
+/// until the line stands alone, then judged.
 fn split_search(
     fmt: &mut dyn LineFormat,
     chunk: &[u8],
     starts: &[usize],
+    flags: &[(usize, Flag)],
     lo: usize,
     hi: usize,
     out: &mut ChunkOutput,
@@ -109,10 +293,23 @@ fn split_search(
     let mut a = lo;
     while a < hi {
         let b = (a + step).min(hi);
-        match fmt.decode(&chunk[starts[a]..starts[b]], true) {
-            Ok(batches) => out.batches.extend(batches),
-            Err(e) if b - a == 1 => handle_line(fmt, &chunk[starts[a]..starts[b]], a, &e, out)?,
-            Err(_) => split_search(fmt, chunk, starts, a, b, out)?,
+        let first_flag = flags.partition_point(|(l, _)| *l < a);
+        let flagged = flags.get(first_flag).filter(|(l, _)| *l < b);
+        let bytes = &chunk[starts[a]..starts[b]];
+        match flagged {
+            Some((_, flag)) if b - a == 1 => match fmt.judge(trim_line(bytes), *flag) {
+                Verdict::Accept => match fmt.decode(bytes, true) {
+                    Ok(batches) => out.batches.extend(batches),
+                    Err(e) => handle_line(fmt, bytes, a, &e, out)?,
+                },
+                v => apply_verdict(fmt, bytes, a, v, out)?,
+            },
+            Some(_) => split_search(fmt, chunk, starts, flags, a, b, out)?,
+            None => match fmt.decode(bytes, true) {
+                Ok(batches) => out.batches.extend(batches),
+                Err(e) if b - a == 1 => handle_line(fmt, bytes, a, &e, out)?,
+                Err(_) => split_search(fmt, chunk, starts, flags, a, b, out)?,
+            },
         }
         a = b;
     }
@@ -130,11 +327,32 @@ fn handle_line(
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    match fmt.diagnose(line, err) {
+    let verdict = match std::str::from_utf8(line) {
+        Err(e) => flag_verdict(line, Flag::InvalidUtf8(e.valid_up_to())),
+        Ok(_) => fmt.diagnose(line, err),
+    };
+    apply_verdict(fmt, bytes, lo, verdict, out)
+}
+
+fn apply_verdict(
+    fmt: &mut dyn LineFormat,
+    bytes: &[u8],
+    lo: usize,
+    verdict: Verdict,
+    out: &mut ChunkOutput,
+) -> Result<(), (u64, Error)> {
+    let line = trim_line(bytes);
+    match verdict {
+        Verdict::Accept => out.rejected.push(Rejected {
+            line_in_chunk: lo as u64,
+            raw: strata_core::quarantine::raw_text(line),
+            reason: "rejected by the decoder".into(),
+            column: None,
+        }),
         Verdict::Reject { reason, column } => {
             out.rejected.push(Rejected {
                 line_in_chunk: lo as u64,
-                raw: String::from_utf8_lossy(line).into_owned(),
+                raw: strata_core::quarantine::raw_text(line),
                 reason,
                 column,
             });
@@ -149,7 +367,7 @@ fn handle_line(
             }
             Err(e) => out.rejected.push(Rejected {
                 line_in_chunk: lo as u64,
-                raw: String::from_utf8_lossy(line).into_owned(),
+                raw: strata_core::quarantine::raw_text(line),
                 reason: format!("still invalid after nulling the drifting values: {e}"),
                 column: None,
             }),
@@ -184,6 +402,10 @@ pub(crate) struct JsonFormat {
     pub batch_size: usize,
     pub drift: TypeDriftPolicy,
     pub unknown: UnknownFieldPolicy,
+    /// Lines nested deeper are quarantined before decoding.
+    pub max_depth: u32,
+    /// The schema holds integers: lines with fractions are checked.
+    pub integers: bool,
     /// Decoders kept between chunks (strict, lenient): their buffers are reused, which saves
     /// the regrowth of the tape on every chunk. A decoder that failed is dropped.
     pub cached: [Option<arrow_json::reader::Decoder>; 2],
@@ -196,13 +418,24 @@ impl JsonFormat {
         drift: TypeDriftPolicy,
         unknown: UnknownFieldPolicy,
     ) -> Self {
+        let integers = schema.fields().iter().any(|f| has_integers(f.data_type()));
         Self {
             schema,
             batch_size,
             drift,
             unknown,
+            max_depth: DEFAULT_NESTING_DEPTH,
+            integers,
             cached: [None, None],
         }
+    }
+}
+
+impl JsonFormat {
+    /// Quarantine records nested deeper than `depth` (at most [`MAX_NESTING_DEPTH`]).
+    pub(crate) fn with_max_depth(mut self, depth: u32) -> Self {
+        self.max_depth = depth.clamp(1, MAX_NESTING_DEPTH);
+        self
     }
 }
 
@@ -228,7 +461,19 @@ impl LineFormat for JsonFormat {
     }
 
     fn diagnose(&self, line: &[u8], err: &ArrowError) -> Verdict {
-        self.diagnose_line(line, err)
+        self.diagnose_line(line, Some(err))
+    }
+
+    fn screen(&self, chunk: &[u8]) -> Vec<(usize, Flag)> {
+        screen_json(chunk, self.max_depth, self.integers)
+    }
+
+    fn judge(&self, line: &[u8], flag: Flag) -> Verdict {
+        match flag {
+            // Decodable as it is unless a fraction meets an integer column (type drift).
+            Flag::Fraction => self.diagnose_line(line, None),
+            f => flag_verdict(line, f),
+        }
     }
 }
 
@@ -272,7 +517,9 @@ impl JsonFormat {
             .map(|end| rest[..end].to_string())
     }
 
-    fn diagnose_line(&self, line: &[u8], err: &ArrowError) -> Verdict {
+    /// Why `line` fails (`err` from the decoder), or, without `err`, whether it has values
+    /// that do not fit ([`Verdict::Accept`] when none).
+    fn diagnose_line(&self, line: &[u8], err: Option<&ArrowError>) -> Verdict {
         let mut value: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => {
@@ -314,9 +561,12 @@ impl JsonFormat {
             );
         }
         let Some(first) = problems.first() else {
-            return Verdict::Reject {
-                reason: format!("rejected by the decoder: {err}"),
-                column: None,
+            return match err {
+                Some(err) => Verdict::Reject {
+                    reason: format!("rejected by the decoder: {err}"),
+                    column: None,
+                },
+                None => Verdict::Accept,
             };
         };
         let column = first.path_string();
@@ -404,8 +654,14 @@ fn check(field: &Field, v: &Value, path: &mut Vec<PathSeg>, out: &mut Vec<Proble
     let dt = field.data_type();
     let ok = match dt {
         DataType::Boolean => v.is_boolean(),
+        // A fraction is lossy: `1.5` is type drift, never 1. An integral float (`2.0`,
+        // `1e3`) is exact below 2^53.
         d if d.is_integer() => {
-            v.is_i64() || v.is_u64() || v.as_str().is_some_and(|s| s.trim().parse::<i128>().is_ok())
+            v.is_i64()
+                || v.is_u64()
+                || v.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15)
+                || v.as_str().is_some_and(|s| s.trim().parse::<i128>().is_ok())
         }
         d if d.is_floating()
             || matches!(d, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
@@ -608,6 +864,97 @@ mod tests {
         );
         assert_eq!(out.coerced, 1);
         assert!(out.batches[0].column(1).is_null(0));
+    }
+
+    fn rows(out: &ChunkOutput) -> usize {
+        out.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    #[test]
+    fn poison_lines_are_screened_before_decoding() {
+        let deep = format!(
+            "{{\"id\":1,\"name\":{}1{}}}",
+            "[".repeat(30_000),
+            "]".repeat(30_000)
+        );
+        let data = format!(
+            "{{\"id\":1}}\n{deep}\n{{\"id\":2}}{{\"id\":3}}\n{{\"id\":4,\"name\":\"a\n{{\"id\":5}}\n"
+        );
+        let mut bytes = data.into_bytes();
+        bytes.extend_from_slice(b"{\"id\":6,\"name\":\"\xff\xfe\"}\n{\"id\":7}\n");
+        let out = decode_chunk(&mut json(TypeDriftPolicy::Quarantine), &bytes, false)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(rows(&out), 3, "ids 1, 5 and 7");
+        let why: Vec<(u64, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.line_in_chunk, r.reason.as_str()))
+            .collect();
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(
+            why[0].1.contains("nested 30001 levels") && why[0].0 == 1,
+            "{why:?}"
+        );
+        assert!(
+            why[1].1.contains("more than one JSON value") && why[1].0 == 2,
+            "{why:?}"
+        );
+        assert!(
+            why[2].1.contains("does not end on its line") && why[2].0 == 3,
+            "{why:?}"
+        );
+        assert!(
+            why[3].1.contains("invalid UTF-8") && why[3].0 == 5,
+            "{why:?}"
+        );
+        let raw = &out.rejected[3].raw;
+        use base64::Engine as _;
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(raw.strip_prefix("base64:").unwrap())
+            .unwrap();
+        assert_eq!(
+            back, b"{\"id\":6,\"name\":\"\xff\xfe\"}",
+            "raw bytes kept exactly"
+        );
+    }
+
+    #[test]
+    fn fractions_into_integer_columns_are_type_drift_not_truncation() {
+        let data = b"{\"id\":1,\"qty\":1.5}\n{\"id\":2,\"qty\":-2.7}\n{\"id\":7.9}\n{\"id\":3,\"qty\":2.0}\n{\"id\":4,\"qty\":1e2}\n";
+        let out = decode_chunk(&mut json(TypeDriftPolicy::Quarantine), data, false)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(rows(&out), 2, "2.0 and 1e2 are exact");
+        let cols: Vec<_> = out
+            .rejected
+            .iter()
+            .map(|r| r.column.clone().unwrap())
+            .collect();
+        assert_eq!(cols, ["qty", "qty", "id"]);
+        let out = decode_chunk(&mut json(TypeDriftPolicy::Null), data, false)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(
+            rows(&out),
+            4,
+            "qty nulled twice; a fractional id is required: rejected"
+        );
+        assert_eq!(out.coerced, 2);
+        let qty: Vec<Option<i64>> = out
+            .batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .unwrap()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(qty, [None, None, Some(2), Some(100)]);
+        assert!(decode_chunk(&mut json(TypeDriftPolicy::Fail), data, false).is_err());
     }
 
     #[test]

@@ -243,14 +243,32 @@ pub struct FileSourceConfig {
     /// What to do with fields not in the schema (NDJSON).
     #[serde(default)]
     pub unknown_fields: UnknownFieldPolicy,
-    /// Plain NDJSON and CSV files bigger than this are read as several byte ranges in parallel.
-    #[serde(default = "default_split_megabytes")]
+    /// Plain NDJSON and CSV files bigger than this are read as several byte ranges in parallel. Range: 1..=1_048_576.
+    #[serde(
+        default = "default_split_megabytes",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_048_576>"
+    )]
     pub split_size_megabytes: u64,
-    /// The longest record accepted, in bytes.
-    #[serde(default = "default_max_record_bytes")]
+    /// The longest record (line) accepted, in bytes (1..=1 GiB, default 16 MiB, as DuckDB's
+    /// `maximum_object_size`). A longer line is quarantined with its file, line, byte offset,
+    /// size and the first KiB of its text, and reading goes on. Range: 1..=1_073_741_824.
+    #[serde(
+        default = "default_max_record_bytes",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_073_741_824>"
+    )]
     pub max_record_bytes: u64,
-    /// The most bytes one compressed file may expand to.
-    #[serde(default = "default_max_decompressed_bytes")]
+    /// The deepest nesting of objects and arrays accepted in an NDJSON record (1..=1024,
+    /// default 64). A deeper record is quarantined before any decoder sees it. Range: 1..=1024.
+    #[serde(
+        default = "default_max_nesting_depth",
+        deserialize_with = "strata_core::bounds::u32_in::<_, 1, 1024>"
+    )]
+    pub max_nesting_depth: u32,
+    /// The most bytes one compressed file may expand to. Range: 1..=1_125_899_906_842_624.
+    #[serde(
+        default = "default_max_decompressed_bytes",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_125_899_906_842_624>"
+    )]
     pub max_decompressed_bytes: u64,
     /// Directory partitions as columns.
     #[serde(default)]
@@ -272,6 +290,9 @@ fn default_split_megabytes() -> u64 {
 fn default_max_record_bytes() -> u64 {
     16 << 20
 }
+fn default_max_nesting_depth() -> u32 {
+    crate::decode::DEFAULT_NESTING_DEPTH
+}
 fn default_max_decompressed_bytes() -> u64 {
     64 << 30
 }
@@ -290,6 +311,7 @@ impl FileSourceConfig {
             unknown_fields: UnknownFieldPolicy::default(),
             split_size_megabytes: default_split_megabytes(),
             max_record_bytes: default_max_record_bytes(),
+            max_nesting_depth: default_max_nesting_depth(),
             max_decompressed_bytes: default_max_decompressed_bytes(),
             partitioning: Partitioning::default(),
             listing: ListingMode::default(),
@@ -363,6 +385,7 @@ pub fn parse_data_type(s: &str) -> Result<DataType> {
         s: s.as_bytes(),
         i: 0,
         src: s,
+        depth: 0,
     };
     let t = p.parse()?;
     p.ws();
@@ -376,12 +399,16 @@ struct TypeParser<'a> {
     s: &'a [u8],
     i: usize,
     src: &'a str,
+    depth: u32,
 }
+
+/// The deepest `list<...>`/`struct<...>` nesting a declared type may have.
+pub const MAX_TYPE_DEPTH: u32 = 64;
 
 impl TypeParser<'_> {
     fn err(&self, what: &str) -> Error {
         Error::config(format!("invalid type: {what}"))
-            .with_context("type", self.src)
+            .with_context("type", crate::decode::truncate(self.src, 120))
             .with_context("at", self.i)
     }
     fn ws(&mut self) {
@@ -419,6 +446,15 @@ impl TypeParser<'_> {
             .map_err(|_| self.err("expected a number"))
     }
     fn parse(&mut self) -> Result<DataType> {
+        self.depth += 1;
+        if self.depth > MAX_TYPE_DEPTH {
+            return Err(self.err(&format!("nested deeper than {MAX_TYPE_DEPTH} levels")));
+        }
+        let t = self.parse_inner();
+        self.depth -= 1;
+        t
+    }
+    fn parse_inner(&mut self) -> Result<DataType> {
         let name = self.ident();
         Ok(match name.as_str() {
             "bool" | "boolean" => DataType::Boolean,
@@ -508,33 +544,54 @@ pub struct ParquetSinkConfig {
     /// `__HIVE_DEFAULT_PARTITION__`.
     #[serde(default)]
     pub partition_by: Vec<String>,
-    /// Files are closed once they reach about this size.
-    #[serde(default = "default_target_file_megabytes")]
+    /// Files are closed once they reach about this size. Range: 1..=16_384.
+    #[serde(
+        default = "default_target_file_megabytes",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 16_384>"
+    )]
     pub target_file_size_megabytes: u64,
-    /// Rows per Parquet row group at most.
-    #[serde(default = "default_row_group_rows")]
+    /// Rows per Parquet row group at most. Range: 1..=16_777_216.
+    #[serde(
+        default = "default_row_group_rows",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 16_777_216>"
+    )]
     pub row_group_rows: usize,
     /// The zstd level (1-22).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
-    /// Files written in parallel (0: one per core).
-    #[serde(default)]
+    /// Files written in parallel (0: one per core). Range: 0..=1024.
+    #[serde(
+        default,
+        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>"
+    )]
     pub write_concurrency: usize,
-    /// Files bigger than this are uploaded in parts of this size (at least 5, S3's minimum).
-    #[serde(default = "default_part_megabytes")]
+    /// Files bigger than this are uploaded in parts of this size (at least 5, S3's minimum). Range: 5..=5120.
+    #[serde(
+        default = "default_part_megabytes",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 5, 5120>"
+    )]
     pub upload_part_size_megabytes: u64,
     /// Parts of one file uploaded at once. Upload memory is at most part size times
-    /// (this + 1) per open file.
-    #[serde(default = "default_upload_concurrency")]
+    /// (this + 1) per open file. Range: 1..=256.
+    #[serde(
+        default = "default_upload_concurrency",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 256>"
+    )]
     pub upload_concurrency: usize,
     /// Files open at once per writer lane when writing partitions; the biggest is closed to
-    /// open another.
-    #[serde(default = "default_max_open_files")]
+    /// open another. Range: 1..=65_536.
+    #[serde(
+        default = "default_max_open_files",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 65_536>"
+    )]
     pub max_open_files: usize,
     /// Staging files and multipart uploads of attempts idle this long are deleted or aborted
     /// by the next run. Must be longer than the longest epoch (a live concurrent run keeps its
-    /// files).
-    #[serde(default = "default_abandoned_after_secs")]
+    /// files). Range: 1..=31_536_000.
+    #[serde(
+        default = "default_abandoned_after_secs",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 31_536_000>"
+    )]
     pub abandoned_after_secs: u64,
 }
 

@@ -133,6 +133,31 @@ pub(crate) struct Chunk {
     pub first_line: u64,
 }
 
+/// A line longer than `max_record`, skipped without buffering it: where it was, how long it
+/// was, and its first bytes.
+#[derive(Debug)]
+pub(crate) struct Oversized {
+    /// Lines before it within the split (0-based index of the line).
+    pub line: u64,
+    /// Byte offset of its first byte (in the decompressed stream for compressed files).
+    pub offset: u64,
+    /// Its length in bytes, without the newline.
+    pub len: u64,
+    /// Its first [`OVERSIZED_PREFIX_BYTES`] bytes.
+    pub prefix: Vec<u8>,
+}
+
+/// How much of an oversized line is kept for the quarantine.
+pub(crate) const OVERSIZED_PREFIX_BYTES: usize = 1024;
+
+/// What [`LineChunker::next_chunk`] yields.
+pub(crate) enum Piece {
+    /// Whole lines.
+    Lines(Chunk),
+    /// One line over the record cap, skipped.
+    Oversized(Oversized),
+}
+
 /// Cuts a reader into chunks of whole lines, owning the lines that *start* before `end`.
 pub(crate) struct LineChunker {
     reader: Box<dyn Read + Send>,
@@ -219,10 +244,50 @@ impl LineChunker {
         }
     }
 
-    /// The next chunk, or `None` at the end of the range.
+    /// The buffer starts with a line longer than the cap: keep its first bytes and read past
+    /// its end without holding it (memory stays bounded whatever the line's size).
+    fn skip_oversized(&mut self) -> io::Result<Oversized> {
+        let offset = self.pos;
+        let prefix = self.buf[..self.buf.len().min(OVERSIZED_PREFIX_BYTES)].to_vec();
+        let mut len = 0u64;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                len += i as u64;
+                let _ = self.buf.split_to(i + 1);
+                self.pos += (i + 1) as u64;
+                break;
+            }
+            len += self.buf.len() as u64;
+            self.pos += self.buf.len() as u64;
+            self.buf.clear();
+            if self.eof {
+                self.done = true;
+                break;
+            }
+            self.fill(self.chunk_bytes.max(1 << 16))?;
+            if self.buf.is_empty() {
+                self.done = true;
+                break;
+            }
+        }
+        let line = self.lines;
+        self.lines += 1;
+        if self.end.is_some_and(|end| self.pos >= end) {
+            self.done = true;
+        }
+        Ok(Oversized {
+            line,
+            offset,
+            len,
+            prefix,
+        })
+    }
+
+    /// The next chunk of whole lines or an oversized line, or `None` at the end of the range.
     ///
-    /// Errors: I/O errors, and `InvalidData` with "record too large" for a line longer than the cap.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+    /// # Errors
+    /// I/O errors.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Piece>> {
         if self.skip_partial_first {
             self.skip_partial_first = false;
             loop {
@@ -265,9 +330,14 @@ impl LineChunker {
                         self.done = true;
                         break self.eof_cut();
                     }
-                    // The last line continues past the buffer: read more of it.
-                    if self.buf.len() - rel > self.max_record {
-                        return Err(too_large());
+                    // The last line continues past the buffer: read more of it, unless it is
+                    // over the cap (deliver the lines before it first, then skip it).
+                    let line_start = memchr::memrchr(b'\n', &self.buf[..rel]).map_or(0, |i| i + 1);
+                    if self.buf.len() - line_start > self.max_record {
+                        if line_start > 0 {
+                            break line_start;
+                        }
+                        return self.skip_oversized().map(|o| Some(Piece::Oversized(o)));
                     }
                     want = self.buf.len() + (1 << 20);
                     continue;
@@ -279,12 +349,29 @@ impl LineChunker {
             }
             match memchr::memrchr(b'\n', &self.buf) {
                 Some(i) => break i + 1,
-                None if self.buf.len() > self.max_record => return Err(too_large()),
+                None if self.buf.len() > self.max_record => {
+                    return self.skip_oversized().map(|o| Some(Piece::Oversized(o)));
+                }
                 None => want = self.buf.len() * 2,
             }
         };
         if cut == 0 {
             return Ok(None);
+        }
+        // A line over the cap inside the buffer: deliver the lines before it, then skip it.
+        let mut cut = cut;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &self.buf[..cut]).chain(std::iter::once(cut)) {
+            if end.saturating_sub(start) > self.max_record {
+                if start == 0 {
+                    self.done = false;
+                    return self.skip_oversized().map(|o| Some(Piece::Oversized(o)));
+                }
+                cut = start;
+                self.done = false;
+                break;
+            }
+            start = end + 1;
         }
         let bytes = self.buf.split_to(cut).freeze();
         self.pos += cut as u64;
@@ -297,12 +384,8 @@ impl LineChunker {
             first_line: self.lines,
         };
         self.lines += lines;
-        Ok(Some(chunk))
+        Ok(Some(Piece::Lines(chunk)))
     }
-}
-
-fn too_large() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "record too large")
 }
 
 /// Count newlines in `[0, offset)` for each offset (sorted), reading the object once.
@@ -343,10 +426,45 @@ mod tests {
             Box::new(io::Cursor::new(data[from as usize..].to_vec()));
         let mut c = LineChunker::new(reader, from, end, skip, chunk, 1 << 20);
         let mut out = Vec::new();
-        while let Some(ch) = c.next_chunk().unwrap() {
-            out.push(String::from_utf8(ch.bytes.to_vec()).unwrap());
+        while let Some(piece) = c.next_chunk().unwrap() {
+            match piece {
+                Piece::Lines(ch) => out.push(String::from_utf8(ch.bytes.to_vec()).unwrap()),
+                Piece::Oversized(o) => out.push(format!("<{} bytes at {}>", o.len, o.offset)),
+            }
         }
         out
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_skipped_with_its_place_and_prefix() {
+        let long = "x".repeat(5000);
+        let data = format!("a\n{long}\nbb\n{long}");
+        for chunk in [1, 64, 4096] {
+            let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(data.clone().into_bytes()));
+            let mut c = LineChunker::new(reader, 0, None, false, chunk, 100);
+            let mut seen = Vec::new();
+            while let Some(piece) = c.next_chunk().unwrap() {
+                match piece {
+                    Piece::Lines(ch) => seen.push(format!(
+                        "{}:{}",
+                        ch.first_line,
+                        String::from_utf8(ch.bytes.to_vec()).unwrap()
+                    )),
+                    Piece::Oversized(o) => {
+                        assert_eq!(o.prefix.len(), 1024.min(o.prefix.len()));
+                        assert!(o.prefix.iter().all(|b| *b == b'x'));
+                        seen.push(format!("{}:<{} at {}>", o.line, o.len, o.offset));
+                    }
+                }
+            }
+            let joined = seen.join("|");
+            assert!(joined.contains("1:<5000 at 2>"), "chunk {chunk}: {joined}");
+            assert!(
+                joined.contains("3:<5000 at 5006>"),
+                "chunk {chunk}: {joined}"
+            );
+            assert!(joined.contains("bb"), "chunk {chunk}: {joined}");
+        }
     }
 
     #[test]

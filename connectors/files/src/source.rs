@@ -8,7 +8,7 @@ use crate::options::{
     SchemaSource, explicit_schema,
 };
 use crate::parquet_io::ObjectReader;
-use crate::reader::{LineChunker, decompress, newlines_before, open_from};
+use crate::reader::{LineChunker, Piece, decompress, newlines_before, open_from};
 use arrow_array::{ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -297,6 +297,9 @@ impl Inner {
                     path: d.clone(),
                     source,
                 })?;
+            if buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3); // a byte order mark is not part of the first record or header
+            }
             Ok(buf)
         })
         .await
@@ -507,12 +510,15 @@ impl Inner {
                 delimiter: c.delimiter as u8,
                 drift: self.cfg.type_drift,
             }),
-            _ => Box::new(JsonFormat::new(
-                schema,
-                batch_size,
-                self.cfg.type_drift,
-                self.cfg.unknown_fields,
-            )),
+            _ => Box::new(
+                JsonFormat::new(
+                    schema,
+                    batch_size,
+                    self.cfg.type_drift,
+                    self.cfg.unknown_fields,
+                )
+                .with_max_depth(self.cfg.max_nesting_depth),
+            ),
         }
     }
 
@@ -588,16 +594,32 @@ impl Inner {
             }
             let started = std::time::Instant::now();
             let chunk = match chunker.next_chunk() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) if e.to_string() == "record too large" => {
-                    return Err(FilesError::RecordTooLarge {
-                        path: describe,
-                        line: 0,
-                        limit: max_record,
-                    }
-                    .into());
+                Ok(Some(Piece::Lines(c))) => c,
+                Ok(Some(Piece::Oversized(o))) => {
+                    // A poison record must not stop the pipeline for good: quarantine it with
+                    // where it is and how big, keep its first KiB, go on.
+                    let b = self.lines_before(&handle, spec, &describe)?;
+                    next_line = o.line + 1;
+                    first = false;
+                    let line = b + o.line + 1;
+                    let rec = QuarantineRecord {
+                        component: "source".into(),
+                        location: describe.clone(),
+                        position: Some(line),
+                        raw: oversized_prefix(&o.prefix),
+                        reason: format!(
+                            "the record at line {line} (byte offset {}) is {} bytes, over `max_record_bytes` ({max_record}); its first {} bytes are kept",
+                            o.offset,
+                            o.len,
+                            o.prefix.len()
+                        ),
+                        column: None,
+                    };
+                    metrics.add(RECEIVED_BYTES_TOTAL, o.len);
+                    handle.block_on(ctx.quarantine("source", vec![rec]))?;
+                    continue;
                 }
+                Ok(None) => break,
                 Err(source)
                     if self.cfg.on_corrupt_file == CorruptFilePolicy::Quarantine
                         && is_corruption(&source) =>
@@ -629,6 +651,10 @@ impl Inner {
             metrics.add(RECEIVED_BYTES_TOTAL, chunk.bytes.len() as u64);
             let mut bytes = &chunk.bytes[..];
             let mut first_line = chunk.first_line;
+            if first && spec.start == 0 {
+                // A UTF-8 byte order mark opens many exported files: not part of the first record.
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
             if header && first {
                 // Check the header against the schema, then drop it.
                 let cut = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
@@ -958,6 +984,17 @@ fn align(
         cols,
         &opts,
     )?)
+}
+
+/// An oversized record's kept prefix as quarantine text: cut at a character boundary when it
+/// is UTF-8 (a cut may split a character), base64 otherwise.
+fn oversized_prefix(prefix: &[u8]) -> String {
+    let keep = match std::str::from_utf8(prefix) {
+        Ok(_) => prefix.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => prefix.len(),
+    };
+    format!("{}…", strata_core::quarantine::raw_text(&prefix[..keep]))
 }
 
 fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {

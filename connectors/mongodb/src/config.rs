@@ -156,8 +156,11 @@ pub struct ChangeStreamConfig {
     /// Events read per epoch at most (0: until caught up with the time the epoch was planned).
     #[serde(default)]
     pub max_events_per_epoch: u64,
-    /// How long the server waits for new events before answering an empty batch.
-    #[serde(default = "default_max_await")]
+    /// How long the server waits for new events before answering an empty batch. Range: 1..=3_600_000.
+    #[serde(
+        default = "default_max_await",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 3_600_000>"
+    )]
     pub max_await_millis: u64,
 }
 
@@ -220,8 +223,11 @@ pub struct MongoSourceConfig {
     /// Which documents.
     #[serde(default)]
     pub query: Query,
-    /// Documents per server batch.
-    #[serde(default = "default_batch")]
+    /// Documents per server batch. Range: 1..=1_000_000.
+    #[serde(
+        default = "default_batch",
+        deserialize_with = "strata_core::bounds::u32_in::<_, 1, 1_000_000>"
+    )]
     pub batch_size: u32,
     /// Read preference.
     #[serde(default)]
@@ -235,8 +241,11 @@ pub struct MongoSourceConfig {
     /// Fields not in the schema.
     #[serde(default)]
     pub unknown_fields: UnknownFieldPolicy,
-    /// `_id` ranges read in parallel (find only; 0: two per core).
-    #[serde(default)]
+    /// `_id` ranges read in parallel (find only; 0: two per core). Range: 0..=1024.
+    #[serde(
+        default,
+        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>"
+    )]
     pub splits: usize,
     /// Incremental extraction.
     #[serde(default)]

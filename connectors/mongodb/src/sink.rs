@@ -80,11 +80,17 @@ pub struct MongoSinkConfig {
     /// Where quarantined records go (default `<collection>_quarantine`).
     #[serde(default)]
     pub quarantine_collection: Option<String>,
-    /// Documents per insert command.
-    #[serde(default = "default_insert_batch")]
+    /// Documents per insert command. Range: 1..=100_000.
+    #[serde(
+        default = "default_insert_batch",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 100_000>"
+    )]
     pub insert_batch_size: usize,
-    /// Staging collections without a recorded intent and older than this are dropped.
-    #[serde(default = "default_abandoned")]
+    /// Staging collections without a recorded intent and older than this are dropped. Range: 1..=31_536_000.
+    #[serde(
+        default = "default_abandoned",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 31_536_000>"
+    )]
     pub abandoned_after_secs: u64,
 }
 

@@ -171,21 +171,29 @@ pub enum KeyLocation {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct HttpSettings {
-    /// One request may take this long (headers and body).
+    /// One request may take this long (headers and body). Range: 1..=86_400.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>")]
     pub timeout_secs: u64,
-    /// The whole read of one split may take this long (0: no limit).
+    /// The whole read of one split may take this long (0: no limit). Range: 0..=604_800.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 604_800>")]
     pub total_timeout_secs: u64,
-    /// Retries of a request after 429, 5xx, a timeout or a reset.
+    /// Retries of a request after 429, 5xx, a timeout or a reset. Range: 0..=100.
+    #[serde(deserialize_with = "strata_core::bounds::u32_in::<_, 0, 100>")]
     pub max_retries: u32,
-    /// The first backoff; doubled per retry, with jitter.
+    /// The first backoff; doubled per retry, with jitter. Range: 0..=3_600_000.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 3_600_000>")]
     pub initial_backoff_millis: u64,
-    /// The longest backoff, and the longest `Retry-After` honoured.
+    /// The longest backoff, and the longest `Retry-After` honoured. Range: 0..=86_400.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 86_400>")]
     pub max_backoff_secs: u64,
-    /// Requests per second to the host at most (0: no limit).
+    /// Requests per second to the host at most (0: no limit). Range: 0..=1_000_000.
+    #[serde(deserialize_with = "strata_core::bounds::f64_in::<_, 0, 1_000_000>")]
     pub requests_per_second: f64,
-    /// Requests in flight at most (concurrent pages, child endpoints).
+    /// Requests in flight at most (concurrent pages, child endpoints). Range: 1..=1024.
+    #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 1, 1024>")]
     pub max_in_flight: usize,
-    /// The largest response body accepted (after decompression).
+    /// The largest response body accepted (after decompression). Range: 1..=17_179_869_184.
+    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 17_179_869_184>")]
     pub max_body_bytes: u64,
     /// Extra headers sent with every request.
     pub headers: BTreeMap<String, String>,
@@ -233,8 +241,11 @@ pub struct Incremental {
     /// The value to start from on the first run.
     pub initial_value: String,
     /// Ask again for this many seconds before the last value (late writes); records seen
-    /// before are dropped (deduplicated at the boundary). Timestamps only.
-    #[serde(default)]
+    /// before are dropped (deduplicated at the boundary). Timestamps only. Range: 0..=315_360_000.
+    #[serde(
+        default,
+        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 315_360_000>"
+    )]
     pub lookback_secs: u64,
 }
 

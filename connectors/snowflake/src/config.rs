@@ -41,15 +41,24 @@ pub struct SnowflakeConfig {
     pub database: String,
     /// The schema of the session (created by the sink when missing).
     pub schema: String,
-    /// Time allowed for one HTTP request, seconds (default 60).
-    #[serde(default = "default_request_timeout")]
+    /// Time allowed for one HTTP request, seconds (default 60). Range: 1..=86_400.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>"
+    )]
     pub request_timeout_secs: u64,
-    /// Time allowed for a query to finish, polling included, seconds (default 3600).
-    #[serde(default = "default_query_timeout")]
+    /// Time allowed for a query to finish, polling included, seconds (default 3600). Range: 1..=604_800.
+    #[serde(
+        default = "default_query_timeout",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 604_800>"
+    )]
     pub query_timeout_secs: u64,
     /// Retries of a request that failed transiently (HTTP 429/5xx, resets, timeouts), with
-    /// jittered exponential backoff (default 5).
-    #[serde(default = "default_retries")]
+    /// jittered exponential backoff (default 5). Range: 0..=100.
+    #[serde(
+        default = "default_retries",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 100>"
+    )]
     pub max_retries: usize,
     /// Extra session parameters sent at login (`TIMEZONE`, `QUERY_TAG`, ...).
     #[serde(default)]

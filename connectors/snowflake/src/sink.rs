@@ -113,8 +113,11 @@ pub struct SnowflakeSinkConfig {
     /// New columns.
     #[serde(default)]
     pub schema_evolution: SchemaEvolution,
-    /// Parquet file size before upload, MB (default 64).
-    #[serde(default = "default_file_size")]
+    /// Parquet file size before upload, MB (default 64). Range: 1..=16_384.
+    #[serde(
+        default = "default_file_size",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 16_384>"
+    )]
     pub target_file_size_megabytes: u64,
     /// COPY (default) or bound inserts.
     #[serde(default)]
