@@ -24,7 +24,7 @@ pub use metrics::{Metrics, MetricsSnapshot};
 pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_schema};
 pub use runner::{
     Pipeline, PipelineBuilder, RetryPolicy, RunObserver, RunOptions, RunOutcome, RunReport,
-    crash_point,
+    crash_point, panic_point,
 };
 pub use stream::{BatchStream, BatchStreamAdapter, SendableBatchStream, empty_stream};
 pub use traits::{

@@ -714,6 +714,26 @@ pub async fn crash_point(name: &str) {
     }
 }
 
+/// Fault injection for panic tests: in debug builds, when the environment variable
+/// `STRATA_PANIC_AT` lists `name` (comma-separated), panic here. A no-op in release builds.
+///
+/// # Panics
+/// On purpose, as described.
+pub fn panic_point(name: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    static POINTS: OnceLock<Vec<String>> = OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var("STRATA_PANIC_AT")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    });
+    if points.iter().any(|p| p == name) {
+        panic!("injected panic at {name} (STRATA_PANIC_AT)");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

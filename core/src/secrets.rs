@@ -52,6 +52,73 @@ fn url_encode(s: &str) -> String {
     out
 }
 
+/// Register the password of a URL's user info (`scheme://user:password@host`), as written and
+/// percent-decoded.
+pub fn register_url_password(url: &str) {
+    let Some((_, rest)) = url.split_once("://") else {
+        return;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+    {
+        register(password);
+        register(&percent_decode(password));
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `#[serde(deserialize_with)]` helper for secret fields: deserializes a
+/// [`secrecy::SecretString`] and [`register`]s it (and a URL's password), so no error, log line
+/// or echo from a server can show it.
+///
+/// # Errors
+/// The deserializer's.
+pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<secrecy::SecretString, D::Error> {
+    use secrecy::ExposeSecret as _;
+    let s = <secrecy::SecretString as serde::Deserialize>::deserialize(d)?;
+    register(s.expose_secret());
+    register_url_password(s.expose_secret());
+    Ok(s)
+}
+
+/// [`deserialize`] for an optional secret.
+///
+/// # Errors
+/// The deserializer's.
+pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<secrecy::SecretString>, D::Error> {
+    use secrecy::ExposeSecret as _;
+    let s = <Option<secrecy::SecretString> as serde::Deserialize>::deserialize(d)?;
+    if let Some(s) = &s {
+        register(s.expose_secret());
+        register_url_password(s.expose_secret());
+    }
+    Ok(s)
+}
+
 /// Query parameter names whose values are secrets (compared case-insensitively, also as a
 /// suffix such as `x-api-key` or `access_token`).
 const SECRET_PARAMS: &[&str] = &[
@@ -195,6 +262,8 @@ mod tests {
         );
         assert_eq!(redact("plain text, no url é"), "plain text, no url é");
         assert_eq!(redact("héllo?key=ü€&n=1"), "héllo?key=***&n=1");
+        register_url_password("mongodb://strata:p%40ssw0rd@db:27017/?tls=true");
+        assert_eq!(redact("auth failed for p@ssw0rd"), "auth failed for ***");
         register("ab"); // too short to register
         assert_eq!(redact("ab"), "ab");
     }

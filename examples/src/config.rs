@@ -1,6 +1,6 @@
 //! The pipeline YAML: a closed set of sources, transforms, sinks and checkpoint stores.
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -340,12 +340,25 @@ pub fn interpolate(text: &str, file: &Path) -> Result<Interpolated> {
                     _ => {}
                 }
             }
+            let upper = name.to_ascii_uppercase();
+            let secret = [
+                "KEY",
+                "TOKEN",
+                "SECRET",
+                "PASS",
+                "PWD",
+                "CREDENTIAL",
+                "SAS",
+                "SIGNATURE",
+            ]
+            .iter()
+            .any(|s| upper.contains(s));
             let inserted = if double {
                 let q = double_quoted(&value);
                 q[1..q.len() - 1].to_string()
             } else if single {
                 value.replace('\'', "''")
-            } else if plain_safe(&value) {
+            } else if plain_safe(&value) && !secret {
                 value.clone()
             } else {
                 let lead = done.trim_end();
@@ -360,29 +373,21 @@ pub fn interpolate(text: &str, file: &Path) -> Result<Interpolated> {
                     || trail.starts_with(',')
                     || trail.starts_with('}')
                     || trail.starts_with(']');
-                if !(alone_before && alone_after) {
+                if !(alone_before && alone_after) && plain_safe(&value) {
+                    // A secret inside a longer plain scalar (a URL): as written.
+                    value.clone()
+                } else if !(alone_before && alone_after) {
                     return Err(config_err(format!(
                         "{}:{}: the value of `{name}` holds characters YAML reads as syntax (such as ` #` or `: `): put the whole value in double quotes in the file",
                         file.display(),
                         n + 1
                     )));
+                } else {
+                    // Secrets are text: `token: ${TOKEN}` with TOKEN=31337 is the string.
+                    double_quoted(&value)
                 }
-                double_quoted(&value)
             };
-            let upper = name.to_ascii_uppercase();
-            if [
-                "KEY",
-                "TOKEN",
-                "SECRET",
-                "PASS",
-                "PWD",
-                "CREDENTIAL",
-                "SAS",
-                "SIGNATURE",
-            ]
-            .iter()
-            .any(|s| upper.contains(s))
-            {
+            if secret {
                 strata_core::secrets::register(&value);
             }
             values.push((name.to_string(), value));
@@ -498,19 +503,63 @@ fn from_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<
             path.display()
         )));
     }
-    serde_yaml_ng::from_str(text).map_err(|e| {
-        config_err(match e.location() {
-            Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-            None => format!("{}: {e}", path.display()),
+    serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
+        let key = e.path().to_string();
+        let e = e.into_inner();
+        let mut msg = e.to_string();
+        let place = match e.location() {
+            Some(l) => {
+                let suffix = format!(" at line {} column {}", l.line(), l.column());
+                if let Some(m) = msg.strip_suffix(&suffix) {
+                    msg = m.to_string();
+                }
+                // A value refused by its own check is reported at its mapping's start: find
+                // the key's own line from there.
+                let last = key.rsplit('.').next().unwrap_or_default();
+                let line = key_line(text, l.line(), last).unwrap_or(l.line());
+                format!("{}:{line}", path.display())
+            }
+            None => path.display().to_string(),
+        };
+        // serde_yaml names a (shorter) path of its own: the full key is named below.
+        let msg = match msg.split_once(": ") {
+            Some((p, rest)) if !p.is_empty() && key.starts_with(p) && !p.contains(' ') => {
+                rest.to_string()
+            }
+            _ => msg,
+        };
+        config_err(if key.is_empty() || key == "." {
+            format!("{place}: {msg}")
+        } else {
+            format!("{place}: `{key}`: {msg}")
         })
     })
+}
+
+/// The 1-based line, at or after `from`, where `key:` is written.
+fn key_line(text: &str, from: usize, key: &str) -> Option<usize> {
+    if key.is_empty() || key.starts_with('?') {
+        return None;
+    }
+    let pat = format!("{key}:");
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, l)| {
+            let t = l
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start_matches(['{', ' ']);
+            t.starts_with(&pat) || l.contains(&format!(" {pat}")) || l.contains(&format!("{{{pat}"))
+        })
+        .map(|(i, _)| i + 1)
 }
 
 /// Parse pipeline YAML (already interpolated).
 pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     let cfg: PipelineConfig = from_yaml(text, path)?;
     strata_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
-        .map_err(|e| anyhow!("{}: `pipeline`: {e}", path.display()))?;
+        .map_err(|e| anyhow::Error::new(e).context(format!("{}: `pipeline`", path.display())))?;
     let at = |key: &str| {
         let p = path.display().to_string();
         let key = key.to_string();
@@ -541,12 +590,6 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
             connection.validate().map_err(at("checkpoint.azure_blob"))?;
         }
         _ => {}
-    }
-    if cfg.options.batch_size == 0 {
-        bail!(
-            "{}: `options.batch_size` must be at least 1",
-            path.display()
-        );
     }
     Ok(cfg)
 }
@@ -633,8 +676,62 @@ pub struct Built {
     pub sink_root: String,
 }
 
+/// Where a pipeline reads files from: a local directory or an object store URL.
+fn source_root(cfg: &PipelineConfig) -> Option<String> {
+    match &cfg.source {
+        SourceConfig::Files(c) => Some(c.root.clone()),
+        SourceConfig::S3(c) => Some(c.connection.url()),
+        SourceConfig::AzureBlob(c) => Some(c.connection.url()),
+        _ => None,
+    }
+}
+
+/// Where a pipeline writes files to.
+fn sink_files_root(cfg: &PipelineConfig) -> Option<String> {
+    match &cfg.sink {
+        SinkConfig::Parquet(c) => Some(c.root.clone()),
+        SinkConfig::S3(c) => Some(c.connection.url()),
+        SinkConfig::AzureBlob(c) => Some(c.connection.url()),
+        SinkConfig::Delta { table, .. } => Some(table.clone()),
+        _ => None,
+    }
+}
+
+/// A root as a comparable absolute form ending in `/`: a local path made absolute (resolved
+/// through symbolic links where it exists), a URL as written.
+fn normal_root(root: &str) -> String {
+    let mut r = if root.contains("://") && !root.starts_with("file://") {
+        root.to_string()
+    } else {
+        let p = Path::new(root.strip_prefix("file://").unwrap_or(root));
+        let abs = std::fs::canonicalize(p).unwrap_or_else(|_| {
+            std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p))
+        });
+        abs.display().to_string()
+    };
+    if !r.ends_with('/') {
+        r.push('/');
+    }
+    r
+}
+
+/// Refuse a sink whose root is the source's root or inside it (the next run would read its
+/// own output), or a source inside the sink's root.
+fn check_roots(cfg: &PipelineConfig) -> Result<()> {
+    if let (Some(src), Some(dst)) = (source_root(cfg), sink_files_root(cfg)) {
+        let (s, d) = (normal_root(&src), normal_root(&dst));
+        if d.starts_with(&s) || s.starts_with(&d) {
+            return Err(config_err(format!(
+                "the sink writes to `{dst}`, which overlaps the source root `{src}`: the next run would read the pipeline's own output; give the sink a root outside the source's"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Build every component (may touch the disk: listing, schema inference).
 pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
+    check_roots(cfg)?;
     let at = |key: &'static str| move |e: strata_core::Error| anyhow::Error::new(e).context(key);
     let source: Arc<dyn Source> = match &cfg.source {
         SourceConfig::Files(c) => Arc::new(
@@ -686,9 +783,9 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             TransformConfig::Conform { model, spec } => {
                 let spec = match (model.as_deref(), spec) {
                     (Some(m), None) => retail_spec(m)
-                        .ok_or_else(|| anyhow!("transforms[{i}].conform.model: unknown model `{m}` (orders, customers, partners, products)"))?,
+                        .ok_or_else(|| config_err(format!("transforms[{i}].conform.model: unknown model `{m}` (orders, customers, partners, products)")))?,
                     (None, Some(s)) => s.clone(),
-                    _ => bail!("transforms[{i}].conform: give either `model` or `spec`"),
+                    _ => return Err(config_err(format!("transforms[{i}].conform: give either `model` or `spec`"))),
                 };
                 Step::Stream(Arc::new(
                     strata_silver::Conform::try_new(spec).with_context(|| format!("transforms[{i}].conform"))?,

@@ -90,6 +90,24 @@ pub fn finish(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Standard error through the redaction layer: every log line is scrubbed of registered
+/// secrets, URL passwords and secret query values, whatever library logged it (reqwest, hyper
+/// and the drivers log URLs at debug and trace).
+#[derive(Debug, Clone, Copy)]
+pub struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(strata_core::secrets::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 static SHUTDOWN: OnceLock<CancellationToken> = OnceLock::new();
 static AWARE: AtomicBool = AtomicBool::new(false);
 

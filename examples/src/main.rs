@@ -231,7 +231,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| exit::RedactingStderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -268,7 +268,11 @@ fn ctrl_c_cancels_cleanly_and_a_rerun_completes() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert_eq!(exit.code(), Some(1), "a cancelled run exits 1: {rest:?}");
+    assert_eq!(
+        exit.code(),
+        Some(130),
+        "a cancelled run exits 130: {rest:?}"
+    );
     assert!(rest.iter().any(|l| l.contains("cancelled")), "{rest:?}");
     assert!(
         read_parquet_dir(&out.join("orders")).is_empty(),

@@ -28,11 +28,13 @@ pub enum AzureCredentials {
     /// The storage account key (use `${VAR}` in YAML).
     AccountKey {
         /// The base64 account key.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         key: SecretString,
     },
     /// A shared access signature (the query string, with or without the leading `?`).
     Sas {
         /// The SAS token.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         token: SecretString,
     },
     /// A service principal's client secret (Microsoft Entra ID).
@@ -42,6 +44,7 @@ pub enum AzureCredentials {
         /// The application (client) id.
         client_id: String,
         /// The client secret.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         client_secret: SecretString,
     },
     /// The managed identity of the VM, container or function.

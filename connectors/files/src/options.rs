@@ -82,7 +82,10 @@ impl Compression {
 
 /// What to do with a value whose type does not match its column (a number column that
 /// sometimes holds a string).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+///
+/// In YAML, `type_drift: null` (unquoted, which YAML reads as a null value rather than the
+/// word) means [`TypeDriftPolicy::Null`], as it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TypeDriftPolicy {
@@ -93,6 +96,20 @@ pub enum TypeDriftPolicy {
     Null,
     /// Stop the run with an error naming the file, line, column and value.
     Fail,
+}
+
+impl<'de> Deserialize<'de> for TypeDriftPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None | Some("null") => Ok(Self::Null),
+            Some("quarantine") => Ok(Self::Quarantine),
+            Some("fail") => Ok(Self::Fail),
+            Some(other) => Err(serde::de::Error::unknown_variant(
+                other,
+                &["quarantine", "null", "fail"],
+            )),
+        }
+    }
 }
 
 /// What to do with fields that are not in the schema.
@@ -279,6 +296,11 @@ pub struct FileSourceConfig {
     /// What to do with a file that cannot be read.
     #[serde(default)]
     pub on_corrupt_file: CorruptFilePolicy,
+    /// Read files behind symbolic links that lead outside the root (local roots; links inside
+    /// the root are always read). Off by default: a link out of the root is skipped with a
+    /// warning.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 fn default_include() -> Vec<String> {
@@ -316,6 +338,7 @@ impl FileSourceConfig {
             partitioning: Partitioning::default(),
             listing: ListingMode::default(),
             on_corrupt_file: CorruptFilePolicy::default(),
+            follow_symlinks: false,
         }
     }
 

@@ -343,6 +343,7 @@ impl Sink for ParquetSink {
             quarantine: None,
             quarantine_files: Vec::new(),
             files: Vec::new(),
+            committed: false,
         }))
     }
 
@@ -439,6 +440,9 @@ struct ParquetWriter {
     quarantine: Option<OpenFile>,
     quarantine_files: Vec<ManifestFile>,
     files: Vec<ManifestFile>,
+    /// This attempt's manifest landed: the epoch is committed, and its staged files are the
+    /// committed data until published. Abort must not delete them.
+    committed: bool,
 }
 
 /// Characters percent-encoded in partition directory names (as Hive does).
@@ -633,6 +637,7 @@ impl ParquetWriter {
 #[async_trait]
 impl SinkWriter for ParquetWriter {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        strata_core::panic_point("files.sink.write");
         if self.sink.cfg.partition_by.is_empty() {
             let lane = self.next_lane % self.lanes.len();
             self.next_lane = self.next_lane.wrapping_add(1);
@@ -690,6 +695,7 @@ impl SinkWriter for ParquetWriter {
     }
 
     async fn commit(&mut self, prepared: Prepared, marker: &CommitMarker) -> Result<CommitOutcome> {
+        strata_core::panic_point("files.sink.commit");
         let epoch = prepared.epoch;
         let files: Vec<ManifestFile> = self
             .files
@@ -720,7 +726,9 @@ impl SinkWriter for ParquetWriter {
             .sink
             .manifest_dir(&marker.pipeline_id)
             .join(format!("{:020}.json", marker.epoch.0));
-        if !self.sink.location.put_json_create(&path, &manifest).await? {
+        let created = self.sink.location.put_json_create(&path, &manifest).await?;
+        self.committed = created;
+        if !created {
             let existing = self.sink.read_manifest(&path).await?;
             if existing.attempt != self.attempt {
                 // Another attempt (an earlier run) committed this epoch: ours is a replay.
@@ -730,6 +738,7 @@ impl SinkWriter for ParquetWriter {
             }
         }
         crash_point("files.sink.after_manifest").await;
+        strata_core::panic_point("files.sink.after_manifest");
         self.sink.publish(&manifest).await?;
         Ok(CommitOutcome::Committed)
     }
@@ -740,6 +749,11 @@ impl SinkWriter for ParquetWriter {
             *l = None;
         }
         self.quarantine = None;
+        if self.committed {
+            // The commit point passed (a failure or panic while publishing): the staged files
+            // are committed data, published by the next run's recovery.
+            return Ok(());
+        }
         abort_journaled(
             &self.sink.location,
             &self.sink.journal_dir(&self.pid, &self.attempt),

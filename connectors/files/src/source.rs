@@ -239,7 +239,43 @@ impl Inner {
             .try_collect()
             .await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
+        if let Some(root) = self.location.local_root()
+            && !self.cfg.follow_symlinks
+        {
+            files = self.inside_root(root.to_path_buf(), files).await?;
+        }
         Ok(files)
+    }
+
+    /// The local files whose real path is inside the root: a symbolic link out of the root
+    /// (to `/etc/passwd`, to another team's directory) is skipped with a warning, never read.
+    async fn inside_root(
+        &self,
+        root: std::path::PathBuf,
+        files: Vec<ObjectMeta>,
+    ) -> Result<Vec<ObjectMeta>> {
+        let location = self.location.clone();
+        let (kept, skipped) = tokio::task::spawn_blocking(move || {
+            let Ok(real_root) = std::fs::canonicalize(&root) else {
+                return (files, Vec::new());
+            };
+            let (mut kept, mut skipped) = (Vec::new(), Vec::new());
+            for m in files {
+                let rel = location.relative(&m.location);
+                match std::fs::canonicalize(root.join(&rel)) {
+                    Ok(real) if real.starts_with(&real_root) => kept.push(m),
+                    Ok(real) => skipped.push((rel, real.display().to_string())),
+                    Err(_) => kept.push(m), // gone since the listing: reading it reports that
+                }
+            }
+            (kept, skipped)
+        })
+        .await
+        .map_err(|e| Error::internal("the symlink check failed").with_source(e))?;
+        for (rel, target) in skipped {
+            tracing::warn!(file = %rel, target = %target, "a symbolic link leads out of the source root: skipped (set `follow_symlinks: true` to read it)");
+        }
+        Ok(kept)
     }
 
     async fn infer(&self, max_records: usize, max_bytes: u64) -> Result<Schema> {
@@ -561,6 +597,7 @@ impl Inner {
         let handle = Handle::current();
         let path = self.location.child(&spec.path);
         let describe = self.location.describe(&path);
+        strata_core::panic_point("files.decoder");
         let compression = self.cfg.compression.resolve(&spec.path);
         let skip = spec.start > 0;
         let from = if skip { spec.start - 1 } else { 0 };

@@ -215,6 +215,7 @@ impl ChangeStreamConfig {
 pub struct MongoSourceConfig {
     /// The connection string (`mongodb://user:${PASSWORD}@host/?tls=true`); a secret, as it
     /// may hold a password.
+    #[serde(deserialize_with = "strata_core::secrets::deserialize")]
     pub uri: SecretString,
     /// The database.
     pub database: String,

@@ -66,6 +66,7 @@ pub enum WriteMode {
 #[non_exhaustive]
 pub struct MongoSinkConfig {
     /// The connection string (a secret).
+    #[serde(deserialize_with = "strata_core::secrets::deserialize")]
     pub uri: SecretString,
     /// The database.
     pub database: String,

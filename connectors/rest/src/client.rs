@@ -73,8 +73,39 @@ impl Client {
             })?;
             headers.insert(name, value);
         }
+        // Every secret this client sends is known to the redaction layer, whatever echoes it
+        // (a server repeating the URL, a driver's message).
+        match auth {
+            Auth::None => {}
+            Auth::ApiKey { value, .. } => strata_core::secrets::register(value.expose_secret()),
+            Auth::Bearer { token } => strata_core::secrets::register(token.expose_secret()),
+            Auth::Basic { password, .. } => {
+                strata_core::secrets::register(password.expose_secret())
+            }
+            Auth::Oauth2ClientCredentials { client_secret, .. } => {
+                strata_core::secrets::register(client_secret.expose_secret());
+            }
+        }
+        for (k, v) in &settings.headers {
+            if strata_core::secrets::is_secret_name(k) {
+                strata_core::secrets::register(v);
+            }
+        }
         let http = reqwest::Client::builder()
             .default_headers(headers)
+            // Credentials never follow a redirect to another origin (reqwest strips only its own
+            // auth headers; an API key header or query parameter would travel): such a redirect
+            // stops and is reported.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let first = attempt.previous().first().map(Url::origin);
+                if attempt.previous().len() > 10 {
+                    attempt.error("more than 10 redirects")
+                } else if first.is_some_and(|o| o == attempt.url().origin()) {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .timeout(Duration::from_secs(settings.timeout_secs))
             .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
             .pool_max_idle_per_host(settings.max_in_flight.max(1) * 2)
@@ -100,15 +131,19 @@ impl Client {
         })
     }
 
-    /// The URL as Strata reports it: an API key sent as a query parameter is redacted.
+    /// The URL as Strata reports it: an API key sent as a query parameter, a password in the
+    /// user info and secret-named parameters are redacted.
     pub(crate) fn redact(&self, url: &Url) -> String {
+        if let Some(p) = url.password() {
+            strata_core::secrets::register(p);
+        }
         let Auth::ApiKey {
             name,
             location: KeyLocation::Query,
             ..
         } = &self.auth
         else {
-            return url.to_string();
+            return strata_core::secrets::redact(url.as_str()).into_owned();
         };
         let mut u = url.clone();
         let pairs: Vec<(String, String)> = url
@@ -123,7 +158,7 @@ impl Client {
             })
             .collect();
         u.query_pairs_mut().clear().extend_pairs(pairs);
-        u.to_string()
+        strata_core::secrets::redact(u.as_str()).into_owned()
     }
 
     async fn bearer(&self, force_refresh: bool) -> Result<Option<SecretString>> {
@@ -163,8 +198,8 @@ impl Client {
                     ErrorKind::Unavailable,
                     "cannot reach the OAuth2 token endpoint",
                 )
-                .with_context("url", token_url)
-                .with_source(e)
+                .with_context("url", strata_core::secrets::redact(token_url))
+                .with_source(e.without_url())
             })?;
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
@@ -198,6 +233,7 @@ impl Client {
         let lifetime = Duration::from_secs(a.expires_in.unwrap_or(3600));
         // Refresh a little before it expires (a tenth of its life, at most a minute).
         let margin = (lifetime / 10).min(Duration::from_secs(60));
+        strata_core::secrets::register(&a.access_token);
         let value = SecretString::from(a.access_token);
         *slot = Some(Token {
             value: value.clone(),
@@ -289,7 +325,7 @@ impl Client {
                     Error::new(kind, what)
                         .with_retry(Retry::Transient)
                         .with_context("url", &shown)
-                        .with_source(e)
+                        .with_source(e.without_url())
                 }
             };
             let Some(backoff) = delays.next() else {
@@ -340,7 +376,7 @@ impl Client {
                     )
                     .with_retry(Retry::Transient)
                     .with_context("url", shown)
-                    .with_source(e));
+                    .with_source(e.without_url()));
                 }
             }
         }
@@ -375,6 +411,11 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str)
             retry_after(headers).map_or(Retry::Transient, Retry::After),
             "the API is rate limiting (429)",
         ),
+        300..=399 => (
+            ErrorKind::Config,
+            Retry::Permanent,
+            "the API redirected to another origin; credentials are never sent across origins: point `base_url` at the final host",
+        ),
         500..=599 => (
             ErrorKind::Unavailable,
             retry_after(headers).map_or(Retry::Transient, Retry::After),
@@ -386,11 +427,19 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str)
             "the API refused the request",
         ),
     };
-    Error::new(kind, what)
+    let mut e = Error::new(kind, what)
         .with_retry(retry)
         .with_context("url", url)
-        .with_context("status", status.as_u16())
-        .with_context("body", snippet)
+        .with_context("status", status.as_u16());
+    if status.is_redirection()
+        && let Some(to) = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+    {
+        e = e.with_context("location", strata_core::secrets::redact(to));
+    }
+    // The redaction layer scrubs known secrets from the snippet when it is shown.
+    e.with_context("body", snippet)
 }
 
 #[cfg(test)]

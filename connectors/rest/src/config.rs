@@ -122,6 +122,7 @@ pub enum Auth {
         /// The header (`X-API-Key`) or parameter name.
         name: String,
         /// The key.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         value: SecretString,
         /// `header` (default) or `query`.
         #[serde(default)]
@@ -130,6 +131,7 @@ pub enum Auth {
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// The token.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         token: SecretString,
     },
     /// `Authorization: Basic ...`.
@@ -137,6 +139,7 @@ pub enum Auth {
         /// The user.
         username: String,
         /// The password.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         password: SecretString,
     },
     /// OAuth2 client credentials: one token shared by every request, refreshed before it
@@ -147,6 +150,7 @@ pub enum Auth {
         /// The client id.
         client_id: String,
         /// The client secret.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         client_secret: SecretString,
         /// Scopes, space-separated.
         #[serde(default)]

@@ -22,9 +22,10 @@ pub enum S3Credentials {
         /// The access key id.
         access_key_id: String,
         /// The secret access key.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         secret_access_key: SecretString,
         /// A session token for temporary credentials.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "strata_core::secrets::deserialize_opt")]
         session_token: Option<SecretString>,
     },
     /// AssumeRoleWithWebIdentity (EKS IRSA, GitHub OIDC).

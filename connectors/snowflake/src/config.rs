@@ -83,19 +83,20 @@ pub enum SnowflakeAuth {
     /// User name and password.
     Password {
         /// The password.
+        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
         password: SecretString,
     },
     /// Key-pair authentication: a JWT signed with the user's RSA private key (PKCS#8 PEM,
     /// optionally encrypted, or PKCS#1 `RSA PRIVATE KEY`). Give the key or a path to it.
     KeyPair {
         /// The PEM text of the private key.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "strata_core::secrets::deserialize_opt")]
         private_key: Option<SecretString>,
         /// A file holding the PEM private key.
         #[serde(default)]
         private_key_path: Option<PathBuf>,
         /// The passphrase of an encrypted key.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "strata_core::secrets::deserialize_opt")]
         passphrase: Option<SecretString>,
     },
 }
