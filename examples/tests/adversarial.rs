@@ -774,3 +774,76 @@ fn a_symlink_out_of_the_root_is_not_followed_and_overlapping_roots_are_refused()
         stderr(&out)
     );
 }
+
+// 4. A file that grew is read from where its commit ended; a rewritten one follows a policy.
+
+#[test]
+fn appending_to_a_file_reads_only_the_new_lines_and_a_rewrite_follows_on_changed_file() {
+    let case = Case::new();
+    let f = case.data("orders.ndjson", numbered(3).as_bytes());
+    let p = case.pipeline("ndjson", ID_QTY, "", "");
+    assert_eq!(ok(&run(&p, &[]))["rows_written"], 3);
+    let mut more = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    std::io::Write::write_all(&mut more, b"{\"id\":3,\"qty\":1}\n{\"id\":\"bad\"}\n").unwrap();
+    drop(more);
+    let r = ok(&run(&p, &[]));
+    assert_eq!(
+        (r["rows_written"].as_u64(), r["rows_quarantined"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(
+        ids(&case.rows()),
+        [0, 1, 2, 3],
+        "3 rows + 1 appended line give 4 rows, not 7"
+    );
+    assert_eq!(
+        case.quarantine()[0].0,
+        5,
+        "the appended bad line is line 5 of the file"
+    );
+    assert_eq!(ok(&run(&p, &[]))["outcome"], "NothingNew");
+    // A rewrite (same size, other bytes) fails by default, naming the file.
+    std::fs::write(&f, numbered(5).replace("\"qty\":1", "\"qty\":9")).unwrap();
+    let out = run(&p, &[]);
+    assert_eq!(out.status.code(), Some(73), "conflict: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("orders.ndjson") && stderr(&out).contains("on_changed_file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ids(&case.rows()), [0, 1, 2, 3], "nothing read twice");
+    // `skip` leaves it; `reread` reads it again with its version in `_source_version`.
+    let skip = case.pipeline("ndjson", ID_QTY, "on_changed_file: skip", "");
+    let out = run(&skip, &[]);
+    assert_eq!(ok(&out)["outcome"], "NothingNew");
+    assert!(
+        stderr(&out).contains("skipped (on_changed_file: skip)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(total(&case.rows()), 4);
+    std::fs::write(&f, numbered(2)).unwrap();
+    let reread = case.pipeline("ndjson", ID_QTY, "on_changed_file: reread", "");
+    std::fs::remove_dir_all(case.dir.join("out")).unwrap();
+    std::fs::remove_dir_all(case.dir.join("checkpoints")).unwrap();
+    assert_eq!(ok(&run(&reread, &[]))["rows_written"], 2);
+    std::fs::write(&f, numbered(3).replace("\"qty\":1", "\"qty\":8")).unwrap();
+    assert_eq!(ok(&run(&reread, &[]))["rows_written"], 3);
+    let b = case.rows();
+    let versions: std::collections::BTreeSet<String> = b
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("_source_version").unwrap();
+            c.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        (total(&b), versions.len()),
+        (5, 2),
+        "two versions of the file, told apart"
+    );
+}

@@ -231,6 +231,30 @@ pub enum CorruptFilePolicy {
     Quarantine,
 }
 
+/// What to do, in `full` listing, with a file that changed since its last commit other than by
+/// growing (a rewrite, a truncation, a new Parquet file under an old name).
+///
+/// A plain NDJSON or CSV file that only grew (its committed bytes unchanged, checked by size
+/// and a checksum of the committed bytes' first and last 64 KiB, and the committed part ending
+/// at a newline) is never "changed": only the appended lines are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChangedFilePolicy {
+    /// Stop the run with an error naming the file: nothing is read twice behind your back.
+    #[default]
+    Fail,
+    /// Leave the file alone (its new content is not read) and say so in the log.
+    Skip,
+    /// Read the whole file again; every row carries the file's version in a
+    /// `_source_version` column, so a downstream merge can keep the newest version of a row.
+    Reread,
+}
+
+/// The column a `reread` file source adds: the version (ETag, or size and modification time)
+/// of the file each row was read from.
+pub const SOURCE_VERSION_COLUMN: &str = "_source_version";
+
 /// Configuration of a file source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +325,9 @@ pub struct FileSourceConfig {
     /// warning.
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// A file changed other than by growing (see [`ChangedFilePolicy`]).
+    #[serde(default)]
+    pub on_changed_file: ChangedFilePolicy,
 }
 
 fn default_include() -> Vec<String> {
@@ -339,6 +366,7 @@ impl FileSourceConfig {
             listing: ListingMode::default(),
             on_corrupt_file: CorruptFilePolicy::default(),
             follow_symlinks: false,
+            on_changed_file: ChangedFilePolicy::default(),
         }
     }
 

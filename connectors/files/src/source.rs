@@ -4,8 +4,8 @@ use crate::decode::{CsvFormat, JsonFormat, LineFormat, decode_chunk};
 use crate::error::{FilesError, store_err};
 use crate::location::StoreLocation;
 use crate::options::{
-    Compression, CorruptFilePolicy, FileSourceConfig, Format, ListingMode, Partitioning,
-    SchemaSource, explicit_schema,
+    ChangedFilePolicy, Compression, CorruptFilePolicy, FileSourceConfig, Format, ListingMode,
+    Partitioning, SOURCE_VERSION_COLUMN, SchemaSource, explicit_schema,
 };
 use crate::parquet_io::ObjectReader;
 use crate::reader::{LineChunker, Piece, decompress, newlines_before, open_from};
@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -107,6 +107,10 @@ struct SplitSpec {
     end: u64,
     size: u64,
     split_bytes: u64,
+    /// Where the first split of this file's plan starts: 0, or the end of its committed bytes
+    /// when only its appended bytes are read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    from: u64,
     /// Parquet: the row groups of this split (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     row_groups: Option<Vec<usize>>,
@@ -117,10 +121,32 @@ struct FilesCursor {
     /// relative path -> version (ETag, or size and modification time), in `full` listing.
     #[serde(default)]
     seen: BTreeMap<String, String>,
+    /// relative path -> where its committed bytes end and their fingerprint (plain NDJSON and
+    /// CSV files in `full` listing): a file that only grew is read from there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    marks: BTreeMap<String, FileMark>,
     /// The last key read, in `start_after` listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     after: Option<String>,
 }
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Where a file's committed bytes end, and what they looked like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileMark {
+    /// Committed bytes.
+    size: u64,
+    /// CRC-32 of the committed bytes' first and last 64 KiB (see [`FINGERPRINT_BYTES`]).
+    crc: u32,
+    /// The committed bytes end with a newline (else an append would extend the last record).
+    newline: bool,
+}
+
+/// How much of the head and of the tail of the committed bytes the fingerprint covers.
+const FINGERPRINT_BYTES: u64 = 64 << 10;
 
 fn version_of(meta: &ObjectMeta) -> String {
     match &meta.e_tag {
@@ -181,6 +207,18 @@ impl FileSource {
                 sample_bytes,
             } => Arc::new(inner.infer(*sample_records, *sample_bytes).await?),
         };
+        if inner.cfg.on_changed_file == ChangedFilePolicy::Reread
+            && inner.schema.field_with_name(SOURCE_VERSION_COLUMN).is_err()
+        {
+            let mut fields: Vec<Field> = inner
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new(SOURCE_VERSION_COLUMN, DataType::Utf8, false));
+            inner.schema = Arc::new(Schema::new(fields));
+        }
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -368,15 +406,63 @@ impl Inner {
         Schema::new(fields)
     }
 
-    /// The partition values of a file, for the schema's columns (Hive partitioning only).
-    fn partition_values(&self, rel: &str) -> Vec<(String, Option<String>)> {
-        if self.cfg.partitioning != Partitioning::Hive {
-            return Vec::new();
+    /// The columns a split's path gives: Hive partition values (for the schema's columns),
+    /// and the file's version under `on_changed_file: reread`.
+    fn partition_values(&self, spec: &SplitSpec) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = if self.cfg.partitioning == Partitioning::Hive
+        {
+            hive_values(&spec.path)
+                .into_iter()
+                .filter(|(k, _)| self.schema.field_with_name(k).is_ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if self.cfg.on_changed_file == ChangedFilePolicy::Reread {
+            out.push((
+                SOURCE_VERSION_COLUMN.to_string(),
+                Some(spec.version.clone()),
+            ));
         }
-        hive_values(rel)
-            .into_iter()
-            .filter(|(k, _)| self.schema.field_with_name(k).is_ok())
-            .collect()
+        out
+    }
+
+    /// Whether a file's new bytes only follow its committed ones: plain NDJSON or CSV.
+    fn appendable(&self, rel: &str) -> bool {
+        self.cfg.format != Format::Parquet && self.cfg.compression.resolve(rel) == Compression::None
+    }
+
+    /// The fingerprint of the first `size` bytes of a file.
+    async fn mark_of(&self, meta: &ObjectMeta, size: u64) -> Result<FileMark> {
+        let store = self.location.store();
+        let describe = self.location.describe(&meta.location);
+        let get = |r: std::ops::Range<u64>| {
+            let (store, path, describe) = (store.clone(), meta.location.clone(), describe.clone());
+            async move {
+                if r.is_empty() {
+                    return Ok(bytes::Bytes::new());
+                }
+                store
+                    .get_range(&path, r)
+                    .await
+                    .map_err(|e| store_err("get", describe, e))
+            }
+        };
+        let head = get(0..size.min(FINGERPRINT_BYTES)).await?;
+        let tail_start = size
+            .saturating_sub(FINGERPRINT_BYTES)
+            .max(head.len() as u64);
+        let tail = get(tail_start..size).await?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&size.to_le_bytes());
+        crc.update(&head);
+        crc.update(&tail);
+        let last = tail.last().or(head.last()).copied();
+        Ok(FileMark {
+            size,
+            crc: crc.finalize(),
+            newline: last == Some(b'\n'),
+        })
     }
 
     /// The schema the file's own bytes are decoded with: the source schema without the
@@ -436,6 +522,23 @@ impl Inner {
     }
 
     fn splits_of(&self, meta: &ObjectMeta, row_groups: Option<Vec<usize>>) -> Vec<Split> {
+        match row_groups {
+            Some(rgs) => self.splits_at(meta, Some(rgs), 0),
+            None => self.splits_at(meta, None, 0),
+        }
+    }
+
+    /// Splits of the bytes of a plain file from `start` (a line boundary) on.
+    fn splits_from(&self, meta: &ObjectMeta, start: u64) -> Vec<Split> {
+        self.splits_at(meta, None, start)
+    }
+
+    fn splits_at(
+        &self,
+        meta: &ObjectMeta,
+        row_groups: Option<Vec<usize>>,
+        from: u64,
+    ) -> Vec<Split> {
         let rel = self.location.relative(&meta.location);
         let version = version_of(meta);
         let split_bytes = self.split_bytes.load(Ordering::Relaxed);
@@ -452,6 +555,7 @@ impl Inner {
                 end: meta.size,
                 size: meta.size,
                 split_bytes,
+                from: 0,
                 row_groups: Some(rgs),
             };
             return vec![Split {
@@ -463,7 +567,7 @@ impl Inner {
         let splittable = self.cfg.format != Format::Parquet
             && self.cfg.compression.resolve(&rel) == Compression::None;
         let mut out = Vec::new();
-        let mut start = 0;
+        let mut start = from;
         loop {
             let end = if splittable {
                 (start + split_bytes).min(meta.size)
@@ -477,6 +581,7 @@ impl Inner {
                 end,
                 size: meta.size,
                 split_bytes,
+                from,
                 row_groups: None,
             };
             let id = if start == 0 && end == meta.size {
@@ -502,7 +607,7 @@ impl Inner {
         if spec.start == 0 {
             return Ok(0);
         }
-        let key = format!("{}#{}", spec.path, spec.version);
+        let key = format!("{}#{}#{}", spec.path, spec.version, spec.from);
         let cell = self
             .line_index
             .lock()
@@ -512,8 +617,9 @@ impl Inner {
             .clone();
         let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            let starts: Vec<u64> = (1..)
-                .map(|i| i * spec.split_bytes)
+            let starts: Vec<u64> = (0..)
+                .map(|i| spec.from + i * spec.split_bytes)
+                .filter(|s| *s > 0)
                 .take_while(|s| *s < spec.size)
                 .map(|s| s - 1)
                 .collect();
@@ -531,9 +637,8 @@ impl Inner {
             *slot = Some(Arc::new(counts));
         }
         let counts = slot.as_ref().expect("filled above");
-        let i = usize::try_from(spec.start / spec.split_bytes)
-            .unwrap_or(1)
-            .saturating_sub(1);
+        let i = usize::try_from((spec.start - spec.from) / spec.split_bytes).unwrap_or(0)
+            - usize::from(spec.from == 0);
         // The split's first line follows the first newline at or after start-1.
         Ok(counts.get(i).copied().unwrap_or(0) + 1)
     }
@@ -565,7 +670,7 @@ impl Inner {
         ctx: &Context,
         tx: &mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let parts = self.partition_values(&spec.path);
+        let parts = self.partition_values(&spec);
         let key: DecoderKey = (
             ctx.batch_size(),
             parts.iter().map(|(k, _)| k.clone()).collect(),
@@ -796,7 +901,7 @@ impl Inner {
             let path = this.location.child(&spec.path);
             let describe = this.location.describe(&path);
             let reader = ObjectReader::new(this.location.store().clone(), path, spec.size);
-            let parts = this.partition_values(&spec.path);
+            let parts = this.partition_values(&spec);
             let quarantine = this.cfg.on_corrupt_file == CorruptFilePolicy::Quarantine;
             let d = describe.clone();
             let built = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
@@ -1073,31 +1178,83 @@ impl Source for FileSource {
                 None
             })
             .await?;
-        let mut fresh = Vec::new();
+        let mut fresh: Vec<(ObjectMeta, u64)> = Vec::new();
         let mut next = FilesCursor::default();
         for meta in &files {
             let rel = self.inner.location.relative(&meta.location);
             let version = version_of(meta);
-            if (start_after || from.seen.get(&rel) != Some(&version)) && meta.size > 0 {
-                fresh.push(meta.clone());
-            }
             if start_after {
+                if meta.size > 0 {
+                    fresh.push((meta.clone(), 0));
+                }
                 next.after = Some(rel);
-            } else {
-                next.seen.insert(rel, version);
+                continue;
             }
+            let appendable = self.inner.appendable(&rel);
+            let old = from.seen.get(&rel);
+            if old == Some(&version) {
+                // Unchanged: keep what the last commit knew of it.
+                if let Some(m) = from.marks.get(&rel) {
+                    next.marks.insert(rel.clone(), m.clone());
+                }
+                next.seen.insert(rel, version);
+                continue;
+            }
+            let mark = if appendable {
+                Some(self.inner.mark_of(meta, meta.size).await?)
+            } else {
+                None
+            };
+            let start = match (old, from.marks.get(&rel)) {
+                (None, _) => Some(0),
+                // Grown, with the committed bytes as they were: read only what follows.
+                (Some(_), Some(m))
+                    if appendable
+                        && m.newline
+                        && meta.size >= m.size
+                        && self.inner.mark_of(meta, m.size).await? == *m =>
+                {
+                    Some(m.size)
+                }
+                (Some(_), _) => match self.inner.cfg.on_changed_file {
+                    ChangedFilePolicy::Reread => Some(0),
+                    ChangedFilePolicy::Skip => {
+                        tracing::warn!(file = %self.inner.location.describe(&meta.location), "the file changed since its last commit (not only appended to): skipped (on_changed_file: skip)");
+                        None
+                    }
+                    ChangedFilePolicy::Fail => {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            "a file changed since it was committed, other than by appending to it: reading it again would duplicate its rows",
+                        )
+                        .with_context("file", self.inner.location.describe(&meta.location))
+                        .with_context("committed_version", old.map_or("", String::as_str))
+                        .with_context("version", &version)
+                        .with_context("hint", "set `on_changed_file: reread` (rows carry `_source_version` for a downstream merge) or `skip`"));
+                    }
+                },
+            };
+            if let Some(start) = start
+                && meta.size > start
+            {
+                fresh.push((meta.clone(), start));
+            }
+            if let Some(m) = mark {
+                next.marks.insert(rel.clone(), m);
+            }
+            next.seen.insert(rel, version);
         }
         if start_after && next.after.is_none() {
             next.after = from.after;
         }
         let splits: Vec<Vec<Split>> = futures::stream::iter(fresh)
-            .map(|meta| {
+            .map(|(meta, start)| {
                 let inner = self.inner.clone();
                 async move {
                     if inner.cfg.format == Format::Parquet {
                         inner.parquet_splits(&meta).await
                     } else {
-                        inner.splits_of(&meta, None)
+                        inner.splits_from(&meta, start)
                     }
                 }
             })
