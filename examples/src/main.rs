@@ -59,6 +59,12 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Infer a pipeline source's schema and print it as YAML ready to paste into
+    /// `schema.explicit` (the source's own schema when it is declared).
+    Infer {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
     /// Check a pipeline file without running it: parse, build, reach the source.
     Check {
         /// The pipeline file.
@@ -279,6 +285,30 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Infer { pipeline } => {
+            let cfg = config::load(&pipeline)?;
+            let built = config::build(&cfg).await?;
+            outln!(
+                "# the schema of {} (paste under the source)",
+                pipeline.display()
+            );
+            outln!("schema:\n  explicit:");
+            for f in built.source.schema().fields() {
+                let Some(ty) = strata_files::data_type_name(f.data_type()) else {
+                    bail!(
+                        "column `{}` has a type a declaration cannot name: {}",
+                        f.name(),
+                        f.data_type()
+                    );
+                };
+                let not_null = if f.is_nullable() { "" } else { " not null" };
+                outln!(
+                    "    - {{ name: {}, type: \"{ty}{not_null}\" }}",
+                    serde_json::to_string(f.name())?
+                );
+            }
+            Ok(())
+        }
         Command::Check { pipeline } => {
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
@@ -402,23 +432,41 @@ async fn dispatch(cmd: Command) -> Result<()> {
             use futures::StreamExt;
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
-            let ctx = strata_core::Context::new("classify");
+            // Rejected records are counted, not fatal: a malformed line does not stop the sample.
+            let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(64);
+            let ctx = strata_core::Context::builder("classify")
+                .with_quarantine(qtx)
+                .build();
             let plan = built
                 .source
                 .plan(&strata_core::ReadRequest::after(None), &ctx)
                 .await?;
             let mut batches = Vec::new();
-            let mut rows = 0;
+            let (mut rows, mut rejected) = (0, 0usize);
             'read: for split in &plan.splits {
                 let mut s = built.source.read(split, &ctx)?;
-                while let Some(b) = s.next().await {
-                    let b = b?;
-                    rows += b.num_rows();
-                    batches.push(b);
-                    if rows >= sample_rows {
-                        break 'read;
+                loop {
+                    tokio::select! {
+                        Some(r) = qrx.recv() => rejected += r.len(),
+                        b = s.next() => match b {
+                            Some(b) => {
+                                let b = b?;
+                                rows += b.num_rows();
+                                batches.push(b);
+                                if rows >= sample_rows {
+                                    break 'read;
+                                }
+                            }
+                            None => break,
+                        },
                     }
                 }
+            }
+            while let Ok(r) = qrx.try_recv() {
+                rejected += r.len();
+            }
+            if rejected > 0 {
+                outln!("{rejected} malformed records skipped");
             }
             let found = strata_privacy::classify(&batches, sample_rows);
             outln!("{rows} rows sampled");

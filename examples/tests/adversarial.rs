@@ -847,3 +847,70 @@ fn appending_to_a_file_reads_only_the_new_lines_and_a_rewrite_follows_on_changed
         "two versions of the file, told apart"
     );
 }
+
+// 5. Inference on real data.
+
+#[test]
+fn inference_survives_the_generators_own_drifting_orders_and_strata_infer_prints_a_declaration() {
+    let case = Case::new();
+    let cfg = strata_datagen::GeneratorConfig::at_scale(0.005).with_dirt_rate(0.03);
+    let m = strata_datagen::generate(&cfg, &case.dir.join("data"), &|_| {}).unwrap();
+    // A second file of orders, so inference samples across files.
+    let text = std::fs::read_to_string(case.dir.join("data/orders.ndjson")).unwrap();
+    let extra: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
+    std::fs::write(case.dir.join("data/orders_b.ndjson"), extra).unwrap();
+    let mut y = format!(
+        "pipeline: inferred\nsource:\n  files:\n    root: '{}'\n    include: [\"orders*.ndjson\"]\n    format: ndjson\n    type_drift: quarantine\n",
+        case.dir.join("data").display()
+    );
+    y.push_str(&format!(
+        "sink:\n  parquet:\n    root: '{}'\ncheckpoint:\n  local:\n    dir: '{}'\n",
+        case.dir.join("out").display(),
+        case.dir.join("checkpoints").display()
+    ));
+    let p = case.dir.join("inferred.yaml");
+    std::fs::write(&p, &y).unwrap();
+    let out = Command::new(BIN).arg("infer").arg(&p).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let decl = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        decl.contains("schema:\n  explicit:\n") && decl.contains("name: \"order_id\""),
+        "{decl}"
+    );
+    let r = ok(&run(&p, &[]));
+    let written = r["rows_written"].as_u64().unwrap();
+    let quarantined = r["rows_quarantined"].as_u64().unwrap();
+    assert_eq!(
+        written + quarantined,
+        m.order_file_lines + 50,
+        "every line a row or quarantined: {r}"
+    );
+    assert!(quarantined >= m.dirt.malformed_json_lines, "{r}");
+    // The printed declaration pastes into the pipeline and reads the same rows.
+    let indented: String = decl.lines().skip(1).map(|l| format!("    {l}\n")).collect();
+    let declared = y
+        .replace(
+            "    type_drift: quarantine\n",
+            &format!("    type_drift: quarantine\n{indented}"),
+        )
+        .replace("pipeline: inferred", "pipeline: declared");
+    let p2 = case.dir.join("declared.yaml");
+    std::fs::write(
+        &p2,
+        declared.replace(
+            &case.dir.join("out").display().to_string(),
+            &case.dir.join("out2").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let r2 = ok(&run(&p2, &[]));
+    assert_eq!(r2["rows_written"], r["rows_written"], "{r2}");
+    // classify samples past malformed lines.
+    let out = Command::new(BIN)
+        .args(["classify"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("malformed records skipped"));
+}

@@ -30,7 +30,7 @@ pub(crate) enum Verdict {
 
 /// Why the screen set a line aside before any decoding (see [`screen_json`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flag {
+pub enum Flag {
     /// Nested deeper than the limit (the depth reached).
     TooDeep(u32),
     /// A second value after the record on the same line.
@@ -97,7 +97,7 @@ pub const DEFAULT_NESTING_DEPTH: u32 = 64;
 /// line, invalid UTF-8, and (when `fractions`) lines holding a number with a fraction or an
 /// exponent. arrow-json would otherwise overflow the stack, read two rows from one line, join
 /// two lines into one row, or truncate `1.5` into an integer column.
-pub(crate) fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize, Flag)> {
+pub fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize, Flag)> {
     let mut flags = Vec::new();
     let utf8_ok = std::str::from_utf8(chunk).is_ok();
     let (mut line, mut line_start) = (0usize, 0usize);

@@ -19,9 +19,16 @@ pub use decode::{DecodedRecords, JsonRecordDecoder, RejectedRecord};
 pub use error::FilesError;
 pub use location::{StoreLocation, cloud_url};
 pub use options::{
-    ColumnSpec, Compression, CorruptFilePolicy, CsvOptions, FileSourceConfig, Format, ListingMode,
-    ParquetSinkConfig, Partitioning, SchemaSource, TypeDriftPolicy, UnknownFieldPolicy,
-    parse_data_type,
+    ChangedFilePolicy, ColumnSpec, Compression, CorruptFilePolicy, CsvOptions, FileSourceConfig,
+    Format, ListingMode, ParquetSinkConfig, Partitioning, SOURCE_VERSION_COLUMN, SchemaSource,
+    TypeDriftPolicy, UnknownFieldPolicy, data_type_name, parse_data_type,
 };
 pub use sink::{Manifest, ManifestFile, ParquetSink, read_parquet_dir};
 pub use source::FileSource;
+
+/// Run blocking work on the blocking pool; its panic is an error, never a lost result.
+pub(crate) async fn panic_free_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> strata_core::Result<T> + Send + 'static,
+) -> strata_core::Result<T> {
+    strata_core::panic::join_blocking("files (blocking work)", tokio::task::spawn_blocking(f)).await
+}

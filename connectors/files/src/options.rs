@@ -446,6 +446,53 @@ pub fn parse_data_type(s: &str) -> Result<DataType> {
     Ok(t)
 }
 
+/// The type name [`parse_data_type`] reads back as `dt` (`int64`, `list<struct<sku: utf8>>`,
+/// `timestamp`), for printing an inferred schema as a declaration; `None` for a type the
+/// declaration syntax cannot name.
+pub fn data_type_name(dt: &DataType) -> Option<String> {
+    Some(match dt {
+        DataType::Boolean => "bool".into(),
+        DataType::Int8 => "int8".into(),
+        DataType::Int16 => "int16".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::UInt8 => "uint8".into(),
+        DataType::UInt16 => "uint16".into(),
+        DataType::UInt32 => "uint32".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Utf8 => "utf8".into(),
+        DataType::LargeUtf8 => "large_utf8".into(),
+        DataType::Binary => "binary".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "+00:00" => {
+            "timestamp".into()
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "+00:00" => {
+            "timestamp_ms".into()
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp_ntz".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::List(f) => format!("list<{}>", data_type_name(f.data_type())?),
+        DataType::Struct(fields) => {
+            let parts = fields
+                .iter()
+                .map(|f| {
+                    let ok = !f.name().is_empty()
+                        && f.name()
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    ok.then(|| data_type_name(f.data_type()).map(|t| format!("{}: {t}", f.name())))
+                        .flatten()
+                })
+                .collect::<Option<Vec<_>>>()?;
+            format!("struct<{}>", parts.join(", "))
+        }
+        _ => return None,
+    })
+}
+
 struct TypeParser<'a> {
     s: &'a [u8],
     i: usize,
@@ -728,6 +775,24 @@ impl ParquetSinkConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn type_names_read_back_as_the_same_type() {
+        for t in [
+            "bool",
+            "int64",
+            "float64",
+            "utf8",
+            "date",
+            "timestamp",
+            "timestamp_ntz",
+            "decimal(12,2)",
+            "list<struct<sku: utf8, qty: int32>>",
+        ] {
+            let dt = super::parse_data_type(t).unwrap();
+            assert_eq!(super::data_type_name(&dt).as_deref(), Some(t));
+        }
+    }
+
     use super::*;
 
     #[test]

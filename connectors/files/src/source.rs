@@ -34,6 +34,8 @@ type LineIndexSlot = Mutex<Option<Arc<Vec<u64>>>>;
 
 const CURSOR_PREFIX: &str = "files/v1:";
 const CHUNK_BYTES: usize = 1 << 20;
+/// Files schema inference samples at most.
+const MAX_SAMPLED_FILES: usize = 16;
 
 /// Reads NDJSON, CSV or Parquet files under a root directory or prefix.
 ///
@@ -346,38 +348,71 @@ impl Inner {
                 &first.location,
             ));
         }
-        // Sample the first bytes of the first files, decompressed.
-        let (store, path, compression) = (
-            self.location.store().clone(),
-            first.location.clone(),
-            self.cfg.compression.resolve(first.location.as_ref()),
-        );
-        let limit = self.cfg.max_decompressed_bytes;
-        let d = describe.clone();
-        let sample = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            use std::io::Read;
-            let handle = Handle::current();
-            let reader = open_from(&handle, &store, &path, 0, &d)?;
-            let mut r =
-                decompress(reader, compression, limit).map_err(|source| FilesError::Read {
-                    path: d.clone(),
-                    source,
-                })?;
-            let mut buf = Vec::new();
-            r.by_ref()
-                .take(max_bytes)
-                .read_to_end(&mut buf)
-                .map_err(|source| FilesError::Read {
-                    path: d.clone(),
-                    source,
-                })?;
-            if buf.starts_with(b"\xEF\xBB\xBF") {
-                buf.drain(..3); // a byte order mark is not part of the first record or header
+        // Sample up to 16 files spread over the listing (the first, the last and evenly
+        // between), each its share of the byte budget, decompressed: a schema that holds for
+        // the first file only is no schema.
+        let k = files.len().min(MAX_SAMPLED_FILES);
+        let picked: Vec<ObjectMeta> = (0..k)
+            .map(|i| {
+                files[if k == 1 {
+                    0
+                } else {
+                    i * (files.len() - 1) / (k - 1)
+                }]
+                .clone()
+            })
+            .collect();
+        let per_file = (max_bytes / k as u64).max(256 << 10).min(max_bytes);
+        let header = matches!(&self.cfg.format, Format::Csv(c) if c.header);
+        let mut sample = Vec::new();
+        for (i, meta) in picked.iter().enumerate() {
+            if sample.len() as u64 >= max_bytes {
+                break;
             }
-            Ok(buf)
-        })
-        .await
-        .map_err(|e| Error::internal("schema sampling panicked").with_source(e))??;
+            let (store, path, compression) = (
+                self.location.store().clone(),
+                meta.location.clone(),
+                self.cfg.compression.resolve(meta.location.as_ref()),
+            );
+            let limit = self.cfg.max_decompressed_bytes;
+            let d = self.location.describe(&meta.location);
+            let mut buf = crate::panic_free_blocking(move || -> Result<Vec<u8>> {
+                use std::io::Read;
+                let handle = Handle::current();
+                let reader = open_from(&handle, &store, &path, 0, &d)?;
+                let mut r =
+                    decompress(reader, compression, limit).map_err(|source| FilesError::Read {
+                        path: d.clone(),
+                        source,
+                    })?;
+                let mut buf = Vec::new();
+                r.by_ref()
+                    .take(per_file)
+                    .read_to_end(&mut buf)
+                    .map_err(|source| FilesError::Read {
+                        path: d.clone(),
+                        source,
+                    })?;
+                if buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3); // a byte order mark is not part of the first record or header
+                }
+                Ok(buf)
+            })
+            .await?;
+            // Whole lines only (a sample may end mid-record); one header, the first file's.
+            if (buf.len() as u64) == per_file {
+                let end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+                buf.truncate(end);
+            }
+            if header && i > 0 {
+                let cut = memchr::memchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+                buf.drain(..cut);
+            }
+            if !buf.is_empty() && !buf.ends_with(b"\n") {
+                buf.push(b'\n');
+            }
+            sample.extend_from_slice(&buf);
+        }
         let schema = match &self.cfg.format {
             Format::Ndjson => crate::infer::infer_ndjson(&sample, max_records, &describe),
             Format::Csv(c) => crate::infer::infer_csv(
