@@ -729,8 +729,3 @@ fn print_report(r: &RunReport) -> Result<()> {
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_send(p: Arc<strata_core::Pipeline>) -> Arc<strata_core::Pipeline> {
-    p
-}
