@@ -893,6 +893,32 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, .. Default::default() })]
+
+        /// The YAML loader on arbitrary text: an answer (a pipeline or an error), never a
+        /// panic, a stack overflow or a hang.
+        #[test]
+        fn the_yaml_loader_never_panics(parts in proptest::collection::vec(proptest::prop_oneof![
+            proptest::prelude::Just("pipeline: p\n".to_string()),
+            proptest::prelude::Just("source:\n  files:\n    root: /tmp\n    format: ndjson\n".to_string()),
+            proptest::prelude::Just("sink:\n  parquet:\n    root: /tmp/o\n".to_string()),
+            proptest::prelude::Just("checkpoint: memory\n".to_string()),
+            proptest::prelude::Just("[[[[{{{".to_string()),
+            proptest::prelude::Just("&a [*a, *a]\n".to_string()),
+            proptest::prelude::Just("key: ${PATH} # ${NOPE}\n".to_string()),
+            proptest::prelude::Just("$${x} \"q\\\" '".to_string()),
+            proptest::prelude::Just("    split_size_megabytes: 99999999999999999999\n".to_string()),
+            proptest::prelude::Just("- !tag\n".to_string()),
+            proptest::prelude::Just("\t\r\n".to_string()),
+            "\\PC{0,30}",
+        ], 0..20)) {
+            let text = parts.concat();
+            let _ = interpolate(&text, Path::new("fuzz.yaml")).and_then(|it| parse_interpolated(&it, Path::new("fuzz.yaml")));
+            let _ = parse(&text, Path::new("fuzz.yaml"));
+        }
+    }
+
     #[test]
     fn unknown_keys_name_the_line() {
         let yaml = "pipeline: p\nsource:\n  files:\n    root: /tmp\n    format: ndjson\n    colour: red\nsink:\n  parquet:\n    root: /tmp/o\ncheckpoint: memory\n";

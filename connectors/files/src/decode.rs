@@ -72,7 +72,7 @@ fn flag_verdict(line: &[u8], flag: Flag) -> Verdict {
             "more than one JSON value on the line (NDJSON holds one record per line)".into()
         }
         Flag::Unterminated => {
-            "malformed JSON: the record does not end on its line (an unterminated string, object or array)".into()
+            "malformed CSV record: a quoted value does not end on its line".into()
         }
         Flag::InvalidUtf8(at) => format!(
             "invalid UTF-8 at byte {at} of the line (the raw bytes are kept base64-encoded)"
@@ -131,11 +131,12 @@ pub fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize,
     };
     for (i, &b) in chunk.iter().enumerate() {
         if in_str {
-            if esc {
+            // A newline ends the line even inside a string, escaped or not.
+            if esc && b != b'\n' {
                 esc = false;
-            } else if b == b'\\' {
+            } else if b == b'\\' && !esc {
                 esc = true;
-            } else if b == b'"' {
+            } else if b == b'"' && !esc {
                 in_str = false;
                 if depth == 0 {
                     closed = true;
@@ -245,6 +246,7 @@ pub(crate) fn decode_chunk(
         Err(ArrowError::JsonError(String::new()))
     } else {
         fmt.decode(chunk, false)
+            .and_then(|b| one_row_per_line(chunk, b))
     } {
         Ok(batches) => {
             out.batches = batches;
@@ -254,7 +256,9 @@ pub(crate) fn decode_chunk(
             if !expect_dirty
                 && flags.is_empty()
                 && let Some(field) = fmt.ignorable_unknown_field(&e)
-                && let Ok(batches) = fmt.decode(chunk, true)
+                && let Ok(batches) = fmt
+                    .decode(chunk, true)
+                    .and_then(|b| one_row_per_line(chunk, b))
             {
                 out.batches = batches;
                 out.coerced += 1;
@@ -272,6 +276,34 @@ pub(crate) fn decode_chunk(
     }
     split_search(fmt, chunk, &starts, &flags, 0, starts.len() - 1, &mut out)?;
     Ok(out)
+}
+
+/// `batches` when they hold one row per non-blank line of `bytes`; otherwise an error, so the
+/// lines are searched one by one: a decoder that joined two lines into one record, read two
+/// records from one line or skipped a line must never make a row appear or vanish.
+fn one_row_per_line(
+    bytes: &[u8],
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, ArrowError> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut lines = memchr::memchr_iter(b'\n', bytes).count();
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        lines += 1;
+    }
+    if rows == lines {
+        return Ok(batches);
+    }
+    let non_blank = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count();
+    if rows == non_blank {
+        Ok(batches)
+    } else {
+        Err(ArrowError::ParseError(format!(
+            "the decoder read {rows} records from {non_blank} lines"
+        )))
+    }
 }
 
 const FANOUT: usize = 16;
@@ -298,14 +330,20 @@ fn split_search(
         let bytes = &chunk[starts[a]..starts[b]];
         match flagged {
             Some((_, flag)) if b - a == 1 => match fmt.judge(trim_line(bytes), *flag) {
-                Verdict::Accept => match fmt.decode(bytes, true) {
+                Verdict::Accept => match fmt
+                    .decode(bytes, true)
+                    .and_then(|b| one_row_per_line(bytes, b))
+                {
                     Ok(batches) => out.batches.extend(batches),
                     Err(e) => handle_line(fmt, bytes, a, &e, out)?,
                 },
                 v => apply_verdict(fmt, bytes, a, v, out)?,
             },
             Some(_) => split_search(fmt, chunk, starts, flags, a, b, out)?,
-            None => match fmt.decode(bytes, true) {
+            None => match fmt
+                .decode(bytes, true)
+                .and_then(|b| one_row_per_line(bytes, b))
+            {
                 Ok(batches) => out.batches.extend(batches),
                 Err(e) if b - a == 1 => handle_line(fmt, bytes, a, &e, out)?,
                 Err(_) => split_search(fmt, chunk, starts, flags, a, b, out)?,
@@ -360,7 +398,16 @@ fn apply_verdict(
         Verdict::Replace {
             bytes: fixed,
             coerced,
-        } => match fmt.decode(&fixed, true) {
+        } => match fmt.decode(&fixed, true).and_then(|b| {
+            // The nulled record must still be exactly one row.
+            if b.iter().map(RecordBatch::num_rows).sum::<usize>() == 1 {
+                Ok(b)
+            } else {
+                Err(ArrowError::ParseError(
+                    "the nulled record is not one row".into(),
+                ))
+            }
+        }) {
             Ok(b) => {
                 out.batches.extend(b);
                 out.coerced += coerced;
@@ -472,6 +519,10 @@ impl LineFormat for JsonFormat {
         match flag {
             // Decodable as it is unless a fraction meets an integer column (type drift).
             Flag::Fraction => self.diagnose_line(line, None),
+            Flag::Unterminated => Verdict::Reject {
+                reason: "malformed JSON: the record does not end on its line (an unterminated string, object or array)".into(),
+                column: None,
+            },
             f => flag_verdict(line, f),
         }
     }
@@ -738,7 +789,30 @@ pub(crate) struct CsvFormat {
     pub drift: TypeDriftPolicy,
 }
 
+/// Screen a chunk of CSV lines: a line with an odd number of quotes opens a quoted value it
+/// does not close (arrow-csv would join it with the next line into one record), and invalid
+/// UTF-8 is kept exactly.
+pub fn screen_csv(chunk: &[u8]) -> Vec<(usize, Flag)> {
+    let utf8_ok = std::str::from_utf8(chunk).is_ok();
+    if utf8_ok && memchr::memchr(b'"', chunk).is_none() {
+        return Vec::new();
+    }
+    let mut flags = Vec::new();
+    for (i, line) in chunk.split(|b| *b == b'\n').enumerate() {
+        if !utf8_ok && let Err(e) = std::str::from_utf8(line) {
+            flags.push((i, Flag::InvalidUtf8(e.valid_up_to())));
+        } else if memchr::memchr_iter(b'"', line).count() % 2 == 1 {
+            flags.push((i, Flag::Unterminated));
+        }
+    }
+    flags
+}
+
 impl LineFormat for CsvFormat {
+    fn screen(&self, chunk: &[u8]) -> Vec<(usize, Flag)> {
+        screen_csv(chunk)
+    }
+
     fn decode(&mut self, bytes: &[u8], _lenient: bool) -> Result<Vec<RecordBatch>, ArrowError> {
         let mut dec = arrow_csv::ReaderBuilder::new(self.schema.clone())
             .with_header(false)
@@ -955,6 +1029,25 @@ mod tests {
             .collect();
         assert_eq!(qty, [None, None, Some(2), Some(100)]);
         assert!(decode_chunk(&mut json(TypeDriftPolicy::Fail), data, false).is_err());
+    }
+
+    #[test]
+    fn a_csv_line_that_is_only_a_byte_order_mark_is_rejected_not_lost() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Utf8, true),
+        ]));
+        let mut f = CsvFormat {
+            schema,
+            batch_size: 4,
+            delimiter: b',',
+            drift: TypeDriftPolicy::Quarantine,
+        };
+        let out = decode_chunk(&mut f, b"\n\xEF\xBB\xBF", false)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!((rows(&out), out.rejected.len()), (0, 1));
     }
 
     #[test]
