@@ -177,10 +177,10 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             }
         }
     }
-    if out.contains("://") || out.contains('?') {
-        if let Some(fixed) = redact_url_shapes(&out) {
-            out = Cow::Owned(fixed);
-        }
+    if (out.contains("://") || out.contains('?'))
+        && let Some(fixed) = redact_url_shapes(&out)
+    {
+        out = Cow::Owned(fixed);
     }
     out
 }

@@ -705,7 +705,7 @@ impl Inner {
         ctx: &Context,
         tx: &mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let parts = self.partition_values(&spec);
+        let parts = self.partition_values(spec);
         let key: DecoderKey = (
             ctx.batch_size(),
             parts.iter().map(|(k, _)| k.clone()).collect(),
