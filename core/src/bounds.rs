@@ -88,3 +88,18 @@ pub fn f64_in<'de, D: Deserializer<'de>, const MIN: u64, const MAX: u64>(
         )))
     }
 }
+
+/// A finite `f64` above zero (a step, a ratio's divisor).
+///
+/// # Errors
+/// The deserializer's error, or a value that is not a positive finite number.
+pub fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(D::Error::custom(format!(
+            "{v} is out of range: the value must be a number above 0"
+        )))
+    }
+}

@@ -58,12 +58,14 @@ pub enum Generalize {
     Year,
     /// Text keeps its first `keep` characters, the rest become `*`.
     Prefix {
-        /// Characters kept.
+        /// Characters kept. Range: 0..=1024.
+        #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>")]
         keep: usize,
     },
     /// A number is rounded down to a multiple of `step`.
     Round {
-        /// The multiple.
+        /// The multiple (above 0).
+        #[serde(deserialize_with = "strata_core::bounds::positive_f64")]
         step: f64,
     },
 }
@@ -159,7 +161,8 @@ pub struct KAnonymity {
     pub table: String,
     /// The quasi-identifier columns.
     pub quasi_identifiers: Vec<String>,
-    /// The smallest group allowed.
+    /// The smallest group allowed. Range: 2..=1_000_000.
+    #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 2, 1_000_000>")]
     pub k: usize,
 }
 
