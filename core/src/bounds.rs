@@ -49,11 +49,7 @@ pub fn u64_in<'de, D: Deserializer<'de>, const MIN: u64, const MAX: u64>(
 pub fn usize_in<'de, D: Deserializer<'de>, const MIN: usize, const MAX: usize>(
     d: D,
 ) -> Result<usize, D::Error> {
-    let v = u64::deserialize(d)?;
-    match usize::try_from(v) {
-        Ok(u) if (MIN..=MAX).contains(&u) => Ok(u),
-        _ => Err(out_of_range(v, MIN, MAX)),
-    }
+    narrow(u64::deserialize(d)?, MIN, MAX)
 }
 
 /// A `u32` in `MIN..=MAX`.
@@ -63,10 +59,18 @@ pub fn usize_in<'de, D: Deserializer<'de>, const MIN: usize, const MAX: usize>(
 pub fn u32_in<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
     d: D,
 ) -> Result<u32, D::Error> {
-    let v = u64::deserialize(d)?;
-    match u32::try_from(v) {
-        Ok(u) if (MIN..=MAX).contains(&u) => Ok(u),
-        _ => Err(out_of_range(v, MIN, MAX)),
+    narrow(u64::deserialize(d)?, MIN, MAX)
+}
+
+/// `v` as a narrower integer in `min..=max`.
+fn narrow<T, E>(v: u64, min: T, max: T) -> Result<T, E>
+where
+    T: TryFrom<u64> + PartialOrd + std::fmt::Display + Copy,
+    E: serde::de::Error,
+{
+    match T::try_from(v) {
+        Ok(u) if u >= min && u <= max => Ok(u),
+        _ => Err(out_of_range(v, min, max)),
     }
 }
 

@@ -703,12 +703,7 @@ pub async fn crash_point(name: &str) {
         return;
     }
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();
-    let points = POINTS.get_or_init(|| {
-        std::env::var("STRATA_PAUSE_AT")
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_default()
-    });
-    if points.iter().any(|p| p == name) {
+    if named_in(&POINTS, "STRATA_PAUSE_AT", name) {
         eprintln!("strata: paused at {name}");
         std::future::pending::<()>().await;
     }
@@ -724,14 +719,20 @@ pub fn panic_point(name: &str) {
         return;
     }
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();
-    let points = POINTS.get_or_init(|| {
-        std::env::var("STRATA_PANIC_AT")
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_default()
-    });
-    if points.iter().any(|p| p == name) {
+    if named_in(&POINTS, "STRATA_PANIC_AT", name) {
         panic!("injected panic at {name} (STRATA_PANIC_AT)");
     }
+}
+
+/// True when the comma-separated list in environment variable `var` (read once) names `name`.
+fn named_in(cell: &OnceLock<Vec<String>>, var: &str, name: &str) -> bool {
+    cell.get_or_init(|| {
+        std::env::var(var)
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|p| p == name)
 }
 
 #[cfg(test)]

@@ -685,10 +685,10 @@ pub struct ParquetSinkConfig {
     pub max_open_files: usize,
     /// Staging files and multipart uploads of attempts idle this long are deleted or aborted
     /// by the next run. Must be longer than the longest epoch (a live concurrent run keeps its
-    /// files). Range: 1..=31_536_000.
+    /// files). Range: 0..=31_536_000.
     #[serde(
         default = "default_abandoned_after_secs",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 31_536_000>"
+        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 31_536_000>"
     )]
     pub abandoned_after_secs: u64,
 }

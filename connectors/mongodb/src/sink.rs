@@ -87,10 +87,10 @@ pub struct MongoSinkConfig {
         deserialize_with = "strata_core::bounds::usize_in::<_, 1, 100_000>"
     )]
     pub insert_batch_size: usize,
-    /// Staging collections without a recorded intent and older than this are dropped. Range: 1..=31_536_000.
+    /// Staging collections without a recorded intent and older than this are dropped. Range: 0..=31_536_000.
     #[serde(
         default = "default_abandoned",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 31_536_000>"
+        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 31_536_000>"
     )]
     pub abandoned_after_secs: u64,
 }
