@@ -4,7 +4,7 @@
 //! accepted).
 //!
 //! ```
-//! #[derive(serde::Deserialize)]
+//! #[derive(Debug, serde::Deserialize)]
 //! struct Options {
 //!     #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1024>")]
 //!     split_size_megabytes: u64,

@@ -236,6 +236,49 @@ struct Inner {
     session: Mutex<Option<Session>>,
     generation: AtomicU64,
     sequence: AtomicU64,
+    /// A `BEGIN` ran and no `COMMIT`/`ROLLBACK` since: DDL is refused (see [`statement_kind`]).
+    in_transaction: std::sync::atomic::AtomicBool,
+}
+
+/// What a statement does to the session's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatementKind {
+    /// `BEGIN` / `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` / `ROLLBACK`.
+    End,
+    /// DDL (`CREATE`, `ALTER`, `DROP`, `UNDROP`, `GRANT`, `REVOKE`, `COMMENT`): on Snowflake it
+    /// commits the open transaction before it runs.
+    Ddl,
+    /// Anything else (queries, DML, `PUT`, `COPY`, `SHOW`, ...).
+    Other,
+}
+
+/// The kind of `sql` by its first keyword (after comments and whitespace).
+pub(crate) fn statement_kind(sql: &str) -> StatementKind {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    match word.as_str() {
+        "BEGIN" | "START" => StatementKind::Begin,
+        "COMMIT" | "ROLLBACK" => StatementKind::End,
+        "CREATE" | "ALTER" | "DROP" | "UNDROP" | "GRANT" | "REVOKE" | "COMMENT" => {
+            StatementKind::Ddl
+        }
+        _ => StatementKind::Other,
+    }
 }
 
 /// A Snowflake session. See the module docs.
@@ -331,6 +374,7 @@ impl SnowflakeClient {
                 session: Mutex::new(None),
                 generation: AtomicU64::new(0),
                 sequence: AtomicU64::new(0),
+                in_transaction: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         client.token(None).await?;
@@ -677,6 +721,34 @@ impl SnowflakeClient {
         bindings: &Bindings,
         async_exec: bool,
     ) -> Result<Polled> {
+        // Snowflake commits the open transaction before any DDL: a DDL statement inside a
+        // commit transaction would make half of it durable. Refuse it here, so every test on a
+        // stand-in (which runs DDL inside transactions) guards the real semantics.
+        let kind = statement_kind(sql);
+        let open = &self.inner.in_transaction;
+        if kind == StatementKind::Ddl && open.load(Ordering::SeqCst) {
+            return Err(Error::internal(
+                "snowflake: a DDL statement inside an open transaction (Snowflake would commit the transaction before running it): run DDL before BEGIN or after COMMIT",
+            )
+            .with_context("sql", sql.chars().take(240).collect::<String>()));
+        }
+        let answer = self
+            .request_query_unguarded(sql, bindings, async_exec)
+            .await;
+        match kind {
+            StatementKind::Begin if answer.is_ok() => open.store(true, Ordering::SeqCst),
+            StatementKind::End => open.store(false, Ordering::SeqCst),
+            _ => {}
+        }
+        answer
+    }
+
+    async fn request_query_unguarded(
+        &self,
+        sql: &str,
+        bindings: &Bindings,
+        async_exec: bool,
+    ) -> Result<Polled> {
         let rid = request_id();
         let mut body = serde_json::json!({
             "sqlText": sql,
@@ -1016,5 +1088,23 @@ fn maybe_gunzip(bytes: &[u8]) -> Result<Vec<u8>> {
         Ok(out)
     } else {
         Ok(bytes.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn statements_are_classified_by_their_first_keyword() {
+        use super::{StatementKind as K, statement_kind};
+        assert_eq!(statement_kind("  begin"), K::Begin);
+        assert_eq!(statement_kind("START TRANSACTION"), K::Begin);
+        assert_eq!(statement_kind("commit"), K::End);
+        assert_eq!(
+            statement_kind("-- note\n/* x */ CREATE TABLE IF NOT EXISTS q (a INT)"),
+            K::Ddl
+        );
+        assert_eq!(statement_kind("drop table t"), K::Ddl);
+        assert_eq!(statement_kind("INSERT INTO t SELECT 1"), K::Other);
+        assert_eq!(statement_kind("DELETE FROM t"), K::Other);
     }
 }

@@ -949,11 +949,7 @@ impl SnowflakeWriter {
             }
         }
         if prepared.quarantined_rows > 0 {
-            c.query(&format!(
-                "CREATE TABLE IF NOT EXISTS {} ({QUARANTINE_COLUMNS}, PIPELINE_ID VARCHAR, EPOCH NUMBER(20,0))",
-                self.sink.quarantine
-            ))
-            .await?;
+            // The quarantine table was created in `prepare`: no DDL inside this transaction.
             c.query_with(
                 &format!(
                     "INSERT INTO {} SELECT COMPONENT, LOCATION, POSITION, \"COLUMN\", REASON, RAW, ?, ? FROM {}",
@@ -1075,6 +1071,14 @@ impl SinkWriter for SnowflakeWriter {
             self.client
                 .query(&format!(
                     "CREATE TABLE IF NOT EXISTS {q} ({QUARANTINE_COLUMNS})"
+                ))
+                .await?;
+            // The destination quarantine table too, now: on Snowflake a CREATE inside the
+            // commit transaction would commit the target's rows before the control row.
+            self.client
+                .query(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} ({QUARANTINE_COLUMNS}, PIPELINE_ID VARCHAR, EPOCH NUMBER(20,0))",
+                    self.sink.quarantine
                 ))
                 .await?;
             self.copy_into(&q, &self.quarantine.dir.clone()).await?;

@@ -105,3 +105,32 @@ async fn errors_name_the_object_and_the_code() {
     assert!(e.report().contains("SELEC 1"), "{}", e.report());
     assert!(!e.is_retryable());
 }
+
+/// Snowflake commits the open transaction before any DDL (fakesnow does not): the client
+/// refuses DDL while a transaction is open, so this stand-in guards the real semantics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_inside_an_open_transaction_is_refused() {
+    let db = common::unique("txn");
+    let c = common::session(&db).await;
+    c.query("CREATE TABLE T (ID INT)").await.unwrap();
+    c.query("BEGIN").await.unwrap();
+    c.query("INSERT INTO T VALUES (1)").await.unwrap();
+    let e = c
+        .query("CREATE TABLE IF NOT EXISTS Q (ID INT)")
+        .await
+        .expect_err("DDL inside a transaction");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{}", e.report());
+    assert!(e.report().contains("open transaction"), "{}", e.report());
+    c.query("ROLLBACK").await.unwrap();
+    let n = c.query("SELECT COUNT(*) FROM T").await.unwrap();
+    assert!(
+        pretty_format_batches(&n.batches)
+            .unwrap()
+            .to_string()
+            .contains("| 0 "),
+        "the insert rolled back"
+    );
+    c.query("CREATE TABLE IF NOT EXISTS Q (ID INT)")
+        .await
+        .expect("DDL outside a transaction");
+}
