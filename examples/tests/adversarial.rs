@@ -412,56 +412,62 @@ fn variables_in_comments_are_not_expanded_and_values_with_hashes_are_kept_whole(
 // 9. The process.
 
 #[test]
-fn sigterm_cancels_cleanly_and_the_rerun_commits_everything_once() {
-    let case = Case::new();
-    case.data("orders.ndjson", numbered(500).as_bytes());
-    let p = case.pipeline("ndjson", ID_QTY, "", "");
-    let mut child = Command::new(BIN)
-        .args(["run", "--json"])
-        .arg(&p)
-        .env("STRATA_PAUSE_AT", "runner.before_prepare")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr_pipe).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("paused at runner.before_prepare") {
-                let _ = tx.send(None);
+fn sigterm_and_sigint_cancel_cleanly_and_the_rerun_commits_everything_once() {
+    for (signal, name) in [("-TERM", "SIGTERM"), ("-INT", "SIGINT")] {
+        let case = Case::new();
+        case.data("orders.ndjson", numbered(500).as_bytes());
+        let p = case.pipeline("ndjson", ID_QTY, "", "");
+        let mut child = Command::new(BIN)
+            .args(["run", "--json"])
+            .arg(&p)
+            .env("STRATA_PAUSE_AT", "runner.before_prepare")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr_pipe = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("paused at runner.before_prepare") {
+                    let _ = tx.send(None);
+                }
+                all.push_str(&line);
+                all.push('\n');
             }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        let _ = tx.send(Some(all));
-    });
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(120)).unwrap(),
-        None,
-        "paused before prepare"
-    );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    let err = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
-    assert_eq!(status.code(), Some(EXIT_CANCELLED), "{err}");
-    assert!(
-        err.contains("SIGTERM") && !err.contains("panicked"),
-        "{err}"
-    );
-    assert_eq!(total(&case.rows()), 0, "a cancelled epoch is invisible");
-    assert_eq!(ok(&run(&p, &[]))["rows_written"], 500);
-    assert_eq!(ids(&case.rows()), (0..500).collect::<Vec<_>>());
+            let _ = tx.send(Some(all));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(120)).unwrap(),
+            None,
+            "paused before prepare"
+        );
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = child.wait().unwrap();
+        let err = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(status.code(), Some(EXIT_CANCELLED), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains("cancelled") && !err.contains("panicked"),
+            "{err}"
+        );
+        assert_eq!(
+            total(&case.rows()),
+            0,
+            "{name}: a cancelled epoch is invisible"
+        );
+        assert_eq!(ok(&run(&p, &[]))["rows_written"], 500);
+        assert_eq!(ids(&case.rows()), (0..500).collect::<Vec<_>>());
+    }
 }
 
 #[test]

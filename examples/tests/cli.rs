@@ -260,49 +260,6 @@ fn sigkill_at_each_step_then_rerun_gives_exactly_the_uninterrupted_output() {
 }
 
 #[test]
-fn ctrl_c_cancels_cleanly_and_a_rerun_completes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let m = generate(&data, 0.01, 0.0);
-    let out = tmp.path().join("out");
-    let p = pipeline(tmp.path(), &data, &out);
-    let mut child = Command::new(BIN)
-        .args(["run", "--quiet"])
-        .arg(&p)
-        .env("STRATA_PAUSE_AT", "runner.before_prepare")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let paused = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("paused at runner.before_prepare"));
-    assert!(paused);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert_eq!(
-        exit.code(),
-        Some(130),
-        "a cancelled run exits 130: {rest:?}"
-    );
-    assert!(rest.iter().any(|l| l.contains("cancelled")), "{rest:?}");
-    assert!(
-        read_parquet_dir(&out.join("orders")).is_empty(),
-        "nothing partial is visible"
-    );
-    let r = run_json(&p);
-    assert_eq!(r["outcome"], "Committed");
-    assert_eq!(r["rows_written"], m.well_formed_order_lines);
-}
-
-#[test]
 fn strata_demo_checks_files_rest_and_mongodb_against_the_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
