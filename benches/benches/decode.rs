@@ -50,6 +50,22 @@ fn bench(c: &mut Criterion) {
         let source = rt
             .block_on(FileSource::try_new(config(dir.path())))
             .unwrap();
+        // The one-pass screen alone (nesting, a second value, unterminated records, UTF-8,
+        // fractions into integers): what the hostile-input guards cost per byte.
+        let bytes = std::fs::read(dir.path().join("orders.ndjson")).unwrap();
+        let mut g = c.benchmark_group(format!("ndjson_screen_{name}"));
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.sample_size(20);
+        g.bench_function("screen_json", |b| {
+            b.iter(|| {
+                bytes
+                    .chunks(1 << 20)
+                    .map(|c| strata_files::decode::screen_json(c, 64, true).len())
+                    .sum::<usize>()
+            })
+        });
+        g.finish();
+
         let mut g = c.benchmark_group(format!("ndjson_decode_{name}"));
         g.throughput(Throughput::Bytes(m.order_file_bytes));
         g.sample_size(10);
