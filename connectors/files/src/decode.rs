@@ -94,78 +94,91 @@ pub const DEFAULT_NESTING_DEPTH: u32 = 64;
 
 /// Screen a chunk of NDJSON lines in one pass, before arrow-json sees them: lines nested
 /// deeper than `max_depth`, lines holding a second value or a record that does not end on the
-/// line, invalid UTF-8, and (when `fractions`) lines holding a number with a fraction or an
-/// exponent. arrow-json would otherwise overflow the stack, read two rows from one line, join
-/// two lines into one row, or truncate `1.5` into an integer column.
-pub fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize, Flag)> {
+/// line, invalid UTF-8, and lines where a number with a fraction or an exponent follows a key
+/// named in `integer_keys` (the names of the schema's integer fields, at any depth). arrow-json
+/// would otherwise overflow the stack, read two rows from one line, join two lines into one row,
+/// or truncate `1.5` into an integer column.
+///
+/// Strings are skipped with `memchr`, so the cost is mostly the structural bytes.
+pub fn screen_json(chunk: &[u8], max_depth: u32, integer_keys: &[Vec<u8>]) -> Vec<(usize, Flag)> {
     let mut flags = Vec::new();
     let utf8_ok = std::str::from_utf8(chunk).is_ok();
+    let n = chunk.len();
     let (mut line, mut line_start) = (0usize, 0usize);
     let (mut depth, mut deepest) = (0u32, 0u32);
-    let (mut in_str, mut esc, mut closed, mut trailing, mut fraction) =
-        (false, false, false, false, false);
-    let mut prev = b'\n';
-    let mut end_line = |line: usize,
-                        bytes: &[u8],
-                        depth: u32,
-                        deepest: u32,
-                        in_str: bool,
-                        trailing: bool,
-                        fraction: bool| {
-        let flag = if deepest > max_depth {
-            Some(Flag::TooDeep(deepest))
-        } else if !utf8_ok && let Err(e) = std::str::from_utf8(bytes) {
-            Some(Flag::InvalidUtf8(e.valid_up_to()))
-        } else if in_str || depth > 0 {
-            Some(Flag::Unterminated)
-        } else if trailing {
-            Some(Flag::Trailing)
-        } else if fraction {
-            Some(Flag::Fraction)
-        } else {
-            None
-        };
-        if let Some(f) = flag {
-            flags.push((line, f));
-        }
-    };
-    for (i, &b) in chunk.iter().enumerate() {
-        if in_str {
-            // A newline ends the line even inside a string, escaped or not.
-            if esc && b != b'\n' {
-                esc = false;
-            } else if b == b'\\' && !esc {
-                esc = true;
-            } else if b == b'"' && !esc {
-                in_str = false;
-                if depth == 0 {
-                    closed = true;
-                }
-            } else if b == b'\n' {
-                end_line(
-                    line,
-                    &chunk[line_start..i],
-                    depth,
-                    deepest,
-                    true,
-                    trailing,
-                    fraction,
-                );
-                (line, line_start) = (line + 1, i + 1);
-                (depth, deepest, in_str, esc, closed, trailing, fraction) =
-                    (0, 0, false, false, false, false, false);
+    let (mut in_str, mut closed, mut trailing, mut fraction) = (false, false, false, false);
+    // The last string's bytes, and the key a value belongs to (the string before a `:`).
+    let (mut str_start, mut str_end, mut key) = (0usize, 0usize, (0usize, 0usize));
+    let mut end_line =
+        |line: usize, bytes: &[u8], open: bool, deepest: u32, trailing: bool, fraction: bool| {
+            let flag = if deepest > max_depth {
+                Some(Flag::TooDeep(deepest))
+            } else if !utf8_ok && let Err(e) = std::str::from_utf8(bytes) {
+                Some(Flag::InvalidUtf8(e.valid_up_to()))
+            } else if open {
+                Some(Flag::Unterminated)
+            } else if trailing {
+                Some(Flag::Trailing)
+            } else if fraction {
+                Some(Flag::Fraction)
+            } else {
+                None
+            };
+            if let Some(f) = flag {
+                flags.push((line, f));
             }
-            prev = b;
+        };
+    let mut i = 0;
+    while i < n {
+        if in_str {
+            // Jump to the next quote, backslash or newline.
+            let Some(k) = memchr::memchr3(b'"', b'\\', b'\n', &chunk[i..]) else {
+                break;
+            };
+            i += k;
+            match chunk[i] {
+                b'\\' => {
+                    // An escape takes the next byte, unless that byte ends the line.
+                    i += if chunk.get(i + 1).is_some_and(|b| *b != b'\n') {
+                        2
+                    } else {
+                        1
+                    };
+                }
+                b'"' => {
+                    in_str = false;
+                    str_end = i;
+                    if depth == 0 {
+                        closed = true;
+                    }
+                    i += 1;
+                }
+                _ => {
+                    // A newline ends the line even inside a string.
+                    end_line(
+                        line,
+                        &chunk[line_start..i],
+                        true,
+                        deepest,
+                        trailing,
+                        fraction,
+                    );
+                    (line, line_start) = (line + 1, i + 1);
+                    (depth, deepest, in_str, closed, trailing, fraction) =
+                        (0, 0, false, false, false, false);
+                    i += 1;
+                }
+            }
             continue;
         }
+        let b = chunk[i];
         match b {
             b'\n' => {
                 end_line(
                     line,
                     &chunk[line_start..i],
-                    depth,
+                    depth > 0,
                     deepest,
-                    false,
                     trailing,
                     fraction,
                 );
@@ -174,7 +187,11 @@ pub fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize,
             }
             b' ' | b'\t' | b'\r' => {}
             _ if closed && depth == 0 => trailing = true,
-            b'"' => in_str = true,
+            b'"' => {
+                in_str = true;
+                str_start = i + 1;
+            }
+            b':' => key = (str_start, str_end),
             b'{' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -185,18 +202,28 @@ pub fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize,
                     closed = true;
                 }
             }
-            b'.' | b'e' | b'E' if fractions && prev.is_ascii_digit() => fraction = true,
+            b'.' | b'e' | b'E'
+                if !fraction
+                    && !integer_keys.is_empty()
+                    && i > 0
+                    && chunk[i - 1].is_ascii_digit()
+                    && key.1 >= key.0
+                    && integer_keys
+                        .iter()
+                        .any(|k| k.as_slice() == &chunk[key.0..key.1]) =>
+            {
+                fraction = true;
+            }
             _ => {}
         }
-        prev = b;
+        i += 1;
     }
-    if line_start < chunk.len() {
+    if line_start < n {
         end_line(
             line,
             &chunk[line_start..],
-            depth,
+            in_str || depth > 0,
             deepest,
-            in_str,
             trailing,
             fraction,
         );
@@ -204,17 +231,33 @@ pub fn screen_json(chunk: &[u8], max_depth: u32, fractions: bool) -> Vec<(usize,
     flags
 }
 
-/// True when `dt` holds an integer anywhere (nested too): only then can a fraction be lost.
-fn has_integers(dt: &DataType) -> bool {
-    match dt {
-        d if d.is_integer() => true,
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            has_integers(f.data_type())
+/// The names of the integer fields of `fields`, at any depth (list items and struct fields).
+pub(crate) fn integer_keys(fields: &arrow_schema::Fields) -> Vec<Vec<u8>> {
+    fn walk(name: &str, dt: &DataType, out: &mut Vec<Vec<u8>>) {
+        match dt {
+            d if d.is_integer() => {
+                if !out.iter().any(|k| k == name.as_bytes()) {
+                    out.push(name.as_bytes().to_vec());
+                }
+            }
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                // A list's numbers follow the list's own key.
+                walk(name, f.data_type(), out);
+            }
+            DataType::Struct(fs) => {
+                for f in fs {
+                    walk(f.name(), f.data_type(), out);
+                }
+            }
+            DataType::Map(f, _) => walk(name, f.data_type(), out),
+            _ => {}
         }
-        DataType::Struct(fs) => fs.iter().any(|f| has_integers(f.data_type())),
-        DataType::Map(f, _) => has_integers(f.data_type()),
-        _ => false,
     }
+    let mut out = Vec::new();
+    for f in fields {
+        walk(f.name(), f.data_type(), &mut out);
+    }
+    out
 }
 
 /// A rejected line, relative to its chunk.
@@ -451,8 +494,8 @@ pub(crate) struct JsonFormat {
     pub unknown: UnknownFieldPolicy,
     /// Lines nested deeper are quarantined before decoding.
     pub max_depth: u32,
-    /// The schema holds integers: lines with fractions are checked.
-    pub integers: bool,
+    /// The names of the schema's integer fields: a fraction after one of these keys is checked.
+    pub integers: Vec<Vec<u8>>,
     /// Decoders kept between chunks (strict, lenient): their buffers are reused, which saves
     /// the regrowth of the tape on every chunk. A decoder that failed is dropped.
     pub cached: [Option<arrow_json::reader::Decoder>; 2],
@@ -465,7 +508,7 @@ impl JsonFormat {
         drift: TypeDriftPolicy,
         unknown: UnknownFieldPolicy,
     ) -> Self {
-        let integers = schema.fields().iter().any(|f| has_integers(f.data_type()));
+        let integers = integer_keys(schema.fields());
         Self {
             schema,
             batch_size,
@@ -512,7 +555,7 @@ impl LineFormat for JsonFormat {
     }
 
     fn screen(&self, chunk: &[u8]) -> Vec<(usize, Flag)> {
-        screen_json(chunk, self.max_depth, self.integers)
+        screen_json(chunk, self.max_depth, &self.integers)
     }
 
     fn judge(&self, line: &[u8], flag: Flag) -> Verdict {

@@ -24,7 +24,7 @@ pub fn infer_ndjson(sample: &[u8], max_records: usize, describe: &str) -> Result
         .split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .filter(|l| {
-            crate::decode::screen_json(l, crate::decode::DEFAULT_NESTING_DEPTH, false)
+            crate::decode::screen_json(l, crate::decode::DEFAULT_NESTING_DEPTH, &[])
                 .iter()
                 .all(|(_, f)| *f == crate::decode::Flag::Fraction)
         })
