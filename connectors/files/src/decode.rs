@@ -235,10 +235,8 @@ pub fn screen_json(chunk: &[u8], max_depth: u32, integer_keys: &[Vec<u8>]) -> Ve
 pub(crate) fn integer_keys(fields: &arrow_schema::Fields) -> Vec<Vec<u8>> {
     fn walk(name: &str, dt: &DataType, out: &mut Vec<Vec<u8>>) {
         match dt {
-            d if d.is_integer() => {
-                if !out.iter().any(|k| k == name.as_bytes()) {
-                    out.push(name.as_bytes().to_vec());
-                }
+            d if d.is_integer() && !out.iter().any(|k| k == name.as_bytes()) => {
+                out.push(name.as_bytes().to_vec());
             }
             DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
                 // A list's numbers follow the list's own key.
