@@ -53,10 +53,14 @@ pub async fn guard<T>(component: &str, fut: impl Future<Output = Result<T>>) -> 
 ///
 /// # Errors
 /// The closure's own error, or the panic as an error.
-pub fn guard_sync<T>(component: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// The component is only formatted when there was a panic (this runs once per batch).
+pub fn guard_sync<T>(
+    component: impl std::fmt::Display,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => Err(panic_error(component, payload.as_ref())),
+        Err(payload) => Err(panic_error(&component.to_string(), payload.as_ref())),
     }
 }
 

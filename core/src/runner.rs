@@ -518,6 +518,11 @@ impl Pipeline {
             stream = guard_stream(component, stream);
         }
         let sink_name = p.sink.name();
+        // Named once, not per batch: the guards are on the hot path.
+        let (write_as, quarantine_as) = (
+            format!("sink {sink_name} (write)"),
+            format!("sink {sink_name} (write_quarantine)"),
+        );
         let sink_metrics = p.metrics.component("sink");
         let mut quarantined: Vec<QuarantineRecord> = Vec::new();
         loop {
@@ -542,7 +547,7 @@ impl Pipeline {
                     quarantined.extend(records);
                     if quarantined.len() >= p.options.quarantine_batch_rows {
                         let batch = quarantine_batch(&std::mem::take(&mut quarantined))?;
-                        guard(&format!("sink {sink_name} (write_quarantine)"), writer.write_quarantine(batch)).await?;
+                        guard(&quarantine_as, writer.write_quarantine(batch)).await?;
                     }
                 }
                 item = stream.next() => match item {
@@ -555,7 +560,7 @@ impl Pipeline {
                         let started = Instant::now();
                         sink_metrics.add(metrics::RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
                         sink_metrics.add(metrics::RECEIVED_BYTES_TOTAL, batch.get_array_memory_size() as u64);
-                        guard(&format!("sink {sink_name} (write)"), writer.write(batch)).await?;
+                        guard(&write_as, writer.write(batch)).await?;
                         sink_metrics.add_busy(started.elapsed());
                     }
                     Some(Err(e)) => return Err(e),
@@ -574,11 +579,7 @@ impl Pipeline {
         }
         if !quarantined.is_empty() {
             let batch = quarantine_batch(&quarantined)?;
-            guard(
-                &format!("sink {sink_name} (write_quarantine)"),
-                writer.write_quarantine(batch),
-            )
-            .await?;
+            guard(&quarantine_as, writer.write_quarantine(batch)).await?;
         }
         Ok(())
     }
@@ -645,11 +646,13 @@ impl PipelineBuilder {
             let m = self.metrics.component(t.name());
             let started = Instant::now();
             m.add(metrics::RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
-            batch = guard_sync(&format!("transform {}", t.name()), || t.apply(batch, ctx))
-                .map_err(|e| {
-                    m.add(metrics::ERRORS_TOTAL, 1);
-                    e.with_context("transform", t.name())
-                })?;
+            batch = guard_sync(format_args!("transform {}", t.name()), || {
+                t.apply(batch, ctx)
+            })
+            .map_err(|e| {
+                m.add(metrics::ERRORS_TOTAL, 1);
+                e.with_context("transform", t.name())
+            })?;
             m.add(metrics::SENT_ROWS_TOTAL, batch.num_rows() as u64);
             m.add_busy(started.elapsed());
         }
