@@ -118,13 +118,14 @@ ready_secantus_small_oplog() {
 }
 
 # Snowflake: fakesnow 0.12.1 (snowflake-connector-python 5.x breaks it), one shared in-memory
-# instance on 8085; tests keep apart by database name.
+# instance on 8085; tests keep apart by database name. Started through scripts/fakesnow/server.py,
+# which answers DuckDB's write-write conflicts as Snowflake's lock error 000625 (see there).
 FAKESNOW_VERSION=0.12.1
 install_fakesnow() {
   [ "$(python3 -c 'import importlib.metadata as m; print(m.version("fakesnow"))' 2>/dev/null)" = "$FAKESNOW_VERSION" ] ||
     pip install --quiet --disable-pip-version-check "fakesnow[server]==$FAKESNOW_VERSION" 'snowflake-connector-python==4.8.1'
 }
-start_fakesnow() { start_bg fakesnow fakesnow -s --host 127.0.0.1 -p 8085; }
+start_fakesnow() { start_bg fakesnow python3 scripts/fakesnow/server.py -s --host 127.0.0.1 -p 8085; }
 ready_fakesnow() { wait_for fakesnow curl -s -o /dev/null -X POST http://127.0.0.1:8085/session; }
 
 cmd=${1:-}

@@ -6,8 +6,11 @@
 //!    is full (memory: one file).
 //! 2. `prepare`: a staging table of this attempt is created and the epoch's files are COPied
 //!    into it (the loaded row count is checked); nothing is visible in the target yet.
-//! 3. `commit`: one transaction reads the control table (an epoch already recorded for the
-//!    pipeline answers AlreadyCommitted), merges the staging rows into the target by key (see
+//! 3. `commit`: one transaction first takes the pipeline's commit lock (an UPDATE of its row
+//!    in `<control>_LOCKS`, so two runs of a pipeline commit one after the other), then reads
+//!    the control table (this epoch with this cursor, or a later epoch, already recorded
+//!    answers AlreadyCommitted; this epoch with another cursor, committed by another run, is
+//!    a retryable Conflict), merges the staging rows into the target by key (see
 //!    [`WriteMode::Merge`]; or inserts them), inserts the quarantined rows, and records `(pipeline, epoch, cursor)` in the
 //!    control table, then commits. The staging table is dropped after.
 //!
@@ -338,6 +341,32 @@ impl SnowflakeSink {
             self.qualified(&self.cfg.control_table)
         ))
         .await?;
+        c.query(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (PIPELINE_ID VARCHAR, LOCKED_AT TIMESTAMP_TZ)",
+            self.qualified(&self.lock_table())
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// The table of commit locks: one row per pipeline, updated first in every commit
+    /// transaction so that two runs of the pipeline commit one after the other.
+    fn lock_table(&self) -> String {
+        format!("{}_LOCKS", self.cfg.control_table)
+    }
+
+    /// The pipeline's lock row, inserted when missing (outside any transaction: two runs
+    /// racing here may insert two rows, and the commit's UPDATE takes both).
+    async fn ensure_lock_row(&self, c: &SnowflakeClient, pipeline_id: &str) -> Result<()> {
+        let locks = self.qualified(&self.lock_table());
+        c.query_with(
+            &format!(
+                "INSERT INTO {locks} (PIPELINE_ID, LOCKED_AT) SELECT s.P, CURRENT_TIMESTAMP() FROM (SELECT ? AS P) s \
+                 WHERE NOT EXISTS (SELECT 1 FROM {locks} t WHERE t.PIPELINE_ID = s.P)"
+            ),
+            &Bindings::Positional(vec![Value::Text(pipeline_id.to_string())]),
+        )
+        .await?;
         Ok(())
     }
 
@@ -484,6 +513,7 @@ impl Sink for SnowflakeSink {
     async fn open(&self, schema: SchemaRef, ctx: &Context) -> Result<Box<dyn SinkWriter>> {
         let c = self.client().await?.clone();
         self.ensure_base(&c).await?;
+        self.ensure_lock_row(&c, ctx.pipeline_id()).await?;
         if let WriteMode::Merge {
             key,
             version_column,
@@ -519,6 +549,7 @@ impl Sink for SnowflakeSink {
                 cfg: self.cfg.clone(),
                 target: self.target(),
                 control: self.qualified(&self.cfg.control_table),
+                locks: self.qualified(&self.lock_table()),
                 quarantine: self.qualified(&self.quarantine_table()),
                 staging_q: self.qualified(&format!("{staging}_Q")),
                 staging: self.qualified(&staging),
@@ -553,20 +584,30 @@ impl Sink for SnowflakeSink {
                 &Bindings::Positional(vec![Value::Text(pipeline_id.to_string())]),
             )
             .await?;
-        let Some(b) = r.batches.iter().find(|b| b.num_rows() > 0) else {
-            return Ok(None);
-        };
-        let epoch = arrow_cast::cast(b.column(0), &DataType::UInt64)
-            .map_err(|e| Error::internal("snowflake: control table epoch").with_source(e))?;
-        let epoch = epoch
-            .as_primitive::<arrow_array::types::UInt64Type>()
-            .value(0);
-        let cursor = arrow_cast::cast(b.column(1), &DataType::Utf8)
-            .map_err(|e| Error::internal("snowflake: control table cursor").with_source(e))?;
-        let cursor = cursor.as_string::<i32>();
-        let cursor = (!cursor.is_null(0)).then(|| Cursor::new(cursor.value(0)));
-        Ok(Some(CommitMarker::new(pipeline_id, Epoch(epoch), cursor)))
+        Ok(control_row(&r.batches)?.map(|(epoch, cursor)| {
+            CommitMarker::new(pipeline_id, Epoch(epoch), cursor.map(Cursor::new))
+        }))
     }
+}
+
+/// The `(EPOCH, CURSOR)` of a control-table query's first row.
+fn control_row(batches: &[RecordBatch]) -> Result<Option<(u64, Option<String>)>> {
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let epoch = arrow_cast::cast(b.column(0), &DataType::UInt64)
+        .map_err(|e| Error::internal("snowflake: control table epoch").with_source(e))?;
+    let epoch = epoch.as_primitive::<arrow_array::types::UInt64Type>();
+    if epoch.is_null(0) {
+        return Ok(None);
+    }
+    let cursor = arrow_cast::cast(b.column(1), &DataType::Utf8)
+        .map_err(|e| Error::internal("snowflake: control table cursor").with_source(e))?;
+    let cursor = cursor.as_string::<i32>();
+    Ok(Some((
+        epoch.value(0),
+        (!cursor.is_null(0)).then(|| cursor.value(0).to_string()),
+    )))
 }
 
 /// The parts of the sink a writer needs.
@@ -575,6 +616,7 @@ struct SinkRef {
     cfg: SnowflakeSinkConfig,
     target: String,
     control: String,
+    locks: String,
     quarantine: String,
     staging: String,
     staging_q: String,
@@ -926,22 +968,49 @@ impl SnowflakeWriter {
         marker: &CommitMarker,
     ) -> Result<CommitOutcome> {
         let c = self.client.clone();
+        // The lock first: on Snowflake an UPDATE holds the table's write lock until COMMIT,
+        // so a second run of the pipeline waits here and then reads the first one's control
+        // row (the control table is read only after the lock is held). DuckDB (fakesnow)
+        // refuses the second UPDATE at once as a write-write conflict instead.
+        c.query_with(
+            &format!(
+                "UPDATE {} SET LOCKED_AT = CURRENT_TIMESTAMP() WHERE PIPELINE_ID = ?",
+                self.sink.locks
+            ),
+            &Bindings::Positional(vec![Value::Text(marker.pipeline_id.clone())]),
+        )
+        .await?;
         let r = c
             .query_with(
                 &format!(
-                    "SELECT MAX(EPOCH) FROM {} WHERE PIPELINE_ID = ?",
+                    "SELECT EPOCH, CURSOR FROM {} WHERE PIPELINE_ID = ? ORDER BY EPOCH DESC LIMIT 1",
                     self.sink.control
                 ),
                 &Bindings::Positional(vec![Value::Text(marker.pipeline_id.clone())]),
             )
             .await?;
-        let last = r.batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
-            let c = arrow_cast::cast(b.column(0), &DataType::UInt64).ok()?;
-            let c = c.as_primitive::<arrow_array::types::UInt64Type>();
-            (!c.is_null(0)).then(|| c.value(0))
-        });
-        if last.is_some_and(|e| e >= marker.epoch.0) {
-            return Ok(CommitOutcome::AlreadyCommitted);
+        if let Some((epoch, cursor)) = control_row(&r.batches)? {
+            if epoch == marker.epoch.0
+                && cursor.as_deref() != marker.cursor.as_ref().map(strata_core::Cursor::as_str)
+            {
+                // Another run of the pipeline committed this epoch with other data: this one
+                // must start again from what that run committed.
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "snowflake: another run of pipeline `{}` committed epoch {epoch} first; this run's epoch {} is not applied and is planned again from it",
+                        marker.pipeline_id, marker.epoch
+                    ),
+                )
+                .with_retry(strata_core::Retry::Transient)
+                .with_context("pipeline", &marker.pipeline_id)
+                .with_context("epoch", marker.epoch));
+            }
+            if epoch >= marker.epoch.0 {
+                // This commit landed before (its answer was lost), or a later epoch superseded
+                // it: the runner fast-forwards to the sink's marker.
+                return Ok(CommitOutcome::AlreadyCommitted);
+            }
         }
         if prepared.rows > 0 {
             for sql in self.apply_sql() {

@@ -381,3 +381,117 @@ async fn schema_drift_follows_the_policy() {
         }
     }
 }
+
+/// Two runs of one pipeline planned the same epoch from the same checkpoint, with other data
+/// (a later end cursor): their commits race. One applies its rows; every other one gets a
+/// retryable Conflict and applies nothing (on Snowflake the loser waits on the lock row and
+/// then sees the winner's control row; on fakesnow DuckDB refuses the second UPDATE of the
+/// lock row, answered as Snowflake's lock error 000625). A commit of the same epoch with the
+/// same cursor afterwards is AlreadyCommitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_of_one_epoch_apply_it_once_and_the_losers_get_a_conflict() {
+    let db = common::unique("race");
+    let cfg = SnowflakeSinkConfig::new(common::config(&db), "TARGET")
+        .with_write(WriteMode::Append)
+        .with_target_file_size_megabytes(1);
+    let pid = "race";
+    let ctx = Context::new(pid);
+    let runs = 4usize;
+    let mut prepared = Vec::new();
+    for run in 0..runs {
+        let sink = SnowflakeSink::try_new(cfg.clone()).unwrap();
+        let b = sample(0..(100 + run as i64), &format!("run{run}-"));
+        let mut w = sink.open(b.schema(), &ctx).await.unwrap();
+        w.write(b).await.unwrap();
+        let p = w.prepare(Epoch(1)).await.unwrap();
+        prepared.push((run, sink, w, p));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (run, sink, mut w, p) in prepared {
+        set.spawn(async move {
+            let marker = CommitMarker::new(
+                "race",
+                Epoch(1),
+                Some(strata_core::Cursor::new(format!("end-{run}"))),
+            );
+            let r = w.commit(p, &marker).await;
+            drop(sink);
+            (run, r)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    while let Some(done) = set.join_next().await {
+        let (run, r) = done.unwrap();
+        match r {
+            Ok(CommitOutcome::Committed) => winners.push(run),
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                assert!(e.is_retryable(), "{}", e.report());
+                conflicts += 1;
+            }
+            other => panic!("run {run}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one run commits epoch 1");
+    assert_eq!(conflicts, runs - 1);
+    let winner = winners[0];
+    let c = common::session(&db).await;
+    let rows = c
+        .query(&format!(
+            "SELECT COUNT(*) AS N, MIN(TAG) AS T FROM {db}.PUBLIC.TARGET"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        table_lines(&rows.batches),
+        table_lines(
+            &c.query(&format!(
+                "SELECT {} AS N, 'run{winner}-0' AS T",
+                100 + winner
+            ))
+            .await
+            .unwrap()
+            .batches
+        ),
+        "the target holds the winner's rows only"
+    );
+    let control = c
+        .query(&format!(
+            "SELECT EPOCH, CURSOR FROM {db}.PUBLIC._STRATA_COMMITS WHERE PIPELINE_ID = 'race'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        control
+            .batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        1,
+        "one control row"
+    );
+    // The winner's commit retried (its answer lost) is recognised; the sink reports it.
+    let sink = SnowflakeSink::try_new(cfg.clone()).unwrap();
+    let mark = sink.last_committed(pid, &ctx).await.unwrap().unwrap();
+    assert_eq!(mark.epoch, Epoch(1));
+    assert_eq!(
+        mark.cursor.as_ref().map(strata_core::Cursor::as_str),
+        Some(format!("end-{winner}").as_str())
+    );
+    let b = sample(0..(100 + winner as i64), "again-");
+    let mut w = sink.open(b.schema(), &ctx).await.unwrap();
+    w.write(b).await.unwrap();
+    let p = w.prepare(Epoch(1)).await.unwrap();
+    let again = w
+        .commit(
+            p,
+            &CommitMarker::new(
+                pid,
+                Epoch(1),
+                Some(strata_core::Cursor::new(format!("end-{winner}"))),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, CommitOutcome::AlreadyCommitted);
+}

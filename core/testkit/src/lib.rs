@@ -5,6 +5,7 @@ pub mod assert;
 pub mod conformance;
 pub mod memory;
 pub mod panics;
+pub mod snowflake_sql;
 
 pub use conformance::{SinkFixture, SourceFixture, check_sink, check_source};
 pub use memory::{MemorySink, MemorySource, SinkFault};

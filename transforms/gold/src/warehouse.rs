@@ -381,6 +381,60 @@ mod tests {
         );
     }
 
+    /// The statements of a script (`;` at a line's end, outside `$$` blocks), comments dropped.
+    fn statements(script: &str) -> Vec<String> {
+        let (mut out, mut cur, mut block) = (Vec::new(), String::new(), false);
+        for line in script.lines().filter(|l| !l.starts_with("--")) {
+            block ^= line.matches("$$").count() % 2 == 1;
+            cur.push_str(line);
+            cur.push('\n');
+            if !block && line.ends_with(';') {
+                out.push(cur.trim().trim_end_matches(';').to_string());
+                cur.clear();
+            }
+        }
+        assert!(cur.trim().is_empty(), "an unterminated statement: {cur}");
+        out
+    }
+
+    /// fakesnow runs no streams or tasks: each statement is read against Snowflake's
+    /// documented form, its names, expressions and task body parsed by sqlparser's Snowflake
+    /// dialect.
+    #[test]
+    fn every_refresh_statement_parses_as_snowflake_sql() {
+        use strata_testkit::snowflake_sql::check;
+        let ddl = refresh_ddl("report wh", "30 6 * * 1-5 Europe/Berlin").unwrap();
+        let stmts = statements(&ddl);
+        let mut tasks = 0;
+        for sql in &stmts {
+            let form = if sql.starts_with("CREATE TABLE ") {
+                "{statement}"
+            } else if sql.starts_with("CREATE STREAM ") {
+                "CREATE STREAM IF NOT EXISTS {name} ON TABLE {name}"
+            } else if sql.starts_with("CREATE OR REPLACE TASK ") {
+                tasks += 1;
+                assert!(
+                    sql.contains("SCHEDULE = 'USING CRON 30 6 * * 1-5 Europe/Berlin'"),
+                    "{sql}"
+                );
+                "CREATE OR REPLACE TASK {name} WAREHOUSE = {ident} SCHEDULE = {string} WHEN {expr} AS EXECUTE IMMEDIATE {block}"
+            } else if sql.starts_with("ALTER TASK ") {
+                "ALTER TASK {name} RESUME"
+            } else {
+                panic!("a statement of no known form: {sql}")
+            };
+            check(sql, form).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(tasks, 4);
+        assert_eq!(
+            stmts
+                .iter()
+                .filter(|s| s.starts_with("CREATE STREAM"))
+                .count(),
+            TABLES.len()
+        );
+    }
+
     #[test]
     fn refresh_ddl_snapshot() {
         let ddl = refresh_ddl("report_wh", "0 6 * * * Europe/Berlin").unwrap();
