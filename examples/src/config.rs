@@ -52,8 +52,12 @@ pub enum SourceConfig {
     Mongodb(Box<strata_mongodb::MongoSourceConfig>),
     /// A Delta table: its rows at a pinned version, then only newer versions' changes.
     Delta {
-        /// The table's directory (or file:// URL).
+        /// The table: a local directory, `file://`, `s3://bucket/path`, `az://container/path`
+        /// or `abfss://container@account.dfs.core.windows.net/path`.
         table: String,
+        /// How to reach a cloud table's store (`s3: ...`, `azure_blob: ...` or `file: ...`).
+        #[serde(default)]
+        connection: Option<crate::lake::LakeConnection>,
     },
     /// A Snowflake query, optionally incremental by a high-water mark.
     Snowflake(Box<strata_snowflake::source::SnowflakeSourceConfig>),
@@ -123,8 +127,12 @@ pub enum SinkConfig {
     Mongodb(Box<strata_mongodb::MongoSinkConfig>),
     /// A Delta table: append or MERGE, exactly once; rejected records in its `_quarantine`.
     Delta {
-        /// The table's directory (or file:// URL).
+        /// The table: a local directory, `file://`, `s3://bucket/path`, `az://container/path`
+        /// or `abfss://container@account.dfs.core.windows.net/path`.
         table: String,
+        /// How to reach a cloud table's store (`s3: ...`, `azure_blob: ...` or `file: ...`).
+        #[serde(default)]
+        connection: Option<crate::lake::LakeConnection>,
         /// Partitions, write mode, schema evolution.
         #[serde(default)]
         options: strata_delta::DeltaSinkConfig,
@@ -461,10 +469,7 @@ fn exit_text(e: &anyhow::Error) -> String {
 /// A Snowflake connection file (`${VAR}` interpolated, validated); errors name the file, line
 /// and key.
 pub fn load_snowflake_connection(path: &Path) -> Result<strata_snowflake::config::SnowflakeConfig> {
-    let text = read_config(path)?;
-    let it = interpolate(&text, path)?;
-    let conn: strata_snowflake::config::SnowflakeConfig =
-        from_yaml(&it.text, path).map_err(|e| hide_values(e, &it.values))?;
+    let conn: strata_snowflake::config::SnowflakeConfig = load_yaml(path)?;
     conn.validate()
         .with_context(|| format!("{}", path.display()))?;
     Ok(conn)
@@ -555,6 +560,36 @@ fn key_line(text: &str, from: usize, key: &str) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// An error at `key` (`sink.delta.table`) in the `section` (`sink`) of a pipeline file, named
+/// with its line.
+fn at_line<'a>(
+    text: &'a str,
+    path: &'a Path,
+    section: &'a str,
+    key: &'a str,
+) -> impl Fn(strata_core::Error) -> anyhow::Error + 'a {
+    move |e| {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let from = text
+            .lines()
+            .position(|l| l.starts_with(&format!("{section}:")))
+            .map_or(1, |i| i + 1);
+        let place = match key_line(text, from, last) {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => path.display().to_string(),
+        };
+        anyhow::Error::new(e).context(format!("{place}: `{key}`"))
+    }
+}
+
+/// Read, interpolate and parse a YAML file (a connection file); errors name the file, line
+/// and key, with `${VAR}` shown in place of the values inserted.
+pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = read_config(path)?;
+    let it = interpolate(&text, path)?;
+    from_yaml(&it.text, path).map_err(|e| hide_values(e, &it.values))
+}
+
 /// Parse pipeline YAML (already interpolated).
 pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     let cfg: PipelineConfig = from_yaml(text, path)?;
@@ -571,7 +606,8 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SourceConfig::AzureBlob(c) => c.validate().map_err(at("source.azure_blob"))?,
         SourceConfig::Rest(c) => c.validate().map_err(at("source.rest"))?,
         SourceConfig::Mongodb(c) => c.validate().map_err(at("source.mongodb"))?,
-        SourceConfig::Delta { .. } => {}
+        SourceConfig::Delta { table, connection } => crate::lake::check(table, connection.as_ref())
+            .map_err(at_line(text, path, "source", "source.delta.table"))?,
         SourceConfig::Snowflake(c) => c.connection.validate().map_err(at("source.snowflake"))?,
     }
     match &cfg.sink {
@@ -579,7 +615,19 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SinkConfig::S3(c) => c.validate().map_err(at("sink.s3"))?,
         SinkConfig::AzureBlob(c) => c.validate().map_err(at("sink.azure_blob"))?,
         SinkConfig::Mongodb(c) => c.validate().map_err(at("sink.mongodb"))?,
-        SinkConfig::Delta { options, .. } => options.validate().map_err(at("sink.delta"))?,
+        SinkConfig::Delta {
+            table,
+            connection,
+            options,
+        } => {
+            crate::lake::check(table, connection.as_ref()).map_err(at_line(
+                text,
+                path,
+                "sink",
+                "sink.delta.table",
+            ))?;
+            options.validate().map_err(at("sink.delta"))?;
+        }
         SinkConfig::Snowflake(c) => c.validate().map_err(at("sink.snowflake"))?,
     }
     match &cfg.checkpoint {
@@ -658,12 +706,6 @@ fn retail_spec(model: &str) -> Option<strata_silver::ConformSpec> {
         "products" => strata_silver::retail::products(),
         _ => return None,
     })
-}
-
-/// A Delta table location from a local path or `file://` URL.
-pub fn table_location(table: &str) -> strata_core::Result<strata_delta::TableLocation> {
-    let path = table.strip_prefix("file://").unwrap_or(table);
-    strata_delta::TableLocation::local(path)
 }
 
 /// The built components of a pipeline.
@@ -751,10 +793,12 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                 .await
                 .map_err(at("source.mongodb"))?,
         ),
-        SourceConfig::Delta { table } => Arc::new(
-            strata_delta::DeltaSource::try_new(table_location(table).map_err(at("source.delta"))?)
-                .await
-                .map_err(at("source.delta"))?,
+        SourceConfig::Delta { table, connection } => Arc::new(
+            strata_delta::DeltaSource::try_new(
+                crate::lake::table_location(table, connection.as_ref()).context("source.delta")?,
+            )
+            .await
+            .map_err(at("source.delta"))?,
         ),
         SourceConfig::Snowflake(c) => Arc::new(
             strata_snowflake::source::SnowflakeSource::try_new(c.as_ref().clone())
@@ -824,8 +868,13 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             ),
             format!("mongodb {}.{}", c.database, c.collection),
         ),
-        SinkConfig::Delta { table, options } => {
-            let loc = table_location(table).map_err(at("sink.delta"))?;
+        SinkConfig::Delta {
+            table,
+            connection,
+            options,
+        } => {
+            let loc =
+                crate::lake::table_location(table, connection.as_ref()).context("sink.delta")?;
             let root = loc.url.to_string();
             (
                 Arc::new(

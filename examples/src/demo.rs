@@ -92,7 +92,12 @@ pub fn rest_pipeline_yaml(base_url: &str, lake: &Path, checkpoints: &Path) -> St
 
 /// Generate data, write pipeline files, run them, check the orders against the manifest, show
 /// that a second run commits nothing.
-pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()> {
+pub async fn run(
+    out: &Path,
+    scale: f64,
+    mongodb_uri: Option<&str>,
+    medallion_lake: Option<&crate::lake::Lake>,
+) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let out = std::fs::canonicalize(out)?;
     let (data, lake, pipes, cps) = (
@@ -205,21 +210,29 @@ pub async fn run(out: &Path, scale: f64, mongodb_uri: Option<&str>) -> Result<()
     if let Some(uri) = mongodb_uri {
         mongo_step(uri, &data, &lake, &pipes, &cps, &m).await?;
     }
-    medallion_step(&out, &data, &pipes, &m).await?;
+    medallion_step(&out, &data, &pipes, &m, medallion_lake).await?;
     Ok(())
 }
 
 /// Bronze, silver and gold Delta tables from pipeline files, gold checked against the manifest.
-async fn medallion_step(out: &Path, data: &Path, pipes: &Path, m: &Manifest) -> Result<()> {
+async fn medallion_step(
+    out: &Path,
+    data: &Path,
+    pipes: &Path,
+    m: &Manifest,
+    lake: Option<&crate::lake::Lake>,
+) -> Result<()> {
     use crate::medallion::{BRONZE, Lake, SILVER, scaffold};
-    let lake = Lake {
-        root: out.join("medallion"),
+    let lake = match lake {
+        Some(l) => l.clone(),
+        None => Lake::open(&out.join("medallion").display().to_string(), None)?,
     };
+    lake.setup().await?;
     outln!(
         "8. medallion: Delta tables under {} (bronze -> silver -> gold)",
-        lake.root.display()
+        lake.root()
     );
-    scaffold(data, &lake.root, pipes)?;
+    scaffold(data, &lake, pipes)?;
     for name in BRONZE {
         let r = crate::run_file(&pipes.join(format!("bronze_{name}.yaml")), false).await?;
         outln!(
@@ -248,7 +261,7 @@ async fn medallion_step(out: &Path, data: &Path, pipes: &Path, m: &Manifest) -> 
             "silver.orders quarantined {silver_quarantine} rows; the manifest has {want} (null customer, negative quantity, unknown currency)"
         );
     }
-    let g = crate::medallion::gold(&lake)?;
+    let g = lake.gold()?;
     let started = std::time::Instant::now();
     let report = g.build().await?;
     outln!(

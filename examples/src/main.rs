@@ -18,6 +18,7 @@ mod api;
 mod config;
 mod demo;
 mod exit;
+mod lake;
 mod medallion;
 mod progress;
 
@@ -115,12 +116,22 @@ enum Command {
         /// back through strata-mongodb (also `STRATA_DEMO_MONGODB_URI`).
         #[arg(long, env = "STRATA_DEMO_MONGODB_URI")]
         mongodb_uri: Option<String>,
+        /// Put the medallion's Delta tables in this lake instead of `<out>/medallion`: a
+        /// directory, `s3://bucket/path` or `az://container/path` (with `--lake-connection`).
+        #[arg(long)]
+        lake: Option<String>,
+        /// The lake's connection file (`s3: ...` or `azure_blob: ...`, `${VAR}` interpolated).
+        #[arg(long)]
+        lake_connection: Option<PathBuf>,
     },
     /// Bring the gold tables of a lake (`<lake>/silver/*` -> `<lake>/gold/*`) up to date:
     /// only the order dates that changed are rebuilt.
     Gold {
-        /// The lake's root directory.
-        lake: PathBuf,
+        /// The lake's root: a directory, `s3://bucket/path` or `az://container/path`.
+        lake: String,
+        /// A cloud lake's connection file (`s3: ...` or `azure_blob: ...`).
+        #[arg(long)]
+        lake_connection: Option<PathBuf>,
         /// A generator manifest (`data/manifest.json`): check gold's totals against it.
         #[arg(long)]
         manifest: Option<PathBuf>,
@@ -135,9 +146,14 @@ enum Command {
         /// The generated data directory.
         #[arg(long)]
         data: PathBuf,
-        /// The lake's root directory (bronze/, silver/, gold/ and the checkpoints go there).
+        /// The lake's root (bronze/, silver/, gold/ go there; the checkpoints too on local
+        /// disk): a directory, `s3://bucket/path` or `az://container/path`.
         #[arg(long)]
-        lake: PathBuf,
+        lake: String,
+        /// A cloud lake's connection file (`s3: ...` or `azure_blob: ...`), referred to by
+        /// the pipelines written (never copied into them).
+        #[arg(long)]
+        lake_connection: Option<PathBuf>,
         /// Where to write the pipeline files.
         #[arg(long)]
         out: PathBuf,
@@ -147,8 +163,11 @@ enum Command {
     /// reporting views are (re)created. With `--emit-ddl`, print the STREAM and TASK DDL of a
     /// scheduled in-warehouse refresh instead.
     SyncSnowflake {
-        /// The lake's root directory.
-        lake: PathBuf,
+        /// The lake's root: a directory, `s3://bucket/path` or `az://container/path`.
+        lake: String,
+        /// A cloud lake's connection file (`s3: ...` or `azure_blob: ...`).
+        #[arg(long)]
+        lake_connection: Option<PathBuf>,
         /// A YAML file with the Snowflake connection (`${VAR}` read from the environment).
         #[arg(long)]
         connection: Option<PathBuf>,
@@ -200,16 +219,22 @@ enum Command {
     },
     /// Rewrite a Delta table's small files into files of about the target size.
     Compact {
-        /// The table's directory.
-        table: PathBuf,
+        /// The table: a directory, `s3://bucket/path` or `az://container/path`.
+        table: String,
+        /// A cloud table's connection file (`s3: ...` or `azure_blob: ...`).
+        #[arg(long)]
+        connection: Option<PathBuf>,
         /// The target file size.
         #[arg(long, default_value_t = 128)]
         target_file_size_megabytes: u64,
     },
     /// Delete files no version within the retention needs (and files of killed writers).
     Vacuum {
-        /// The table's directory.
-        table: PathBuf,
+        /// The table: a directory, `s3://bucket/path` or `az://container/path`.
+        table: String,
+        /// A cloud table's connection file (`s3: ...` or `azure_blob: ...`).
+        #[arg(long)]
+        connection: Option<PathBuf>,
         /// Keep files younger versions need for this long.
         #[arg(long, default_value_t = 168)]
         retention_hours: u64,
@@ -355,8 +380,22 @@ async fn dispatch(cmd: Command) -> Result<()> {
             out,
             scale,
             mongodb_uri,
-        } => demo::run(&out, scale, mongodb_uri.as_deref()).await,
-        Command::Scaffold { data, lake, out } => {
+            lake,
+            lake_connection,
+        } => {
+            let lake = lake
+                .map(|l| lake::Lake::open(&l, lake_connection.as_deref()))
+                .transpose()?;
+            demo::run(&out, scale, mongodb_uri.as_deref(), lake.as_ref()).await
+        }
+        Command::Scaffold {
+            data,
+            lake,
+            lake_connection,
+            out,
+        } => {
+            let lake = lake::Lake::open(&lake, lake_connection.as_deref())?;
+            lake.setup().await?;
             let files = medallion::scaffold(&data, &lake, &out)?;
             for f in files {
                 outln!("{}", f.display());
@@ -365,6 +404,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::SyncSnowflake {
             lake,
+            lake_connection,
             connection,
             emit_ddl,
             schedule,
@@ -384,9 +424,9 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     bail!("sync-snowflake needs --connection <snowflake.yaml>");
                 };
                 let conn = config::load_snowflake_connection(&path)?;
-                let root = lake.join("gold");
+                let lake = lake::Lake::open(&lake, lake_connection.as_deref())?;
                 let sync = strata_gold::warehouse::WarehouseSync::try_new(
-                    move |t| strata_delta::TableLocation::local(root.join(t)),
+                    move |t| lake.table("gold", t).map_err(lake::to_core),
                     conn,
                 )?
                 .with_target_file_size_megabytes(target_file_size_megabytes);
@@ -555,10 +595,11 @@ async fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Gold {
             lake,
+            lake_connection,
             manifest,
             privacy,
         } => {
-            let g = medallion::gold(&medallion::Lake { root: lake })?;
+            let g = lake::Lake::open(&lake, lake_connection.as_deref())?.gold()?;
             let r = g.build().await?;
             if let Some(p) = privacy {
                 let p = strata_privacy::Policy::load(&p)?;
@@ -607,13 +648,14 @@ async fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Compact {
             table,
+            connection,
             target_file_size_megabytes,
         } => {
-            let loc = config::table_location(&table.display().to_string())?;
+            let conn = connection.as_deref().map(lake::load).transpose()?;
+            let loc = lake::table_location(&table, conn.as_ref())?;
             let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes).await?;
             outln!(
-                "{}: {} files rewritten into {}",
-                table.display(),
+                "{table}: {} files rewritten into {}",
                 c.files_removed,
                 c.files_added
             );
@@ -621,16 +663,17 @@ async fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Vacuum {
             table,
+            connection,
             retention_hours,
             dry_run,
             force,
         } => {
-            let loc = config::table_location(&table.display().to_string())?;
+            let conn = connection.as_deref().map(lake::load).transpose()?;
+            let loc = lake::table_location(&table, conn.as_ref())?;
             let v =
                 strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await?;
             outln!(
-                "{}: {} files {}",
-                table.display(),
+                "{table}: {} files {}",
                 v.files.len(),
                 if v.dry_run {
                     "would be deleted"

@@ -10,21 +10,38 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use strata_datagen::Manifest;
 
-/// The lake's layout.
-pub struct Lake {
-    /// The root.
-    pub root: PathBuf,
+pub use crate::lake::Lake;
+
+/// A Delta table of the lake as pipeline YAML (`table:` and, on a cloud lake, `connection:`),
+/// indented for a `delta:` block.
+fn delta_table_yaml(lake: &Lake, layer: &str, name: &str) -> String {
+    let table = lake.table_url(layer, name);
+    match lake.connection_file() {
+        Some(f) => format!(
+            "    table: {}\n    connection: {{ file: {} }}",
+            yaml_str(Path::new(&table)),
+            yaml_str(f)
+        ),
+        None => format!("    table: {}", yaml_str(Path::new(&table))),
+    }
 }
 
-impl Lake {
-    /// A table of a layer.
-    pub fn table(&self, layer: &str, name: &str) -> PathBuf {
-        self.root.join(layer).join(name)
+/// The checkpoint block: next to a local lake's tables; on a cloud lake the Delta tables'
+/// own application transactions are the checkpoint (each run resumes from the cursor its sink
+/// last committed), so nothing is kept elsewhere.
+fn checkpoint_yaml(lake: &Lake) -> String {
+    if lake.is_local() {
+        format!(
+            "checkpoint:\n  local:\n    dir: {}",
+            yaml_str(&Path::new(lake.root()).join("_checkpoints"))
+        )
+    } else {
+        "# The Delta sink's transaction records each commit's cursor: runs resume from it.\ncheckpoint: memory".to_string()
     }
 }
 
 /// Bronze: one entity file, as it arrived plus lineage, appended exactly once.
-pub fn bronze_yaml(name: &str, data: &Path, lake: &Lake, cps: &Path) -> String {
+pub fn bronze_yaml(name: &str, data: &Path, lake: &Lake) -> String {
     let mut y = String::new();
     let _ = writeln!(
         y,
@@ -46,15 +63,15 @@ pub fn bronze_yaml(name: &str, data: &Path, lake: &Lake, cps: &Path) -> String {
     let _ = writeln!(y, "transforms:\n  - lineage: {{ source: {name}.ndjson }}");
     let _ = writeln!(
         y,
-        "sink:\n  delta:\n    table: {}\n    options:\n      partition_by: [_ingest_date]\n      schema_evolution: add_columns",
-        yaml_str(&lake.table("bronze", name))
+        "sink:\n  delta:\n{}\n    options:\n      partition_by: [_ingest_date]\n      schema_evolution: add_columns",
+        delta_table_yaml(lake, "bronze", name)
     );
-    let _ = writeln!(y, "checkpoint:\n  local:\n    dir: {}", yaml_str(cps));
+    let _ = writeln!(y, "{}", checkpoint_yaml(lake));
     y
 }
 
 /// Silver: a table of the retail model from its bronze table's new versions, MERGEd by key.
-pub fn silver_yaml(name: &str, lake: &Lake, cps: &Path, policy: &Path) -> String {
+pub fn silver_yaml(name: &str, lake: &Lake, policy: &Path) -> String {
     let (from, model, key, version, explode) = match name {
         "orders" => ("orders", "orders", "[order_id]", Some("updated_at"), false),
         "order_lines" => (
@@ -82,8 +99,8 @@ pub fn silver_yaml(name: &str, lake: &Lake, cps: &Path, policy: &Path) -> String
     let _ = writeln!(y, "pipeline: silver_{name}");
     let _ = writeln!(
         y,
-        "source:\n  delta:\n    table: {}",
-        yaml_str(&lake.table("bronze", from))
+        "source:\n  delta:\n{}",
+        delta_table_yaml(lake, "bronze", from)
     );
     let _ = writeln!(y, "transforms:");
     if from != "products" {
@@ -105,22 +122,11 @@ pub fn silver_yaml(name: &str, lake: &Lake, cps: &Path, policy: &Path) -> String
     let version = version.map_or(String::new(), |v| format!(", version_column: {v}"));
     let _ = writeln!(
         y,
-        "sink:\n  delta:\n    table: {}\n    options:\n      schema_evolution: freeze\n      write: {{ type: merge, key: {key}{version} }}",
-        yaml_str(&lake.table("silver", name))
+        "sink:\n  delta:\n{}\n    options:\n      schema_evolution: freeze\n      write: {{ type: merge, key: {key}{version} }}",
+        delta_table_yaml(lake, "silver", name)
     );
-    let _ = writeln!(y, "checkpoint:\n  local:\n    dir: {}", yaml_str(cps));
+    let _ = writeln!(y, "{}", checkpoint_yaml(lake));
     y
-}
-
-/// The gold builder over the lake.
-pub fn gold(lake: &Lake) -> Result<strata_gold::Gold> {
-    let root = lake.root.clone();
-    let root2 = lake.root.clone();
-    strata_gold::Gold::try_new(
-        move |t| strata_delta::TableLocation::local(root.join("silver").join(t)),
-        move |t| strata_delta::TableLocation::local(root2.join("gold").join(t)),
-    )
-    .map_err(anyhow::Error::from)
 }
 
 fn int(b: &[RecordBatch], col: usize) -> i64 {
@@ -241,16 +247,13 @@ pub const SILVER: &[&str] = &["partners", "customers", "products", "orders", "or
 
 /// Write the medallion's pipeline files (`bronze_<name>.yaml`, `silver_<name>.yaml`), in the
 /// order to run them.
-pub fn scaffold(data: &Path, lake: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+pub fn scaffold(data: &Path, lake: &Lake, out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
-    std::fs::create_dir_all(lake)?;
-    let (data, lake) = (std::fs::canonicalize(data)?, std::fs::canonicalize(lake)?);
-    let cps = lake.join("_checkpoints");
-    let lake = Lake { root: lake };
+    let data = std::fs::canonicalize(data)?;
     let mut files = Vec::new();
     for name in BRONZE {
         let f = out.join(format!("bronze_{name}.yaml"));
-        std::fs::write(&f, bronze_yaml(name, &data, &lake, &cps))?;
+        std::fs::write(&f, bronze_yaml(name, &data, lake))?;
         files.push(f);
     }
     // The privacy policy silver enforces, with its key in a file next to it (created once,
@@ -280,7 +283,7 @@ pub fn scaffold(data: &Path, lake: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     files.push(policy.clone());
     for name in SILVER {
         let f = out.join(format!("silver_{name}.yaml"));
-        std::fs::write(&f, silver_yaml(name, &lake, &cps, &policy))?;
+        std::fs::write(&f, silver_yaml(name, lake, &policy))?;
         files.push(f);
     }
     Ok(files)

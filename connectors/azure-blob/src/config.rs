@@ -69,7 +69,9 @@ pub struct AzureBlobConfig {
     /// The storage account (default `devstoreaccount1` with emulator credentials).
     #[serde(default)]
     pub account: String,
-    /// The container.
+    /// The container (required; in a Delta lake connection the table URL names it and this may
+    /// be left out).
+    #[serde(default)]
     pub container: String,
     /// The blob prefix everything is read from or written under (no leading `/`).
     #[serde(default)]

@@ -57,7 +57,9 @@ pub enum S3Credentials {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct S3Config {
-    /// The bucket.
+    /// The bucket (required; in a Delta lake connection the table URL names it and this may
+    /// be left out).
+    #[serde(default)]
     pub bucket: String,
     /// The key prefix everything is read from or written under (no leading `/`).
     #[serde(default)]
