@@ -1,0 +1,201 @@
+//! The whole medallion through the CLI on a cloud lake: `strata scaffold --lake s3://...`
+//! (moto) and `--lake az://...` (Azurite), every bronze and silver pipeline run, one of them
+//! killed with SIGKILL between its quarantine and data commits (S3) or after its data commit
+//! (Azure) and rerun, then `strata gold` checked against the generator's manifest. Nothing is
+//! written to local disk but the pipeline files. Needs `scripts/services.sh start`.
+
+use futures::StreamExt;
+use std::path::Path;
+use std::process::Command;
+use strata_core::Source;
+use strata_tests::cloud::{Cloud, Conn};
+
+mod common;
+use common::kill_when_paused;
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+const SECRET: &str = "strata-test-secret";
+
+fn connection_yaml(cloud: Cloud) -> String {
+    match cloud {
+        Cloud::S3 => format!(
+            "# moto: path-style, plain http, static keys (the secret from the environment)\ns3:\n  endpoint: {}\n  path_style: true\n  allow_http: true\n  credentials: {{ type: static, access_key_id: strata-test, secret_access_key: \"${{LAKE_SECRET}}\" }}\n",
+            Cloud::s3_endpoint()
+        ),
+        Cloud::Azure => format!(
+            "azure_blob:\n  endpoint: {}\n  credentials: {{ type: emulator }}\n",
+            Cloud::azurite_endpoint()
+        ),
+    }
+}
+
+fn strata(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir).env("LAKE_SECRET", SECRET);
+    c
+}
+
+fn ok(mut c: Command) -> String {
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{c:?}: {text}");
+    assert!(!text.contains(SECRET), "the secret leaked: {text}");
+    text
+}
+
+/// Rows of a Delta table of the lake, read back through strata-delta.
+async fn rows(conn: &Conn, table: &str) -> usize {
+    let src = strata_delta::DeltaSource::try_new(conn.delta_table(table))
+        .await
+        .unwrap();
+    let ctx = strata_core::Context::new("scan");
+    let plan = src
+        .plan(&strata_core::ReadRequest::after(None), &ctx)
+        .await
+        .unwrap();
+    let mut n = 0;
+    for s in &plan.splits {
+        let mut st = src.read(s, &ctx).unwrap();
+        while let Some(b) = st.next().await {
+            n += b.unwrap().num_rows();
+        }
+    }
+    n
+}
+
+async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The bucket or container is made by the CLI (`scaffold` sets the lake up).
+    let conn = cloud.unmade("lake").with_prefix("retail");
+    let name = conn.name();
+    let scheme = match cloud {
+        Cloud::S3 => "s3",
+        Cloud::Azure => "az",
+    };
+    let lake = format!("{scheme}://{name}/retail");
+    std::fs::write(d.join("lake.yaml"), connection_yaml(cloud)).unwrap();
+    let mut c = strata(d);
+    c.args(["generate", "--out", "data", "--scale", "0.004"]);
+    ok(c);
+    let mut c = strata(d);
+    c.args(["scaffold", "--data", "data", "--lake", &lake])
+        .args(["--lake-connection", "lake.yaml", "--out", "pipelines"]);
+    ok(c);
+    let pipelines = std::fs::read_to_string(d.join("pipelines/silver_orders.yaml")).unwrap();
+    assert!(
+        pipelines.contains(&format!("table: '{lake}/silver/orders'")),
+        "{pipelines}"
+    );
+    assert!(!pipelines.contains(SECRET));
+    let (killed, point) = kill;
+    let order: Vec<String> = ["partners", "customers", "products", "orders"]
+        .iter()
+        .map(|n| format!("bronze_{n}"))
+        .chain(
+            ["partners", "customers", "products", "orders", "order_lines"]
+                .iter()
+                .map(|n| format!("silver_{n}")),
+        )
+        .collect();
+    for p in &order {
+        let file = format!("pipelines/{p}.yaml");
+        if p == killed {
+            let mut c = strata(d);
+            c.args(["run", &file]);
+            kill_when_paused(c, point);
+        }
+        let mut c = strata(d);
+        c.args(["run", &file]);
+        ok(c);
+    }
+    // Nothing went to local disk: no `s3:` or `az:` directory, no lake directory.
+    let local: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let mut sorted = local.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["data", "lake.yaml", "pipelines"], "{local:?}");
+
+    let m: strata_datagen::Manifest =
+        serde_json::from_slice(&std::fs::read(d.join("data/manifest.json")).unwrap()).unwrap();
+    // Every row once, the killed pipeline's included: bronze holds each well-formed line, the
+    // silver quarantine each bad order once.
+    assert_eq!(
+        rows(&conn, "bronze/orders").await as u64,
+        m.well_formed_order_lines
+    );
+    assert_eq!(
+        rows(&conn, "bronze/orders/_quarantine").await as u64,
+        m.dirt.malformed_json_lines + m.dirt.type_drift_total_amount
+    );
+    assert_eq!(
+        rows(&conn, "silver/orders/_quarantine").await as u64,
+        m.dirt.null_customer_id + m.dirt.negative_quantity + m.dirt.unknown_currency
+    );
+    let mut c = strata(d);
+    c.args(["gold", &lake, "--lake-connection", "lake.yaml"])
+        .args(["--manifest", "data/manifest.json"]);
+    let gold = ok(c);
+    assert!(gold.contains("check: orders"), "{gold}");
+    assert!(gold.contains("daily_revenue"), "{gold}");
+    // A second build rebuilds nothing.
+    let mut c = strata(d);
+    c.args(["gold", &lake, "--lake-connection", "lake.yaml"]);
+    let again = ok(c);
+    assert!(again.contains("gold is up to date"), "{again}");
+    // Maintenance works on the cloud table too.
+    let mut c = strata(d);
+    c.args(["compact", &format!("{lake}/bronze/orders")])
+        .args(["--connection", "lake.yaml"]);
+    ok(c);
+    let mut c = strata(d);
+    c.args(["vacuum", &format!("{lake}/bronze/orders"), "--dry-run"])
+        .args(["--connection", "lake.yaml"]);
+    ok(c);
+    conn.delete_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_medallion_runs_on_s3_through_the_cli_with_a_kill_between_quarantine_and_data() {
+    medallion_on(
+        Cloud::S3,
+        ("silver_orders", "delta.sink.after_quarantine_commit"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_medallion_runs_on_azure_through_the_cli_with_a_kill_after_a_commit() {
+    medallion_on(Cloud::Azure, ("bronze_orders", "delta.sink.after_commit")).await;
+}
+
+/// A cloud table without a connection, or of an unknown scheme, is refused when the file is
+/// read: the error names the file, the line and the key.
+#[test]
+fn a_cloud_table_without_a_connection_is_refused_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (table, want) in [
+        ("s3://retail-lake/bronze/orders", "needs a `connection`"),
+        (
+            "gs://retail-lake/bronze/orders",
+            "unknown table scheme `gs://`",
+        ),
+    ] {
+        let y = format!(
+            "pipeline: p\nsource:\n  files:\n    root: data\n    format: ndjson\nsink:\n  delta:\n    table: {table}\ncheckpoint: memory\n"
+        );
+        std::fs::write(d.join("p.yaml"), y).unwrap();
+        let out = strata(d).args(["run", "p.yaml"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains("p.yaml:8: `sink.delta.table`"), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
