@@ -805,11 +805,11 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    // Killed inside the first table's commit transaction, then right after a commit.
-    for point in [
-        "snowflake.commit.before_commit",
-        "snowflake.commit.after_commit",
-    ] {
+    // Killed right after a commit. (A kill inside the commit transaction leaves it open in
+    // its session, holding the pipeline's lock until the session expires, as on Snowflake:
+    // strata-snowflake's `tests/sink.rs::a_commit_transaction_left_open_...` shows the rerun's
+    // Conflict and its recovery once the transaction ends.)
+    for point in ["snowflake.commit.after_commit"] {
         let mut cmd = Command::new(BIN);
         cmd.args(sync)
             .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085");

@@ -61,17 +61,19 @@ pub struct DeltaSinkConfig {
     /// Append or MERGE.
     #[serde(default)]
     pub write: DeltaWriteMode,
-    /// MERGE holds an epoch's rows in memory up to this size (then fails, asking for smaller
-    /// epochs). Range: 1..=1_048_576.
+    /// The memory a MERGE's deduplication sort and join may hold before they spill to the
+    /// local temporary directory (an epoch of any size is staged as Parquet files in the
+    /// table's store first, so this bounds memory, not the epoch). Range: 64..=1_048_576.
     #[serde(
-        default = "default_merge_buffer",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_048_576>"
+        default = "default_merge_memory",
+        alias = "merge_buffer_megabytes",
+        deserialize_with = "strata_core::bounds::u64_in::<_, 64, 1_048_576>"
     )]
-    pub merge_buffer_megabytes: u64,
+    pub merge_memory_megabytes: u64,
 }
 
-fn default_merge_buffer() -> u64 {
-    2048
+fn default_merge_memory() -> u64 {
+    512
 }
 
 fn default_file_size() -> u64 {
@@ -85,7 +87,7 @@ impl Default for DeltaSinkConfig {
             schema_evolution: SchemaEvolution::default(),
             target_file_size_megabytes: default_file_size(),
             write: DeltaWriteMode::Append,
-            merge_buffer_megabytes: default_merge_buffer(),
+            merge_memory_megabytes: default_merge_memory(),
         }
     }
 }
@@ -113,6 +115,13 @@ impl DeltaSinkConfig {
             version_column: version_column.map(str::to_string),
             delete_when: None,
         };
+        self
+    }
+
+    /// With the memory a MERGE may hold before spilling.
+    #[must_use]
+    pub fn with_merge_memory_megabytes(mut self, mb: u64) -> Self {
+        self.merge_memory_megabytes = mb;
         self
     }
 

@@ -17,9 +17,12 @@ use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, StructField, Transaction};
+use deltalake::parquet::arrow::AsyncArrowWriter;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt as _;
+use object_store::buffered::BufWriter;
 use std::sync::Arc;
 use strata_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
@@ -160,7 +163,7 @@ impl Sink for DeltaSink {
         c
     }
 
-    async fn open(&self, schema: SchemaRef, _ctx: &Context) -> Result<Box<dyn SinkWriter>> {
+    async fn open(&self, schema: SchemaRef, ctx: &Context) -> Result<Box<dyn SinkWriter>> {
         let loc = &self.loc;
         let mut table = match open(loc).await? {
             Some(t) => t,
@@ -246,7 +249,12 @@ impl Sink for DeltaSink {
             } => {
                 check_merge_columns(&schema, key, version_column.as_ref(), delete_when.as_ref())
                     .map_err(|e| e.with_context("table", loc.url.as_str()))?;
-                Data::Merge(Vec::new(), 0)
+                sweep_staging(loc, ctx.pipeline_id()).await?;
+                Data::Merge(Box::new(Staging::new(
+                    loc,
+                    ctx.pipeline_id(),
+                    (self.cfg.target_file_size_megabytes as usize).saturating_mul(1 << 20),
+                )?))
             }
         };
         Ok(Box::new(EpochWriter {
@@ -303,8 +311,189 @@ fn parquet_properties() -> deltalake::parquet::file::properties::WriterPropertie
 enum Data {
     /// The streaming file writer (taken at prepare) and the files it finished.
     Append(Option<Box<RecordBatchWriter>>, Vec<Add>),
-    /// The epoch's rows and their size.
-    Merge(Vec<RecordBatch>, usize),
+    /// The epoch's rows, staged as Parquet files in the table's store.
+    Merge(Box<Staging>),
+}
+
+/// Where a MERGE epoch's rows wait for the commit: Parquet files under
+/// `<table>/_strata_staging/<pipeline>/<attempt>/` (a hidden directory: no Delta reader and no
+/// vacuum looks there), written as the rows stream in, so memory holds one row group at a
+/// time whatever the epoch's size. The MERGE reads them back with a scan; the commit or abort
+/// deletes them, and a writer opening later deletes what killed attempts left.
+struct Staging {
+    store: Arc<dyn object_store::ObjectStore>,
+    dir: object_store::path::Path,
+    writer: Option<AsyncArrowWriter<BufWriter>>,
+    files: usize,
+    rows: u64,
+    target_bytes: usize,
+}
+
+/// Rows per staged row group (the memory a staged file holds while written).
+const STAGED_ROW_GROUP_ROWS: usize = 65_536;
+/// A killed attempt's staging is deleted once its newest file is this old.
+const STAGING_ABANDONED_SECS: i64 = 6 * 3600;
+
+fn store_err(
+    e: impl std::error::Error + Send + Sync + 'static,
+    what: &str,
+    dir: &object_store::path::Path,
+) -> Error {
+    Error::new(ErrorKind::Unavailable, what.to_string())
+        .with_retry(strata_core::Retry::Transient)
+        .with_context("path", dir.as_ref())
+        .with_source(e)
+}
+
+impl Staging {
+    fn new(loc: &TableLocation, pipeline_id: &str, target_bytes: usize) -> Result<Self> {
+        let attempt = format!("{:016x}", rand::random::<u64>());
+        Ok(Self {
+            store: loc.store.clone(),
+            dir: staging_root(loc)?.join(pipeline_id).join(attempt),
+            writer: None,
+            files: 0,
+            rows: 0,
+            target_bytes,
+        })
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.writer.is_none() {
+            let path = self
+                .dir
+                .clone()
+                .join(format!("part-{:05}.parquet", self.files));
+            self.files += 1;
+            let props = parquet_properties()
+                .into_builder()
+                .set_max_row_group_row_count(Some(STAGED_ROW_GROUP_ROWS))
+                .build();
+            let w = AsyncArrowWriter::try_new(
+                BufWriter::new(self.store.clone(), path),
+                batch.schema(),
+                Some(props),
+            )
+            .map_err(|e| Error::internal("cannot stage the MERGE rows").with_source(e))?;
+            self.writer = Some(w);
+        }
+        let dir = self.dir.clone();
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::internal("no staging writer"))?;
+        w.write(batch)
+            .await
+            .map_err(|e| store_err(e, "staging the MERGE rows failed", &dir))?;
+        self.rows += batch.num_rows() as u64;
+        if w.bytes_written() >= self.target_bytes {
+            self.finish_file().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_file(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let dir = self.dir.clone();
+            w.close()
+                .await
+                .map_err(|e| store_err(e, "finishing a staged MERGE file failed", &dir))?;
+        }
+        Ok(())
+    }
+
+    /// What was staged (the files are finished at prepare).
+    fn staged(&self) -> Staged {
+        Staged {
+            store: self.store.clone(),
+            dir: self.dir.clone(),
+            rows: self.rows,
+        }
+    }
+}
+
+/// A MERGE epoch's finished staging files.
+struct Staged {
+    store: Arc<dyn object_store::ObjectStore>,
+    dir: object_store::path::Path,
+    rows: u64,
+}
+
+impl Staged {
+    /// The staged files' directory as a URL DataFusion reads (`s3://bucket/...`).
+    fn url(&self, table: &url::Url) -> url::Url {
+        let mut base = table.clone();
+        base.set_path(&format!("/{}/", self.dir.as_ref()));
+        base
+    }
+
+    /// Delete this attempt's files (a failure is logged: a later writer sweeps them).
+    async fn delete(&self) {
+        if let Err(e) = delete_under(&self.store, &self.dir).await {
+            tracing::warn!(path = %self.dir, error = %e.report(), "delta: cannot delete the MERGE staging files; a later run removes them");
+        }
+    }
+}
+
+/// `<table>/_strata_staging` as a path in the table's store.
+fn staging_root(loc: &TableLocation) -> Result<object_store::path::Path> {
+    let p = object_store::path::Path::from_url_path(loc.url.path()).map_err(|e| {
+        Error::config("the table URL is not a valid object path")
+            .with_context("table", loc.url.as_str())
+            .with_source(e)
+    })?;
+    Ok(p.join("_strata_staging"))
+}
+
+async fn delete_under(
+    store: &Arc<dyn object_store::ObjectStore>,
+    dir: &object_store::path::Path,
+) -> Result<()> {
+    let objects: Vec<_> = match store.list(Some(dir)).try_collect().await {
+        Ok(o) => o,
+        Err(object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(store_err(e, "cannot list the MERGE staging files", dir)),
+    };
+    for o in objects {
+        match store.delete(&o.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_err(e, "cannot delete a MERGE staging file", dir)),
+        }
+    }
+    Ok(())
+}
+
+/// Delete the staging directories of `pipeline_id` that killed attempts left (their newest
+/// file older than [`STAGING_ABANDONED_SECS`]).
+async fn sweep_staging(loc: &TableLocation, pipeline_id: &str) -> Result<()> {
+    let root = staging_root(loc)?.join(pipeline_id);
+    let objects: Vec<_> = match loc.store.list(Some(&root)).try_collect().await {
+        Ok(o) => o,
+        Err(object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(store_err(e, "cannot list the MERGE staging files", &root)),
+    };
+    let mut newest: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
+        std::collections::BTreeMap::new();
+    for o in &objects {
+        let attempt = o
+            .location
+            .prefix_match(&root)
+            .and_then(|mut parts| parts.next());
+        if let Some(attempt) = attempt {
+            let e = newest
+                .entry(attempt.as_ref().to_string())
+                .or_insert(o.last_modified);
+            *e = (*e).max(o.last_modified);
+        }
+    }
+    let cutoff = chrono::Utc::now() - chrono::Duration::seconds(STAGING_ABANDONED_SECS);
+    for (attempt, at) in newest {
+        if at < cutoff {
+            tracing::info!(table = %loc.url, attempt, "delta: deleting a killed attempt's MERGE staging files");
+            delete_under(&loc.store, &root.clone().join(attempt)).await?;
+        }
+    }
+    Ok(())
 }
 
 struct EpochWriter {
@@ -322,12 +511,39 @@ fn sql_text(v: &str) -> String {
 }
 
 impl EpochWriter {
+    /// The MERGE commit of staged rows: AlreadyCommitted when the table has the transaction.
+    async fn commit_merge(
+        &mut self,
+        staged: &Staged,
+        marker: &CommitMarker,
+    ) -> Result<CommitOutcome> {
+        let table = open(&self.sink.loc).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "the table disappeared")
+                .with_context("table", self.sink.loc.url.as_str())
+        })?;
+        if self
+            .sink
+            .loc
+            .app_version(&table, &marker.pipeline_id)
+            .await?
+            .is_some_and(|v| v >= marker.epoch.0 as i64)
+        {
+            Ok(CommitOutcome::AlreadyCommitted)
+        } else if staged.rows == 0 {
+            // Nothing to merge: record the transaction with an empty commit.
+            commit_adds(&self.sink.loc, &[], marker).await
+        } else {
+            self.merge(table, staged, marker).await?;
+            Ok(CommitOutcome::Committed)
+        }
+    }
+
     /// MERGE the epoch's rows: the newest version per key within the epoch, then against the
     /// table, deletes included; the transaction rides in the same commit.
     async fn merge(
         &mut self,
         table: DeltaTable,
-        batches: Vec<RecordBatch>,
+        staged: &Staged,
         marker: &CommitMarker,
     ) -> Result<()> {
         use deltalake::datafusion::functions_window::expr_fn::row_number;
@@ -349,12 +565,35 @@ impl EpochWriter {
                 .with_source(e)
         };
 
-        let schema = batches[0].schema();
-        let ctx = deltalake::delta_datafusion::create_session().into_inner();
-        let mem =
-            deltalake::datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches])
-                .map_err(df_err)?;
-        let mut df = ctx.read_table(Arc::new(mem)).map_err(df_err)?;
+        // Memory is bounded: the sort under the deduplication and the join spill to the local
+        // temporary directory beyond `merge_memory_megabytes` (a sort-merge join, which
+        // spills, instead of a hash join, which holds its build side).
+        let mut state = deltalake::delta_datafusion::create_session_state_with_spill_config(
+            Some((self.sink.cfg.merge_memory_megabytes as usize).saturating_mul(1 << 20)),
+            None,
+        );
+        let opts = state.config_mut().options_mut();
+        opts.optimizer.prefer_hash_join = false;
+        // Each sorter reserves this for its merge phase up front (10 MB by default, too much
+        // of a small pool shared by every partition's sorter).
+        opts.execution.sort_spill_reservation_bytes = 1 << 20;
+        // A sorter must hold at least one batch within its share of the pool: small batches
+        // keep wide rows (nested orders) inside it.
+        if let Err(e) = opts.set("datafusion.execution.batch_size", "1024") {
+            tracing::debug!(error = %e, "delta: cannot set the MERGE batch size");
+        }
+        let ctx = deltalake::datafusion::prelude::SessionContext::new_with_state(state);
+        let mut store_url = url.clone();
+        store_url.set_path("/");
+        ctx.register_object_store(&store_url, staged.store.clone());
+        let mut df = ctx
+            .read_parquet(
+                staged.url(&url).as_str(),
+                deltalake::datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .map_err(df_err)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         // One row per key: the highest version, ties and no version by arrival (__seq).
         let mut order = Vec::new();
         if let Some(v) = version_column {
@@ -551,7 +790,6 @@ impl SinkWriter for EpochWriter {
         let batch = delta_compatible(batch)?;
         let n = batch.num_rows();
         let url = self.sink.loc.url.clone();
-        let cap = self.sink.cfg.merge_buffer_megabytes as usize * 1024 * 1024;
         let first = self.rows;
         self.rows += n as u64;
         match &mut self.data {
@@ -561,7 +799,7 @@ impl SinkWriter for EpochWriter {
                 .write(batch)
                 .await
                 .map_err(|e| delta_err(e, "writing the table's files failed", &url)),
-            Data::Merge(buf, bytes) => {
+            Data::Merge(staging) => {
                 let seq = arrow_array::UInt64Array::from_iter_values(first..first + n as u64);
                 let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
                 fields.push(Arc::new(arrow_schema::Field::new(
@@ -573,20 +811,7 @@ impl SinkWriter for EpochWriter {
                 cols.push(Arc::new(seq));
                 let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
                     .map_err(|e| Error::internal("cannot number the rows").with_source(e))?;
-                *bytes += b.get_array_memory_size();
-                if *bytes > cap {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        "the epoch is larger than merge_buffer_megabytes",
-                    )
-                    .with_context("table", url.as_str())
-                    .with_context(
-                        "hint",
-                        "raise merge_buffer_megabytes or read smaller epochs",
-                    ));
-                }
-                buf.push(b);
-                Ok(())
+                staging.write(&b).await
             }
         }
     }
@@ -624,6 +849,9 @@ impl SinkWriter for EpochWriter {
             bytes += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
             items.extend(adds.iter().map(|a| a.path.clone()));
         }
+        if let Data::Merge(staging) = &mut self.data {
+            staging.finish_file().await?;
+        }
         if let Some(mut q) = self.quarantine.take() {
             self.q_adds = q
                 .flush()
@@ -651,28 +879,14 @@ impl SinkWriter for EpochWriter {
             commit_adds(&self.sink.quarantine, &self.q_adds, marker).await?;
             crash_point("delta.sink.after_quarantine_commit").await;
         }
-        let outcome = match std::mem::replace(&mut self.data, Data::Merge(Vec::new(), 0)) {
+        let outcome = match std::mem::replace(&mut self.data, Data::Append(None, Vec::new())) {
             Data::Append(_, adds) => commit_adds(&self.sink.loc, &adds, marker).await?,
-            Data::Merge(batches, _) => {
-                let table = open(&self.sink.loc).await?.ok_or_else(|| {
-                    Error::new(ErrorKind::NotFound, "the table disappeared")
-                        .with_context("table", self.sink.loc.url.as_str())
-                })?;
-                if self
-                    .sink
-                    .loc
-                    .app_version(&table, &marker.pipeline_id)
-                    .await?
-                    .is_some_and(|v| v >= marker.epoch.0 as i64)
-                {
-                    CommitOutcome::AlreadyCommitted
-                } else if batches.is_empty() {
-                    // Nothing to merge: record the transaction with an empty commit.
-                    commit_adds(&self.sink.loc, &[], marker).await?
-                } else {
-                    self.merge(table, batches, marker).await?;
-                    CommitOutcome::Committed
-                }
+            Data::Merge(staging) => {
+                let staged = staging.staged();
+                drop(staging);
+                let outcome = self.commit_merge(&staged, marker).await;
+                staged.delete().await;
+                outcome?
             }
         };
         crash_point("delta.sink.after_commit").await;
@@ -690,7 +904,16 @@ impl SinkWriter for EpochWriter {
         if let Some(mut q) = self.quarantine.take() {
             q.reset();
         }
-        self.data = Data::Merge(Vec::new(), 0);
+        if let Data::Merge(staged) =
+            std::mem::replace(&mut self.data, Data::Append(None, Vec::new()))
+        {
+            let mut staged = staged;
+            // Close the open file (an upload in progress) before deleting what was staged.
+            if let Some(w) = staged.writer.take() {
+                let _ = w.close().await;
+            }
+            staged.staged().delete().await;
+        }
         Ok(())
     }
 }

@@ -473,3 +473,89 @@ async fn concurrent_merges_into_one_table_retry_their_conflicts_and_both_land() 
     assert!(rows.iter().any(|r| r.contains("a0 ")));
     assert!(rows.iter().any(|r| r.contains("b99")));
 }
+
+/// Files under `<table>/_strata_staging`.
+fn staged_files(table: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn walk(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&table.join("_strata_staging"), &mut out);
+    out
+}
+
+/// A MERGE epoch is staged as Parquet files, not held in memory: an epoch far over
+/// `merge_memory_megabytes` (64 MB here; ~180 MB of rows) merges (its sort spills), keeps
+/// one row per key, and leaves no staging file behind; an aborted epoch's files are deleted
+/// too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_epoch_larger_than_its_memory_is_staged_and_merged_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders");
+    let loc = TableLocation::local(&path).unwrap();
+    let cfg = DeltaSinkConfig::default()
+        .with_merge(&["id"], None)
+        .with_merge_memory_megabytes(64)
+        .with_target_file_size_megabytes(8);
+    let sink = DeltaSink::try_new(loc.clone(), cfg).unwrap();
+    let pad = "p".repeat(600);
+    let wide = |ids: std::ops::Range<i64>, tag: &str| {
+        RecordBatch::try_from_iter(vec![
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from_iter_values(
+                    ids.map(|i| format!("{tag}{i}{pad}")),
+                )),
+            ),
+        ])
+        .unwrap()
+    };
+    let ctx = strata_core::Context::new("big");
+    // Every key twice in the epoch: the later row wins.
+    let n = 150_000;
+    let mut w = sink.open(wide(0..1, "a").schema(), &ctx).await.unwrap();
+    for start in (0..n).step_by(10_000) {
+        w.write(wide(start..start + 10_000, "old")).await.unwrap();
+    }
+    for start in (0..n).step_by(10_000) {
+        w.write(wide(start..start + 10_000, "new")).await.unwrap();
+    }
+    let p = w.prepare(strata_core::Epoch(1)).await.unwrap();
+    assert!(
+        !staged_files(&path).is_empty(),
+        "the epoch is staged in files"
+    );
+    let m = strata_core::CommitMarker::new("big", strata_core::Epoch(1), None);
+    assert_eq!(
+        w.commit(p, &m).await.unwrap(),
+        strata_core::CommitOutcome::Committed
+    );
+    assert_eq!(staged_files(&path), Vec::<std::path::PathBuf>::new());
+    let rows = visible(&loc, &["id", "name"]).await;
+    let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(total, n as usize, "one row per key");
+    let names = sorted_rows(&rows);
+    assert!(
+        names.iter().all(|r| r.contains("new")),
+        "the later row wins"
+    );
+    // An aborted epoch leaves nothing staged.
+    let mut w = sink.open(wide(0..1, "a").schema(), &ctx).await.unwrap();
+    w.write(wide(0..1000, "x")).await.unwrap();
+    let p = w.prepare(strata_core::Epoch(2)).await.unwrap();
+    assert!(!staged_files(&path).is_empty());
+    w.abort(Some(p)).await.unwrap();
+    assert_eq!(staged_files(&path), Vec::<std::path::PathBuf>::new());
+}

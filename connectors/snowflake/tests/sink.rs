@@ -495,3 +495,55 @@ async fn concurrent_commits_of_one_epoch_apply_it_once_and_the_losers_get_a_conf
         .unwrap();
     assert_eq!(again, CommitOutcome::AlreadyCommitted);
 }
+
+/// A process killed inside its commit transaction leaves the transaction open in its session
+/// (detached, on Snowflake), holding the pipeline's lock row. A rerun's commit is then a
+/// retryable Conflict that says how to end the old transaction, and applies nothing; once the
+/// old transaction ends (rolled back here, aborted or expired on Snowflake) the rerun commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_transaction_left_open_makes_the_rerun_a_conflict_until_it_ends() {
+    let db = common::unique("detached");
+    let cfg = SnowflakeSinkConfig::new(common::config(&db), "TARGET").with_write(WriteMode::Append);
+    let pid = "detached";
+    let ctx = Context::new(pid);
+    let sink = SnowflakeSink::try_new(cfg.clone()).unwrap();
+    // Opening a writer makes the pipeline's lock row.
+    let b = sample(0..10, "x");
+    let mut w = sink.open(b.schema(), &ctx).await.unwrap();
+    w.write(b).await.unwrap();
+    let p = w.prepare(Epoch(1)).await.unwrap();
+    // The killed run's session: inside its commit transaction, the lock taken.
+    let killed = common::session(&db).await;
+    killed.query("BEGIN").await.unwrap();
+    killed
+        .query(&format!(
+            "UPDATE {db}.PUBLIC._STRATA_COMMITS_LOCKS SET LOCKED_AT = CURRENT_TIMESTAMP() WHERE PIPELINE_ID = '{pid}'"
+        ))
+        .await
+        .unwrap();
+    let marker = CommitMarker::new(pid, Epoch(1), None);
+    let e = w.commit(p.clone(), &marker).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{}", e.report());
+    assert!(e.is_retryable());
+    assert!(e.report().contains("SHOW TRANSACTIONS"), "{}", e.report());
+    let c = common::session(&db).await;
+    let n = c
+        .query(&format!("SELECT COUNT(*) AS N FROM {db}.PUBLIC.TARGET"))
+        .await
+        .unwrap();
+    assert_eq!(table_lines(&n.batches)[3], "| 0 |", "nothing applied");
+    killed.query("ROLLBACK").await.unwrap();
+    let b = sample(0..10, "x");
+    let mut w = sink.open(b.schema(), &ctx).await.unwrap();
+    w.write(b).await.unwrap();
+    let p = w.prepare(Epoch(1)).await.unwrap();
+    assert_eq!(
+        w.commit(p, &marker).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let n = c
+        .query(&format!("SELECT COUNT(*) AS N FROM {db}.PUBLIC.TARGET"))
+        .await
+        .unwrap();
+    assert_eq!(table_lines(&n.batches)[3], "| 10 |");
+}
