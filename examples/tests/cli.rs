@@ -809,12 +809,10 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
     // its session, holding the pipeline's lock until the session expires, as on Snowflake:
     // strata-snowflake's `tests/sink.rs::a_commit_transaction_left_open_...` shows the rerun's
     // Conflict and its recovery once the transaction ends.)
-    for point in ["snowflake.commit.after_commit"] {
-        let mut cmd = Command::new(BIN);
-        cmd.args(sync)
-            .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085");
-        kill_when_paused(cmd, point);
-    }
+    let mut cmd = Command::new(BIN);
+    cmd.args(sync)
+        .env("STRATA_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8085");
+    kill_when_paused(cmd, "snowflake.commit.after_commit");
     let first = run(&sync);
     assert!(first.contains("views: v_revenue_by_month"), "{first}");
     let rt = tokio::runtime::Runtime::new().unwrap();
