@@ -314,93 +314,135 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::run`].
     pub async fn run_with_cancellation(&self, cancel: CancellationToken) -> Result<RunReport> {
+        let span = tracing::info_span!("epoch", pipeline = %self.inner.id);
+        self.epoch(cancel).instrument(span).await
+    }
+
+    /// One epoch (the body of [`Pipeline::run_with_cancellation`], inside its span).
+    async fn epoch(&self, cancel: CancellationToken) -> Result<RunReport> {
         let p = &self.inner;
-        let span = tracing::info_span!("epoch", pipeline = %p.id);
-        async move {
-            let started = Instant::now();
-            let probe = Context::builder(&p.id).with_metrics(p.metrics.clone()).with_cancellation(cancel.clone()).build();
-            let cp = guard("checkpoint store (load)", p.checkpoints.load(&p.id)).await?;
-            let mark = guard(&format!("sink {} (last_committed)", p.sink.name()), p.sink.last_committed(&p.id, &probe)).await?;
-            let cp = guard("checkpoint store (reconcile)", reconcile(&p.id, p.checkpoints.as_ref(), cp, mark)).await?;
-            let committed = cp.as_ref().map_or(Epoch(0), |m| m.epoch);
-            let from = cp.as_ref().and_then(|m| m.cursor.clone());
-            let plan = guard(&format!("source {} (plan)", p.source.name()), p.source.plan(&ReadRequest::after(from), &probe)).await?;
-            let epoch = committed.next();
-            tracing::info!(epoch = epoch.0, splits = plan.splits.len(), bytes = plan.total_bytes(), "planned");
-            if let Some(o) = &p.observer {
-                o.on_plan(epoch, &plan);
-            }
-            let mut report = RunReport {
-                pipeline_id: p.id.clone(),
-                epoch: committed,
-                outcome: RunOutcome::NothingNew,
-                splits: plan.splits.len(),
-                input_bytes: plan.total_bytes(),
-                rows_written: 0,
-                rows_quarantined: 0,
-                bytes_written: 0,
-                items: Vec::new(),
-                attempts: 0,
-                elapsed: Duration::ZERO,
-                metrics: MetricsSnapshot::default(),
-            };
-            if plan.splits.is_empty() {
-                report.elapsed = started.elapsed();
-                report.metrics = p.metrics.snapshot();
-                return Ok(report);
-            }
-            let marker = CommitMarker::new(&p.id, epoch, plan.end.clone());
-            let mut attempt = 0u32;
-            let mut delays = p.options.retry.delays();
-            let (prepared, outcome, marker) = loop {
-                attempt += 1;
-                // Cancellation drops the attempt wherever it is awaiting (even inside a blocked
-                // write); an uncommitted epoch stays invisible and the sink cleans it up on open.
-                let result = tokio::select! {
-                    r = self.attempt(&plan, &marker, &cancel) => r,
-                    () = cancel.cancelled() => Err(Error::cancelled()),
-                };
-                match result {
-                    Ok(done) => break done,
-                    Err(e) if e.is_retryable() && !cancel.is_cancelled() && attempt < p.options.retry.max_attempts => {
-                        p.metrics.component("runner").add(metrics::ERRORS_TOTAL, 1);
-                        let backoff = delays.next().unwrap_or(p.options.retry.max_backoff);
-                        // A delay the remote side asked for (Retry-After) wins over the backoff.
-                        let delay = match e.retry() {
-                            Retry::After(d) => d,
-                            _ => backoff,
-                        };
-                        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e.report(), "epoch attempt failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => return Err(Error::cancelled()),
-                        }
-                    }
-                    Err(e) => {
-                        p.metrics.component("runner").add(metrics::ERRORS_TOTAL, 1);
-                        return Err(e.with_context("pipeline", &p.id).with_context("epoch", epoch).with_context("attempts", attempt));
-                    }
-                }
-            };
-            crash_point("runner.before_checkpoint").await;
-            guard("checkpoint store (save)", p.checkpoints.save(&marker, committed)).await?;
-            report.epoch = epoch;
-            report.outcome = match outcome {
-                CommitOutcome::Committed => RunOutcome::Committed,
-                CommitOutcome::AlreadyCommitted => RunOutcome::AlreadyCommitted,
-            };
-            report.rows_written = prepared.rows;
-            report.rows_quarantined = prepared.quarantined_rows;
-            report.bytes_written = prepared.bytes;
-            report.items = prepared.items;
-            report.attempts = attempt;
+        let started = Instant::now();
+        let probe = Context::builder(&p.id)
+            .with_metrics(p.metrics.clone())
+            .with_cancellation(cancel.clone())
+            .build();
+        let cp = guard("checkpoint store (load)", p.checkpoints.load(&p.id)).await?;
+        let mark = guard(
+            &format!("sink {} (last_committed)", p.sink.name()),
+            p.sink.last_committed(&p.id, &probe),
+        )
+        .await?;
+        let cp = guard(
+            "checkpoint store (reconcile)",
+            reconcile(&p.id, p.checkpoints.as_ref(), cp, mark),
+        )
+        .await?;
+        let committed = cp.as_ref().map_or(Epoch(0), |m| m.epoch);
+        let from = cp.as_ref().and_then(|m| m.cursor.clone());
+        let plan = guard(
+            &format!("source {} (plan)", p.source.name()),
+            p.source.plan(&ReadRequest::after(from), &probe),
+        )
+        .await?;
+        let epoch = committed.next();
+        tracing::info!(
+            epoch = epoch.0,
+            splits = plan.splits.len(),
+            bytes = plan.total_bytes(),
+            "planned"
+        );
+        if let Some(o) = &p.observer {
+            o.on_plan(epoch, &plan);
+        }
+        let mut report = RunReport {
+            pipeline_id: p.id.clone(),
+            epoch: committed,
+            outcome: RunOutcome::NothingNew,
+            splits: plan.splits.len(),
+            input_bytes: plan.total_bytes(),
+            rows_written: 0,
+            rows_quarantined: 0,
+            bytes_written: 0,
+            items: Vec::new(),
+            attempts: 0,
+            elapsed: Duration::ZERO,
+            metrics: MetricsSnapshot::default(),
+        };
+        if plan.splits.is_empty() {
             report.elapsed = started.elapsed();
             report.metrics = p.metrics.snapshot();
-            tracing::info!(epoch = epoch.0, rows = report.rows_written, quarantined = report.rows_quarantined, "committed");
-            Ok(report)
+            return Ok(report);
         }
-        .instrument(span)
-        .await
+        let marker = CommitMarker::new(&p.id, epoch, plan.end.clone());
+        let mut attempt = 0u32;
+        let mut delays = p.options.retry.delays();
+        let (prepared, outcome, marker) = loop {
+            attempt += 1;
+            // Cancellation drops the attempt wherever it is awaiting (even inside a blocked
+            // write); an uncommitted epoch stays invisible and the sink cleans it up on open.
+            let result = tokio::select! {
+                r = self.attempt(&plan, &marker, &cancel) => r,
+                () = cancel.cancelled() => Err(Error::cancelled()),
+            };
+            match result {
+                Ok(done) => break done,
+                Err(e)
+                    if e.is_retryable()
+                        && !cancel.is_cancelled()
+                        && attempt < p.options.retry.max_attempts =>
+                {
+                    p.metrics.component("runner").add(metrics::ERRORS_TOTAL, 1);
+                    let backoff = delays.next().unwrap_or(p.options.retry.max_backoff);
+                    // A delay the remote side asked for (Retry-After) wins over the backoff.
+                    let delay = match e.retry() {
+                        Retry::After(d) => d,
+                        _ => backoff,
+                    };
+                    tracing::warn!(
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e.report(),
+                        "epoch attempt failed; retrying"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return Err(Error::cancelled()),
+                    }
+                }
+                Err(e) => {
+                    p.metrics.component("runner").add(metrics::ERRORS_TOTAL, 1);
+                    return Err(e
+                        .with_context("pipeline", &p.id)
+                        .with_context("epoch", epoch)
+                        .with_context("attempts", attempt));
+                }
+            }
+        };
+        crash_point("runner.before_checkpoint").await;
+        guard(
+            "checkpoint store (save)",
+            p.checkpoints.save(&marker, committed),
+        )
+        .await?;
+        report.epoch = epoch;
+        report.outcome = match outcome {
+            CommitOutcome::Committed => RunOutcome::Committed,
+            CommitOutcome::AlreadyCommitted => RunOutcome::AlreadyCommitted,
+        };
+        report.rows_written = prepared.rows;
+        report.rows_quarantined = prepared.quarantined_rows;
+        report.bytes_written = prepared.bytes;
+        report.items = prepared.items;
+        report.attempts = attempt;
+        report.elapsed = started.elapsed();
+        report.metrics = p.metrics.snapshot();
+        tracing::info!(
+            epoch = epoch.0,
+            rows = report.rows_written,
+            quarantined = report.rows_quarantined,
+            "committed"
+        );
+        Ok(report)
     }
 
     async fn attempt(
@@ -533,7 +575,10 @@ impl Pipeline {
                     match joined {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(e),
-                        Err(e) if e.is_panic() => return Err(crate::panic::panic_error(&format!("source {} (split reader)", p.source.name()), e.into_panic().as_ref())),
+                        Err(e) if e.is_panic() => {
+                            let what = format!("source {} (split reader)", p.source.name());
+                            return Err(crate::panic::panic_error(&what, e.into_panic().as_ref()));
+                        }
                         Err(e) => return Err(Error::cancelled().with_source(e)),
                     }
                     if let (Some(split), Some(sender)) = (pending.next(), &tx) {
@@ -553,13 +598,17 @@ impl Pipeline {
                 item = stream.next() => match item {
                     Some(Ok(batch)) => {
                         if batch.schema() != self.output_schema {
-                            return Err(Error::new(ErrorKind::Schema, "a batch does not have the pipeline's output schema")
-                                .with_context("expected", self.output_schema.to_string())
-                                .with_context("found", batch.schema().to_string()));
+                            return Err(Error::new(
+                                ErrorKind::Schema,
+                                "a batch does not have the pipeline's output schema",
+                            )
+                            .with_context("expected", self.output_schema.to_string())
+                            .with_context("found", batch.schema().to_string()));
                         }
                         let started = Instant::now();
                         sink_metrics.add(metrics::RECEIVED_ROWS_TOTAL, batch.num_rows() as u64);
-                        sink_metrics.add(metrics::RECEIVED_BYTES_TOTAL, batch.get_array_memory_size() as u64);
+                        let bytes = batch.get_array_memory_size() as u64;
+                        sink_metrics.add(metrics::RECEIVED_BYTES_TOTAL, bytes);
                         guard(&write_as, writer.write(batch)).await?;
                         sink_metrics.add_busy(started.elapsed());
                     }
@@ -686,11 +735,19 @@ async fn reconcile(
         store.save(&m, cp_epoch).await?;
         Ok(Some(m))
     } else if mark_epoch < cp_epoch {
-        Err(Error::new(ErrorKind::Conflict, "the checkpoint is ahead of the sink: the destination lost commits or is not the one this pipeline wrote to")
-            .with_context("pipeline", id)
-            .with_context("checkpoint_epoch", cp_epoch)
-            .with_context("sink_epoch", mark_epoch)
-            .with_context("hint", "point the pipeline at its original destination, or remove the checkpoint to start over"))
+        Err(Error::new(
+            ErrorKind::Conflict,
+            "the checkpoint is ahead of the sink: the destination lost commits or is not the one \
+             this pipeline wrote to",
+        )
+        .with_context("pipeline", id)
+        .with_context("checkpoint_epoch", cp_epoch)
+        .with_context("sink_epoch", mark_epoch)
+        .with_context(
+            "hint",
+            "point the pipeline at its original destination, or remove the checkpoint to start \
+             over",
+        ))
     } else {
         Ok(mark.or(cp))
     }

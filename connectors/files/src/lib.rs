@@ -2,11 +2,10 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
+pub use strata_records::{decode, infer};
 #[cfg(feature = "cloud")]
 pub mod cloud;
-pub mod decode;
 pub mod error;
-pub mod infer;
 mod location;
 pub mod options;
 mod parquet_io;

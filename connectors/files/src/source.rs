@@ -208,6 +208,7 @@ impl FileSource {
                 sample_records,
                 sample_bytes,
             } => Arc::new(inner.infer(*sample_records, *sample_bytes).await?),
+            _ => return Err(Error::config("unsupported schema source")),
         };
         if inner.cfg.on_changed_file == ChangedFilePolicy::Reread
             && inner.schema.field_with_name(SOURCE_VERSION_COLUMN).is_err()

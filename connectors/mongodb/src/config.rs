@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use strata_core::{Error, Result};
-use strata_files::{SchemaSource, UnknownFieldPolicy};
+use strata_records::{SchemaSource, UnknownFieldPolicy};
 
 /// Which documents: a find (filter, projection, sort) or an aggregation pipeline.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -25,7 +25,7 @@ use strata_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
     Result, SendableBatchStream, Source, Split,
 };
-use strata_files::{JsonRecordDecoder, SchemaSource, TypeDriftPolicy};
+use strata_records::{JsonRecordDecoder, SchemaSource, TypeDriftPolicy};
 
 const CURSOR_PREFIX: &str = "mongodb/v1:";
 /// Documents converted and decoded together.
@@ -223,7 +223,7 @@ impl MongoSource {
         };
         inner.check_collection().await?;
         inner.schema = match &inner.cfg.schema {
-            SchemaSource::Explicit(cols) => strata_files::options::explicit_schema(cols)?,
+            SchemaSource::Explicit(cols) => strata_records::schema::explicit_schema(cols)?,
             SchemaSource::Infer { sample_records, .. } => inner.infer(*sample_records).await?,
             _ => return Err(Error::config("unsupported schema source")),
         };
@@ -333,7 +333,7 @@ impl Inner {
             write_document(d, &mut lines, None);
             lines.push('\n');
         }
-        Ok(Arc::new(strata_files::infer::infer_ndjson(
+        Ok(Arc::new(strata_records::infer::infer_ndjson(
             lines.as_bytes(),
             n,
             &self.name,

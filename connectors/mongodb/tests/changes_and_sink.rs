@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use bson::{Document, doc, oid::ObjectId};
 use std::sync::Arc;
 use strata_core::{CheckpointStore, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, Sink};
-use strata_files::SchemaSource;
 use strata_mongodb::{
     ChangeStreamConfig, DeleteWhen, HistoryLostPolicy, MongoSink, MongoSinkConfig, MongoSource,
     MongoSourceConfig,
 };
+use strata_records::SchemaSource;
 use strata_testkit::assert::{sorted_rows, table_lines};
 use strata_testkit::{MemorySink, MemorySource, SinkFixture, check_sink};
 

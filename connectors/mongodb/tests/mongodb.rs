@@ -4,8 +4,8 @@
 use bson::{Bson, Document, doc, oid::ObjectId};
 use std::sync::Arc;
 use strata_core::{ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Source};
-use strata_files::SchemaSource;
 use strata_mongodb::{MixedTypes, MongoIncremental, MongoSource, MongoSourceConfig};
+use strata_records::SchemaSource;
 use strata_testkit::assert::table_lines;
 use strata_testkit::{MemorySink, SourceFixture, check_source};
 

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use strata_core::{Error, Result};
-use strata_files::{SchemaSource, TypeDriftPolicy, UnknownFieldPolicy};
+use strata_records::{SchemaSource, TypeDriftPolicy, UnknownFieldPolicy};
 
 use crate::selector::Selector;
 

@@ -24,7 +24,7 @@ use strata_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
     Result, SendableBatchStream, Source, Split,
 };
-use strata_files::{JsonRecordDecoder, SchemaSource};
+use strata_records::{JsonRecordDecoder, SchemaSource};
 
 const CURSOR_PREFIX: &str = "rest/v1:";
 
@@ -283,7 +283,7 @@ impl RestSource {
             decoders: Mutex::new(Vec::new()),
         };
         inner.schema = match &inner.cfg.schema {
-            SchemaSource::Explicit(cols) => strata_files::options::explicit_schema(cols)?,
+            SchemaSource::Explicit(cols) => strata_records::schema::explicit_schema(cols)?,
             SchemaSource::Infer { sample_records, .. } => inner.infer(*sample_records).await?,
             _ => return Err(Error::config("unsupported schema source")),
         };
@@ -390,7 +390,7 @@ impl Inner {
             )
             .with_context("url", page.url));
         }
-        let s = strata_files::infer::infer_ndjson(&sample, max_records, &page.url)?;
+        let s = strata_records::infer::infer_ndjson(&sample, max_records, &page.url)?;
         Ok(Arc::new(s))
     }
 
@@ -866,7 +866,7 @@ impl Inner {
                         .with_context("url", &page.url)
                         .with_context("page", page.number)
                         .with_context("field", &parent.field)
-                        .with_context("record", strata_files::decode::truncate(text, 200)));
+                        .with_context("record", strata_records::decode::truncate(text, 200)));
                     }
                 }
             }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use strata_core::{InMemoryCheckpointStore, PipelineBuilder, RunOutcome};
-use strata_files::SchemaSource;
+use strata_records::SchemaSource;
 use strata_rest::{Incremental, Paginator, RestSource, RestSourceConfig};
 use strata_testkit::MemorySink;
 

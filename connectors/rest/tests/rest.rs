@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_core::{ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Source};
-use strata_files::SchemaSource;
+use strata_records::SchemaSource;
 use strata_rest::{
     Auth, Incremental, InvalidPagePolicy, KeyLocation, Paginator, Parent, RestSource,
     RestSourceConfig,

@@ -116,7 +116,7 @@ impl Conform {
     pub fn try_new(spec: ConformSpec) -> Result<Self> {
         let mut fields = Vec::new();
         for (name, ty) in &spec.columns {
-            let dt = strata_files::options::parse_data_type(ty)
+            let dt = strata_records::schema::parse_data_type(ty)
                 .map_err(|e| e.with_context("column", name))?;
             fields.push(Field::new(name, dt, true));
         }

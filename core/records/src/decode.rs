@@ -7,21 +7,29 @@
 //! (a 16-way search re-decodes far less than bisection when bad lines are dense). After a dirty
 //! chunk the reader skips the doomed whole-chunk attempt for the next one.
 
-use crate::options::{TypeDriftPolicy, UnknownFieldPolicy};
+use crate::schema::{TypeDriftPolicy, UnknownFieldPolicy};
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
 use serde_json::Value;
 use strata_core::{Error, ErrorKind};
 
 /// What to do with one line that fails to decode alone.
-pub(crate) enum Verdict {
+#[derive(Debug)]
+pub enum Verdict {
     /// Reject it with this reason (and the column at fault, if any).
     Reject {
+        /// Why.
         reason: String,
+        /// The column at fault.
         column: Option<String>,
     },
     /// Decode these bytes instead (a value set to null by policy); `coerced` values changed.
-    Replace { bytes: Vec<u8>, coerced: u64 },
+    Replace {
+        /// The line to decode instead.
+        bytes: Vec<u8>,
+        /// Values changed.
+        coerced: u64,
+    },
     /// Stop the run.
     Fail(Error),
     /// Nothing is wrong with it: decode it as it is.
@@ -44,7 +52,7 @@ pub enum Flag {
 }
 
 /// A record format whose records are lines.
-pub(crate) trait LineFormat: Send {
+pub trait LineFormat: Send {
     /// Decode whole lines into batches; fails on the first bad record.
     fn decode(&mut self, bytes: &[u8], lenient: bool) -> Result<Vec<RecordBatch>, ArrowError>;
     /// Why one line fails.
@@ -232,7 +240,7 @@ pub fn screen_json(chunk: &[u8], max_depth: u32, integer_keys: &[Vec<u8>]) -> Ve
 }
 
 /// The names of the integer fields of `fields`, at any depth (list items and struct fields).
-pub(crate) fn integer_keys(fields: &arrow_schema::Fields) -> Vec<Vec<u8>> {
+pub fn integer_keys(fields: &arrow_schema::Fields) -> Vec<Vec<u8>> {
     fn walk(name: &str, dt: &DataType, out: &mut Vec<Vec<u8>>) {
         match dt {
             d if d.is_integer() && !out.iter().any(|k| k == name.as_bytes()) => {
@@ -259,24 +267,36 @@ pub(crate) fn integer_keys(fields: &arrow_schema::Fields) -> Vec<Vec<u8>> {
 }
 
 /// A rejected line, relative to its chunk.
-pub(crate) struct Rejected {
+#[derive(Debug)]
+pub struct Rejected {
+    /// The line within the chunk (0-based).
     pub line_in_chunk: u64,
+    /// The line as it was (base64 with a `base64:` prefix when not UTF-8).
     pub raw: String,
+    /// Why.
     pub reason: String,
+    /// The column at fault.
     pub column: Option<String>,
 }
 
 /// The result of decoding one chunk.
-#[derive(Default)]
-pub(crate) struct ChunkOutput {
+#[derive(Debug, Default)]
+pub struct ChunkOutput {
+    /// The rows decoded, in line order.
     pub batches: Vec<RecordBatch>,
+    /// The lines rejected.
     pub rejected: Vec<Rejected>,
+    /// Values changed by policy (set to null, unknown fields dropped).
     pub coerced: u64,
+    /// Unknown fields dropped by policy.
     pub unknown_fields: Vec<String>,
 }
 
 /// Decode a chunk of whole lines. `Err` carries the line (within the chunk) of a fatal record.
-pub(crate) fn decode_chunk(
+///
+/// # Errors
+/// A record the policy says stops the run, with its line within the chunk.
+pub fn decode_chunk(
     fmt: &mut dyn LineFormat,
     chunk: &[u8],
     expect_dirty: bool,
@@ -485,10 +505,14 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 /// NDJSON through arrow-json.
-pub(crate) struct JsonFormat {
+pub struct JsonFormat {
+    /// The schema rows are decoded to.
     pub schema: SchemaRef,
+    /// Rows per batch.
     pub batch_size: usize,
+    /// A value of another type.
     pub drift: TypeDriftPolicy,
+    /// A field the schema does not have.
     pub unknown: UnknownFieldPolicy,
     /// Lines nested deeper are quarantined before decoding.
     pub max_depth: u32,
@@ -499,8 +523,21 @@ pub(crate) struct JsonFormat {
     pub cached: [Option<arrow_json::reader::Decoder>; 2],
 }
 
+impl std::fmt::Debug for JsonFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonFormat")
+            .field("schema", &self.schema)
+            .field("batch_size", &self.batch_size)
+            .field("drift", &self.drift)
+            .field("unknown", &self.unknown)
+            .field("max_depth", &self.max_depth)
+            .finish_non_exhaustive()
+    }
+}
+
 impl JsonFormat {
-    pub(crate) fn new(
+    /// NDJSON to `schema` in batches of `batch_size` rows, with these policies.
+    pub fn new(
         schema: SchemaRef,
         batch_size: usize,
         drift: TypeDriftPolicy,
@@ -521,7 +558,8 @@ impl JsonFormat {
 
 impl JsonFormat {
     /// Quarantine records nested deeper than `depth` (at most [`MAX_NESTING_DEPTH`]).
-    pub(crate) fn with_max_depth(mut self, depth: u32) -> Self {
+    #[must_use]
+    pub fn with_max_depth(mut self, depth: u32) -> Self {
         self.max_depth = depth.clamp(1, MAX_NESTING_DEPTH);
         self
     }
@@ -823,10 +861,15 @@ fn set_null(v: &mut Value, path: &[PathSeg]) {
 }
 
 /// CSV through arrow-csv. Values must not contain newlines.
-pub(crate) struct CsvFormat {
+#[derive(Debug)]
+pub struct CsvFormat {
+    /// The schema rows are decoded to.
     pub schema: SchemaRef,
+    /// Rows per batch.
     pub batch_size: usize,
+    /// The field delimiter.
     pub delimiter: u8,
+    /// A value of another type.
     pub drift: TypeDriftPolicy,
 }
 
