@@ -17,11 +17,18 @@ if [ "$free_kib" -lt "$need_kib" ] && [ ! -d target/debug/deps ]; then
     "$((free_kib / 1024)) MiB is; a 'No space left on device' from rustc below means exactly that" >&2
 fi
 
+# Each phase's wall time, printed as it ends (CI's budget is watched phase by phase).
+t0=$(date +%s)
+phase() { local now; now=$(date +%s); echo "test.sh: $1 took $((now - t0)) s"; t0=$now; }
+
 scripts/services.sh install
 trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start
+phase "installing and starting the services"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+phase "fmt and clippy"
 # One cargo invocation builds every test target; it also runs the doc tests of every library.
 cargo test --workspace --locked
+phase "building and running the tests"
