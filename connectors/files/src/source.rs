@@ -1176,16 +1176,7 @@ fn oversized_prefix(prefix: &[u8]) -> String {
 }
 
 fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {
-    let body = c.as_str().strip_prefix(CURSOR_PREFIX).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Conflict,
-            "the checkpoint cursor was not written by a file source",
-        )
-        .with_context("cursor", format!("{c:?}"))
-    })?;
-    serde_json::from_str(body).map_err(|e| {
-        Error::new(ErrorKind::Data, "the file source cursor is corrupt").with_source(e)
-    })
+    c.decode(CURSOR_PREFIX, "a file source")
 }
 
 #[async_trait]
@@ -1297,10 +1288,7 @@ impl Source for FileSource {
             .buffered(8)
             .collect()
             .await;
-        let end = Cursor::new(format!(
-            "{CURSOR_PREFIX}{}",
-            serde_json::to_string(&next).unwrap_or_default()
-        ));
+        let end = Cursor::encode(CURSOR_PREFIX, &next)?;
         Ok(ReadPlan::new(
             splits.into_iter().flatten().collect(),
             Some(end),

@@ -84,26 +84,21 @@ impl CdcCursor {
     }
 
     pub(crate) fn parse(c: &Cursor) -> Result<Self> {
-        let body = c.as_str().strip_prefix(CDC_PREFIX).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Conflict,
-                "the checkpoint cursor was not written by a MongoDB change stream",
-            )
-            .with_context(
-                "hint",
-                "a pipeline that switches to `change_stream` needs a new pipeline id",
-            )
-        })?;
-        serde_json::from_str(body).map_err(|e| {
-            Error::new(ErrorKind::Data, "the change-stream cursor is corrupt").with_source(e)
-        })
+        c.decode(CDC_PREFIX, "a MongoDB change stream")
+            .map_err(|e| {
+                if e.kind() == ErrorKind::Conflict {
+                    e.with_context(
+                        "hint",
+                        "a pipeline that switches to `change_stream` needs a new pipeline id",
+                    )
+                } else {
+                    e
+                }
+            })
     }
 
-    pub(crate) fn encode(&self) -> Cursor {
-        Cursor::new(format!(
-            "{CDC_PREFIX}{}",
-            serde_json::to_string(self).unwrap_or_default()
-        ))
+    pub(crate) fn encode(&self) -> Result<Cursor> {
+        Cursor::encode(CDC_PREFIX, self)
     }
 
     pub(crate) fn describe(&self) -> String {

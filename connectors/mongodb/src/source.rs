@@ -161,22 +161,11 @@ fn cmp_bson(a: &Bson, b: &Bson) -> Option<Ordering> {
 }
 
 fn parse_cursor(c: &Cursor) -> Result<MongoCursor> {
-    let body = c.as_str().strip_prefix(CURSOR_PREFIX).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Conflict,
-            "the checkpoint cursor was not written by a MongoDB source",
-        )
-    })?;
-    serde_json::from_str(body).map_err(|e| {
-        Error::new(ErrorKind::Data, "the MongoDB source cursor is corrupt").with_source(e)
-    })
+    c.decode(CURSOR_PREFIX, "a MongoDB source")
 }
 
-fn encode_cursor(c: &MongoCursor) -> Cursor {
-    Cursor::new(format!(
-        "{CURSOR_PREFIX}{}",
-        serde_json::to_string(c).unwrap_or_default()
-    ))
+fn encode_cursor(c: &MongoCursor) -> Result<Cursor> {
+    Cursor::encode(CURSOR_PREFIX, c)
 }
 
 impl MongoSource {
@@ -602,7 +591,7 @@ impl MongoSource {
                 spec: serde_json::to_string(&spec).unwrap_or_default(),
                 size_bytes: None,
             }],
-            Some(from.encode()),
+            Some(from.encode()?),
         ))
     }
 
@@ -649,7 +638,7 @@ impl MongoSource {
             ..Default::default()
         };
         let splits = self.range_splits(&inner.base_filter()?, state).await?;
-        Ok(ReadPlan::new(splits, Some(next.encode())))
+        Ok(ReadPlan::new(splits, Some(next.encode()?)))
     }
 
     /// The events of a change-stream split, decoded in chunks.
@@ -832,7 +821,7 @@ impl Source for MongoSource {
                 },
             )
             .await?;
-        Ok(ReadPlan::new(splits, Some(encode_cursor(&from))))
+        Ok(ReadPlan::new(splits, Some(encode_cursor(&from)?)))
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
@@ -952,7 +941,10 @@ impl Source for MongoSource {
                 .and_then(|s| serde_json::from_str::<SplitSpec>(&s.spec).ok())
                 .and_then(|s| self.inner.plans().remove(&s.token))
                 .and_then(|s| s.cdc_next);
-            return Ok(next.map(|n| n.encode()).or_else(|| plan.end.clone()));
+            return match next {
+                Some(n) => n.encode().map(Some),
+                None => Ok(plan.end.clone()),
+            };
         }
         if self.inner.cfg.incremental.is_none() {
             return Ok(plan.end.clone());
@@ -977,6 +969,6 @@ impl Source for MongoSource {
         Ok(Some(encode_cursor(&MongoCursor {
             last: Some(canonical(&max)),
             seen,
-        })))
+        })?))
     }
 }

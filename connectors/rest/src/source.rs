@@ -164,23 +164,11 @@ fn hash_of(bytes: &[u8]) -> u64 {
 }
 
 fn parse_cursor(c: &Cursor) -> Result<RestCursor> {
-    let body = c.as_str().strip_prefix(CURSOR_PREFIX).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Conflict,
-            "the checkpoint cursor was not written by a REST source",
-        )
-        .with_context("cursor", format!("{c:?}"))
-    })?;
-    serde_json::from_str(body).map_err(|e| {
-        Error::new(ErrorKind::Data, "the REST source cursor is corrupt").with_source(e)
-    })
+    c.decode(CURSOR_PREFIX, "a REST source")
 }
 
-fn encode_cursor(c: &RestCursor) -> Cursor {
-    Cursor::new(format!(
-        "{CURSOR_PREFIX}{}",
-        serde_json::to_string(c).unwrap_or_default()
-    ))
+fn encode_cursor(c: &RestCursor) -> Result<Cursor> {
+    Cursor::encode(CURSOR_PREFIX, c)
 }
 
 /// Byte ranges of the records the selector finds in `body`.
@@ -993,7 +981,7 @@ impl Source for RestSource {
         let end = encode_cursor(&RestCursor {
             last: from.last.clone(),
             seen: from.seen.clone(),
-        });
+        })?;
         inner
             .plans
             .lock()
@@ -1134,7 +1122,7 @@ impl Source for RestSource {
         Ok(Some(encode_cursor(&RestCursor {
             last: Some(max),
             seen,
-        })))
+        })?))
     }
 }
 
