@@ -56,6 +56,20 @@ fn scheme(table: &str) -> Result<(Scheme, Option<Url>)> {
     Ok((s, Some(url)))
 }
 
+/// The bucket or container a cloud table URL names, and the account when the URL names one
+/// (`abfss://container@account.dfs.core.windows.net/path`).
+fn store_name(url: &Url) -> (String, Option<String>) {
+    match url.scheme() {
+        "abfs" | "abfss" => (
+            url.username().to_string(),
+            url.host_str()
+                .and_then(|h| h.split('.').next())
+                .map(str::to_string),
+        ),
+        _ => (url.host_str().unwrap_or_default().to_string(), None),
+    }
+}
+
 /// Check a table and its connection without I/O: a known scheme, a connection for a cloud
 /// table of the matching kind, none for a local one.
 ///
@@ -171,7 +185,7 @@ pub fn table_location(table: &str, conn: Option<&LakeConnection>) -> anyhow::Res
     };
     let (store, base): (Arc<dyn object_store::ObjectStore>, String) = match resolved {
         Some(LakeConnection::S3(c)) => {
-            let bucket = url.host_str().unwrap_or_default().to_string();
+            let (bucket, _) = store_name(&url);
             if !c.bucket.is_empty() && c.bucket != bucket {
                 return Err(differs("bucket", &c.bucket, &bucket).into());
             }
@@ -181,16 +195,7 @@ pub fn table_location(table: &str, conn: Option<&LakeConnection>) -> anyhow::Res
             (Arc::new(c.build_store()?), format!("s3://{bucket}"))
         }
         Some(LakeConnection::AzureBlob(c)) => {
-            let (container, account) = match url.scheme() {
-                // abfss://container@account.dfs.core.windows.net/path
-                "abfs" | "abfss" => (
-                    url.username().to_string(),
-                    url.host_str()
-                        .and_then(|h| h.split('.').next())
-                        .map(str::to_string),
-                ),
-                _ => (url.host_str().unwrap_or_default().to_string(), None),
-            };
+            let (container, account) = store_name(&url);
             if container.is_empty() {
                 return Err(Error::config("the table URL names no container")
                     .with_context("table", table)
@@ -302,15 +307,12 @@ impl Lake {
         match &self.connection {
             Some(LakeConnection::S3(c)) => {
                 let mut c = c.clone();
-                c.bucket = url.host_str().unwrap_or_default().to_string();
+                c.bucket = store_name(&url).0;
                 strata_s3::create_bucket(&c).await?;
             }
             Some(LakeConnection::AzureBlob(c)) => {
                 let mut c = c.clone();
-                c.container = match url.scheme() {
-                    "abfs" | "abfss" => url.username().to_string(),
-                    _ => url.host_str().unwrap_or_default().to_string(),
-                };
+                c.container = store_name(&url).0;
                 strata_azure_blob::create_container(&c).await?;
             }
             _ => {}

@@ -449,13 +449,29 @@ async fn delete_under(
     store: &Arc<dyn object_store::ObjectStore>,
     dir: &object_store::path::Path,
 ) -> Result<()> {
-    let objects: Vec<_> = match store.list(Some(dir)).try_collect().await {
-        Ok(o) => o,
-        Err(object_store::Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(store_err(e, "cannot list the MERGE staging files", dir)),
-    };
-    for o in objects {
-        match store.delete(&o.location).await {
+    let objects = list_under(store, dir).await?;
+    delete_paths(store, objects.into_iter().map(|o| o.location), dir).await
+}
+
+/// The objects under `dir` (none when it does not exist).
+async fn list_under(
+    store: &Arc<dyn object_store::ObjectStore>,
+    dir: &object_store::path::Path,
+) -> Result<Vec<object_store::ObjectMeta>> {
+    match store.list(Some(dir)).try_collect().await {
+        Ok(o) => Ok(o),
+        Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(store_err(e, "cannot list the MERGE staging files", dir)),
+    }
+}
+
+async fn delete_paths(
+    store: &Arc<dyn object_store::ObjectStore>,
+    paths: impl IntoIterator<Item = object_store::path::Path>,
+    dir: &object_store::path::Path,
+) -> Result<()> {
+    for p in paths {
+        match store.delete(&p).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(store_err(e, "cannot delete a MERGE staging file", dir)),
         }
@@ -467,30 +483,29 @@ async fn delete_under(
 /// file older than [`STAGING_ABANDONED_SECS`]).
 async fn sweep_staging(loc: &TableLocation, pipeline_id: &str) -> Result<()> {
     let root = staging_root(loc)?.join(pipeline_id);
-    let objects: Vec<_> = match loc.store.list(Some(&root)).try_collect().await {
-        Ok(o) => o,
-        Err(object_store::Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(store_err(e, "cannot list the MERGE staging files", &root)),
-    };
-    let mut newest: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
+    let objects = list_under(&loc.store, &root).await?;
+    // One listing: each attempt's objects and its newest modification time.
+    let mut attempts: std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, Vec<_>)> =
         std::collections::BTreeMap::new();
-    for o in &objects {
+    for o in objects {
         let attempt = o
             .location
             .prefix_match(&root)
-            .and_then(|mut parts| parts.next());
+            .and_then(|mut parts| parts.next())
+            .map(|a| a.as_ref().to_string());
         if let Some(attempt) = attempt {
-            let e = newest
-                .entry(attempt.as_ref().to_string())
-                .or_insert(o.last_modified);
-            *e = (*e).max(o.last_modified);
+            let e = attempts
+                .entry(attempt)
+                .or_insert((o.last_modified, Vec::new()));
+            e.0 = e.0.max(o.last_modified);
+            e.1.push(o.location);
         }
     }
     let cutoff = chrono::Utc::now() - chrono::Duration::seconds(STAGING_ABANDONED_SECS);
-    for (attempt, at) in newest {
-        if at < cutoff {
+    for (attempt, (newest, paths)) in attempts {
+        if newest < cutoff {
             tracing::info!(table = %loc.url, attempt, "delta: deleting a killed attempt's MERGE staging files");
-            delete_under(&loc.store, &root.clone().join(attempt)).await?;
+            delete_paths(&loc.store, paths, &root).await?;
         }
     }
     Ok(())
