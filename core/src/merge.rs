@@ -1,5 +1,6 @@
-//! What keyed (merge/upsert) sinks share: the [`DeleteWhen`] rule and the check that the key,
-//! version and delete columns are in the rows written.
+//! What keyed (merge/upsert) sinks share: the [`DeleteWhen`] rule, the check that the key,
+//! version and delete columns are in the rows written, and what every table sink does with
+//! columns its table lacks ([`SchemaEvolution`]).
 //!
 //! Each sink turns these into its own statement (a Delta MERGE, a Snowflake DELETE + INSERT,
 //! a MongoDB `$merge`); the configuration reads the same in every pipeline file:
@@ -12,6 +13,21 @@
 use crate::error::{Error, ErrorKind, Result};
 use arrow_schema::Schema;
 use serde::Deserialize;
+
+/// What a sink does with columns its table does not have yet (the same words in the Delta,
+/// Snowflake and project configurations).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SchemaEvolution {
+    /// Add them to the table (nullable) before the data is written.
+    #[default]
+    AddColumns,
+    /// Refuse the epoch with a Schema error naming them.
+    Freeze,
+    /// Drop them from the rows written.
+    Discard,
+}
 
 /// Rows whose `column` equals `equals` delete their key instead of writing it (the operation
 /// column of a change feed: `_op = delete`, `_change_type = delete`).

@@ -180,7 +180,15 @@ fn the_whole_medallion_runs_on_azurite_and_gold_equals_the_manifest() {
                 Arc::new(source),
                 vec![Arc::new(mask)],
                 stream,
-                Arc::new(strata_silver::silver_sink(t("silver", name), &key, version).unwrap()),
+                Arc::new(
+                    strata_delta::DeltaSink::try_new(
+                        t("silver", name),
+                        strata_delta::DeltaSinkConfig::default()
+                            .with_merge(&key, version)
+                            .with_schema_evolution(strata_delta::SchemaEvolution::Freeze),
+                    )
+                    .unwrap(),
+                ),
             )
             .await;
             if name == "orders" {

@@ -1,22 +1,9 @@
 //! Sink options.
 
 use serde::Deserialize;
-pub use strata_core::DeleteWhen;
+pub use strata_core::{DeleteWhen, SchemaEvolution};
 use strata_core::{Error, Result};
 
-/// What happens to columns the table does not have yet.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SchemaEvolution {
-    /// Add them to the table (nullable) in a metadata commit before the data.
-    #[default]
-    AddColumns,
-    /// Refuse the epoch with a Schema error naming them.
-    Freeze,
-    /// Drop them from the rows written.
-    Discard,
-}
 
 /// How an epoch's rows land in the table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -66,19 +66,7 @@ pub enum WriteMode {
     },
 }
 
-/// What to do with columns the target does not have.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SchemaEvolution {
-    /// `ALTER TABLE ... ADD COLUMN` (nullable) before loading.
-    #[default]
-    AddColumns,
-    /// A Schema error naming the new columns.
-    Freeze,
-    /// Drop the new columns from the load.
-    Discard,
-}
+pub use strata_core::SchemaEvolution;
 
 /// How files reach the staging table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

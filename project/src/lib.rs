@@ -1,0 +1,203 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod graph;
+pub mod model;
+mod yaml;
+
+pub use graph::{Graph, Node, NodeKind, PipelineNode};
+pub use model::{Materialized, Model, ModelSettings, Reference};
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use strata_core::{Error, ErrorKind, Result};
+
+/// The project file's name.
+pub const PROJECT_FILE: &str = "strata.yaml";
+
+/// `strata.yaml`: what a project is made of.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProjectConfig {
+    /// The project's name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where its Delta tables live (`<lake>/<layer>/<name>`): a directory (relative to the
+    /// project), `s3://bucket/path` or `az://container/path`.
+    pub lake: String,
+    /// A cloud lake's connection file (`s3: ...` or `azure_blob: ...`), relative to the
+    /// project.
+    #[serde(default)]
+    pub lake_connection: Option<PathBuf>,
+    /// The privacy policy models' `mask:` settings refer to, relative to the project.
+    #[serde(default)]
+    pub privacy: Option<PathBuf>,
+    /// The ingestion pipelines (pipeline files, relative to the project).
+    #[serde(default)]
+    pub pipelines: Vec<PathBuf>,
+    /// Lake tables written outside the project that models read (`bronze.legacy_orders`).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// The models' directory (`models/<layer>/<name>.sql`), relative to the project.
+    #[serde(default = "default_models")]
+    pub models: PathBuf,
+    /// Models built at once when they do not depend on each other. Range: 1..=64.
+    #[serde(
+        default = "default_concurrency",
+        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 64>"
+    )]
+    pub concurrency: usize,
+}
+
+fn default_models() -> PathBuf {
+    PathBuf::from("models")
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+
+/// A project read from its directory: its configuration and its models.
+#[derive(Debug, Clone)]
+pub struct Project {
+    root: PathBuf,
+    config: ProjectConfig,
+    models: Vec<Model>,
+}
+
+impl Project {
+    /// Read `dir/strata.yaml` and every `*.sql` under its models directory.
+    ///
+    /// # Errors
+    /// NotFound without a `strata.yaml`; Config naming the file and line of any setting,
+    /// model or SQL that does not parse.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let file = dir.join(PROJECT_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            Error::new(ErrorKind::NotFound, "cannot read the project file")
+                .with_context("file", file.display())
+                .with_source(e)
+        })?;
+        let config: ProjectConfig = yaml::parse(&text, Path::new(PROJECT_FILE), 0)?;
+        for s in &config.sources {
+            if !s
+                .split_once('.')
+                .is_some_and(|(l, t)| model::is_name(l) && model::is_name(t))
+            {
+                return Err(Error::config(format!(
+                    "{PROJECT_FILE}: source `{s}`: name a lake table as `layer.name`"
+                )));
+            }
+        }
+        let mut files = Vec::new();
+        let models_dir = dir.join(&config.models);
+        if models_dir.is_dir() {
+            sql_files(&models_dir, &mut files)?;
+        }
+        files.sort();
+        let mut models = Vec::new();
+        for f in files {
+            let rel = f.strip_prefix(dir).unwrap_or(&f).to_path_buf();
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                Error::new(ErrorKind::Config, "cannot read a model")
+                    .with_context("file", rel.display())
+                    .with_source(e)
+            })?;
+            models.push(Model::parse(&rel, &text)?);
+        }
+        Ok(Self {
+            root: dir.to_path_buf(),
+            config,
+            models,
+        })
+    }
+
+    /// The project's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `strata.yaml`.
+    pub fn config(&self) -> &ProjectConfig {
+        &self.config
+    }
+
+    /// The models, by file name.
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    /// `path` (relative to the project) as a path to open.
+    pub fn path(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// The graph of the models and `pipelines` (the caller reads the pipeline files: which
+    /// lake table each writes and reads).
+    ///
+    /// # Errors
+    /// As [`Graph::try_new`].
+    pub fn graph(&self, pipelines: Vec<PipelineNode>) -> Result<Graph> {
+        Graph::try_new(pipelines, self.models.clone(), &self.config.sources)
+    }
+}
+
+fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::new(ErrorKind::Config, "cannot list the models directory")
+            .with_context("dir", dir.display())
+            .with_source(e)
+    })?;
+    for e in entries {
+        let p = e
+            .map_err(|e| {
+                Error::new(ErrorKind::Config, "cannot list the models directory").with_source(e)
+            })?
+            .path();
+        if p.is_dir() {
+            sql_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "sql") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_loads_its_models_and_refuses_bad_settings_by_line() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("models/gold")).unwrap();
+        std::fs::write(
+            d.path().join(PROJECT_FILE),
+            "name: shop\nlake: lake\nsources: [bronze.orders]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("models/gold/n.sql"),
+            "SELECT COUNT(*) AS n FROM bronze.orders",
+        )
+        .unwrap();
+        let p = Project::load(d.path()).unwrap();
+        assert_eq!(p.config().concurrency, 2);
+        assert_eq!(p.models()[0].name, "gold.n");
+        let g = p.graph(vec![]).unwrap();
+        assert_eq!(g.nodes().len(), 1);
+        assert!(g.nodes()[0].inputs.is_empty());
+
+        std::fs::write(
+            d.path().join(PROJECT_FILE),
+            "name: shop\nlake: lake\nconcurrency: 0\n",
+        )
+        .unwrap();
+        let e = Project::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("strata.yaml:3"), "{e}");
+        assert!(e.contains("concurrency"), "{e}");
+    }
+}
