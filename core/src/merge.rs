@@ -18,7 +18,6 @@ use serde::Deserialize;
 /// Snowflake and project configurations).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum SchemaEvolution {
     /// Add them to the table (nullable) before the data is written.
     #[default]

@@ -54,10 +54,19 @@ pub enum SourceConfig {
     Delta {
         /// The table: a local directory, `file://`, `s3://bucket/path`, `az://container/path`
         /// or `abfss://container@account.dfs.core.windows.net/path`.
-        table: String,
+        #[serde(default)]
+        table: Option<String>,
+        /// In a project's pipeline instead of `table`: a table of the project's lake
+        /// (`bronze.orders`), reached through the project's lake connection.
+        #[serde(default)]
+        lake_table: Option<String>,
         /// How to reach a cloud table's store (`s3: ...`, `azure_blob: ...` or `file: ...`).
         #[serde(default)]
         connection: Option<crate::lake::LakeConnection>,
+        /// `true` (default): every change with `_change_type`, `_commit_version` and
+        /// `_commit_timestamp`; `false`: only the new and updated rows as the table holds them.
+        #[serde(default = "yes")]
+        change_feed: bool,
     },
     /// A Snowflake query, optionally incremental by a high-water mark.
     Snowflake(Box<strata_snowflake::source::SnowflakeSourceConfig>),
@@ -100,6 +109,15 @@ pub enum TransformConfig {
         #[serde(default = "silver_role")]
         role: String,
     },
+    /// A SQL query (DataFusion) run on each batch, which it reads as the table `table`
+    /// (default `input`): row by row only (no joins or aggregates across batches).
+    Sql {
+        /// The query.
+        query: String,
+        /// The name the batch has in the query.
+        #[serde(default = "input_table")]
+        table: String,
+    },
     /// One row per element of a list of structs, parent columns repeated.
     Explode {
         /// The list column.
@@ -107,6 +125,82 @@ pub enum TransformConfig {
         /// The parent columns kept.
         keep: Vec<String>,
     },
+}
+
+fn input_table() -> String {
+    "input".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The table a Delta source or sink names: `table`, or `lake_table` once a project has
+/// resolved it (see [`resolve_lake_tables`]).
+fn delta_table<'a>(table: Option<&'a String>, lake_table: Option<&'a String>) -> Result<&'a str> {
+    match (table, lake_table) {
+        (Some(t), None) => Ok(t),
+        (None, Some(t)) => Err(config_err(format!(
+            "`lake_table: {t}` names a table of a project's lake: run this pipeline with `strata build` in its project, or give `table`"
+        ))),
+        (None, None) => Err(config_err(
+            "give the Delta table: `table` (or `lake_table` in a project's pipeline)".into(),
+        )),
+        (Some(_), Some(_)) => Err(config_err("give `table` or `lake_table`, not both".into())),
+    }
+}
+
+/// Replace each `lake_table: layer.name` of a pipeline by the table in `lake` (with the
+/// lake's connection); the names it read and wrote, for the project graph.
+pub fn resolve_lake_tables(
+    cfg: &mut PipelineConfig,
+    lake: &crate::lake::Lake,
+) -> Result<(Vec<String>, Option<String>)> {
+    let mut inputs = Vec::new();
+    let mut output = None;
+    let resolve = |table: &mut Option<String>,
+                   lake_table: &mut Option<String>,
+                   connection: &mut Option<crate::lake::LakeConnection>|
+     -> Result<Option<String>> {
+        let Some(name) = lake_table.take() else {
+            return Ok(None);
+        };
+        let Some((layer, t)) = name.split_once('.') else {
+            return Err(config_err(format!(
+                "`lake_table: {name}`: name a lake table as `layer.name`"
+            )));
+        };
+        if table.is_some() || connection.is_some() {
+            return Err(config_err(format!(
+                "`lake_table: {name}` takes its place and connection from the project's lake: leave out `table` and `connection`"
+            )));
+        }
+        *table = Some(lake.table_url(layer, t));
+        *connection = lake
+            .connection_file()
+            .map(|f| crate::lake::LakeConnection::File(f.to_path_buf()));
+        Ok(Some(name))
+    };
+    if let SourceConfig::Delta {
+        table,
+        lake_table,
+        connection,
+        ..
+    } = &mut cfg.source
+        && let Some(n) = resolve(table, lake_table, connection)?
+    {
+        inputs.push(n);
+    }
+    if let SinkConfig::Delta {
+        table,
+        lake_table,
+        connection,
+        ..
+    } = &mut cfg.sink
+    {
+        output = resolve(table, lake_table, connection)?;
+    }
+    Ok((inputs, output))
 }
 
 fn silver_role() -> String {
@@ -129,7 +223,12 @@ pub enum SinkConfig {
     Delta {
         /// The table: a local directory, `file://`, `s3://bucket/path`, `az://container/path`
         /// or `abfss://container@account.dfs.core.windows.net/path`.
-        table: String,
+        #[serde(default)]
+        table: Option<String>,
+        /// In a project's pipeline instead of `table`: a table of the project's lake
+        /// (`bronze.orders`), reached through the project's lake connection.
+        #[serde(default)]
+        lake_table: Option<String>,
         /// How to reach a cloud table's store (`s3: ...`, `azure_blob: ...` or `file: ...`).
         #[serde(default)]
         connection: Option<crate::lake::LakeConnection>,
@@ -606,8 +705,17 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         SourceConfig::AzureBlob(c) => c.validate().map_err(at("source.azure_blob"))?,
         SourceConfig::Rest(c) => c.validate().map_err(at("source.rest"))?,
         SourceConfig::Mongodb(c) => c.validate().map_err(at("source.mongodb"))?,
-        SourceConfig::Delta { table, connection } => crate::lake::check(table, connection.as_ref())
-            .map_err(at_line(text, path, "source", "source.delta.table"))?,
+        SourceConfig::Delta {
+            table: Some(table),
+            connection,
+            ..
+        } => crate::lake::check(table, connection.as_ref()).map_err(at_line(
+            text,
+            path,
+            "source",
+            "source.delta.table",
+        ))?,
+        SourceConfig::Delta { .. } => {}
         SourceConfig::Snowflake(c) => c.connection.validate().map_err(at("source.snowflake"))?,
     }
     match &cfg.sink {
@@ -619,13 +727,16 @@ pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
             table,
             connection,
             options,
+            ..
         } => {
-            crate::lake::check(table, connection.as_ref()).map_err(at_line(
-                text,
-                path,
-                "sink",
-                "sink.delta.table",
-            ))?;
+            if let Some(table) = table {
+                crate::lake::check(table, connection.as_ref()).map_err(at_line(
+                    text,
+                    path,
+                    "sink",
+                    "sink.delta.table",
+                ))?;
+            }
             options.validate().map_err(at("sink.delta"))?;
         }
         SinkConfig::Snowflake(c) => c.validate().map_err(at("sink.snowflake"))?,
@@ -734,7 +845,7 @@ fn sink_files_root(cfg: &PipelineConfig) -> Option<String> {
         SinkConfig::Parquet(c) => Some(c.root.clone()),
         SinkConfig::S3(c) => Some(c.connection.url()),
         SinkConfig::AzureBlob(c) => Some(c.connection.url()),
-        SinkConfig::Delta { table, .. } => Some(table.clone()),
+        SinkConfig::Delta { table, .. } => table.clone(),
         _ => None,
     }
 }
@@ -793,13 +904,20 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                 .await
                 .map_err(at("source.mongodb"))?,
         ),
-        SourceConfig::Delta { table, connection } => Arc::new(
-            strata_delta::DeltaSource::try_new(
+        SourceConfig::Delta {
+            table,
+            lake_table,
+            connection,
+            change_feed,
+        } => {
+            let table = delta_table(table.as_ref(), lake_table.as_ref()).context("source.delta")?;
+            let s = strata_delta::DeltaSource::try_new(
                 crate::lake::table_location(table, connection.as_ref()).context("source.delta")?,
             )
             .await
-            .map_err(at("source.delta"))?,
-        ),
+            .map_err(at("source.delta"))?;
+            Arc::new(if *change_feed { s } else { s.rows_only() })
+        }
         SourceConfig::Snowflake(c) => Arc::new(
             strata_snowflake::source::SnowflakeSource::try_new(c.as_ref().clone())
                 .await
@@ -835,6 +953,10 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
                     strata_silver::Conform::try_new(spec).with_context(|| format!("transforms[{i}].conform"))?,
                 ))
             }
+            TransformConfig::Sql { query, table } => Step::Batch(Arc::new(
+                strata_gold::model::SqlTransform::try_new(&cfg.pipeline, query, table, &schema)
+                    .with_context(|| format!("transforms[{i}].sql"))?,
+            )),
             TransformConfig::Explode { column, keep } => {
                 let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
                 Step::Batch(Arc::new(strata_silver::Explode::new(column, &keep)))
@@ -870,9 +992,11 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
         ),
         SinkConfig::Delta {
             table,
+            lake_table,
             connection,
             options,
         } => {
+            let table = delta_table(table.as_ref(), lake_table.as_ref()).context("sink.delta")?;
             let loc =
                 crate::lake::table_location(table, connection.as_ref()).context("sink.delta")?;
             let root = loc.url.to_string();

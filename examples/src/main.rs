@@ -21,6 +21,7 @@ mod exit;
 mod lake;
 mod medallion;
 mod progress;
+mod project;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -123,6 +124,46 @@ enum Command {
         /// The lake's connection file (`s3: ...` or `azure_blob: ...`, `${VAR}` interpolated).
         #[arg(long)]
         lake_connection: Option<PathBuf>,
+    },
+    /// Build a project (a directory with `strata.yaml`): its pipelines and models in
+    /// dependency order, only what changed upstream.
+    Build {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// Only these nodes: `MODEL`, `+MODEL` (and everything upstream), `MODEL+` (and
+        /// everything downstream), `layer.*`; repeat or separate by commas.
+        #[arg(long, short)]
+        select: Vec<String>,
+        /// Rebuild the selected models whole (merge and append models from their input's
+        /// first row).
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Run a SQL query (DataFusion) over a project's tables (`SELECT * FROM gold.daily`).
+    Query {
+        /// The project directory (or its `strata.yaml`).
+        project: PathBuf,
+        /// The query.
+        sql: String,
+        /// One JSON object per row instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a project's pipelines and models.
+    Ls {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+    },
+    /// Print a project's graph: each node with the tables it reads.
+    Dag {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// As Graphviz `dot`.
+        #[arg(long)]
+        dot: bool,
     },
     /// Bring the gold tables of a lake (`<lake>/silver/*` -> `<lake>/gold/*`) up to date:
     /// only the order dates that changed are rebuilt.
@@ -593,6 +634,41 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Build {
+            project,
+            select,
+            full_refresh,
+        } => build_command(&project, &select, full_refresh).await,
+        Command::Query { project, sql, json } => {
+            let l = project::open(&project::project_dir(&project))?;
+            let batches = project::query(&l, &sql).await?;
+            if json {
+                let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+                for b in &batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+                use std::io::Write as _;
+                std::io::stdout().lock().write_all(&w.into_inner())?;
+            } else {
+                outln!("{}", arrow_cast::pretty::pretty_format_batches(&batches)?);
+            }
+            Ok(())
+        }
+        Command::Ls { project } => {
+            let l = project::open(&project::project_dir(&project))?;
+            for line in project::list(&l) {
+                outln!("{line}");
+            }
+            Ok(())
+        }
+        Command::Dag { project, dot } => {
+            let l = project::open(&project::project_dir(&project))?;
+            for line in project::dag(&l, dot) {
+                outln!("{line}");
+            }
+            Ok(())
+        }
         Command::Gold {
             lake,
             lake_connection,
@@ -686,6 +762,75 @@ async fn dispatch(cmd: Command) -> Result<()> {
     }
 }
 
+/// `strata build`: build, print a line per node and a summary; fail when a node failed.
+async fn build_command(
+    project: &std::path::Path,
+    select: &[String],
+    full_refresh: bool,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let l = Arc::new(project::open(&project::project_dir(project))?);
+    outln!(
+        "building {} ({} nodes{})",
+        l.project.config().name,
+        l.graph.nodes().len(),
+        if select.is_empty() {
+            String::new()
+        } else {
+            format!(", selected: {}", select.join(" "))
+        }
+    );
+    let runs = project::build(l, select, full_refresh).await?;
+    let (mut built, mut fresh, mut failed) = (0, 0, Vec::new());
+    for r in &runs {
+        let (word, detail) = match &r.status {
+            project::Status::Built(d) => {
+                built += 1;
+                ("built", d.as_str())
+            }
+            project::Status::UpToDate(d) => {
+                fresh += 1;
+                ("up to date", d.as_str())
+            }
+            project::Status::Skipped(d) => {
+                failed.push(r.name.clone());
+                ("skipped", d.as_str())
+            }
+            project::Status::Failed(d, _) => {
+                failed.push(r.name.clone());
+                ("FAILED", d.as_str())
+            }
+        };
+        outln!(
+            "  {:<28} {:<11} {:<10} {:>7.2} s  {detail}",
+            r.name,
+            r.kind,
+            word,
+            r.secs
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if built == 0 && failed.is_empty() {
+        outln!("nothing to do: all {fresh} nodes are up to date ({secs:.2} s)");
+    } else {
+        outln!(
+            "{built} built, {fresh} up to date, {} failed or skipped in {secs:.2} s",
+            failed.len()
+        );
+    }
+    if let Some((msg, kind)) = runs.iter().find_map(|r| match &r.status {
+        project::Status::Failed(m, k) => Some((m, *k)),
+        _ => None,
+    }) {
+        let e = strata_core::Error::new(
+            kind.unwrap_or(strata_core::ErrorKind::Internal),
+            format!("the build failed ({}): {msg}", failed.join(", ")),
+        );
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Add the transform steps in order: batch steps before the first stream step run per split,
 /// later ones follow the stream.
 fn with_steps(mut b: PipelineBuilder, steps: Vec<config::Step>) -> PipelineBuilder {
@@ -708,7 +853,16 @@ fn with_steps(mut b: PipelineBuilder, steps: Vec<config::Step>) -> PipelineBuild
 /// Load, build and run one pipeline file, with a progress bar when asked.
 pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<RunReport> {
     let cfg = config::load(path)?;
-    let built = config::build(&cfg).await?;
+    run_config(&cfg, &path.display().to_string(), show_progress).await
+}
+
+/// Build and run one pipeline (`label` names it in errors), with a progress bar when asked.
+pub async fn run_config(
+    cfg: &config::PipelineConfig,
+    label: &str,
+    show_progress: bool,
+) -> Result<RunReport> {
+    let built = config::build(cfg).await?;
     let metrics = Metrics::new();
     let bar = progress::RunProgress::new(&cfg.pipeline, metrics.clone(), show_progress);
     let mut b = PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints)
@@ -716,7 +870,7 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
         .with_metrics(metrics)
         .with_observer(bar.observer());
     b = with_steps(b, built.transforms);
-    let pipeline = b.build().with_context(|| format!("{}", path.display()))?;
+    let pipeline = b.build().with_context(|| label.to_string())?;
     // SIGINT and SIGTERM cancel the run; it then stops and reports Cancelled (nothing partial
     // is visible).
     let result = pipeline.run_with_cancellation(exit::shutdown()).await;

@@ -326,6 +326,15 @@ impl Model {
         Ok(())
     }
 
+    /// A fingerprint of what defines the model's rows (its SQL and settings): a build whose
+    /// fingerprint differs from the one its table was built with rebuilds it.
+    pub fn fingerprint(&self) -> String {
+        let mut h = crc32fast::Hasher::new();
+        h.update(self.sql.as_bytes());
+        h.update(format!("{:?}", self.settings).as_bytes());
+        format!("{:08x}", h.finalize())
+    }
+
     /// The conform step's spec, when the model declares one.
     pub fn conform_spec(&self) -> Option<ConformSpec> {
         let c = self.settings.conform.as_ref()?;

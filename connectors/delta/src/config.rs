@@ -4,7 +4,6 @@ use serde::Deserialize;
 pub use strata_core::{DeleteWhen, SchemaEvolution};
 use strata_core::{Error, Result};
 
-
 /// How an epoch's rows land in the table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

@@ -61,6 +61,39 @@ impl DeltaSink {
         &self.quarantine
     }
 
+    /// Forget what `pipeline_id` wrote: delete every row of its quarantine, then every row of
+    /// the table in a commit that records a new epoch with no cursor, so the pipeline's next
+    /// run reads its source from the start (a full refresh). The quarantine goes first: a
+    /// kill between the two leaves the table as it was, and rerunning the reset finishes it.
+    ///
+    /// # Errors
+    /// When a table cannot be read or the delete cannot commit.
+    pub async fn reset(&self, pipeline_id: &str) -> Result<()> {
+        let last = match open(&self.loc).await? {
+            Some(t) => self.loc.app_version(&t, pipeline_id).await?,
+            None => return Ok(()),
+        };
+        for loc in [&self.quarantine, &self.loc] {
+            let Some(t) = open(loc).await? else {
+                continue;
+            };
+            let mut b = t.delete();
+            if std::ptr::eq(loc, &self.loc)
+                && let Some(epoch) = last
+            {
+                let marker = CommitMarker::new(
+                    pipeline_id,
+                    Epoch(u64::try_from(epoch + 1).unwrap_or(0)),
+                    None,
+                );
+                b = b.with_commit_properties(commit_properties(&marker));
+            }
+            b.await
+                .map_err(|e| delta_err(e, "cannot empty the table", &loc.url))?;
+        }
+        Ok(())
+    }
+
     fn file_writer(&self, table: &DeltaTable) -> Result<RecordBatchWriter> {
         Ok(RecordBatchWriter::for_table(table)
             .map_err(|e| {

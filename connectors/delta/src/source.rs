@@ -32,6 +32,9 @@ pub const COMMIT_TIMESTAMP: &str = "_commit_timestamp";
 pub struct DeltaSource {
     loc: TableLocation,
     schema: SchemaRef,
+    /// Only the rows as the table now holds them: no pre-images, no deletes, no change
+    /// columns.
+    rows_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,7 +84,22 @@ impl DeltaSource {
         Ok(Self {
             loc,
             schema: Arc::new(Schema::new(fields)),
+            rows_only: false,
         })
+    }
+
+    /// Read only the new and updated rows as the table holds them (inserts and post-images;
+    /// pre-images and deletes left out) and without the change columns: what a model that
+    /// MERGEs or appends its input's new rows reads.
+    #[must_use]
+    pub fn rows_only(mut self) -> Self {
+        if !self.rows_only {
+            let n = self.schema.fields().len() - 3;
+            let fields: Vec<Arc<Field>> = self.schema.fields().iter().take(n).cloned().collect();
+            self.schema = Arc::new(Schema::new(fields));
+            self.rows_only = true;
+        }
+        self
     }
 
     /// Cast `batch`'s columns to the source schema by name (null for missing ones).
@@ -184,8 +202,23 @@ impl Source for DeltaSource {
                 .with_context("split", &split.id)
                 .with_source(e)
         })?;
-        let (loc, schema) = (self.loc.clone(), self.schema.clone());
-        let out = schema.clone();
+        let (loc, out) = (self.loc.clone(), self.schema.clone());
+        let rows_only = self.rows_only;
+        // Batches are aligned to the full change schema, then cut down when only rows are read.
+        let schema = if rows_only {
+            let mut f: Vec<Arc<Field>> = out.fields().iter().cloned().collect();
+            f.push(Arc::new(Field::new(CHANGE_TYPE, DataType::Utf8, false)));
+            f.push(Arc::new(Field::new(COMMIT_VERSION, DataType::Int64, false)));
+            f.push(Arc::new(Field::new(
+                COMMIT_TIMESTAMP,
+                DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                true,
+            )));
+            Arc::new(Schema::new(f))
+        } else {
+            out.clone()
+        };
+        let kept = out.clone();
         let s = stream::once(async move {
             let url = loc.url.clone();
             let table = DeltaTableBuilder::from_url(url.clone())
@@ -223,12 +256,35 @@ impl Source for DeltaSource {
             };
             Ok::<_, Error>(batches.map(move |b| {
                 let b = b.map_err(df_err.clone())?;
-                DeltaSource::align(&schema, &b, fill)
+                let b = DeltaSource::align(&schema, &b, fill)?;
+                if rows_only {
+                    current_rows(&b, &kept)
+                } else {
+                    Ok(b)
+                }
             }))
         })
         .try_flatten();
         Ok(BatchStreamAdapter::boxed(out, Box::pin(s)))
     }
+}
+
+/// The inserts and post-images of a change batch, without the change columns.
+fn current_rows(b: &RecordBatch, out: &SchemaRef) -> Result<RecordBatch> {
+    use arrow_array::cast::AsArray;
+    let kinds = b
+        .column(b.num_columns() - 3)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| Error::internal("the change type is not text"))?;
+    let keep: arrow_array::BooleanArray = kinds
+        .iter()
+        .map(|k| Some(matches!(k, Some("insert" | "update_postimage"))))
+        .collect();
+    let cols = b.columns()[..out.fields().len()].to_vec();
+    let rows = RecordBatch::try_new(out.clone(), cols)
+        .map_err(|e| Error::internal("cannot cut the change columns").with_source(e))?;
+    arrow_select::filter::filter_record_batch(&rows, &keep)
+        .map_err(|e| Error::internal("cannot filter the changes").with_source(e))
 }
 
 #[cfg(test)]

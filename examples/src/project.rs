@@ -1,0 +1,458 @@
+//! `strata build`, `strata ls`, `strata dag`: a project's pipelines and models, in dependency
+//! order. Planning is strata-project's; the table and incremental materialisations are
+//! strata-gold's; merge and append models run as ordinary pipelines (Delta source of the
+//! input's new rows -> mask -> SQL -> conform -> explode -> Delta MERGE or append), so each
+//! commits exactly once through the runner and the Delta sink's application transactions.
+
+use crate::config::{
+    CheckpointConfig, OptionsConfig, PipelineConfig, SinkConfig, SourceConfig, TransformConfig,
+};
+use crate::lake::{Lake, LakeConnection};
+use anyhow::{Context as _, Result, bail};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use strata_core::RunOutcome;
+use strata_delta::{DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
+use strata_gold::model::{ModelAction, TableModel};
+use strata_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNode, Project};
+
+/// A project opened for building: its files read, its lake resolved, its graph made.
+#[derive(Debug)]
+pub struct Loaded {
+    pub project: Project,
+    pub lake: Lake,
+    pub graph: Graph,
+}
+
+/// Open the project in `dir` and make it the working directory (paths in its files are
+/// relative to it).
+///
+/// # Errors
+/// When a file does not parse, a name is unknown, or the graph has a cycle.
+pub fn open(dir: &Path) -> Result<Loaded> {
+    std::env::set_current_dir(dir)
+        .with_context(|| format!("cannot enter the project directory {}", dir.display()))?;
+    let project = Project::load(Path::new("."))?;
+    let c = project.config();
+    let lake = Lake::open(&c.lake, c.lake_connection.as_deref())
+        .with_context(|| format!("{}: `lake`", strata_project::PROJECT_FILE))?;
+    let mut nodes = Vec::new();
+    for f in &c.pipelines {
+        let (cfg, inputs, output) = pipeline(f, &lake)?;
+        nodes.push(PipelineNode::new(output.unwrap_or(cfg.pipeline), f, inputs));
+    }
+    let graph = project.graph(nodes)?;
+    Ok(Loaded {
+        project,
+        lake,
+        graph,
+    })
+}
+
+/// A project pipeline, its lake tables resolved: the config, what it reads, what it writes.
+fn pipeline(f: &Path, lake: &Lake) -> Result<(PipelineConfig, Vec<String>, Option<String>)> {
+    let mut cfg = crate::config::load(f)?;
+    let (inputs, output) = crate::config::resolve_lake_tables(&mut cfg, lake)
+        .with_context(|| f.display().to_string())?;
+    Ok((cfg, inputs, output))
+}
+
+/// What became of a node in a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Written, with what.
+    Built(String),
+    /// Nothing to do, and why.
+    UpToDate(String),
+    /// Not run, and why.
+    Skipped(String),
+    /// Failed, with the error and its kind (for the exit status).
+    Failed(String, Option<strata_core::ErrorKind>),
+}
+
+/// One node's line of the build summary.
+#[derive(Debug, Clone)]
+pub struct NodeRun {
+    pub name: String,
+    pub kind: &'static str,
+    pub status: Status,
+    pub secs: f64,
+}
+
+fn kind_of(n: &Node) -> &'static str {
+    match &n.kind {
+        NodeKind::Pipeline(_) => "pipeline",
+        NodeKind::Model(m) => m.settings.materialized.as_str(),
+        _ => "node",
+    }
+}
+
+/// A model's inputs as lake tables.
+fn inputs_of(lake: &Lake, m: &Model) -> Result<BTreeMap<String, strata_delta::TableLocation>> {
+    m.references
+        .iter()
+        .map(|r| {
+            let (l, t) = r.name.split_once('.').unwrap_or(("", &r.name));
+            Ok((r.name.clone(), lake.table(l, t)?))
+        })
+        .collect()
+}
+
+fn lake_connection(lake: &Lake) -> Option<LakeConnection> {
+    lake.connection_file()
+        .map(|f| LakeConnection::File(f.to_path_buf()))
+}
+
+/// A merge or append model as a pipeline over its input's new rows.
+pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<PipelineConfig> {
+    let s = &m.settings;
+    let input = &m.references[0].name;
+    let (il, it) = input.split_once('.').unwrap_or(("", input));
+    let sees_changes = s
+        .delete_when
+        .as_ref()
+        .is_some_and(|d| d.column.starts_with('_'));
+    let mut transforms = Vec::new();
+    if let Some(table) = &s.mask {
+        let Some(policy) = privacy else {
+            bail!(
+                "{}: `mask: {table}` needs the project's privacy policy: set `privacy:` in strata.yaml",
+                m.file.display()
+            );
+        };
+        transforms.push(TransformConfig::Mask {
+            policy: policy.to_path_buf(),
+            table: table.clone(),
+            role: "silver".into(),
+        });
+    }
+    if !m.is_pass_through() {
+        transforms.push(TransformConfig::Sql {
+            query: m.sql.clone(),
+            table: input.clone(),
+        });
+    }
+    if let Some(spec) = m.conform_spec() {
+        transforms.push(TransformConfig::Conform {
+            model: None,
+            spec: Some(spec),
+        });
+    }
+    if let Some(e) = &s.explode {
+        transforms.push(TransformConfig::Explode {
+            column: e.column.clone(),
+            keep: e.keep.clone(),
+        });
+    }
+    let mut options = DeltaSinkConfig::default();
+    options.partition_by = s.partition_by.iter().cloned().collect();
+    if s.materialized == Materialized::Merge {
+        options.write = DeltaWriteMode::Merge {
+            key: s.key.clone(),
+            version_column: s.version_column.clone(),
+            delete_when: s.delete_when.clone(),
+        };
+        options.schema_evolution = s.schema_evolution.unwrap_or(SchemaEvolution::Freeze);
+    } else {
+        options.schema_evolution = s.schema_evolution.unwrap_or_default();
+    }
+    Ok(PipelineConfig {
+        pipeline: m.name.clone(),
+        source: SourceConfig::Delta {
+            table: Some(lake.table_url(il, it)),
+            lake_table: None,
+            connection: lake_connection(lake),
+            change_feed: sees_changes,
+        },
+        transforms,
+        sink: SinkConfig::Delta {
+            table: Some(lake.table_url(&m.layer, &m.table)),
+            lake_table: None,
+            connection: lake_connection(lake),
+            options,
+        },
+        checkpoint: CheckpointConfig::Memory,
+        options: OptionsConfig::default(),
+    })
+}
+
+/// A table or incremental model, ready for strata-gold.
+pub fn table_model(lake: &Lake, m: &Model) -> Result<TableModel> {
+    let s = &m.settings;
+    let mut t = TableModel::new(
+        &m.name,
+        &m.sql,
+        inputs_of(lake, m)?,
+        lake.table(&m.layer, &m.table)?,
+        &m.fingerprint(),
+    );
+    if s.materialized == Materialized::Incremental {
+        t = t.incremental_by(s.partition_by.as_deref().unwrap_or_default());
+    } else if let Some(p) = &s.partition_by {
+        t = t.partitioned_by(p);
+    }
+    Ok(t)
+}
+
+fn rows_text(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Build one node.
+async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<Status> {
+    let node = l
+        .graph
+        .node(&name)
+        .with_context(|| format!("no node {name}"))?;
+    let privacy = l.project.config().privacy.clone();
+    let report = match &node.kind {
+        NodeKind::Pipeline(p) => {
+            let (cfg, _, _) = pipeline(&p.file, &l.lake)?;
+            crate::run_config(&cfg, &p.file.display().to_string(), false).await?
+        }
+        NodeKind::Model(m) if m.settings.materialized.is_streaming() => {
+            if full_refresh {
+                strata_delta::DeltaSink::try_new(
+                    l.lake.table(&m.layer, &m.table)?,
+                    DeltaSinkConfig::default(),
+                )?
+                .reset(&m.name)
+                .await?;
+            }
+            let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
+            crate::run_config(&cfg, &m.file.display().to_string(), false).await?
+        }
+        NodeKind::Model(m) => {
+            let out = table_model(&l.lake, m)?.build(full_refresh).await?;
+            return Ok(match out.action {
+                ModelAction::UpToDate => Status::UpToDate(format!(
+                    "inputs unchanged ({})",
+                    versions_text(&out.input_versions)
+                )),
+                ModelAction::Rebuilt(why) => {
+                    Status::Built(format!("rebuilt whole ({why}), version {}", out.version))
+                }
+                ModelAction::Replaced(parts) => Status::Built(format!(
+                    "{} partition{} replaced{}",
+                    parts.len(),
+                    if parts.len() == 1 { "" } else { "s" },
+                    if parts.len() <= 4 {
+                        format!(" ({})", parts.join(", "))
+                    } else {
+                        String::new()
+                    }
+                )),
+                _ => Status::Built(String::new()),
+            });
+        }
+        _ => bail!("unknown node kind"),
+    };
+    Ok(match report.outcome {
+        RunOutcome::NothingNew => Status::UpToDate(match &node.kind {
+            NodeKind::Model(m) => format!("no new rows in {}", m.references[0].name),
+            _ => "no new data".into(),
+        }),
+        _ => Status::Built(format!(
+            "epoch {}: {} rows, {} quarantined",
+            report.epoch,
+            rows_text(report.rows_written),
+            rows_text(report.rows_quarantined)
+        )),
+    })
+}
+
+fn versions_text(v: &BTreeMap<String, i64>) -> String {
+    v.iter()
+        .map(|(k, v)| format!("{k} v{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Build the selected nodes in dependency order, independent ones at once (up to the
+/// project's `concurrency`); a node whose input failed is skipped. Returns every node's line.
+///
+/// # Errors
+/// When the project does not load; the nodes' own failures are in the lines.
+pub async fn build(
+    l: Arc<Loaded>,
+    selectors: &[String],
+    full_refresh: bool,
+) -> Result<Vec<NodeRun>> {
+    let selected: Vec<String> = l
+        .graph
+        .select(selectors)?
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    let chosen: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
+    let limit = l.project.config().concurrency;
+    let mut results: BTreeMap<String, NodeRun> = BTreeMap::new();
+    let mut waiting: Vec<String> = selected.clone();
+    let mut running = tokio::task::JoinSet::new();
+    let mut in_flight = 0usize;
+    loop {
+        // Start what is ready; skip what an input's failure blocks.
+        let mut i = 0;
+        while i < waiting.len() {
+            let name = waiting[i].clone();
+            let node = l.graph.node(&name).context("a node vanished")?;
+            let inputs: Vec<&String> = node
+                .inputs
+                .iter()
+                .filter(|n| chosen.contains(n.as_str()))
+                .collect();
+            if let Some(bad) = inputs.iter().find(|n| {
+                matches!(
+                    results.get(n.as_str()).map(|r| &r.status),
+                    Some(Status::Failed(..) | Status::Skipped(_))
+                )
+            }) {
+                results.insert(
+                    name.clone(),
+                    NodeRun {
+                        name: name.clone(),
+                        kind: kind_of(node),
+                        status: Status::Skipped(format!("{bad} did not build")),
+                        secs: 0.0,
+                    },
+                );
+                waiting.remove(i);
+                continue;
+            }
+            if in_flight < limit && inputs.iter().all(|n| results.contains_key(n.as_str())) {
+                let (l2, n2) = (l.clone(), name.clone());
+                running.spawn(async move {
+                    let t = Instant::now();
+                    let r = run_node(l2, n2.clone(), full_refresh).await;
+                    (n2, r, t.elapsed().as_secs_f64())
+                });
+                in_flight += 1;
+                waiting.remove(i);
+                continue;
+            }
+            i += 1;
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        in_flight -= 1;
+        let (name, r, secs) = done.context("a build task panicked")?;
+        let node = l.graph.node(&name).context("a node vanished")?;
+        let status = match r {
+            Ok(s) => s,
+            Err(e) => {
+                if crate::exit::status_of(&e) == crate::exit::status::CANCELLED {
+                    return Err(e);
+                }
+                let kind = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<strata_core::Error>())
+                    .map(strata_core::Error::kind);
+                Status::Failed(crate::exit::render(&e), kind)
+            }
+        };
+        results.insert(
+            name.clone(),
+            NodeRun {
+                name,
+                kind: kind_of(node),
+                status,
+                secs,
+            },
+        );
+    }
+    Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
+}
+
+/// `strata ls`: the models and pipelines, one per line.
+pub fn list(l: &Loaded) -> Vec<String> {
+    l.graph
+        .nodes()
+        .iter()
+        .map(|n| {
+            let about = n
+                .model()
+                .and_then(|m| m.settings.description.clone())
+                .unwrap_or_default();
+            format!(
+                "{:<28} {:<12} {:<34} {}",
+                n.name,
+                kind_of(n),
+                n.file().display(),
+                about
+            )
+        })
+        .collect()
+}
+
+/// `strata dag`: each node with what it reads (or Graphviz `dot`).
+pub fn dag(l: &Loaded, dot: bool) -> Vec<String> {
+    if dot {
+        let mut out = vec!["digraph strata {".to_string(), "  rankdir=LR;".to_string()];
+        for s in l.graph.sources() {
+            out.push(format!("  \"{s}\" [shape=cylinder];"));
+        }
+        for n in l.graph.nodes() {
+            let shape = if n.model().is_some() { "box" } else { "cds" };
+            out.push(format!("  \"{}\" [shape={shape}];", n.name));
+            for i in &n.inputs {
+                out.push(format!("  \"{i}\" -> \"{}\";", n.name));
+            }
+        }
+        out.push("}".into());
+        return out;
+    }
+    l.graph
+        .nodes()
+        .iter()
+        .map(|n| {
+            if n.inputs.is_empty() {
+                format!("{} ({})", n.name, kind_of(n))
+            } else {
+                format!("{} ({}) <- {}", n.name, kind_of(n), n.inputs.join(", "))
+            }
+        })
+        .collect()
+}
+
+/// The project directory a path names (the directory holding `strata.yaml`).
+pub fn project_dir(p: &Path) -> PathBuf {
+    if p.file_name()
+        .is_some_and(|f| f == strata_project::PROJECT_FILE)
+    {
+        p.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// `strata query`: `sql` over every table of the project's lake (nodes and sources).
+///
+/// # Errors
+/// When the SQL fails.
+pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch>> {
+    let mut tables = BTreeMap::new();
+    let names = l
+        .graph
+        .nodes()
+        .iter()
+        .map(|n| n.name.clone())
+        .chain(l.graph.sources().iter().cloned());
+    for name in names {
+        if let Some((layer, t)) = name.split_once('.') {
+            tables.insert(name.clone(), l.lake.table(layer, t)?);
+        }
+    }
+    Ok(strata_gold::model::query(&tables, sql).await?)
+}

@@ -1,0 +1,572 @@
+//! The `table` and `incremental` materialisations of a SQL model over Delta tables, and the
+//! per-batch SQL step the `merge` and `append` ones stream their rows through.
+//!
+//! A build commits the model's table once, with the input tables' versions as Delta
+//! application transactions (`strata-model/<input>`) and a fingerprint of the model's SQL
+//! (`strata-model-sql/<crc>`): a rerun after a kill redoes exactly what was not committed, a
+//! build over unchanged inputs and SQL does nothing, and a changed SQL rebuilds the table.
+//!
+//! `incremental` finds the partitions to replace without knowing the model: for each input
+//! that changed it runs the model's SQL over that input's change feed (inserted, updated and
+//! deleted rows, before and after images) with the other inputs whole, and takes the distinct
+//! values of the partition column; only those partitions are rebuilt, with `replaceWhere`. So
+//! the partition column may be any expression of an input row (`CAST(created_at AS DATE)`,
+//! `region`), grouped by or not. What it cannot see: a partition whose rows depend on rows of
+//! *other* partitions (a window across days, `HAVING` over a total): make such a model a
+//! `table`.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use strata_core::{BatchTransform, Context, Error, ErrorKind, Result};
+use strata_delta::deltalake::DeltaTable;
+use strata_delta::deltalake::datafusion::catalog::MemorySchemaProvider;
+use strata_delta::deltalake::datafusion::common::ScalarValue;
+use strata_delta::deltalake::datafusion::datasource::MemTable;
+use strata_delta::deltalake::datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+use strata_delta::deltalake::kernel::Transaction;
+use strata_delta::deltalake::kernel::transaction::CommitProperties;
+use strata_delta::deltalake::operations::write::SchemaMode;
+use strata_delta::deltalake::protocol::SaveMode;
+use strata_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
+use strata_delta::{TableLocation, delta_err};
+
+/// A `table` or `incremental` model, ready to build.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TableModel {
+    /// `layer.name`.
+    pub name: String,
+    /// Its SQL (DataFusion's dialect), reading its inputs by `layer.name`.
+    pub sql: String,
+    /// `Some(column)`: incremental by that column's values; `None`: rebuilt whole.
+    pub incremental_by: Option<String>,
+    /// Delta partition columns of the table (the incremental column is one).
+    pub partition_by: Vec<String>,
+    /// Its inputs by name.
+    pub inputs: BTreeMap<String, TableLocation>,
+    /// Where its table is.
+    pub target: TableLocation,
+    /// A fingerprint of everything that defines the table's rows (the SQL and settings).
+    pub fingerprint: String,
+}
+
+/// What one model's build did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelAction {
+    /// Nothing: the table reflects the inputs' current versions and the current SQL.
+    UpToDate,
+    /// Rebuilt whole, and why.
+    Rebuilt(String),
+    /// Only these partitions (their values as text) replaced.
+    Replaced(Vec<String>),
+}
+
+/// The outcome of building one model.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ModelOutcome {
+    /// What happened.
+    pub action: ModelAction,
+    /// The input versions the table now reflects.
+    pub input_versions: BTreeMap<String, i64>,
+    /// The table's Delta version after the build.
+    pub version: i64,
+}
+
+fn app_id(input: &str) -> String {
+    format!("strata-model/{input}")
+}
+
+fn sql_app_id(fingerprint: &str) -> String {
+    format!("strata-model-sql/{fingerprint}")
+}
+
+fn df_err(
+    what: &'static str,
+    model: &str,
+) -> impl Fn(strata_delta::deltalake::datafusion::error::DataFusionError) -> Error {
+    let model = model.to_string();
+    move |e| {
+        Error::new(ErrorKind::Config, what)
+            .with_context("model", &model)
+            .with_source(e)
+    }
+}
+
+/// A session whose catalog has a schema per layer (`silver`, `gold`), so `silver.orders`
+/// resolves.
+pub(crate) fn session(layers: impl IntoIterator<Item = String>) -> SessionContext {
+    let ctx = strata_delta::deltalake::delta_datafusion::create_session().into_inner();
+    let catalog = ctx.catalog("datafusion");
+    for l in layers.into_iter().collect::<BTreeSet<_>>() {
+        if let Some(c) = &catalog
+            && c.schema(&l).is_none()
+        {
+            let _ = c.register_schema(&l, Arc::new(MemorySchemaProvider::new()));
+        }
+    }
+    ctx
+}
+
+fn layer(name: &str) -> String {
+    name.split_once('.').map_or(name, |(l, _)| l).to_string()
+}
+
+/// Make Delta table `t` readable as `name` (`silver.orders`) in `ctx`.
+pub(crate) async fn register(
+    ctx: &SessionContext,
+    name: &str,
+    loc: &TableLocation,
+    t: &DeltaTable,
+) -> Result<()> {
+    t.update_datafusion_session(&ctx.state())
+        .map_err(|e| delta_err(e, "cannot prepare the SQL session", &loc.url))?;
+    let provider = t.table_provider().await.map_err(|e| {
+        Error::internal("cannot read a table")
+            .with_context("table", loc.url.as_str())
+            .with_source(e)
+    })?;
+    ctx.register_table(name, provider).map_err(|e| {
+        Error::internal("cannot register a table")
+            .with_context("table", name)
+            .with_source(e)
+    })?;
+    Ok(())
+}
+
+/// Register `name` as the rows of `t` changed in versions `from+1..=to` (all change types,
+/// the change columns dropped).
+async fn register_changes(
+    ctx: &SessionContext,
+    name: &str,
+    loc: &TableLocation,
+    t: &DeltaTable,
+    from: i64,
+    to: i64,
+) -> Result<()> {
+    let builder = t
+        .clone()
+        .scan_cdf()
+        .with_starting_version(u64::try_from(from + 1).unwrap_or(0))
+        .with_ending_version(u64::try_from(to).unwrap_or(0));
+    let provider =
+        strata_delta::deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(builder)
+            .map_err(|e| delta_err(e, "cannot read the table's change feed", &loc.url))?;
+    let hidden = format!("__changes_{}", name.replace('.', "_"));
+    ctx.register_table(hidden.as_str(), Arc::new(provider))
+        .map_err(|e| Error::internal("cannot register a change feed").with_source(e))?;
+    let df = ctx
+        .table(hidden.as_str())
+        .await
+        .map_err(|e| Error::internal("cannot read a change feed").with_source(e))?;
+    let cols: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| ![CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP].contains(&f.name().as_str()))
+        .map(|f| col(format!("\"{}\"", f.name())))
+        .collect();
+    let view = df
+        .select(cols)
+        .map_err(|e| Error::internal("cannot read a change feed").with_source(e))?
+        .into_view();
+    ctx.register_table(name, view)
+        .map_err(|e| Error::internal("cannot register a change feed").with_source(e))?;
+    Ok(())
+}
+
+impl TableModel {
+    /// Model `name` with `sql` over `inputs` (by `layer.name`), writing `target`, rebuilt
+    /// whole; `fingerprint` changes whenever the SQL or settings do.
+    pub fn new(
+        name: &str,
+        sql: &str,
+        inputs: BTreeMap<String, TableLocation>,
+        target: TableLocation,
+        fingerprint: &str,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            sql: sql.to_string(),
+            incremental_by: None,
+            partition_by: Vec::new(),
+            inputs,
+            target,
+            fingerprint: fingerprint.to_string(),
+        }
+    }
+
+    /// Incremental by `column`'s values (a partition column of the table).
+    #[must_use]
+    pub fn incremental_by(mut self, column: &str) -> Self {
+        self.incremental_by = Some(column.to_string());
+        self.partition_by = vec![column.to_string()];
+        self
+    }
+
+    /// Partitioned by `column` (rebuilt whole).
+    #[must_use]
+    pub fn partitioned_by(mut self, column: &str) -> Self {
+        self.partition_by = vec![column.to_string()];
+        self
+    }
+
+    /// Bring the model's table up to its inputs' current versions (see the module docs);
+    /// `full_refresh` rebuilds it whole whatever it reflects.
+    ///
+    /// # Errors
+    /// NotFound when an input table is missing; Config when the SQL does not plan (naming
+    /// the model); Conflict (retryable) when a concurrent writer wins the commit.
+    pub async fn build(&self, full_refresh: bool) -> Result<ModelOutcome> {
+        let layers = self.inputs.keys().map(|n| layer(n));
+        let mut tables = BTreeMap::new();
+        let mut now = BTreeMap::new();
+        for (name, loc) in &self.inputs {
+            let t = loc.load().await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "a table the model reads is missing: build its pipeline or model first",
+                )
+                .with_context("model", &self.name)
+                .with_context("table", name)
+                .with_context("location", loc.url.as_str())
+            })?;
+            now.insert(name.clone(), version_of(&t));
+            tables.insert(name.clone(), t);
+        }
+        let existing = self.target.load().await?;
+        let mut seen = BTreeMap::new();
+        let mut same_sql = false;
+        if let Some(t) = &existing {
+            for name in self.inputs.keys() {
+                if let Some(v) = self.target.app_version(t, &app_id(name)).await? {
+                    seen.insert(name.clone(), v);
+                }
+            }
+            same_sql = self
+                .target
+                .app_version(t, &sql_app_id(&self.fingerprint))
+                .await?
+                .is_some();
+        }
+        let reason = if full_refresh {
+            Some("--full-refresh".to_string())
+        } else if existing.is_none() {
+            Some("new table".to_string())
+        } else if !same_sql {
+            Some("its SQL or settings changed".to_string())
+        } else if let Some(new) = self.inputs.keys().find(|n| !seen.contains_key(*n)) {
+            Some(format!("{new} is a new input"))
+        } else {
+            None
+        };
+        let changed: Vec<&String> = now
+            .iter()
+            .filter(|(n, v)| seen.get(*n).is_none_or(|s| s < v))
+            .map(|(n, _)| n)
+            .collect();
+        let reason = match (reason, &self.incremental_by) {
+            (None, None) if !changed.is_empty() => Some(format!(
+                "{} changed",
+                changed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            (r, _) => r,
+        };
+        if reason.is_none() && changed.is_empty() {
+            return Ok(ModelOutcome {
+                action: ModelAction::UpToDate,
+                input_versions: now,
+                version: existing.as_ref().map_or(0, version_of),
+            });
+        }
+        // The partitions to replace: None rebuilds whole.
+        let partitions = match (&reason, &self.incremental_by) {
+            (None, Some(p)) => {
+                let mut values = Vec::new();
+                for input in &changed {
+                    let ctx = session(layers.clone());
+                    for (name, t) in &tables {
+                        if name == *input {
+                            register_changes(
+                                &ctx,
+                                name,
+                                &self.inputs[name],
+                                t,
+                                seen[name],
+                                now[name],
+                            )
+                            .await?;
+                        } else {
+                            register(&ctx, name, &self.inputs[name], t).await?;
+                        }
+                    }
+                    let q = format!(
+                        "SELECT DISTINCT \"{p}\" FROM ({}) AS __model",
+                        strip_semicolon(&self.sql)
+                    );
+                    let batches = ctx
+                        .sql(&q)
+                        .await
+                        .map_err(df_err(
+                            "the model's SQL does not plan over its input's changes",
+                            &self.name,
+                        ))?
+                        .collect()
+                        .await
+                        .map_err(df_err(
+                            "the model's SQL failed over its input's changes",
+                            &self.name,
+                        ))?;
+                    for b in &batches {
+                        for i in 0..b.num_rows() {
+                            let v = ScalarValue::try_from_array(b.column(0), i).map_err(|e| {
+                                Error::internal("cannot read a partition value").with_source(e)
+                            })?;
+                            if !values.contains(&v) {
+                                values.push(v);
+                            }
+                        }
+                    }
+                }
+                Some((p.clone(), values))
+            }
+            _ => None,
+        };
+        let ctx = session(layers);
+        for (name, t) in &tables {
+            register(&ctx, name, &self.inputs[name], t).await?;
+        }
+        let mut df = ctx
+            .sql(strip_semicolon(&self.sql))
+            .await
+            .map_err(df_err("the model's SQL does not plan", &self.name))?;
+        let mut txns: Vec<Transaction> = now
+            .iter()
+            .map(|(n, v)| Transaction::new(app_id(n), *v))
+            .collect();
+        txns.push(Transaction::new(sql_app_id(&self.fingerprint), 1));
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata([(
+                "strata".to_string(),
+                serde_json::json!({"model": self.name, "inputs": now}),
+            )]);
+        // A table whose columns no longer match the SQL's is rebuilt with the new schema.
+        let mut reason = reason;
+        if reason.is_none()
+            && let Some(t) = &existing
+            && !same_columns(t, df.schema().as_arrow())
+        {
+            reason = Some("its columns changed".into());
+        }
+        let partitions = if reason.is_some() { None } else { partitions };
+        let table = match existing {
+            Some(t) => t,
+            None => self.target.handle()?,
+        };
+        let mut w;
+        let action = match &partitions {
+            Some((p, values)) => {
+                let texts: Vec<String> = values.iter().map(ToString::to_string).collect();
+                let (pred, filter) = in_values(p, values);
+                df = df
+                    .filter(filter)
+                    .map_err(df_err("cannot filter the changed partitions", &self.name))?;
+                w = table
+                    .write(Vec::new())
+                    .with_input_plan(df.logical_plan().clone())
+                    .with_replace_where(pred);
+                ModelAction::Replaced(texts)
+            }
+            None => {
+                w = table
+                    .write(Vec::new())
+                    .with_input_plan(df.logical_plan().clone())
+                    .with_schema_mode(SchemaMode::Overwrite);
+                ModelAction::Rebuilt(reason.unwrap_or_default())
+            }
+        };
+        w = w
+            .with_session_state(Arc::new(ctx.state()))
+            .with_save_mode(SaveMode::Overwrite)
+            .with_configuration([("delta.enableChangeDataFeed", Some("true"))])
+            .with_commit_properties(props);
+        if !self.partition_by.is_empty() {
+            w = w.with_partition_columns(self.partition_by.clone());
+        }
+        let written = w.await.map_err(|e| {
+            delta_err(e, "writing the model's table failed", &self.target.url)
+                .with_context("model", &self.name)
+        })?;
+        tracing::info!(model = %self.name, action = ?action, "model built");
+        strata_core::crash_point("build.after_model").await;
+        Ok(ModelOutcome {
+            action,
+            input_versions: now,
+            version: version_of(&written),
+        })
+    }
+}
+
+/// Run `sql` over `tables` (by `layer.name`; those not yet written are left out).
+///
+/// # Errors
+/// Config when the SQL does not plan or fails.
+pub async fn query(
+    tables: &BTreeMap<String, TableLocation>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
+    let ctx = session(tables.keys().map(|n| layer(n)));
+    for (name, loc) in tables {
+        if let Some(t) = loc.load().await? {
+            register(&ctx, name, loc, &t).await?;
+        }
+    }
+    let e = |e| {
+        Error::new(ErrorKind::Config, "the query failed")
+            .with_context("sql", sql)
+            .with_source(e)
+    };
+    ctx.sql(strip_semicolon(sql))
+        .await
+        .map_err(e)?
+        .collect()
+        .await
+        .map_err(e)
+}
+
+/// `column IN (values)` as a Delta predicate and a DataFusion filter (`IS NULL` for a null).
+fn in_values(column: &str, values: &[ScalarValue]) -> (Expr, Expr) {
+    let c = col(format!("\"{column}\""));
+    let (nulls, set): (Vec<&ScalarValue>, Vec<&ScalarValue>) =
+        values.iter().partition(|v| v.is_null());
+    let mut e = if set.is_empty() {
+        lit(false)
+    } else {
+        c.clone()
+            .in_list(set.into_iter().map(|v| lit(v.clone())).collect(), false)
+    };
+    if !nulls.is_empty() {
+        e = e.or(c.is_null());
+    }
+    (e.clone(), e)
+}
+
+fn version_of(t: &DeltaTable) -> i64 {
+    t.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0)
+}
+
+fn strip_semicolon(sql: &str) -> &str {
+    sql.trim_end().trim_end_matches(';')
+}
+
+fn same_columns(t: &DeltaTable, schema: &arrow_schema::Schema) -> bool {
+    let Ok(s) = t.snapshot() else {
+        return false;
+    };
+    let have = s.snapshot().arrow_schema();
+    have.fields().len() == schema.fields().len()
+        && have
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(a, b)| a.name() == b.name())
+}
+
+/// A model's SQL run on each batch of its input's new rows (the `merge` and `append`
+/// materialisations): the batch is the table `input` (`bronze.orders`) for the query.
+#[derive(Debug, Clone)]
+pub struct SqlTransform {
+    sql: String,
+    input: String,
+    model: String,
+    output: SchemaRef,
+}
+
+impl SqlTransform {
+    /// The SQL of `model`, reading `input`, whose batches have `schema`.
+    ///
+    /// # Errors
+    /// Config when the SQL does not plan over that schema (naming the model).
+    pub fn try_new(model: &str, sql: &str, input: &str, schema: &SchemaRef) -> Result<Self> {
+        let mut t = Self {
+            sql: strip_semicolon(sql).to_string(),
+            input: input.to_string(),
+            model: model.to_string(),
+            output: schema.clone(),
+        };
+        let empty = RecordBatch::new_empty(schema.clone());
+        t.output = t.run(empty)?.schema();
+        Ok(t)
+    }
+
+    fn run(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        if let Some(c) = ctx.catalog("datafusion") {
+            let _ = c.register_schema(&layer(&self.input), Arc::new(MemorySchemaProvider::new()));
+        }
+        let schema = batch.schema();
+        let table = MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(|e| Error::internal("cannot hold a batch for SQL").with_source(e))?;
+        ctx.register_table(self.input.as_str(), Arc::new(table))
+            .map_err(|e| Error::internal("cannot register a batch for SQL").with_source(e))?;
+        let out = futures::executor::block_on(async {
+            let df = ctx
+                .sql(&self.sql)
+                .await
+                .map_err(df_err("the model's SQL does not plan", &self.model))?;
+            df.collect().await.map_err(|e| {
+                Error::new(ErrorKind::Data, "the model's SQL failed on a batch")
+                    .with_context("model", &self.model)
+                    .with_source(e)
+            })
+        })?;
+        let schema = out
+            .first()
+            .map_or_else(|| self.output.clone(), RecordBatch::schema);
+        arrow_select::concat::concat_batches(&schema, &out)
+            .map_err(|e| Error::internal("cannot join the SQL's output").with_source(e))
+    }
+}
+
+impl BatchTransform for SqlTransform {
+    fn name(&self) -> &str {
+        "sql"
+    }
+
+    fn output_schema(&self, _input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.output.clone())
+    }
+
+    fn apply(&self, batch: RecordBatch, _ctx: &Context) -> Result<RecordBatch> {
+        let out = self.run(batch)?;
+        if out.schema().fields() == self.output.fields() {
+            return Ok(out);
+        }
+        // A batch may type a column differently (a literal's nullability, a NULL-only
+        // column): cast to the types planned from the schema.
+        let schema_err = |e| {
+            Error::new(
+                ErrorKind::Schema,
+                "the model's SQL gave other column types on a batch",
+            )
+            .with_context("model", &self.model)
+            .with_source(e)
+        };
+        let cols = out
+            .columns()
+            .iter()
+            .zip(self.output.fields())
+            .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(schema_err)?;
+        RecordBatch::try_new(self.output.clone(), cols).map_err(schema_err)
+    }
+}
