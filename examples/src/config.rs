@@ -527,9 +527,45 @@ pub fn read_config(path: &Path) -> Result<String> {
 
 /// Read, interpolate and parse a pipeline file; errors name the file, line and key.
 pub fn load(path: &Path) -> Result<PipelineConfig> {
+    Ok(load_in(path, None)?.0)
+}
+
+/// [`load`], with each `lake_table` resolved against `lake` (default: the lake of the project
+/// whose directory holds the file); also the lake tables it reads and the one it writes.
+pub fn load_in(
+    path: &Path,
+    lake: Option<&crate::lake::Lake>,
+) -> Result<(PipelineConfig, Vec<String>, Option<String>)> {
     let text = read_config(path)?;
     let it = interpolate(&text, path)?;
-    parse_interpolated(&it, path)
+    let mut cfg = parse_interpolated(&it, path)?;
+    let uses_lake = matches!(
+        &cfg.source,
+        SourceConfig::Delta {
+            lake_table: Some(_),
+            ..
+        }
+    ) || matches!(
+        &cfg.sink,
+        SinkConfig::Delta {
+            lake_table: Some(_),
+            ..
+        }
+    );
+    if !uses_lake {
+        return Ok((cfg, Vec::new(), None));
+    }
+    let found;
+    let lake = match lake {
+        Some(l) => l,
+        None => {
+            found = crate::project::enclosing_lake(path)?;
+            &found
+        }
+    };
+    let (inputs, output) =
+        resolve_lake_tables(&mut cfg, lake).with_context(|| path.display().to_string())?;
+    Ok((cfg, inputs, output))
 }
 
 /// Parse interpolated pipeline YAML; a parse error shows `${VAR}` where a value was inserted.

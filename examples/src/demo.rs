@@ -210,7 +210,7 @@ pub async fn run(
     if let Some(uri) = mongodb_uri {
         mongo_step(uri, &data, &lake, &pipes, &cps, &m).await?;
     }
-    medallion_step(&out, &data, &pipes, &m, medallion_lake).await?;
+    medallion_step(&out, &data, &out.join("retail"), &m, medallion_lake).await?;
     Ok(())
 }
 
@@ -222,58 +222,44 @@ async fn medallion_step(
     m: &Manifest,
     lake: Option<&crate::lake::Lake>,
 ) -> Result<()> {
-    use crate::medallion::{BRONZE, Lake, SILVER, scaffold};
+    use crate::medallion::{Lake, scaffold};
     let lake = match lake {
         Some(l) => l.clone(),
         None => Lake::open(&out.join("medallion").display().to_string(), None)?,
     };
     lake.setup().await?;
     outln!(
-        "8. medallion: Delta tables under {} (bronze -> silver -> gold)",
+        "8. medallion: the retail project in {}, its Delta tables under {} (strata build)",
+        pipes.display(),
         lake.root()
     );
     scaffold(data, &lake, pipes)?;
-    for name in BRONZE {
-        let r = crate::run_file(&pipes.join(format!("bronze_{name}.yaml")), false).await?;
-        outln!(
-            "   bronze.{name:<12} {:>9} rows  {:>6} quarantined  {:>5.2} s",
-            r.rows_written,
-            r.rows_quarantined,
-            r.elapsed.as_secs_f64()
-        );
-    }
-    let mut silver_quarantine = 0;
-    for name in SILVER {
-        let r = crate::run_file(&pipes.join(format!("silver_{name}.yaml")), false).await?;
-        if *name == "orders" {
-            silver_quarantine = r.rows_quarantined;
+    let here = std::env::current_dir()?;
+    let loaded = std::sync::Arc::new(crate::project::open(pipes)?);
+    let runs = crate::project::build(loaded.clone(), &[], false).await;
+    std::env::set_current_dir(here)?;
+    let runs = runs?;
+    for r in &runs {
+        match &r.status {
+            crate::project::Status::Built(d) | crate::project::Status::UpToDate(d) => {
+                outln!("   {:<24} {:<11} {:>6.2} s  {d}", r.name, r.kind, r.secs);
+            }
+            crate::project::Status::Skipped(d) | crate::project::Status::Failed(d, _) => {
+                bail!("the medallion build failed at {}: {d}", r.name)
+            }
         }
-        outln!(
-            "   silver.{name:<12} {:>9} rows  {:>6} quarantined  {:>5.2} s",
-            r.rows_written,
-            r.rows_quarantined,
-            r.elapsed.as_secs_f64()
-        );
     }
     let want = m.dirt.null_customer_id + m.dirt.negative_quantity + m.dirt.unknown_currency;
-    if silver_quarantine != want {
+    let got = crate::medallion::silver_quarantined(&lake, "orders").await?;
+    if got != want {
         bail!(
-            "silver.orders quarantined {silver_quarantine} rows; the manifest has {want} (null customer, negative quantity, unknown currency)"
+            "silver.orders quarantined {got} rows; the manifest has {want} (null customer, negative quantity, unknown currency)"
         );
     }
-    let g = lake.gold()?;
-    let started = std::time::Instant::now();
-    let report = g.build().await?;
-    outln!(
-        "   gold: {} tables built in {:.2} s from silver versions {:?}",
-        report.rebuilt.len(),
-        started.elapsed().as_secs_f64(),
-        report.silver_versions
-    );
-    for (t, n) in crate::medallion::gold_counts(&g).await? {
+    for (t, n) in crate::medallion::gold_counts(&loaded).await? {
         outln!("   gold.{t:<20} {n:>9} rows");
     }
-    for line in crate::medallion::check_gold(&g, m).await? {
+    for line in crate::medallion::check_gold(&loaded, m).await? {
         outln!("   check: {line}");
     }
     outln!("   gold totals equal the generator manifest's expected totals exactly");

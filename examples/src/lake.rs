@@ -319,26 +319,6 @@ impl Lake {
         }
         Ok(())
     }
-
-    /// The gold builder over this lake (`<root>/silver/*` -> `<root>/gold/*`).
-    ///
-    /// # Errors
-    /// As [`strata_gold::Gold::try_new`].
-    pub fn gold(&self) -> anyhow::Result<strata_gold::Gold> {
-        let (a, b) = (self.clone(), self.clone());
-        Ok(strata_gold::Gold::try_new(
-            move |t| a.table("silver", t).map_err(to_core),
-            move |t| b.table("gold", t).map_err(to_core),
-        )?)
-    }
-}
-
-/// An anyhow error as the core error inside it (or a Config error with its text).
-pub fn to_core(e: anyhow::Error) -> Error {
-    match e.downcast::<Error>() {
-        Ok(e) => e,
-        Err(e) => Error::config(format!("{e:#}")),
-    }
 }
 
 #[cfg(test)]

@@ -165,24 +165,9 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
-    /// Bring the gold tables of a lake (`<lake>/silver/*` -> `<lake>/gold/*`) up to date:
-    /// only the order dates that changed are rebuilt.
-    Gold {
-        /// The lake's root: a directory, `s3://bucket/path` or `az://container/path`.
-        lake: String,
-        /// A cloud lake's connection file (`s3: ...` or `azure_blob: ...`).
-        #[arg(long)]
-        lake_connection: Option<PathBuf>,
-        /// A generator manifest (`data/manifest.json`): check gold's totals against it.
-        #[arg(long)]
-        manifest: Option<PathBuf>,
-        /// A privacy policy: check its k-anonymity requirements on the gold tables after the
-        /// build (a violated one fails the command, naming the groups below k).
-        #[arg(long)]
-        privacy: Option<PathBuf>,
-    },
-    /// Write the medallion's pipeline files for generated data: bronze (files to Delta, with
-    /// lineage) and silver (bronze's new versions, conformed, MERGEd) for every entity.
+    /// Write the retail project for generated data: `strata.yaml`, the bronze pipelines
+    /// (files to Delta, with lineage), the silver and gold SQL models and the privacy policy;
+    /// then `strata build <out>` builds it.
     Scaffold {
         /// The generated data directory.
         #[arg(long)]
@@ -195,7 +180,7 @@ enum Command {
         /// the pipelines written (never copied into them).
         #[arg(long)]
         lake_connection: Option<PathBuf>,
-        /// Where to write the pipeline files.
+        /// The project directory to write.
         #[arg(long)]
         out: PathBuf,
     },
@@ -204,11 +189,8 @@ enum Command {
     /// reporting views are (re)created. With `--emit-ddl`, print the STREAM and TASK DDL of a
     /// scheduled in-warehouse refresh instead.
     SyncSnowflake {
-        /// The lake's root: a directory, `s3://bucket/path` or `az://container/path`.
-        lake: String,
-        /// A cloud lake's connection file (`s3: ...` or `azure_blob: ...`).
-        #[arg(long)]
-        lake_connection: Option<PathBuf>,
+        /// The project (its gold models, with their keys, are the tables synced).
+        project: PathBuf,
         /// A YAML file with the Snowflake connection (`${VAR}` read from the environment).
         #[arg(long)]
         connection: Option<PathBuf>,
@@ -444,8 +426,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::SyncSnowflake {
-            lake,
-            lake_connection,
+            project,
             connection,
             emit_ddl,
             schedule,
@@ -454,10 +435,13 @@ async fn dispatch(cmd: Command) -> Result<()> {
             insert_rows_per_statement,
             tables,
         } => {
+            let l = project::open(&project::project_dir(&project))?;
+            let gold = project::gold_tables(&l)?;
             if emit_ddl {
+                let names: Vec<String> = gold.keys().cloned().collect();
                 print!(
                     "{}",
-                    strata_gold::warehouse::refresh_ddl(&warehouse, &schedule)
+                    strata_gold::warehouse::refresh_ddl(&warehouse, &schedule, &names)
                         .context("--schedule")?
                 );
             } else {
@@ -465,12 +449,9 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     bail!("sync-snowflake needs --connection <snowflake.yaml>");
                 };
                 let conn = config::load_snowflake_connection(&path)?;
-                let lake = lake::Lake::open(&lake, lake_connection.as_deref())?;
-                let sync = strata_gold::warehouse::WarehouseSync::try_new(
-                    move |t| lake.table("gold", t).map_err(lake::to_core),
-                    conn,
-                )?
-                .with_target_file_size_megabytes(target_file_size_megabytes);
+                let names: Vec<String> = gold.keys().cloned().collect();
+                let sync = strata_gold::warehouse::WarehouseSync::try_new(gold, conn)?
+                    .with_target_file_size_megabytes(target_file_size_megabytes);
                 let sync = if tables.is_empty() {
                     sync
                 } else {
@@ -496,7 +477,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 if tables.is_empty() {
                     outln!(
                         "views: {}",
-                        strata_gold::warehouse::reporting_views()
+                        strata_gold::warehouse::views_over(&names)
                             .iter()
                             .map(|v| v.0)
                             .collect::<Vec<_>>()
@@ -669,59 +650,6 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Gold {
-            lake,
-            lake_connection,
-            manifest,
-            privacy,
-        } => {
-            let g = lake::Lake::open(&lake, lake_connection.as_deref())?.gold()?;
-            let r = g.build().await?;
-            if let Some(p) = privacy {
-                let p = strata_privacy::Policy::load(&p)?;
-                for k in &p.k_anonymity {
-                    if strata_gold::gold_table_key(&k.table).is_none() {
-                        continue;
-                    }
-                    let cols = k.quasi_identifiers.join(", ");
-                    let b = g.query(&format!("SELECT {cols} FROM {}", k.table)).await?;
-                    let rep = strata_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)?;
-                    if !rep.holds(k.k) {
-                        bail!(
-                            "k-anonymity violated: {} ({cols}) k={}: {} of {} groups below k, {} rows",
-                            k.table,
-                            k.k,
-                            rep.violating_groups,
-                            rep.groups,
-                            rep.violating_rows
-                        );
-                    }
-                    outln!(
-                        "k-anonymity {} ({cols}) k={}: holds (smallest group {}, {} groups)",
-                        k.table,
-                        k.k,
-                        rep.min_group,
-                        rep.groups
-                    );
-                }
-            }
-            if let Some(m) = manifest {
-                let m: strata_datagen::Manifest = serde_json::from_slice(&std::fs::read(&m)?)?;
-                for line in medallion::check_gold(&g, &m).await? {
-                    outln!("check: {line}");
-                }
-            }
-            for (t, dates) in &r.rebuilt {
-                match dates {
-                    Some(n) => outln!("{t}: {n} order dates rebuilt"),
-                    None => outln!("{t}: rebuilt"),
-                }
-            }
-            if r.rebuilt.is_empty() {
-                outln!("gold is up to date with silver {:?}", r.silver_versions);
-            }
-            Ok(())
-        }
         Command::Compact {
             table,
             connection,
@@ -780,7 +708,7 @@ async fn build_command(
             format!(", selected: {}", select.join(" "))
         }
     );
-    let runs = project::build(l, select, full_refresh).await?;
+    let runs = project::build(l.clone(), select, full_refresh).await?;
     let (mut built, mut fresh, mut failed) = (0, 0, Vec::new());
     for r in &runs {
         let (word, detail) = match &r.status {
@@ -817,6 +745,11 @@ async fn build_command(
             "{built} built, {fresh} up to date, {} failed or skipped in {secs:.2} s",
             failed.len()
         );
+    }
+    if failed.is_empty() {
+        for line in project::check_k_anonymity(&l).await? {
+            outln!("{line}");
+        }
     }
     if let Some((msg, kind)) = runs.iter().find_map(|r| match &r.status {
         project::Status::Failed(m, k) => Some((m, *k)),

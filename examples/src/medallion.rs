@@ -12,20 +12,6 @@ use strata_datagen::Manifest;
 
 pub use crate::lake::Lake;
 
-/// A Delta table of the lake as pipeline YAML (`table:` and, on a cloud lake, `connection:`),
-/// indented for a `delta:` block.
-fn delta_table_yaml(lake: &Lake, layer: &str, name: &str) -> String {
-    let table = lake.table_url(layer, name);
-    match lake.connection_file() {
-        Some(f) => format!(
-            "    table: {}\n    connection: {{ file: {} }}",
-            yaml_str(Path::new(&table)),
-            yaml_str(f)
-        ),
-        None => format!("    table: {}", yaml_str(Path::new(&table))),
-    }
-}
-
 /// The checkpoint block: next to a local lake's tables; on a cloud lake the Delta tables'
 /// own application transactions are the checkpoint (each run resumes from the cursor its sink
 /// last committed), so nothing is kept elsewhere.
@@ -63,67 +49,7 @@ pub fn bronze_yaml(name: &str, data: &Path, lake: &Lake) -> String {
     let _ = writeln!(y, "transforms:\n  - lineage: {{ source: {name}.ndjson }}");
     let _ = writeln!(
         y,
-        "sink:\n  delta:\n{}\n    options:\n      partition_by: [_ingest_date]\n      schema_evolution: add_columns",
-        delta_table_yaml(lake, "bronze", name)
-    );
-    let _ = writeln!(y, "{}", checkpoint_yaml(lake));
-    y
-}
-
-/// Silver: a table of the retail model from its bronze table's new versions, MERGEd by key.
-pub fn silver_yaml(name: &str, lake: &Lake, policy: &Path) -> String {
-    let (from, model, key, version, explode) = match name {
-        "orders" => ("orders", "orders", "[order_id]", Some("updated_at"), false),
-        "order_lines" => (
-            "orders",
-            "orders",
-            "[order_id, line_no]",
-            Some("updated_at"),
-            true,
-        ),
-        "customers" => (
-            "customers",
-            "customers",
-            "[customer_id]",
-            Some("updated_at"),
-            false,
-        ),
-        "partners" => ("partners", "partners", "[partner_id]", None, false),
-        _ => ("products", "products", "[product_id]", None, false),
-    };
-    let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# silver.{name}: bronze.{from}'s new versions, typed, validated (failures to quarantine),\n# deduplicated by key through MERGE (the newest version wins)."
-    );
-    let _ = writeln!(y, "pipeline: silver_{name}");
-    let _ = writeln!(
-        y,
-        "source:\n  delta:\n{}",
-        delta_table_yaml(lake, "bronze", from)
-    );
-    let _ = writeln!(y, "transforms:");
-    if from != "products" {
-        // PII masked first: nothing unmasked is conformed, quarantined or written to silver.
-        let _ = writeln!(
-            y,
-            "  - mask: {{ policy: {}, table: {from} }}",
-            yaml_str(policy)
-        );
-    }
-    let _ = writeln!(y, "  - conform: {{ model: {model} }}");
-    if explode {
-        let _ = writeln!(
-            y,
-            "  - explode: {{ column: lines, keep: [{}] }}",
-            strata_silver::retail::ORDER_LINE_PARENT.join(", ")
-        );
-    }
-    let version = version.map_or(String::new(), |v| format!(", version_column: {v}"));
-    let _ = writeln!(
-        y,
-        "sink:\n  delta:\n{}\n    options:\n      schema_evolution: freeze\n      write: {{ type: merge, key: {key}{version} }}",
-        delta_table_yaml(lake, "silver", name)
+        "sink:\n  delta:\n    lake_table: bronze.{name}\n    options:\n      partition_by: [_ingest_date]\n      schema_evolution: add_columns"
     );
     let _ = writeln!(y, "{}", checkpoint_yaml(lake));
     y
@@ -159,21 +85,21 @@ fn pairs(b: &[RecordBatch]) -> BTreeMap<String, i64> {
 }
 
 /// Check the gold tables against the generator's expected totals; the lines printed.
-pub async fn check_gold(g: &strata_gold::Gold, m: &Manifest) -> Result<Vec<String>> {
-    let q = |sql: &'static str| async move { g.query(sql).await.map_err(anyhow::Error::from) };
+pub async fn check_gold(p: &crate::project::Loaded, m: &Manifest) -> Result<Vec<String>> {
+    let q = |sql: &'static str| crate::project::query(p, sql);
     let e = &m.expected;
-    let orders = int(&q("SELECT COUNT(*) FROM silver_orders").await?, 0);
-    let lines = int(&q("SELECT COUNT(*) FROM fact_order_line").await?, 0);
+    let orders = int(&q("SELECT COUNT(*) FROM silver.orders").await?, 0);
+    let lines = int(&q("SELECT COUNT(*) FROM gold.fact_order_line").await?, 0);
     let units = int(
-        &q("SELECT CAST(SUM(quantity) AS BIGINT) FROM fact_order_line").await?,
+        &q("SELECT CAST(SUM(quantity) AS BIGINT) FROM gold.fact_order_line").await?,
         0,
     );
     let revenue = pairs(
-        &q("SELECT currency, CAST(SUM(revenue) * 100 AS BIGINT) FROM daily_revenue GROUP BY currency")
+        &q("SELECT currency, CAST(SUM(revenue) * 100 AS BIGINT) FROM gold.daily_revenue GROUP BY currency")
             .await?,
     );
     let status = pairs(
-        &q("SELECT status, CAST(SUM(orders) AS BIGINT) FROM orders_by_status GROUP BY status")
+        &q("SELECT status, CAST(SUM(orders) AS BIGINT) FROM gold.orders_by_status GROUP BY status")
             .await?,
     );
     let mut problems = Vec::new();
@@ -229,36 +155,136 @@ pub async fn check_gold(g: &strata_gold::Gold, m: &Manifest) -> Result<Vec<Strin
     ])
 }
 
+/// Rows in the quarantine of silver table `name`.
+pub async fn silver_quarantined(lake: &Lake, name: &str) -> Result<u64> {
+    let q = lake.table("silver", name)?.child("_quarantine")?;
+    let tables = BTreeMap::from([("quarantine.t".to_string(), q)]);
+    let b = strata_gold::model::query(&tables, "SELECT COUNT(*) FROM quarantine.t").await?;
+    Ok(u64::try_from(int(&b, 0)).unwrap_or(0))
+}
+
 /// Rows in each gold table.
-pub async fn gold_counts(g: &strata_gold::Gold) -> Result<Vec<(String, i64)>> {
+pub async fn gold_counts(p: &crate::project::Loaded) -> Result<Vec<(String, i64)>> {
     let mut out = Vec::new();
-    for t in strata_gold::gold_tables() {
-        let sql = format!("SELECT COUNT(*) FROM {t}");
-        let b = g.query(&sql).await?;
-        out.push((t.to_string(), int(&b, 0)));
+    for m in p.project.models().iter().filter(|m| m.layer == "gold") {
+        let b = crate::project::query(p, &format!("SELECT COUNT(*) FROM {}", m.name)).await?;
+        out.push((m.table.clone(), int(&b, 0)));
     }
     Ok(out)
 }
 
-/// Bronze tables (one per entity file) and the silver tables built from them.
+/// Bronze tables (one per entity file), loaded by the project's pipelines.
 pub const BRONZE: &[&str] = &["partners", "customers", "products", "orders"];
-/// The silver tables.
-pub const SILVER: &[&str] = &["partners", "customers", "products", "orders", "order_lines"];
 
-/// Write the medallion's pipeline files (`bronze_<name>.yaml`, `silver_<name>.yaml`), in the
-/// order to run them.
-pub fn scaffold(data: &Path, lake: &Lake, out: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out)?;
-    let data = std::fs::canonicalize(data)?;
-    let mut files = Vec::new();
+/// The retail project's models and privacy policy, as in `examples/projects/retail`.
+const RETAIL: &[(&str, &str)] = &[
+    (
+        "privacy.yaml",
+        include_str!("../projects/retail/privacy.yaml"),
+    ),
+    (
+        "models/silver/orders.sql",
+        include_str!("../projects/retail/models/silver/orders.sql"),
+    ),
+    (
+        "models/silver/order_lines.sql",
+        include_str!("../projects/retail/models/silver/order_lines.sql"),
+    ),
+    (
+        "models/silver/customers.sql",
+        include_str!("../projects/retail/models/silver/customers.sql"),
+    ),
+    (
+        "models/silver/partners.sql",
+        include_str!("../projects/retail/models/silver/partners.sql"),
+    ),
+    (
+        "models/silver/products.sql",
+        include_str!("../projects/retail/models/silver/products.sql"),
+    ),
+    (
+        "models/gold/fact_order_line.sql",
+        include_str!("../projects/retail/models/gold/fact_order_line.sql"),
+    ),
+    (
+        "models/gold/daily_revenue.sql",
+        include_str!("../projects/retail/models/gold/daily_revenue.sql"),
+    ),
+    (
+        "models/gold/orders_by_status.sql",
+        include_str!("../projects/retail/models/gold/orders_by_status.sql"),
+    ),
+    (
+        "models/gold/product_performance.sql",
+        include_str!("../projects/retail/models/gold/product_performance.sql"),
+    ),
+    (
+        "models/gold/customer_activity.sql",
+        include_str!("../projects/retail/models/gold/customer_activity.sql"),
+    ),
+    (
+        "models/gold/partner_activity.sql",
+        include_str!("../projects/retail/models/gold/partner_activity.sql"),
+    ),
+    (
+        "models/gold/dim_customer.sql",
+        include_str!("../projects/retail/models/gold/dim_customer.sql"),
+    ),
+    (
+        "models/gold/dim_partner.sql",
+        include_str!("../projects/retail/models/gold/dim_partner.sql"),
+    ),
+    (
+        "models/gold/dim_product.sql",
+        include_str!("../projects/retail/models/gold/dim_product.sql"),
+    ),
+    (
+        "models/gold/dim_date.sql",
+        include_str!("../projects/retail/models/gold/dim_date.sql"),
+    ),
+];
+
+/// `strata.yaml` of the retail project over `lake`.
+fn project_yaml(lake: &Lake) -> String {
+    let mut y = String::from(
+        "# The retail medallion: bronze pipelines load the generator's files as they arrived,\n# silver models mask, type, validate and MERGE them by key, gold models build the star\n# schema and report tables (incremental by order date where they can be).\nname: retail\n",
+    );
+    let _ = writeln!(y, "lake: {}", yaml_str(Path::new(lake.root())));
+    if let Some(f) = lake.connection_file() {
+        let _ = writeln!(y, "lake_connection: {}", yaml_str(f));
+    }
+    let _ = writeln!(y, "privacy: privacy.yaml\npipelines:");
     for name in BRONZE {
-        let f = out.join(format!("bronze_{name}.yaml"));
+        let _ = writeln!(y, "  - pipelines/bronze_{name}.yaml");
+    }
+    y
+}
+
+/// Write the retail project into `out`: `strata.yaml`, the bronze pipelines over `data`, the
+/// silver and gold models, the privacy policy and its masking key. The files written.
+pub fn scaffold(data: &Path, lake: &Lake, out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out.join("pipelines"))?;
+    let data = std::fs::canonicalize(data)?;
+    let out = std::fs::canonicalize(out)?;
+    let mut files = Vec::new();
+    let project = out.join(strata_project::PROJECT_FILE);
+    std::fs::write(&project, project_yaml(lake))?;
+    files.push(project);
+    for name in BRONZE {
+        let f = out.join(format!("pipelines/bronze_{name}.yaml"));
         std::fs::write(&f, bronze_yaml(name, &data, lake))?;
         files.push(f);
     }
-    // The privacy policy silver enforces, with its key in a file next to it (created once,
-    // readable by the owner only): production mounts the key as a secret instead.
-    let out = std::fs::canonicalize(out)?;
+    for (rel, text) in RETAIL {
+        let f = out.join(rel);
+        if let Some(d) = f.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&f, text)?;
+        files.push(f);
+    }
+    // The policy's key in a file next to it (created once, readable by the owner only):
+    // production mounts the key as a secret instead.
     let key = out.join("masking.key");
     if !key.exists() {
         let k: [u8; 32] = rand_key();
@@ -271,20 +297,6 @@ pub fn scaffold(data: &Path, lake: &Lake, out: &Path) -> Result<Vec<PathBuf>> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
         }
-    }
-    let policy = out.join("privacy.yaml");
-    std::fs::write(
-        &policy,
-        strata_privacy::RETAIL_POLICY_YAML.replace(
-            "keys: { env: STRATA_MASKING_KEY }",
-            "keys: { file: masking.key }",
-        ),
-    )?;
-    files.push(policy.clone());
-    for name in SILVER {
-        let f = out.join(format!("silver_{name}.yaml"));
-        std::fs::write(&f, silver_yaml(name, lake, &policy))?;
-        files.push(f);
     }
     Ok(files)
 }

@@ -35,11 +35,9 @@ pub fn open(dir: &Path) -> Result<Loaded> {
     std::env::set_current_dir(dir)
         .with_context(|| format!("cannot enter the project directory {}", dir.display()))?;
     let project = Project::load(Path::new("."))?;
-    let c = project.config();
-    let lake = Lake::open(&c.lake, c.lake_connection.as_deref())
-        .with_context(|| format!("{}: `lake`", strata_project::PROJECT_FILE))?;
+    let lake = lake_of(&project)?;
     let mut nodes = Vec::new();
-    for f in &c.pipelines {
+    for f in &project.config().pipelines {
         let (cfg, inputs, output) = pipeline(f, &lake)?;
         nodes.push(PipelineNode::new(output.unwrap_or(cfg.pipeline), f, inputs));
     }
@@ -53,10 +51,46 @@ pub fn open(dir: &Path) -> Result<Loaded> {
 
 /// A project pipeline, its lake tables resolved: the config, what it reads, what it writes.
 fn pipeline(f: &Path, lake: &Lake) -> Result<(PipelineConfig, Vec<String>, Option<String>)> {
-    let mut cfg = crate::config::load(f)?;
-    let (inputs, output) = crate::config::resolve_lake_tables(&mut cfg, lake)
-        .with_context(|| f.display().to_string())?;
-    Ok((cfg, inputs, output))
+    crate::config::load_in(f, Some(lake))
+}
+
+/// The project's lake (its `lake` and `lake_connection` relative to the project directory).
+fn lake_of(project: &Project) -> Result<Lake> {
+    let c = project.config();
+    let root = if c.lake.contains("://") {
+        c.lake.clone()
+    } else {
+        project.path(Path::new(&c.lake)).display().to_string()
+    };
+    let conn = c.lake_connection.as_deref().map(|f| project.path(f));
+    Lake::open(&root, conn.as_deref()).with_context(|| {
+        format!(
+            "{}: `lake`",
+            project
+                .path(Path::new(strata_project::PROJECT_FILE))
+                .display()
+        )
+    })
+}
+
+/// The lake of the project whose directory holds pipeline file `path` (or one above it).
+///
+/// # Errors
+/// When no directory above the file holds a `strata.yaml`, or it does not load.
+pub fn enclosing_lake(path: &Path) -> Result<Lake> {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = abs
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join(strata_project::PROJECT_FILE).is_file())
+        .with_context(|| {
+            format!(
+                "{}: `lake_table` names a table of a project's lake, but no directory above the file holds a {}",
+                path.display(),
+                strata_project::PROJECT_FILE
+            )
+        })?;
+    lake_of(&Project::load(dir)?)
 }
 
 /// What became of a node in a build.
@@ -455,4 +489,63 @@ pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch
         }
     }
     Ok(strata_gold::model::query(&tables, sql).await?)
+}
+
+/// The project's gold models as warehouse tables: name to location and key.
+///
+/// # Errors
+/// When a location cannot be made.
+pub fn gold_tables(
+    l: &Loaded,
+) -> Result<BTreeMap<String, (strata_delta::TableLocation, Vec<String>)>> {
+    l.project
+        .models()
+        .iter()
+        .filter(|m| m.layer == "gold")
+        .map(|m| {
+            Ok((
+                m.table.clone(),
+                (l.lake.table(&m.layer, &m.table)?, m.settings.key.clone()),
+            ))
+        })
+        .collect()
+}
+
+/// Check the privacy policy's k-anonymity requirements on the project's tables that exist
+/// (`dim_customer` names a model of any layer); the lines to print.
+///
+/// # Errors
+/// When a requirement does not hold (naming the groups below k) or the policy does not load.
+pub async fn check_k_anonymity(l: &Loaded) -> Result<Vec<String>> {
+    let Some(path) = &l.project.config().privacy else {
+        return Ok(Vec::new());
+    };
+    let p = strata_privacy::Policy::load(&l.project.path(path))?;
+    let mut out = Vec::new();
+    for k in &p.k_anonymity {
+        let Some(m) = l.project.models().iter().find(|m| m.table == k.table) else {
+            continue;
+        };
+        if l.lake.table(&m.layer, &m.table)?.load().await?.is_none() {
+            continue;
+        }
+        let cols = k.quasi_identifiers.join(", ");
+        let b = query(l, &format!("SELECT {cols} FROM {}", m.name)).await?;
+        let rep = strata_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)?;
+        if !rep.holds(k.k) {
+            bail!(
+                "k-anonymity violated: {} ({cols}) k={}: {} of {} groups below k, {} rows",
+                m.name,
+                k.k,
+                rep.violating_groups,
+                rep.groups,
+                rep.violating_rows
+            );
+        }
+        out.push(format!(
+            "k-anonymity {} ({cols}) k={}: holds (smallest group {}, {} groups)",
+            m.name, k.k, rep.min_group, rep.groups
+        ));
+    }
+    Ok(out)
 }

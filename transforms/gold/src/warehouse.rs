@@ -13,7 +13,6 @@
 //! keeps the highest per key, so a row deleted and re-inserted by one rebuild is an update, a
 //! row only deleted goes, and an older version never overwrites a newer one.
 
-use crate::{TABLES, gold_table_key};
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -104,27 +103,33 @@ pub type SyncReport = BTreeMap<String, Option<(String, u64)>>;
 /// Syncs gold tables into Snowflake (module docs).
 #[derive(Debug, Clone)]
 pub struct WarehouseSync {
-    tables: BTreeMap<String, TableLocation>,
+    /// Each table's location and key.
+    tables: BTreeMap<String, (TableLocation, Vec<String>)>,
+    /// Every table of the model (the views are made only when all they read are synced).
+    all: usize,
     connection: SnowflakeConfig,
     target_file_size_megabytes: u64,
     load: LoadMethod,
 }
 
 impl WarehouseSync {
-    /// Sync the gold tables found by `gold` (a table name to its location) into the
-    /// connection's database and schema.
+    /// Sync `tables` (a table's name to its location and key columns) into the connection's
+    /// database and schema.
     ///
     /// # Errors
-    /// The locations' errors.
+    /// Config for a table without a key (a sync merges by it).
     pub fn try_new(
-        gold: impl Fn(&str) -> Result<TableLocation>,
+        tables: BTreeMap<String, (TableLocation, Vec<String>)>,
         connection: SnowflakeConfig,
     ) -> Result<Self> {
+        if let Some((t, _)) = tables.iter().find(|(_, (_, k))| k.is_empty()) {
+            return Err(Error::config(format!(
+                "sync: {t} has no key: give its model a `key:` (the columns that identify a row)"
+            )));
+        }
         Ok(Self {
-            tables: TABLES
-                .iter()
-                .map(|t| Ok((t.name.to_string(), gold(t.name)?)))
-                .collect::<Result<_>>()?,
+            all: tables.len(),
+            tables,
             connection,
             target_file_size_megabytes: 64,
             load: LoadMethod::Copy,
@@ -155,12 +160,10 @@ impl WarehouseSync {
     }
 
     /// The sink of one table, loading through the sync's session.
-    fn sink(&self, table: &str, client: &SnowflakeClient) -> Result<SnowflakeSink> {
-        let key = gold_table_key(table)
-            .ok_or_else(|| Error::config(format!("sync: {table} is not a gold table")))?;
+    fn sink(&self, table: &str, key: &[String], client: &SnowflakeClient) -> Result<SnowflakeSink> {
         let cfg = SnowflakeSinkConfig::new(self.connection.clone(), table)
             .with_write(WriteMode::Merge {
-                key: key.iter().map(|k| (*k).to_string()).collect(),
+                key: key.to_vec(),
                 version_column: Some(SYNC_VERSION.into()),
                 delete_when: Some(DeleteWhen::new(CHANGE_TYPE, "delete")),
             })
@@ -188,13 +191,13 @@ impl WarehouseSync {
 
     async fn run_with(&self, client: &SnowflakeClient) -> Result<SyncReport> {
         let mut report = SyncReport::new();
-        for (name, loc) in &self.tables {
+        for (name, (loc, key)) in &self.tables {
             let source = Arc::new(
                 DeltaSource::try_new(loc.clone())
                     .await
                     .map_err(|e| e.with_context("gold_table", name))?,
             );
-            let sink = Arc::new(self.sink(name, client)?);
+            let sink = Arc::new(self.sink(name, key, client)?);
             let pid = format!("strata-sync.{name}");
             let marker_sink = sink.clone();
             // The sink's control table is authoritative: a fresh checkpoint store is
@@ -223,10 +226,10 @@ impl WarehouseSync {
             tracing::info!(table = %name, delta_version = %version, rows = r.rows_written, "sync: table synced");
             report.insert(name.clone(), synced.then_some((version, r.rows_written)));
         }
-        if self.tables.len() < TABLES.len() {
+        if self.tables.len() < self.all {
             return Ok(report);
         }
-        for (name, sql) in reporting_views() {
+        for (name, sql) in views_over(self.tables.keys()) {
             client
                 .query(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(name)))
                 .await?;
@@ -268,6 +271,30 @@ pub fn reporting_views() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// What each reporting view reads.
+const VIEW_TABLES: [(&str, &[&str]); 4] = [
+    ("v_revenue_by_month", &["daily_revenue"]),
+    ("v_partner_scorecard", &["partner_activity", "dim_partner"]),
+    ("v_product_ranking", &["product_performance", "dim_product"]),
+    ("v_customer_segments", &["customer_activity"]),
+];
+
+/// The reporting views whose tables are all among `tables`.
+pub fn views_over<'a>(
+    tables: impl IntoIterator<Item = &'a String>,
+) -> Vec<(&'static str, &'static str)> {
+    let have: Vec<&String> = tables.into_iter().collect();
+    reporting_views()
+        .into_iter()
+        .filter(|(v, _)| {
+            VIEW_TABLES
+                .iter()
+                .find(|(n, _)| n == v)
+                .is_some_and(|(_, ts)| ts.iter().all(|t| have.iter().any(|h| h == t)))
+        })
+        .collect()
+}
+
 /// The DDL of a scheduled in-warehouse refresh: a STREAM on each synced table, and per
 /// reporting view a TASK that, when a stream on its tables has data (a sync landed),
 /// rematerialises the view into a `rpt_` table and consumes the streams by logging the change
@@ -276,7 +303,7 @@ pub fn reporting_views() -> Vec<(&'static str, &'static str)> {
 ///
 /// # Errors
 /// Config when the schedule is not a valid cron expression with a time zone.
-pub fn refresh_ddl(warehouse: &str, schedule: &str) -> Result<String> {
+pub fn refresh_ddl(warehouse: &str, schedule: &str, tables: &[String]) -> Result<String> {
     let (cron_part, tz) = schedule.trim().rsplit_once(' ').ok_or_else(|| {
         Error::config(format!(
             "sync: schedule {schedule:?} needs five cron fields and a time zone"
@@ -298,19 +325,14 @@ pub fn refresh_ddl(warehouse: &str, schedule: &str) -> Result<String> {
         "-- Generated by strata: a scheduled refresh of the reporting tables, run by Snowflake.\n\
          CREATE TABLE IF NOT EXISTS RPT_REFRESH_LOG (SOURCE_TABLE VARCHAR, REFRESHED_AT TIMESTAMP_TZ, CHANGED_ROWS NUMBER);\n",
     );
-    for t in TABLES {
-        let up = t.name.to_uppercase();
+    for t in tables {
+        let up = t.to_uppercase();
         out.push_str(&format!(
             "CREATE STREAM IF NOT EXISTS {up}_STREAM ON TABLE {up};\n"
         ));
     }
-    let uses: [(&str, &[&str]); 4] = [
-        ("v_revenue_by_month", &["daily_revenue"]),
-        ("v_partner_scorecard", &["partner_activity", "dim_partner"]),
-        ("v_product_ranking", &["product_performance", "dim_product"]),
-        ("v_customer_segments", &["customer_activity"]),
-    ];
-    for (view, tables) in uses {
+    let made: Vec<&str> = views_over(tables).iter().map(|(v, _)| *v).collect();
+    for (view, tables) in VIEW_TABLES.into_iter().filter(|(v, _)| made.contains(v)) {
         let view_up = view.to_uppercase();
         let rpt = format!("RPT_{}", view_up.trim_start_matches("V_"));
         let task = format!("REFRESH_{rpt}");
@@ -337,6 +359,24 @@ pub fn refresh_ddl(warehouse: &str, schedule: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The retail project's gold tables, in the order its graph builds them.
+    fn retail() -> Vec<String> {
+        [
+            "fact_order_line",
+            "daily_revenue",
+            "orders_by_status",
+            "product_performance",
+            "customer_activity",
+            "partner_activity",
+            "dim_customer",
+            "dim_partner",
+            "dim_product",
+            "dim_date",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
     use arrow_array::StringArray;
 
     #[test]
@@ -403,7 +443,7 @@ mod tests {
     #[test]
     fn every_refresh_statement_parses_as_snowflake_sql() {
         use strata_testkit::snowflake_sql::check;
-        let ddl = refresh_ddl("report wh", "30 6 * * 1-5 Europe/Berlin").unwrap();
+        let ddl = refresh_ddl("report wh", "30 6 * * 1-5 Europe/Berlin", &retail()).unwrap();
         let stmts = statements(&ddl);
         let mut tasks = 0;
         for sql in &stmts {
@@ -437,12 +477,12 @@ mod tests {
 
     #[test]
     fn refresh_ddl_snapshot() {
-        let ddl = refresh_ddl("report_wh", "0 6 * * * Europe/Berlin").unwrap();
+        let ddl = refresh_ddl("report_wh", "0 6 * * * Europe/Berlin", &retail()).unwrap();
         let expected = include_str!("../tests/snapshots/refresh_ddl.sql");
         assert_eq!(ddl, expected);
-        let e = refresh_ddl("wh", "every hour").unwrap_err();
+        let e = refresh_ddl("wh", "every hour", &retail()).unwrap_err();
         assert!(e.message().contains("five cron fields"), "{}", e.message());
-        let e = refresh_ddl("wh", "61 * * * * UTC").unwrap_err();
+        let e = refresh_ddl("wh", "61 * * * * UTC", &retail()).unwrap_err();
         assert!(
             e.message().contains("not a cron expression"),
             "{}",

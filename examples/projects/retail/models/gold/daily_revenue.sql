@@ -1,0 +1,12 @@
+/*
+description: "Orders, revenue and net revenue (after cancellations and returns) per day, partner and currency."
+materialized: incremental
+partition_by: order_date
+key: [order_date, partner_id, currency]
+*/
+SELECT CAST(created_at AS DATE) AS order_date, partner_id, currency,
+       COUNT(*) AS orders,
+       CAST(SUM(total_amount) AS DECIMAL(18,2)) AS revenue,
+       CAST(SUM(CASE WHEN status IN ('cancelled', 'returned') THEN 0 ELSE total_amount END) AS DECIMAL(18,2)) AS net_revenue
+FROM silver.orders
+GROUP BY 1, 2, 3

@@ -1,0 +1,9 @@
+/*
+description: "Orders per day and status."
+materialized: incremental
+partition_by: order_date
+key: [order_date, status]
+*/
+SELECT CAST(created_at AS DATE) AS order_date, status, COUNT(*) AS orders
+FROM silver.orders
+GROUP BY 1, 2
