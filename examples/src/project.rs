@@ -223,7 +223,10 @@ pub fn table_model(lake: &Lake, m: &Model) -> Result<TableModel> {
         &m.fingerprint(),
     );
     if s.materialized == Materialized::Incremental {
-        t = t.incremental_by(s.partition_by.as_deref().unwrap_or_default());
+        t = t.incremental_by(
+            s.partition_by.as_deref().unwrap_or_default(),
+            s.partition_from.clone(),
+        );
     } else if let Some(p) = &s.partition_by {
         t = t.partitioned_by(p);
     }
@@ -255,7 +258,10 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
             crate::run_config(&cfg, &p.file.display().to_string(), false).await?
         }
         NodeKind::Model(m) if m.settings.materialized.is_streaming() => {
+            let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
             if full_refresh {
+                // Everything the run needs is checked before anything is emptied.
+                drop(crate::config::build(&cfg).await?);
                 strata_delta::DeltaSink::try_new(
                     l.lake.table(&m.layer, &m.table)?,
                     DeltaSinkConfig::default(),
@@ -263,7 +269,6 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
                 .reset(&m.name)
                 .await?;
             }
-            let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
             crate::run_config(&cfg, &m.file.display().to_string(), false).await?
         }
         NodeKind::Model(m) => {

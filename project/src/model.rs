@@ -97,6 +97,12 @@ pub struct ModelSettings {
     /// a Delta partition column for the others.
     #[serde(default)]
     pub partition_by: Option<String>,
+    /// `incremental`: per input (`silver.orders`), the SQL expression over its rows that
+    /// gives the partition they belong to (`CAST(created_at AS DATE)`); an input that has the
+    /// `partition_by` column needs none, and a change in an input with neither rebuilds the
+    /// table whole.
+    #[serde(default)]
+    pub partition_from: BTreeMap<String, String>,
     /// The columns that identify a row: required for `merge`; for the others the key the
     /// warehouse sync merges by.
     #[serde(default)]
@@ -278,6 +284,18 @@ impl Model {
             return bad(
                 "`materialized: merge` needs `key`: the columns that identify a row".into(),
             );
+        }
+        if let Some(k) = s
+            .partition_from
+            .keys()
+            .find(|k| !self.references.iter().any(|r| &r.name == *k))
+        {
+            return bad(format!(
+                "`partition_from` names `{k}`, which the SQL does not read"
+            ));
+        }
+        if m != Materialized::Incremental && !s.partition_from.is_empty() {
+            return bad("`partition_from` belongs to `materialized: incremental`".into());
         }
         if m != Materialized::Merge && (s.version_column.is_some() || s.delete_when.is_some()) {
             return bad(

@@ -6,14 +6,15 @@
 //! (`strata-model-sql/<crc>`): a rerun after a kill redoes exactly what was not committed, a
 //! build over unchanged inputs and SQL does nothing, and a changed SQL rebuilds the table.
 //!
-//! `incremental` finds the partitions to replace without knowing the model: for each input
-//! that changed it runs the model's SQL over that input's change feed (inserted, updated and
-//! deleted rows, before and after images) with the other inputs whole, and takes the distinct
-//! values of the partition column; only those partitions are rebuilt, with `replaceWhere`. So
-//! the partition column may be any expression of an input row (`CAST(created_at AS DATE)`,
-//! `region`), grouped by or not. What it cannot see: a partition whose rows depend on rows of
-//! *other* partitions (a window across days, `HAVING` over a total): make such a model a
-//! `table`.
+//! `incremental` replaces only the partitions (values of `partition_by`) whose input rows
+//! changed: for each input that changed since the versions the table reflects, its change
+//! feed (inserted, updated and deleted rows, before and after images) names the partitions
+//! through the input's partition expression (`partition_from`: `CAST(created_at AS DATE)`;
+//! an input that has the partition column itself needs none); only those partitions are
+//! rebuilt, with `replaceWhere`. A changed input with no partition expression (a dimension
+//! table) rebuilds the table whole. The expression must give, for every input row, the
+//! partition of every output row it contributes to: true for a fact's date, false for a
+//! model whose rows aggregate across partitions (a running total): make that one a `table`.
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -44,6 +45,9 @@ pub struct TableModel {
     pub incremental_by: Option<String>,
     /// Delta partition columns of the table (the incremental column is one).
     pub partition_by: Vec<String>,
+    /// Per input, the SQL expression over its rows that gives their partition value
+    /// (`CAST(created_at AS DATE)`); an input that has the partition column needs none.
+    pub partition_from: BTreeMap<String, String>,
     /// Its inputs by name.
     pub inputs: BTreeMap<String, TableLocation>,
     /// Where its table is.
@@ -193,17 +197,20 @@ impl TableModel {
             sql: sql.to_string(),
             incremental_by: None,
             partition_by: Vec::new(),
+            partition_from: BTreeMap::new(),
             inputs,
             target,
             fingerprint: fingerprint.to_string(),
         }
     }
 
-    /// Incremental by `column`'s values (a partition column of the table).
+    /// Incremental by `column`'s values (a partition column of the table); `from` gives,
+    /// per input, the expression over its rows that names their partition.
     #[must_use]
-    pub fn incremental_by(mut self, column: &str) -> Self {
+    pub fn incremental_by(mut self, column: &str, from: BTreeMap<String, String>) -> Self {
         self.incremental_by = Some(column.to_string());
         self.partition_by = vec![column.to_string()];
+        self.partition_from = from;
         self
     }
 
@@ -286,59 +293,63 @@ impl TableModel {
                 version: existing.as_ref().map_or(0, version_of),
             });
         }
-        // The partitions to replace: None rebuilds whole.
-        let partitions = match (&reason, &self.incremental_by) {
-            (None, Some(p)) => {
-                let mut values = Vec::new();
-                for input in &changed {
-                    let ctx = session(layers.clone());
-                    for (name, t) in &tables {
-                        if name == *input {
-                            register_changes(
-                                &ctx,
-                                name,
-                                &self.inputs[name],
-                                t,
-                                seen[name],
-                                now[name],
-                            )
-                            .await?;
-                        } else {
-                            register(&ctx, name, &self.inputs[name], t).await?;
-                        }
+        // The partitions to replace: each changed input's changed rows (before and after
+        // images, deletes) name theirs through the input's partition expression; a changed
+        // input without one (a dimension) rebuilds the table whole.
+        let mut reason = reason;
+        let mut partitions = None;
+        if reason.is_none()
+            && let Some(p) = &self.incremental_by
+        {
+            let mut values: Vec<ScalarValue> = Vec::new();
+            for input in &changed {
+                let expr = match self.partition_from.get(*input) {
+                    Some(e) => e.clone(),
+                    None if has_column(&tables[*input], p) => format!("\"{p}\""),
+                    None => {
+                        reason = Some(format!(
+                            "{input} changed and names no partition (`partition_from`)"
+                        ));
+                        break;
                     }
-                    let q = format!(
-                        "SELECT DISTINCT \"{p}\" FROM ({}) AS __model",
-                        strip_semicolon(&self.sql)
-                    );
-                    let batches = ctx
-                        .sql(&q)
-                        .await
-                        .map_err(df_err(
-                            "the model's SQL does not plan over its input's changes",
-                            &self.name,
-                        ))?
-                        .collect()
-                        .await
-                        .map_err(df_err(
-                            "the model's SQL failed over its input's changes",
-                            &self.name,
-                        ))?;
-                    for b in &batches {
-                        for i in 0..b.num_rows() {
-                            let v = ScalarValue::try_from_array(b.column(0), i).map_err(|e| {
-                                Error::internal("cannot read a partition value").with_source(e)
-                            })?;
-                            if !values.contains(&v) {
-                                values.push(v);
-                            }
+                };
+                let ctx = session(layers.clone());
+                let name = input.as_str();
+                register_changes(
+                    &ctx,
+                    name,
+                    &self.inputs[name],
+                    &tables[name],
+                    seen[name],
+                    now[name],
+                )
+                .await?;
+                let q = format!("SELECT DISTINCT {expr} FROM {name}");
+                let batches = ctx
+                    .sql(&q)
+                    .await
+                    .map_err(df_err(
+                        "a `partition_from` expression does not plan",
+                        &self.name,
+                    ))?
+                    .collect()
+                    .await
+                    .map_err(df_err("reading an input's change feed failed", &self.name))?;
+                for b in &batches {
+                    for i in 0..b.num_rows() {
+                        let v = ScalarValue::try_from_array(b.column(0), i).map_err(|e| {
+                            Error::internal("cannot read a partition value").with_source(e)
+                        })?;
+                        if !values.contains(&v) {
+                            values.push(v);
                         }
                     }
                 }
-                Some((p.clone(), values))
             }
-            _ => None,
-        };
+            if reason.is_none() {
+                partitions = Some((p.clone(), values));
+            }
+        }
         let ctx = session(layers);
         for (name, t) in &tables {
             register(&ctx, name, &self.inputs[name], t).await?;
@@ -359,7 +370,6 @@ impl TableModel {
                 serde_json::json!({"model": self.name, "inputs": now}),
             )]);
         // A table whose columns no longer match the SQL's is rebuilt with the new schema.
-        let mut reason = reason;
         if reason.is_none()
             && let Some(t) = &existing
             && !same_columns(t, df.schema().as_arrow())
@@ -465,6 +475,11 @@ fn version_of(t: &DeltaTable) -> i64 {
 
 fn strip_semicolon(sql: &str) -> &str {
     sql.trim_end().trim_end_matches(';')
+}
+
+fn has_column(t: &DeltaTable, column: &str) -> bool {
+    t.snapshot()
+        .is_ok_and(|s| s.snapshot().arrow_schema().field_with_name(column).is_ok())
 }
 
 fn same_columns(t: &DeltaTable, schema: &arrow_schema::Schema) -> bool {

@@ -2,6 +2,8 @@
 description: "Orders, revenue and net revenue (after cancellations and returns) per day, partner and currency."
 materialized: incremental
 partition_by: order_date
+partition_from:
+  silver.orders: CAST(created_at AS DATE)
 key: [order_date, partner_id, currency]
 */
 SELECT CAST(created_at AS DATE) AS order_date, partner_id, currency,

@@ -2,6 +2,8 @@
 description: "One row per order line with its amount: the fact table of the star schema."
 materialized: incremental
 partition_by: order_date
+partition_from:
+  silver.order_lines: CAST(created_at AS DATE)
 key: [order_id, line_no]
 */
 SELECT order_id, line_no, CAST(created_at AS DATE) AS order_date, partner_id,
