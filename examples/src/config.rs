@@ -87,17 +87,9 @@ pub enum TransformConfig {
         /// The source's name recorded in `_source`.
         source: String,
     },
-    /// Silver: cast to declared types and check rules, rejected rows to quarantine. `model`
-    /// names a table of the retail model (`orders`, `customers`, `partners`, `products`), or
-    /// `spec` declares one.
-    Conform {
-        /// A retail model table.
-        #[serde(default)]
-        model: Option<String>,
-        /// A declared spec.
-        #[serde(default)]
-        spec: Option<strata_silver::ConformSpec>,
-    },
+    /// Silver: cast to declared types (`types`) and check `rules`, rejected rows to
+    /// quarantine (named by the pipeline id).
+    Conform(strata_silver::ConformSettings),
     /// Mask PII by a privacy policy (strata-privacy), as `role` sees it: put it first in a
     /// silver pipeline, so nothing unmasked is conformed, quarantined or written.
     Mask {
@@ -844,17 +836,6 @@ pub enum Step {
     Stream(Arc<dyn strata_core::StreamTransform>),
 }
 
-/// A table of the retail model for `conform: { model: ... }`.
-fn retail_spec(model: &str) -> Option<strata_silver::ConformSpec> {
-    Some(match model {
-        "orders" => strata_silver::retail::orders(),
-        "customers" => strata_silver::retail::customers(),
-        "partners" => strata_silver::retail::partners(),
-        "products" => strata_silver::retail::products(),
-        _ => return None,
-    })
-}
-
 /// The built components of a pipeline.
 pub struct Built {
     pub source: Arc<dyn Source>,
@@ -964,8 +945,14 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
     let mut schema = source.schema();
     for (i, t) in cfg.transforms.iter().enumerate() {
         transforms.push(match t {
-            TransformConfig::Mask { policy, table, role } => {
-                let at = |e: strata_core::Error| anyhow::Error::new(e).context(format!("transforms[{i}].mask"));
+            TransformConfig::Mask {
+                policy,
+                table,
+                role,
+            } => {
+                let at = |e: strata_core::Error| {
+                    anyhow::Error::new(e).context(format!("transforms[{i}].mask"))
+                };
                 let p = strata_privacy::Policy::load(policy).map_err(at)?;
                 let key = p.key().map_err(at)?;
                 Step::Batch(Arc::new(
@@ -978,15 +965,11 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             TransformConfig::Lineage { source } => {
                 Step::Batch(Arc::new(strata_bronze::Lineage::new(source)))
             }
-            TransformConfig::Conform { model, spec } => {
-                let spec = match (model.as_deref(), spec) {
-                    (Some(m), None) => retail_spec(m)
-                        .ok_or_else(|| config_err(format!("transforms[{i}].conform.model: unknown model `{m}` (orders, customers, partners, products)")))?,
-                    (None, Some(s)) => s.clone(),
-                    _ => return Err(config_err(format!("transforms[{i}].conform: give either `model` or `spec`"))),
-                };
+            TransformConfig::Conform(c) => {
+                let spec = c.spec(&cfg.pipeline, &[]);
                 Step::Stream(Arc::new(
-                    strata_silver::Conform::try_new(spec).with_context(|| format!("transforms[{i}].conform"))?,
+                    strata_silver::Conform::try_new(spec)
+                        .with_context(|| format!("transforms[{i}].conform"))?,
                 ))
             }
             TransformConfig::Sql { query, table } => Step::Batch(Arc::new(

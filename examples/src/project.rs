@@ -168,11 +168,12 @@ pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<
             table: input.clone(),
         });
     }
-    if let Some(spec) = m.conform_spec() {
-        transforms.push(TransformConfig::Conform {
-            model: None,
-            spec: Some(spec),
-        });
+    if let Some(c) = &s.conform {
+        let mut c = c.clone();
+        if c.key.is_empty() {
+            c.key.clone_from(&s.key);
+        }
+        transforms.push(TransformConfig::Conform(c));
     }
     if let Some(e) = &s.explode {
         transforms.push(TransformConfig::Explode {

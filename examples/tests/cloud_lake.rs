@@ -84,35 +84,27 @@ async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
     ok(c);
     let mut c = strata(d);
     c.args(["scaffold", "--data", "data", "--lake", &lake])
-        .args(["--lake-connection", "lake.yaml", "--out", "pipelines"]);
+        .args(["--lake-connection", "lake.yaml", "--out", "retail"]);
     ok(c);
-    let pipelines = std::fs::read_to_string(d.join("pipelines/silver_orders.yaml")).unwrap();
-    assert!(
-        pipelines.contains(&format!("table: '{lake}/silver/orders'")),
-        "{pipelines}"
-    );
-    assert!(!pipelines.contains(SECRET));
+    let project = std::fs::read_to_string(d.join("retail/strata.yaml")).unwrap();
+    assert!(project.contains(&format!("lake: '{lake}'")), "{project}");
+    for f in ["retail/strata.yaml", "retail/pipelines/bronze_orders.yaml"] {
+        assert!(!std::fs::read_to_string(d.join(f)).unwrap().contains(SECRET));
+    }
+    // The killed node's build, then the whole project.
     let (killed, point) = kill;
-    let order: Vec<String> = ["partners", "customers", "products", "orders"]
-        .iter()
-        .map(|n| format!("bronze_{n}"))
-        .chain(
-            ["partners", "customers", "products", "orders", "order_lines"]
-                .iter()
-                .map(|n| format!("silver_{n}")),
-        )
-        .collect();
-    for p in &order {
-        let file = format!("pipelines/{p}.yaml");
-        if p == killed {
-            let mut c = strata(d);
-            c.args(["run", &file]);
-            kill_when_paused(c, point);
-        }
+    if killed.starts_with("silver.") {
         let mut c = strata(d);
-        c.args(["run", &file]);
+        c.args(["build", "retail", "--select", "bronze.*"]);
         ok(c);
     }
+    let mut c = strata(d);
+    c.args(["build", "retail", "--select", killed]);
+    kill_when_paused(c, point);
+    let mut c = strata(d);
+    c.args(["build", "retail"]);
+    let built = ok(c);
+    assert!(built.contains("gold.daily_revenue"), "{built}");
     // Nothing went to local disk: no `s3:` or `az:` directory, no lake directory.
     let local: Vec<String> = std::fs::read_dir(d)
         .unwrap()
@@ -120,7 +112,7 @@ async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
         .collect();
     let mut sorted = local.clone();
     sorted.sort();
-    assert_eq!(sorted, ["data", "lake.yaml", "pipelines"], "{local:?}");
+    assert_eq!(sorted, ["data", "lake.yaml", "retail"], "{local:?}");
 
     let m: strata_datagen::Manifest =
         serde_json::from_slice(&std::fs::read(d.join("data/manifest.json")).unwrap()).unwrap();
@@ -138,17 +130,12 @@ async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
         rows(&conn, "silver/orders/_quarantine").await as u64,
         m.dirt.null_customer_id + m.dirt.negative_quantity + m.dirt.unknown_currency
     );
+    common::assert_gold_matches_manifest_by(&|| strata(d), Path::new("retail"), &m);
+    // A second build builds nothing.
     let mut c = strata(d);
-    c.args(["gold", &lake, "--lake-connection", "lake.yaml"])
-        .args(["--manifest", "data/manifest.json"]);
-    let gold = ok(c);
-    assert!(gold.contains("check: orders"), "{gold}");
-    assert!(gold.contains("daily_revenue"), "{gold}");
-    // A second build rebuilds nothing.
-    let mut c = strata(d);
-    c.args(["gold", &lake, "--lake-connection", "lake.yaml"]);
+    c.args(["build", "retail"]);
     let again = ok(c);
-    assert!(again.contains("gold is up to date"), "{again}");
+    assert!(again.contains("nothing to do"), "{again}");
     // Maintenance works on the cloud table too.
     let mut c = strata(d);
     c.args(["compact", &format!("{lake}/bronze/orders")])
@@ -165,14 +152,14 @@ async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
 async fn the_medallion_runs_on_s3_through_the_cli_with_a_kill_between_quarantine_and_data() {
     medallion_on(
         Cloud::S3,
-        ("silver_orders", "delta.sink.after_quarantine_commit"),
+        ("silver.orders", "delta.sink.after_quarantine_commit"),
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_medallion_runs_on_azure_through_the_cli_with_a_kill_after_a_commit() {
-    medallion_on(Cloud::Azure, ("bronze_orders", "delta.sink.after_commit")).await;
+    medallion_on(Cloud::Azure, ("bronze.orders", "delta.sink.after_commit")).await;
 }
 
 /// A cloud table without a connection, or of an unknown scheme, is refused when the file is

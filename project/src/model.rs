@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use strata_core::{DeleteWhen, Error, ErrorKind, Result, SchemaEvolution};
-use strata_silver::{ConformSpec, Rule};
+use strata_silver::{ConformSettings, ConformSpec};
 
 /// How a model's table is written.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,31 +47,6 @@ impl Materialized {
     pub fn is_streaming(self) -> bool {
         matches!(self, Self::Merge | Self::Append)
     }
-}
-
-/// A declared column type of a conformed model.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ColumnType {
-    /// The column.
-    pub name: String,
-    /// Its Strata type name (`utf8`, `timestamp`, `decimal(14,2)`, `list<struct<...>>`).
-    #[serde(rename = "type")]
-    pub data_type: String,
-}
-
-/// Typed columns and rules for a model's rows (the silver conform step): a row whose value
-/// does not cast or fails a rule goes to the table's quarantine with the rule, column and value.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ConformSettings {
-    /// The output columns in order, with their types.
-    pub types: Vec<ColumnType>,
-    /// The rules (`{ column: total_amount, check: { type: min, value: 0 } }`).
-    #[serde(default)]
-    pub rules: Vec<Rule>,
 }
 
 /// One row per element of a list of structs (order lines out of orders).
@@ -356,13 +331,7 @@ impl Model {
     /// The conform step's spec, when the model declares one.
     pub fn conform_spec(&self) -> Option<ConformSpec> {
         let c = self.settings.conform.as_ref()?;
-        let cols: Vec<(&str, &str)> = c
-            .types
-            .iter()
-            .map(|t| (t.name.as_str(), t.data_type.as_str()))
-            .collect();
-        let key: Vec<&str> = self.settings.key.iter().map(String::as_str).collect();
-        Some(ConformSpec::new(&self.name, &cols, c.rules.clone(), &key))
+        Some(c.spec(&self.name, &self.settings.key))
     }
 
     /// Whether the SQL only passes its input's rows through (`SELECT * FROM layer.name`), so

@@ -12,7 +12,7 @@ use strata_testkit::assert::sorted_rows;
 
 #[path = "../common/mod.rs"]
 mod common;
-use common::kill_when_paused;
+use common::{kill_when_paused, query};
 
 mod medallion;
 mod privacy;
@@ -601,14 +601,6 @@ fn build(project: &Path, args: &[&str]) -> String {
     let mut all = vec!["build", p.as_str()];
     all.extend_from_slice(args);
     strata(&all)
-}
-
-/// `strata query PROJECT SQL --json`: one JSON object per row.
-fn query(project: &Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = strata(&["query", &project.display().to_string(), sql, "--json"]);
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// `strata build` paused at `point`, then SIGKILLed.

@@ -3,45 +3,7 @@
 //! days, gold equal to the generator's manifest, and an incremental build equal to a full one.
 
 use super::*;
-use std::collections::BTreeMap;
-
-/// Gold's totals, read through `strata query`, against the generator's expectations
-/// (computed by the generator as it wrote the data, independently of Strata).
-pub(crate) fn assert_gold_matches_manifest(project: &Path, m: &strata_datagen::Manifest) {
-    let one = |sql: &str| query(project, sql)[0]["n"].as_i64().unwrap();
-    let e = &m.expected;
-    assert_eq!(
-        one("SELECT COUNT(*) AS n FROM silver.orders"),
-        e.orders as i64
-    );
-    assert_eq!(
-        one("SELECT COUNT(*) AS n FROM gold.fact_order_line"),
-        e.order_lines as i64
-    );
-    assert_eq!(
-        one("SELECT CAST(SUM(quantity) AS BIGINT) AS n FROM gold.fact_order_line"),
-        e.units as i64
-    );
-    let revenue: BTreeMap<String, i64> = query(
-        project,
-        "SELECT currency AS k, CAST(SUM(revenue) * 100 AS BIGINT) AS n FROM gold.daily_revenue GROUP BY currency",
-    )
-    .iter()
-    .map(|r| (r["k"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
-    .collect();
-    assert_eq!(
-        revenue, e.revenue_cents_by_currency,
-        "revenue by currency (cents)"
-    );
-    let status: BTreeMap<String, u64> = query(
-        project,
-        "SELECT status AS k, CAST(SUM(orders) AS BIGINT) AS n FROM gold.orders_by_status GROUP BY status",
-    )
-    .iter()
-    .map(|r| (r["k"].as_str().unwrap().to_string(), r["n"].as_u64().unwrap()))
-    .collect();
-    assert_eq!(status, e.orders_by_status, "orders by status");
-}
+use common::assert_gold_matches_manifest;
 
 #[test]
 fn each_medallion_layer_killed_at_each_step_reruns_to_the_manifest_totals() {

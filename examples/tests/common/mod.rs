@@ -1,6 +1,9 @@
 //! Helpers the binary's end-to-end tests share.
+#![allow(dead_code, reason = "each test binary uses some of the helpers")]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -29,4 +32,82 @@ pub fn kill_when_paused(mut cmd: Command, point: &str) {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(reached, "the process reached {point} (status {status})");
+}
+
+/// `strata query PROJECT SQL --json` run by `base` (the binary with its directory and
+/// environment): one JSON object per row.
+pub fn query_by(base: &dyn Fn() -> Command, project: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = base()
+        .arg("query")
+        .arg(project)
+        .args([sql, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strata query {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// [`query_by`] the plain binary.
+pub fn query(project: &Path, sql: &str) -> Vec<serde_json::Value> {
+    query_by(&strata, project, sql)
+}
+
+/// Gold's totals, read through `strata query`, against the generator's expectations
+/// (computed by the generator as it wrote the data, independently of Strata).
+pub fn assert_gold_matches_manifest(project: &Path, m: &strata_datagen::Manifest) {
+    assert_gold_matches_manifest_by(&strata, project, m);
+}
+
+/// [`assert_gold_matches_manifest`], `strata` run by `base`.
+pub fn assert_gold_matches_manifest_by(
+    base: &dyn Fn() -> Command,
+    project: &Path,
+    m: &strata_datagen::Manifest,
+) {
+    let query = |p: &Path, sql: &str| query_by(base, p, sql);
+    let one = |sql: &str| query(project, sql)[0]["n"].as_i64().unwrap();
+    let e = &m.expected;
+    assert_eq!(
+        one("SELECT COUNT(*) AS n FROM silver.orders"),
+        e.orders as i64
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) AS n FROM gold.fact_order_line"),
+        e.order_lines as i64
+    );
+    assert_eq!(
+        one("SELECT CAST(SUM(quantity) AS BIGINT) AS n FROM gold.fact_order_line"),
+        e.units as i64
+    );
+    let revenue: BTreeMap<String, i64> = query(
+        project,
+        "SELECT currency AS k, CAST(SUM(revenue) * 100 AS BIGINT) AS n FROM gold.daily_revenue GROUP BY currency",
+    )
+    .iter()
+    .map(|r| (r["k"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
+    .collect();
+    assert_eq!(
+        revenue, e.revenue_cents_by_currency,
+        "revenue by currency (cents)"
+    );
+    let status: BTreeMap<String, u64> = query(
+        project,
+        "SELECT status AS k, CAST(SUM(orders) AS BIGINT) AS n FROM gold.orders_by_status GROUP BY status",
+    )
+    .iter()
+    .map(|r| (r["k"].as_str().unwrap().to_string(), r["n"].as_u64().unwrap()))
+    .collect();
+    assert_eq!(status, e.orders_by_status, "orders by status");
 }

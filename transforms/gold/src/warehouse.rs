@@ -471,7 +471,7 @@ mod tests {
                 .iter()
                 .filter(|s| s.starts_with("CREATE STREAM"))
                 .count(),
-            TABLES.len()
+            retail().len()
         );
     }
 

@@ -69,9 +69,9 @@ impl Rule {
 }
 
 /// What silver makes of a table: its columns with their types (Strata type names, as in
-/// explicit schemas), the rules, and the key that names a rejected row.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// explicit schemas), the rules, and the key that names a rejected row. (In YAML it is read
+/// as [`ConformSettings`].)
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ConformSpec {
     /// The table's name (in quarantine locations).
@@ -79,10 +79,8 @@ pub struct ConformSpec {
     /// The output columns, in order: `(name, type)`.
     pub columns: Vec<(String, String)>,
     /// The rules.
-    #[serde(default)]
     pub rules: Vec<Rule>,
     /// The columns that name a row in quarantine (`order_id`).
-    #[serde(default)]
     pub key: Vec<String>,
 }
 
@@ -98,6 +96,63 @@ impl ConformSpec {
             rules,
             key: key.iter().map(|k| (*k).to_string()).collect(),
         }
+    }
+}
+
+/// A declared column type.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ColumnType {
+    /// The column.
+    pub name: String,
+    /// Its Strata type name (`utf8`, `timestamp`, `decimal(14,2)`, `list<struct<...>>`).
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// How a conform step reads in YAML (a pipeline's `conform:` transform, a model's `conform:`
+/// setting): the output columns with their types, and the rules.
+///
+/// ```yaml
+/// conform:
+///   types:
+///     - { name: order_id, type: utf8 }
+///     - { name: total_amount, type: "decimal(14,2)" }
+///   rules:
+///     - { column: total_amount, check: { type: min, value: 0 } }
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ConformSettings {
+    /// The output columns in order, with their types.
+    pub types: Vec<ColumnType>,
+    /// The rules (`{ column: total_amount, check: { type: min, value: 0 } }`).
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// The columns that name a rejected row in quarantine (`[order_id]`; a model's `key` by
+    /// default).
+    #[serde(default)]
+    pub key: Vec<String>,
+}
+
+impl ConformSettings {
+    /// The spec for table `table`; its rejected rows are named by `key`, or by `default_key`
+    /// when no key is set.
+    pub fn spec(&self, table: &str, default_key: &[String]) -> ConformSpec {
+        let key = if self.key.is_empty() {
+            default_key
+        } else {
+            &self.key
+        };
+        let cols: Vec<(&str, &str)> = self
+            .types
+            .iter()
+            .map(|t| (t.name.as_str(), t.data_type.as_str()))
+            .collect();
+        let key: Vec<&str> = key.iter().map(String::as_str).collect();
+        ConformSpec::new(table, &cols, self.rules.clone(), &key)
     }
 }
 

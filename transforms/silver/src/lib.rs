@@ -3,7 +3,6 @@
 
 pub mod conform;
 pub mod explode;
-pub mod retail;
 
-pub use conform::{Check, Conform, ConformSpec, Rule};
+pub use conform::{Check, ColumnType, Conform, ConformSettings, ConformSpec, Rule};
 pub use explode::Explode;
