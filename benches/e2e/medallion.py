@@ -5,16 +5,21 @@ The same bronze Delta tables (loaded once by Strata's bronze pipelines; their da
 plain Parquet) go through silver and gold three ways, each in its own process, run
 alternately; wall time and peak RSS (wait4 ru_maxrss) per run, medians reported:
 
-- Strata: the five silver pipelines (conform, validate with quarantine, explode, MERGE into
-  Delta by key) and `strata gold` (DataFusion SQL into Delta tables).
+- Strata: `strata build` of the retail project's silver and gold models (`--select
+  silver.*,gold.*`): five merge models (mask, conform, validate with quarantine, explode, MERGE
+  into Delta by key) and ten gold models (DataFusion SQL into Delta tables), per-model times
+  from the build's own lines.
 - DuckDB and Polars: the same rules and the same gold SQL over the bronze Parquet files,
   writing Parquet (no Delta log, no MERGE, no quarantine table: less work than Strata does).
 
 Usage:
 
     cargo build --release -p strata-cli
-    pip install duckdb polars
+    pip install duckdb==2.0.1 polars==2.1.0
     python3 benches/e2e/medallion.py --scale 1 --runs 3
+
+The peers' versions are pinned (DuckDB's SQL dialect changes between majors): the script
+refuses others.
 """
 import argparse
 import json
@@ -23,6 +28,16 @@ import subprocess
 from pathlib import Path
 
 from _common import ROOT, medians, timed
+
+PINNED = {"duckdb": "2.0.1", "polars": "2.1.0"}
+
+
+def check_versions():
+    import importlib
+    for name, want in PINNED.items():
+        have = importlib.import_module(name).__version__
+        if have != want:
+            raise SystemExit(f"{name} {have} is installed; this benchmark is pinned to {want}: pip install {name}=={want}")
 
 CURRENCIES = ["AED", "AUD", "BGN", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF",
               "IDR", "ILS", "INR", "ISK", "JPY", "KRW", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON",
@@ -130,27 +145,32 @@ def main():
     base = work / f"lake-sf{args.scale}"
     if not (base / "bronze/orders/_delta_log").exists():
         shutil.rmtree(base, ignore_errors=True)
-        pipes = work / "pipes-base"
+        pipes = work / "project-base"
         subprocess.run([args.strata, "scaffold", "--data", str(data), "--lake", str(base), "--out", str(pipes)],
                        check=True, stdout=subprocess.DEVNULL)
-        for t in ["partners", "customers", "products", "orders"]:
-            subprocess.run([args.strata, "run", "--quiet", str(pipes / f"bronze_{t}.yaml")], check=True)
+        subprocess.run([args.strata, "build", str(pipes), "--select", "bronze.*"], check=True,
+                       stdout=subprocess.DEVNULL)
     bronze = base / "bronze"
+    check_versions()
     results = {"strata": [], "duckdb": [], "polars": []}
+    per_model = {}
     for _ in range(args.runs):
         # Strata: a fresh lake holding a copy of bronze; silver pipelines, then gold.
         lake = work / "lake-run"
         shutil.rmtree(lake, ignore_errors=True)
         shutil.copytree(bronze, lake / "bronze")
-        pipes = work / "pipes-run"
+        pipes = work / "project-run"
+        shutil.rmtree(pipes, ignore_errors=True)
         subprocess.run([args.strata, "scaffold", "--data", str(data), "--lake", str(lake), "--out", str(pipes)],
                        check=True, stdout=subprocess.DEVNULL)
+        log = work / "strata-build.txt"
         script = work / "strata-medallion.sh"
-        script.write_text("set -e\n" + "".join(
-            f"'{args.strata}' run --quiet '{pipes / f'silver_{t}.yaml'}'\n"
-            for t in ["partners", "customers", "products", "orders", "order_lines"]) +
-            f"'{args.strata}' gold '{lake}' --manifest '{data / 'manifest.json'}'\n")
+        script.write_text(f"set -e\n'{args.strata}' build '{pipes}' --select 'silver.*,gold.*' > '{log}'\n")
         results["strata"].append(timed(["bash", str(script)]))
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 4 and parts[0].startswith(("silver.", "gold.")) and parts[4] == "s":
+                per_model.setdefault(parts[0], []).append(float(parts[3]))
         for name, make in [("duckdb", duckdb_script), ("polars", polars_script)]:
             out = work / f"out-{name}"
             shutil.rmtree(out, ignore_errors=True)
@@ -163,6 +183,7 @@ def main():
         "ratio_vs_strata": {k: round(v / med["strata"], 2) for k, v in med.items()},
         "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "all_seconds": every,
+        "strata_model_seconds": {k: sorted(v)[len(v) // 2] for k, v in per_model.items()},
     }
     print(json.dumps(row, indent=1))
 

@@ -107,15 +107,12 @@ def main():
     STRATA = a.strata_bin
     work = Path(a.work) / f"sf{a.scale}"
     lake = work / "lake"
+    project = work / "retail"
     if not (lake / "gold").exists():
-        data, pipes = work / "data", work / "pipes"
+        data = work / "data"
         strata("generate", "--out", str(data), "--scale", str(a.scale), "--dirt-rate", "0.01")
-        strata("scaffold", "--data", str(data), "--lake", str(lake), "--out", str(pipes))
-        for n in ["partners", "customers", "products", "orders"]:
-            strata("run", "--quiet", str(pipes / f"bronze_{n}.yaml"))
-        for n in ["partners", "customers", "products", "orders", "order_lines"]:
-            strata("run", "--quiet", str(pipes / f"silver_{n}.yaml"))
-        strata("gold", str(lake))
+        strata("scaffold", "--data", str(data), "--lake", str(lake), "--out", str(project))
+        strata("build", str(project))
     rows = gold_rows(lake)
     total = sum(rows.values())
     small = [t for t, n in rows.items() if n <= a.insert_max_rows]
@@ -136,13 +133,13 @@ def main():
     for i in range(a.runs):
         tag = f"{int(time.time())}_{i}"
         results["strata_copy_all"].append(timed(
-            [STRATA, "sync-snowflake", str(lake), "--connection", conn(f"CA_{tag}")]))
+            [STRATA, "sync-snowflake", str(project), "--connection", conn(f"CA_{tag}")]))
         results["write_pandas_all"].append(timed(py + [str(lake), f"PA_{tag}", ",".join(rows)]))
         results["strata_copy_small"].append(timed(
-            [STRATA, "sync-snowflake", str(lake), "--connection", conn(f"CS_{tag}")]
+            [STRATA, "sync-snowflake", str(project), "--connection", conn(f"CS_{tag}")]
             + small_arg))
         results["strata_insert_small"].append(timed(
-            [STRATA, "sync-snowflake", str(lake), "--connection",
+            [STRATA, "sync-snowflake", str(project), "--connection",
              conn(f"IS_{tag}"), "--insert-rows-per-statement", "5000"] + small_arg))
         results["write_pandas_small"].append(timed(py + [str(lake), f"PS_{tag}", ",".join(small)]))
         print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f}s" for k, v in results.items()), file=sys.stderr)
