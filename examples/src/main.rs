@@ -437,11 +437,12 @@ async fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let l = project::open(&project::project_dir(&project))?;
             let gold = project::gold_tables(&l)?;
+            let views = project::reporting_views(&l);
             if emit_ddl {
                 let names: Vec<String> = gold.keys().cloned().collect();
                 print!(
                     "{}",
-                    strata_gold::warehouse::refresh_ddl(&warehouse, &schedule, &names)
+                    strata_warehouse::refresh_ddl(&warehouse, &schedule, &names, &views)
                         .context("--schedule")?
                 );
             } else {
@@ -449,8 +450,8 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     bail!("sync-snowflake needs --connection <snowflake.yaml>");
                 };
                 let conn = config::load_snowflake_connection(&path)?;
-                let names: Vec<String> = gold.keys().cloned().collect();
-                let sync = strata_gold::warehouse::WarehouseSync::try_new(gold, conn)?
+                let sync = strata_warehouse::WarehouseSync::try_new(gold, conn)?
+                    .with_views(views)
                     .with_target_file_size_megabytes(target_file_size_megabytes);
                 let sync = if tables.is_empty() {
                     sync
@@ -477,9 +478,9 @@ async fn dispatch(cmd: Command) -> Result<()> {
                 if tables.is_empty() {
                     outln!(
                         "views: {}",
-                        strata_gold::warehouse::views_over(&names)
+                        sync.views()
                             .iter()
-                            .map(|v| v.0)
+                            .map(|v| v.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     );

@@ -242,6 +242,22 @@ const RETAIL: &[(&str, &str)] = &[
         "models/gold/dim_date.sql",
         include_str!("../projects/retail/models/gold/dim_date.sql"),
     ),
+    (
+        "warehouse/v_revenue_by_month.sql",
+        include_str!("../projects/retail/warehouse/v_revenue_by_month.sql"),
+    ),
+    (
+        "warehouse/v_partner_scorecard.sql",
+        include_str!("../projects/retail/warehouse/v_partner_scorecard.sql"),
+    ),
+    (
+        "warehouse/v_product_ranking.sql",
+        include_str!("../projects/retail/warehouse/v_product_ranking.sql"),
+    ),
+    (
+        "warehouse/v_customer_segments.sql",
+        include_str!("../projects/retail/warehouse/v_customer_segments.sql"),
+    ),
 ];
 
 /// `strata.yaml` of the retail project over `lake`.

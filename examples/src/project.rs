@@ -238,7 +238,7 @@ fn rows_text(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -554,4 +554,13 @@ pub async fn check_k_anonymity(l: &Loaded) -> Result<Vec<String>> {
         ));
     }
     Ok(out)
+}
+
+/// The project's reporting views (`warehouse/*.sql`) for the warehouse sync.
+pub fn reporting_views(l: &Loaded) -> Vec<strata_warehouse::ReportingView> {
+    l.project
+        .views()
+        .iter()
+        .map(|v| strata_warehouse::ReportingView::new(&v.name, &v.sql, &v.tables))
+        .collect()
 }

@@ -8,6 +8,8 @@ mod yaml;
 pub use graph::{Graph, Node, NodeKind, PipelineNode};
 pub use model::{Materialized, Model, ModelSettings, Reference};
 
+// `View` is defined below.
+
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use strata_core::{Error, ErrorKind, Result};
@@ -44,6 +46,10 @@ pub struct ProjectConfig {
     /// The models' directory (`models/<layer>/<name>.sql`), relative to the project.
     #[serde(default = "default_models")]
     pub models: PathBuf,
+    /// The reporting views' directory (`<name>.sql`: a Snowflake SELECT over the gold tables
+    /// the warehouse sync loads), relative to the project.
+    #[serde(default = "default_warehouse")]
+    pub warehouse: PathBuf,
     /// Models built at once when they do not depend on each other. Range: 1..=64.
     #[serde(
         default = "default_concurrency",
@@ -56,6 +62,10 @@ fn default_models() -> PathBuf {
     PathBuf::from("models")
 }
 
+fn default_warehouse() -> PathBuf {
+    PathBuf::from("warehouse")
+}
+
 fn default_concurrency() -> usize {
     2
 }
@@ -66,6 +76,87 @@ pub struct Project {
     root: PathBuf,
     config: ProjectConfig,
     models: Vec<Model>,
+    views: Vec<View>,
+}
+
+/// A reporting view of the warehouse: `warehouse/<name>.sql`, a Snowflake SELECT over gold
+/// tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct View {
+    /// The view's name (the file's stem).
+    pub name: String,
+    /// The file, relative to the project.
+    pub file: PathBuf,
+    /// The SELECT.
+    pub sql: String,
+    /// The gold tables it reads (lower case).
+    pub tables: Vec<String>,
+}
+
+impl View {
+    /// Parse view `file` (relative to the project) from its text; `gold` are the gold tables
+    /// it may read.
+    ///
+    /// # Errors
+    /// Config naming the file (and line): SQL that does not parse or is not one query, or a
+    /// table that is no gold model.
+    pub fn parse(file: &Path, text: &str, gold: &[&str]) -> Result<Self> {
+        use sqlparser::ast::{ObjectName, Spanned, Statement};
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let err = |line: Option<u64>, msg: String| {
+            let place = line.map_or(file.display().to_string(), |l| {
+                format!("{}:{l}", file.display())
+            });
+            Error::config(format!("{place}: {msg}"))
+        };
+        if !model::is_name(&name) {
+            return Err(err(
+                None,
+                "a view's file name is its name: lowercase letters, digits and `_`".into(),
+            ));
+        }
+        let st =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SnowflakeDialect {}, text)
+                .map_err(|e| err(None, format!("the SQL does not parse: {e}")))?;
+        let [Statement::Query(q)] = st.as_slice() else {
+            return Err(err(None, "a view is one SELECT".into()));
+        };
+        let mut tables: Vec<String> = Vec::new();
+        let mut bad = None;
+        let _ = sqlparser::ast::visit_relations(q.as_ref(), |n: &ObjectName| {
+            let t =
+                n.0.last()
+                    .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+                    .unwrap_or_default();
+            if !gold.contains(&t.as_str()) {
+                bad = Some(err(
+                    Some(n.span().start.line),
+                    format!(
+                        "`{n}` is not a gold model of the project (a view reads the synced gold tables)"
+                    ),
+                ));
+                return std::ops::ControlFlow::Break(());
+            }
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        Ok(Self {
+            name,
+            file: file.to_path_buf(),
+            sql: text.to_string(),
+            tables,
+        })
+    }
 }
 
 impl Project {
@@ -108,10 +199,32 @@ impl Project {
             })?;
             models.push(Model::parse(&rel, &text)?);
         }
+        let gold: Vec<&str> = models
+            .iter()
+            .filter(|m| m.layer == "gold")
+            .map(|m| m.table.as_str())
+            .collect();
+        let mut views = Vec::new();
+        let views_dir = dir.join(&config.warehouse);
+        if views_dir.is_dir() {
+            let mut files = Vec::new();
+            sql_files(&views_dir, &mut files)?;
+            files.sort();
+            for f in files {
+                let rel = f.strip_prefix(dir).unwrap_or(&f).to_path_buf();
+                let text = std::fs::read_to_string(&f).map_err(|e| {
+                    Error::new(ErrorKind::Config, "cannot read a view")
+                        .with_context("file", rel.display())
+                        .with_source(e)
+                })?;
+                views.push(View::parse(&rel, &text, &gold)?);
+            }
+        }
         Ok(Self {
             root: dir.to_path_buf(),
             config,
             models,
+            views,
         })
     }
 
@@ -128,6 +241,11 @@ impl Project {
     /// The models, by file name.
     pub fn models(&self) -> &[Model] {
         &self.models
+    }
+
+    /// The reporting views (`warehouse/*.sql`), by file name.
+    pub fn views(&self) -> &[View] {
+        &self.views
     }
 
     /// `path` (relative to the project) as a path to open.
@@ -199,5 +317,21 @@ mod tests {
         let e = Project::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("strata.yaml:3"), "{e}");
         assert!(e.contains("concurrency"), "{e}");
+
+        std::fs::write(
+            d.path().join(PROJECT_FILE),
+            "name: shop\nlake: lake\nsources: [bronze.orders]\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.path().join("warehouse")).unwrap();
+        std::fs::write(d.path().join("warehouse/v_n.sql"), "SELECT N FROM \"N\"").unwrap();
+        let p = Project::load(d.path()).unwrap();
+        assert_eq!(p.views()[0].tables, ["n"]);
+        std::fs::write(d.path().join("warehouse/v_n.sql"), "SELECT N\nFROM ORDERS").unwrap();
+        let e = Project::load(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("warehouse/v_n.sql:2") && e.contains("ORDERS"),
+            "{e}"
+        );
     }
 }

@@ -65,14 +65,12 @@ fn baskets(from: usize, n: usize, rev: i64) -> Vec<Basket> {
         .collect()
 }
 
+/// Gold's sales: (day, currency) to (baskets, cents).
+type Sales = BTreeMap<(String, String), (i64, i64)>;
+
 /// The expected gold, from the newest valid version of each basket: cents per (day,
 /// currency) over OK baskets, and OK baskets per tier.
-fn expected(
-    all: &[Basket],
-) -> (
-    BTreeMap<(String, String), (i64, i64)>,
-    BTreeMap<String, i64>,
-) {
+fn expected(all: &[Basket]) -> (Sales, BTreeMap<String, i64>) {
     let mut newest: BTreeMap<&str, &Basket> = BTreeMap::new();
     for b in all.iter().filter(|b| b.state == "OK" || b.state == "VOID") {
         if newest.get(b.basket.as_str()).is_none_or(|o| o.rev < b.rev) {
@@ -129,6 +127,11 @@ fn write_project(dir: &Path, data: &Path) {
     )
     .unwrap();
     std::fs::write(
+        dir.join("models/silver/basket_log.sql"),
+        "/*\nmaterialized: append\ndescription: Every basket revision as it arrived.\n*/\nSELECT \"basketRef\" AS basket_ref, rev, upper(state) AS state FROM bronze.baskets\n",
+    )
+    .unwrap();
+    std::fs::write(
         dir.join("models/gold/tiers.sql"),
         "SELECT tier, COUNT(*) AS baskets FROM silver.baskets WHERE state = 'OK' GROUP BY tier\n",
     )
@@ -137,7 +140,7 @@ fn write_project(dir: &Path, data: &Path) {
 
 fn assert_gold(project: &Path, all: &[Basket]) {
     let (by_day, by_tier) = expected(all);
-    let got: BTreeMap<(String, String), (i64, i64)> = query(
+    let got: Sales = query(
         project,
         "SELECT CAST(day AS VARCHAR) AS day, currency, baskets, cents FROM gold.sales_by_day",
     )
@@ -197,6 +200,16 @@ fn a_project_of_another_shape_builds_its_own_silver_and_gold_to_the_cent() {
         "the unknown state is quarantined: {out}"
     );
     assert_gold(&project, &all);
+    let log_rows = |p: &Path| {
+        query(p, "SELECT COUNT(*) AS n FROM silver.basket_log")[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(
+        log_rows(&project),
+        first.len() as i64,
+        "append: every bronze row once"
+    );
     let listing = strata(&["ls", &project.display().to_string()]);
     assert!(
         listing.contains("gold.sales_by_day") && listing.contains("incremental"),
@@ -226,7 +239,7 @@ fn a_project_of_another_shape_builds_its_own_silver_and_gold_to_the_cent() {
     }
     late.extend(new);
     write_ndjson(&data.join("b.ndjson"), &late, &[]);
-    all.extend(late);
+    all.extend(late.clone());
     let second = build(&project, &[]);
     let line = second
         .lines()
@@ -239,12 +252,23 @@ fn a_project_of_another_shape_builds_its_own_silver_and_gold_to_the_cent() {
     );
     assert!(!line.contains("2024-03-01"), "day 1 did not change: {line}");
     assert_gold(&project, &all);
+    let appended = (first.len() + late.len()) as i64;
+    assert_eq!(
+        log_rows(&project),
+        appended,
+        "append: the new rows added once"
+    );
     let unchanged = build(&project, &[]);
     assert!(unchanged.contains("nothing to do"), "{unchanged}");
     // A full refresh of everything gives the same gold.
     let full = build(&project, &["--full-refresh"]);
     assert!(full.contains("rebuilt whole (--full-refresh)"), "{full}");
     assert_gold(&project, &all);
+    assert_eq!(
+        log_rows(&project),
+        appended,
+        "a full refresh of an append model replays it once"
+    );
 }
 
 #[test]

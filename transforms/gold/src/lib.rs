@@ -2,6 +2,5 @@
 #![deny(missing_docs)]
 
 pub mod model;
-pub mod warehouse;
 
 pub use model::{ModelAction, ModelOutcome, SqlTransform, TableModel, query};

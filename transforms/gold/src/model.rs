@@ -265,10 +265,11 @@ impl TableModel {
             Some("new table".to_string())
         } else if !same_sql {
             Some("its SQL or settings changed".to_string())
-        } else if let Some(new) = self.inputs.keys().find(|n| !seen.contains_key(*n)) {
-            Some(format!("{new} is a new input"))
         } else {
-            None
+            self.inputs
+                .keys()
+                .find(|n| !seen.contains_key(*n))
+                .map(|new| format!("{new} is a new input"))
         };
         let changed: Vec<&String> = now
             .iter()

@@ -1,17 +1,5 @@
-//! Gold to Snowflake: each gold Delta table synced incrementally into a table of the same name,
-//! reporting views over them, and the TASK / STREAM DDL of an in-warehouse refresh.
-//!
-//! A table's sync is a pipeline `strata-sync.<table>`: a [`DeltaSource`] (the snapshot the
-//! first time, then the change data feed of the versions after the last synced one) into a
-//! [`SnowflakeSink`] merging by the table's key. The Delta version synced is the pipeline's
-//! cursor, recorded in the Snowflake control table in the transaction that loads the rows, so
-//! only newer versions are read next time and a killed sync reruns to the same tables.
-//!
-//! Gold rebuilds replace rows (a date's partition, or a small table whole): the change feed
-//! reports the old rows as `delete` and the new ones as `insert` of the same version. Each row
-//! carries `_sync_version` = 2 × its Delta version, + 1 when the row exists after it; the merge
-//! keeps the highest per key, so a row deleted and re-inserted by one rebuild is an update, a
-//! row only deleted goes, and an older version never overwrites a newer one.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
 
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -105,8 +93,9 @@ pub type SyncReport = BTreeMap<String, Option<(String, u64)>>;
 pub struct WarehouseSync {
     /// Each table's location and key.
     tables: BTreeMap<String, (TableLocation, Vec<String>)>,
-    /// Every table of the model (the views are made only when all they read are synced).
+    /// Every table of the model (the views are made only when all are synced).
     all: usize,
+    views: Vec<ReportingView>,
     connection: SnowflakeConfig,
     target_file_size_megabytes: u64,
     load: LoadMethod,
@@ -129,11 +118,24 @@ impl WarehouseSync {
         }
         Ok(Self {
             all: tables.len(),
+            views: Vec::new(),
             tables,
             connection,
             target_file_size_megabytes: 64,
             load: LoadMethod::Copy,
         })
+    }
+
+    /// (Re)create these views after a sync of every table.
+    #[must_use]
+    pub fn with_views(mut self, views: Vec<ReportingView>) -> Self {
+        self.views = views;
+        self
+    }
+
+    /// The views a full sync (re)creates.
+    pub fn views(&self) -> &[ReportingView] {
+        &self.views
     }
 
     /// Parquet files of this size per upload, MB.
@@ -229,73 +231,44 @@ impl WarehouseSync {
         if self.tables.len() < self.all {
             return Ok(report);
         }
-        for (name, sql) in views_over(self.tables.keys()) {
+        for v in &self.views {
             client
-                .query(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(name)))
+                .query(&format!(
+                    "CREATE OR REPLACE VIEW {} AS {}",
+                    ident(&v.name),
+                    v.sql.trim().trim_end_matches(';')
+                ))
                 .await?;
         }
         Ok(report)
     }
 }
 
-/// The reporting views over the synced tables (name, SELECT), as Power BI reads them.
-pub fn reporting_views() -> Vec<(&'static str, &'static str)> {
-    vec![
-        (
-            "v_revenue_by_month",
-            "SELECT DATE_TRUNC('MONTH', ORDER_DATE) AS MONTH, CURRENCY, SUM(ORDERS) AS ORDERS, \
-             SUM(REVENUE) AS REVENUE, SUM(NET_REVENUE) AS NET_REVENUE \
-             FROM DAILY_REVENUE GROUP BY 1, 2",
-        ),
-        (
-            "v_partner_scorecard",
-            "SELECT a.PARTNER_ID, a.PARTNER_NAME, p.COUNTRY, p.CITY, a.CURRENCY, a.ORDERS, a.CUSTOMERS, \
-             a.REVENUE, a.REVENUE / NULLIF(a.ORDERS, 0) AS AVERAGE_ORDER_VALUE, a.FIRST_ORDER_AT, a.LAST_ORDER_AT \
-             FROM PARTNER_ACTIVITY a LEFT JOIN DIM_PARTNER p ON a.PARTNER_ID = p.PARTNER_ID",
-        ),
-        (
-            "v_product_ranking",
-            "SELECT pp.PRODUCT_ID, d.NAME, d.CATEGORY, pp.CURRENCY, pp.UNITS, pp.REVENUE, \
-             pp.RETURNED_UNITS, RANK() OVER (PARTITION BY pp.CURRENCY ORDER BY pp.REVENUE DESC) AS REVENUE_RANK \
-             FROM PRODUCT_PERFORMANCE pp LEFT JOIN DIM_PRODUCT d ON pp.PRODUCT_ID = d.PRODUCT_ID",
-        ),
-        (
-            "v_customer_segments",
-            "SELECT CUSTOMER_ID, CURRENCY, RECENCY_DAYS, FREQUENCY, MONETARY, \
-             CASE WHEN RECENCY_DAYS <= 30 AND FREQUENCY >= 5 THEN 'champion' \
-             WHEN RECENCY_DAYS <= 90 AND FREQUENCY >= 2 THEN 'loyal' \
-             WHEN RECENCY_DAYS <= 90 THEN 'recent' \
-             WHEN RECENCY_DAYS <= 365 THEN 'at_risk' ELSE 'lapsed' END AS SEGMENT \
-             FROM CUSTOMER_ACTIVITY",
-        ),
-    ]
+/// A reporting view over synced tables, as Power BI reads them: its name, its SELECT
+/// (Snowflake SQL) and the tables it reads (a project's `warehouse/<name>.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportingView {
+    /// The view's name (`v_revenue_by_month`).
+    pub name: String,
+    /// Its SELECT.
+    pub sql: String,
+    /// The tables it reads (lower case).
+    pub tables: Vec<String>,
 }
 
-/// What each reporting view reads.
-const VIEW_TABLES: [(&str, &[&str]); 4] = [
-    ("v_revenue_by_month", &["daily_revenue"]),
-    ("v_partner_scorecard", &["partner_activity", "dim_partner"]),
-    ("v_product_ranking", &["product_performance", "dim_product"]),
-    ("v_customer_segments", &["customer_activity"]),
-];
-
-/// The reporting views whose tables are all among `tables`.
-pub fn views_over<'a>(
-    tables: impl IntoIterator<Item = &'a String>,
-) -> Vec<(&'static str, &'static str)> {
-    let have: Vec<&String> = tables.into_iter().collect();
-    reporting_views()
-        .into_iter()
-        .filter(|(v, _)| {
-            VIEW_TABLES
-                .iter()
-                .find(|(n, _)| n == v)
-                .is_some_and(|(_, ts)| ts.iter().all(|t| have.iter().any(|h| h == t)))
-        })
-        .collect()
+impl ReportingView {
+    /// View `name` defined by `sql`, reading `tables`.
+    pub fn new(name: &str, sql: &str, tables: &[String]) -> Self {
+        Self {
+            name: name.to_string(),
+            sql: sql.to_string(),
+            tables: tables.to_vec(),
+        }
+    }
 }
 
-/// The DDL of a scheduled in-warehouse refresh: a STREAM on each synced table, and per
+/// The DDL of a scheduled in-warehouse refresh: a STREAM on each of `tables`, and per
 /// reporting view a TASK that, when a stream on its tables has data (a sync landed),
 /// rematerialises the view into a `rpt_` table and consumes the streams by logging the change
 /// counts into `rpt_refresh_log`. `schedule` is a five-field cron expression and a time zone
@@ -303,7 +276,12 @@ pub fn views_over<'a>(
 ///
 /// # Errors
 /// Config when the schedule is not a valid cron expression with a time zone.
-pub fn refresh_ddl(warehouse: &str, schedule: &str, tables: &[String]) -> Result<String> {
+pub fn refresh_ddl(
+    warehouse: &str,
+    schedule: &str,
+    tables: &[String],
+    views: &[ReportingView],
+) -> Result<String> {
     let (cron_part, tz) = schedule.trim().rsplit_once(' ').ok_or_else(|| {
         Error::config(format!(
             "sync: schedule {schedule:?} needs five cron fields and a time zone"
@@ -331,8 +309,8 @@ pub fn refresh_ddl(warehouse: &str, schedule: &str, tables: &[String]) -> Result
             "CREATE STREAM IF NOT EXISTS {up}_STREAM ON TABLE {up};\n"
         ));
     }
-    let made: Vec<&str> = views_over(tables).iter().map(|(v, _)| *v).collect();
-    for (view, tables) in VIEW_TABLES.into_iter().filter(|(v, _)| made.contains(v)) {
+    for v in views {
+        let (view, tables) = (v.name.as_str(), &v.tables);
         let view_up = view.to_uppercase();
         let rpt = format!("RPT_{}", view_up.trim_start_matches("V_"));
         let task = format!("REFRESH_{rpt}");
@@ -359,6 +337,22 @@ pub fn refresh_ddl(warehouse: &str, schedule: &str, tables: &[String]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two views over the tables below.
+    fn views() -> Vec<ReportingView> {
+        vec![
+            ReportingView::new(
+                "v_revenue_by_month",
+                "SELECT DATE_TRUNC('MONTH', ORDER_DATE) AS MONTH, SUM(REVENUE) AS REVENUE FROM DAILY_REVENUE GROUP BY 1",
+                &["daily_revenue".to_string()],
+            ),
+            ReportingView::new(
+                "v_partner_scorecard",
+                "SELECT a.PARTNER_ID, p.CITY FROM PARTNER_ACTIVITY a LEFT JOIN DIM_PARTNER p ON a.PARTNER_ID = p.PARTNER_ID",
+                &["partner_activity".to_string(), "dim_partner".to_string()],
+            ),
+        ]
+    }
 
     /// The retail project's gold tables, in the order its graph builds them.
     fn retail() -> Vec<String> {
@@ -443,7 +437,13 @@ mod tests {
     #[test]
     fn every_refresh_statement_parses_as_snowflake_sql() {
         use strata_testkit::snowflake_sql::check;
-        let ddl = refresh_ddl("report wh", "30 6 * * 1-5 Europe/Berlin", &retail()).unwrap();
+        let ddl = refresh_ddl(
+            "report wh",
+            "30 6 * * 1-5 Europe/Berlin",
+            &retail(),
+            &views(),
+        )
+        .unwrap();
         let stmts = statements(&ddl);
         let mut tasks = 0;
         for sql in &stmts {
@@ -465,7 +465,7 @@ mod tests {
             };
             check(sql, form).unwrap_or_else(|e| panic!("{e}"));
         }
-        assert_eq!(tasks, 4);
+        assert_eq!(tasks, views().len());
         assert_eq!(
             stmts
                 .iter()
@@ -477,12 +477,19 @@ mod tests {
 
     #[test]
     fn refresh_ddl_snapshot() {
-        let ddl = refresh_ddl("report_wh", "0 6 * * * Europe/Berlin", &retail()).unwrap();
-        let expected = include_str!("../tests/snapshots/refresh_ddl.sql");
-        assert_eq!(ddl, expected);
-        let e = refresh_ddl("wh", "every hour", &retail()).unwrap_err();
+        let ddl = refresh_ddl("report_wh", "0 6 * * * Europe/Berlin", &retail(), &views()).unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/snapshots/refresh_ddl.sql"
+        );
+        // `STRATA_BLESS=1 cargo test` rewrites the snapshot after an intended change.
+        if std::env::var_os("STRATA_BLESS").is_some() {
+            std::fs::write(path, &ddl).unwrap();
+        }
+        assert_eq!(ddl, std::fs::read_to_string(path).unwrap());
+        let e = refresh_ddl("wh", "every hour", &retail(), &views()).unwrap_err();
         assert!(e.message().contains("five cron fields"), "{}", e.message());
-        let e = refresh_ddl("wh", "61 * * * * UTC", &retail()).unwrap_err();
+        let e = refresh_ddl("wh", "61 * * * * UTC", &retail(), &views()).unwrap_err();
         assert!(
             e.message().contains("not a cron expression"),
             "{}",

@@ -1,0 +1,5 @@
+-- Revenue per month and currency, gross and net of cancellations and returns.
+SELECT DATE_TRUNC('MONTH', ORDER_DATE) AS MONTH, CURRENCY, SUM(ORDERS) AS ORDERS,
+       SUM(REVENUE) AS REVENUE, SUM(NET_REVENUE) AS NET_REVENUE
+FROM DAILY_REVENUE
+GROUP BY 1, 2
