@@ -14,6 +14,9 @@ use strata_testkit::assert::sorted_rows;
 mod common;
 use common::{kill_when_paused, query};
 
+mod adversarial;
+mod cloud;
+mod cloud_lake;
 mod medallion;
 mod privacy;
 mod project;

@@ -10,8 +10,7 @@ use std::process::Command;
 use strata_core::Source;
 use strata_tests::cloud::{Cloud, Conn};
 
-mod common;
-use common::kill_when_paused;
+use super::common::{self, kill_when_paused};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 const SECRET: &str = "strata-test-secret";

@@ -9,8 +9,7 @@ use strata_files::SchemaSource;
 use strata_testkit::assert::sorted_rows;
 use strata_tests::cloud::{Cloud, Conn, put, read_parquet_at};
 
-mod common;
-use common::kill_when_paused;
+use super::common::kill_when_paused;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
