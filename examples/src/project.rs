@@ -273,7 +273,14 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
             crate::run_config(&cfg, &m.file.display().to_string(), false).await?
         }
         NodeKind::Model(m) => {
-            let out = table_model(&l.lake, m)?.build(full_refresh).await?;
+            // SIGTERM/SIGINT drop the build at its next await: its commit is atomic, so
+            // nothing partial becomes visible.
+            let token = crate::exit::shutdown();
+            let model = table_model(&l.lake, m)?;
+            let out = tokio::select! {
+                r = model.build(full_refresh) => r?,
+                () = token.cancelled() => return Err(strata_core::Error::cancelled().into()),
+            };
             return Ok(match out.action {
                 ModelAction::UpToDate => Status::UpToDate(format!(
                     "inputs unchanged ({})",
@@ -369,6 +376,11 @@ pub async fn build(
                 waiting.remove(i);
                 continue;
             }
+            if crate::exit::shutdown().is_cancelled() {
+                // Stopping: start nothing new; what runs stops by itself.
+                waiting.clear();
+                break;
+            }
             if in_flight < limit && inputs.iter().all(|n| results.contains_key(n.as_str())) {
                 let (l2, n2) = (l.clone(), name.clone());
                 running.spawn(async move {
@@ -410,6 +422,9 @@ pub async fn build(
                 secs,
             },
         );
+    }
+    if crate::exit::shutdown().is_cancelled() {
+        return Err(strata_core::Error::cancelled().into());
     }
     Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
 }

@@ -86,6 +86,34 @@ fn late_records_rebuild_only_their_days_and_incremental_equals_full() {
     let lake = tmp.path().join("lake");
     let project = tmp.path().join("retail");
     scaffold(&data, &lake, &project);
+    // SIGTERM while a gold model is being built: a clean stop (exit 130), nothing partial.
+    let mut child = Command::new(BIN)
+        .arg("build")
+        .arg(&project)
+        .env("STRATA_PAUSE_AT", "build.after_model")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("paused at build.after_model") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "the build reached a gold model"
+        );
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "SIGTERM stops the build cleanly"
+    );
     let first = build(&project, &[]);
     assert!(first.contains("rebuilt whole (new table)"), "{first}");
     assert_gold_matches_manifest(&project, &m);
