@@ -63,8 +63,8 @@ con.sql(f'''CREATE TABLE orders AS SELECT * EXCLUDE (rn) FROM (
   WHERE order_id IS NOT NULL AND partner_id IS NOT NULL AND customer_id IS NOT NULL
     AND created_at IS NOT NULL AND updated_at IS NOT NULL AND total_amount IS NOT NULL
     AND lines IS NOT NULL AND currency IN ({cur}) AND status IN ({st})
-    AND list_min(list_transform(lines, x -> x.quantity)) >= 1
-    AND list_min(list_transform(lines, x -> x.unit_price)) >= 0) WHERE rn = 1''')
+    AND list_min(list_transform(lines, lambda x: x.quantity)) >= 1
+    AND list_min(list_transform(lines, lambda x: x.unit_price)) >= 0) WHERE rn = 1''')
 con.sql('''CREATE TABLE order_lines AS SELECT order_id, partner_id, customer_id, status, currency,
   created_at, updated_at, l.line_no, l.product_id, l.quantity, l.unit_price, l.discount
   FROM (SELECT *, unnest(lines) AS l FROM orders)''')
