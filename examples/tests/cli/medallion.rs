@@ -95,15 +95,25 @@ fn late_records_rebuild_only_their_days_and_incremental_equals_full() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("paused at build.after_model") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "the build reached a gold model"
-        );
-    }
+    // Stderr is drained to the end by a thread (a full pipe would block the child's exit).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("paused at build.after_model") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(120)).is_ok(),
+        "the build reached a gold model"
+    );
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
