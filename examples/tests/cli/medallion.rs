@@ -119,10 +119,12 @@ fn late_records_rebuild_only_their_days_and_incremental_equals_full() {
         .status()
         .unwrap();
     assert!(term.success());
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
     assert_eq!(
-        child.wait().unwrap().code(),
+        status.code(),
         Some(130),
-        "SIGTERM stops the build cleanly"
+        "SIGTERM stops the build cleanly: {err}"
     );
     let first = build(&project, &[]);
     assert!(first.contains("rebuilt whole (new table)"), "{first}");
