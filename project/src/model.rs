@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use strata_core::{DeleteWhen, Error, ErrorKind, Result, SchemaEvolution};
-use strata_silver::{ConformSettings, ConformSpec};
+use strata_silver::ConformSettings;
 
 /// How a model's table is written.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -326,12 +326,6 @@ impl Model {
         h.update(self.sql.as_bytes());
         h.update(format!("{:?}", self.settings).as_bytes());
         format!("{:08x}", h.finalize())
-    }
-
-    /// The conform step's spec, when the model declares one.
-    pub fn conform_spec(&self) -> Option<ConformSpec> {
-        let c = self.settings.conform.as_ref()?;
-        Some(c.spec(&self.name, &self.settings.key))
     }
 
     /// Whether the SQL only passes its input's rows through (`SELECT * FROM layer.name`), so

@@ -32,6 +32,8 @@ pub const COMMIT_TIMESTAMP: &str = "_commit_timestamp";
 pub struct DeltaSource {
     loc: TableLocation,
     schema: SchemaRef,
+    /// The table's columns plus the change columns: what every batch is aligned to first.
+    changes: SchemaRef,
     /// Only the rows as the table now holds them: no pre-images, no deletes, no change
     /// columns.
     rows_only: bool,
@@ -81,9 +83,11 @@ impl DeltaSource {
             DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
             true,
         )));
+        let changes = Arc::new(Schema::new(fields));
         Ok(Self {
             loc,
-            schema: Arc::new(Schema::new(fields)),
+            schema: changes.clone(),
+            changes,
             rows_only: false,
         })
     }
@@ -205,19 +209,7 @@ impl Source for DeltaSource {
         let (loc, out) = (self.loc.clone(), self.schema.clone());
         let rows_only = self.rows_only;
         // Batches are aligned to the full change schema, then cut down when only rows are read.
-        let schema = if rows_only {
-            let mut f: Vec<Arc<Field>> = out.fields().iter().cloned().collect();
-            f.push(Arc::new(Field::new(CHANGE_TYPE, DataType::Utf8, false)));
-            f.push(Arc::new(Field::new(COMMIT_VERSION, DataType::Int64, false)));
-            f.push(Arc::new(Field::new(
-                COMMIT_TIMESTAMP,
-                DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
-                true,
-            )));
-            Arc::new(Schema::new(f))
-        } else {
-            out.clone()
-        };
+        let schema = self.changes.clone();
         let kept = out.clone();
         let s = stream::once(async move {
             let url = loc.url.clone();
