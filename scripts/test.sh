@@ -21,14 +21,21 @@ fi
 t0=$(date +%s)
 phase() { local now; now=$(date +%s); echo "test.sh: $1 took $((now - t0)) s"; t0=$now; }
 
-scripts/services.sh install
+# The services install (network-bound) while clippy checks the workspace (CPU-bound).
 trap 'scripts/services.sh stop' EXIT
-scripts/services.sh start
-phase "installing and starting the services"
+(scripts/services.sh install && scripts/services.sh start) >target/services-setup.log 2>&1 &
+services_pid=$!
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-phase "fmt and clippy"
+phase "fmt and clippy (the services installing alongside)"
+if ! wait "$services_pid"; then
+  cat target/services-setup.log >&2
+  echo "test.sh: installing or starting the services failed (its log is above)" >&2
+  exit 1
+fi
+cat target/services-setup.log
+phase "waiting for the services"
 # One cargo invocation builds every test target; it also runs the doc tests of every library.
 cargo test --workspace --locked
 phase "building and running the tests"
