@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod checkpoint;
 pub mod context;
 pub mod error;
+pub mod expect;
 pub mod merge;
 pub mod metrics;
 pub mod panic;

@@ -34,6 +34,11 @@ pub struct PipelineConfig {
     /// Tuning.
     #[serde(default)]
     pub options: OptionsConfig,
+    /// Row rules every row is checked against on its way to the sink, after the
+    /// transforms (`not_null`, `accepted_values`, `range`, `regex`, `length`, `type`,
+    /// `expression`; action `warn`, `quarantine` or `fail`): see strata-project's `expect`.
+    #[serde(default)]
+    pub expectations: Vec<strata_project::expect::Expectation>,
 }
 
 /// The sources this binary knows.
@@ -901,6 +906,30 @@ fn check_roots(cfg: &PipelineConfig) -> Result<()> {
 
 /// Build every component (may touch the disk: listing, schema inference).
 pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
+    build_logged(cfg, &strata_core::expect::ResultLog::new()).await
+}
+
+/// The columns that name a pipeline's row in expectation results: the conform step's key,
+/// else the Delta sink's merge key.
+fn row_key(cfg: &PipelineConfig) -> Vec<String> {
+    cfg.transforms
+        .iter()
+        .find_map(|t| match t {
+            TransformConfig::Conform(c) if !c.key.is_empty() => Some(c.key.clone()),
+            _ => None,
+        })
+        .or_else(|| match &cfg.sink {
+            SinkConfig::Delta { options, .. } => match &options.write {
+                strata_delta::DeltaWriteMode::Merge { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// [`build`], the expectations' results going to `log`.
+pub async fn build_logged(cfg: &PipelineConfig, log: &strata_core::expect::ResultLog) -> Result<Built> {
     check_roots(cfg)?;
     let at = |key: &'static str| move |e: strata_core::Error| anyhow::Error::new(e).context(key);
     let source: Arc<dyn Source> = match &cfg.source {
@@ -987,6 +1016,18 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
             None => Ok(schema),
         }
         .with_context(|| format!("transforms[{i}]"))?;
+    }
+    if !cfg.expectations.is_empty() {
+        let label = format!("pipeline `{}`", cfg.pipeline);
+        let exp = strata_project::expect::compile(
+            &cfg.expectations,
+            &cfg.pipeline,
+            Path::new(&label),
+            strata_project::expect::Checked::Pipeline,
+        )?;
+        let t = strata_gold::expect::ExpectTransform::new(&cfg.pipeline, exp.rows, row_key(cfg), log.clone());
+        strata_core::StreamTransform::output_schema(&t, &schema).context("expectations")?;
+        transforms.push(Step::Stream(Arc::new(t)));
     }
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
         SinkConfig::Parquet(c) => (

@@ -236,7 +236,8 @@ async fn medallion_step(
     scaffold(data, &lake, pipes)?;
     let here = std::env::current_dir()?;
     let loaded = std::sync::Arc::new(crate::project::open(pipes)?);
-    let runs = crate::project::build(loaded.clone(), &[], false).await;
+    let runs =
+        crate::project::build(loaded.clone(), &[], false, &crate::project::new_run_id()).await;
     std::env::set_current_dir(here)?;
     let runs = runs?;
     for r in &runs {
@@ -248,6 +249,9 @@ async fn medallion_step(
                 bail!("the medallion build failed at {}: {d}", r.name)
             }
         }
+    }
+    for line in crate::project::expectation_lines(&runs) {
+        outln!("   {line}");
     }
     let want = m.dirt.null_customer_id + m.dirt.negative_quantity + m.dirt.unknown_currency;
     let got = crate::medallion::silver_quarantined(&lake, "orders").await?;

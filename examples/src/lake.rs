@@ -288,6 +288,19 @@ impl Lake {
         }
     }
 
+    /// A table of the lake's own (`_expectations`), at its root.
+    ///
+    /// # Errors
+    /// As [`table_location`].
+    pub fn meta_table(&self, name: &str) -> anyhow::Result<TableLocation> {
+        let url = if self.is_local() {
+            Path::new(&self.root).join(name).display().to_string()
+        } else {
+            format!("{}/{name}", self.root)
+        };
+        table_location(&url, self.connection.as_ref())
+    }
+
     /// The table `name` of `layer`.
     ///
     /// # Errors

@@ -49,6 +49,24 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum QuarantineCommand {
+    /// Print quarantined records with their reason and origin.
+    Show {
+        /// The table (`silver.orders`).
+        table: String,
+        /// The project directory.
+        #[arg(long, short, default_value = ".")]
+        project: PathBuf,
+        /// Only records this rule rejected.
+        #[arg(long)]
+        rule: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run one epoch of the pipeline described by a YAML file.
     Run {
@@ -139,6 +157,31 @@ enum Command {
         /// first row).
         #[arg(long)]
         full_refresh: bool,
+    },
+    /// Check a project's expectations on its tables as they are, without building.
+    Test {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// Only these nodes (as `build --select`).
+        #[arg(long, short)]
+        select: Vec<String>,
+    },
+    /// The history of each expectation: its outcomes over the last builds and tests.
+    Quality {
+        /// Only this model (`silver.orders`).
+        model: Option<String>,
+        /// The project directory.
+        #[arg(long, short, default_value = ".")]
+        project: PathBuf,
+        /// How many builds back.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+    },
+    /// Work with a table's quarantine.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineCommand,
     },
     /// Run a SQL query (DataFusion) over a project's tables (`SELECT * FROM gold.daily`).
     Query {
@@ -621,6 +664,32 @@ async fn dispatch(cmd: Command) -> Result<()> {
             select,
             full_refresh,
         } => build_command(&project, &select, full_refresh).await,
+        Command::Test { project, select } => test_command(&project, &select).await,
+        Command::Quality {
+            model,
+            project,
+            last,
+        } => {
+            let l = project::open(&project::project_dir(&project))?;
+            for line in project::quality(&l, model.as_deref(), last).await? {
+                outln!("{line}");
+            }
+            Ok(())
+        }
+        Command::Quarantine {
+            action:
+                QuarantineCommand::Show {
+                    table,
+                    project,
+                    rule,
+                    limit,
+                },
+        } => {
+            let l = project::open(&project::project_dir(&project))?;
+            let b = project::quarantine_show(&l, &table, rule.as_deref(), limit).await?;
+            outln!("{}", arrow_cast::pretty::pretty_format_batches(&b)?);
+            Ok(())
+        }
         Command::Query { project, sql, json } => {
             let l = project::open(&project::project_dir(&project))?;
             let batches = project::query(&l, &sql).await?;
@@ -691,6 +760,37 @@ async fn dispatch(cmd: Command) -> Result<()> {
     }
 }
 
+/// `strata test`: check the expectations without building; fail when a `fail` rule failed.
+async fn test_command(project: &std::path::Path, select: &[String]) -> Result<()> {
+    let l = project::open(&project::project_dir(project))?;
+    let run_id = project::new_run_id();
+    outln!("run {run_id}: testing {}", l.project.config().name);
+    let runs = project::test(&l, select, &run_id).await?;
+    if runs.is_empty() {
+        outln!("no expectations declared on the selected nodes");
+        return Ok(());
+    }
+    for line in project::expectation_lines(&runs) {
+        outln!("{line}");
+    }
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| matches!(r.status, project::Status::Failed(..)))
+        .map(|r| r.name.as_str())
+        .collect();
+    if let Some((msg, kind)) = runs.iter().find_map(|r| match &r.status {
+        project::Status::Failed(m, k) => Some((m, *k)),
+        _ => None,
+    }) {
+        return Err(strata_core::Error::new(
+            kind.unwrap_or(strata_core::ErrorKind::Internal),
+            format!("expectations failed ({}): {msg}", failed.join(", ")),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// `strata build`: build, print a line per node and a summary; fail when a node failed.
 async fn build_command(
     project: &std::path::Path,
@@ -709,7 +809,9 @@ async fn build_command(
             format!(", selected: {}", select.join(" "))
         }
     );
-    let runs = project::build(l.clone(), select, full_refresh).await?;
+    let run_id = project::new_run_id();
+    outln!("run {run_id}");
+    let runs = project::build(l.clone(), select, full_refresh, &run_id).await?;
     let (mut built, mut fresh, mut failed) = (0, 0, Vec::new());
     for r in &runs {
         let (word, detail) = match &r.status {
@@ -737,6 +839,9 @@ async fn build_command(
             word,
             r.secs
         );
+    }
+    for line in project::expectation_lines(&runs) {
+        outln!("{line}");
     }
     let secs = started.elapsed().as_secs_f64();
     if built == 0 && failed.is_empty() {
@@ -796,7 +901,17 @@ pub async fn run_config(
     label: &str,
     show_progress: bool,
 ) -> Result<RunReport> {
-    let built = config::build(cfg).await?;
+    run_config_logged(cfg, label, show_progress, &strata_core::expect::ResultLog::new()).await
+}
+
+/// [`run_config`], the expectations' results going to `log`.
+pub async fn run_config_logged(
+    cfg: &config::PipelineConfig,
+    label: &str,
+    show_progress: bool,
+    log: &strata_core::expect::ResultLog,
+) -> Result<RunReport> {
+    let built = config::build_logged(cfg, log).await?;
     let metrics = Metrics::new();
     let bar = progress::RunProgress::new(&cfg.pipeline, metrics.clone(), show_progress);
     let mut b = PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints)

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use strata_core::RunOutcome;
+use strata_core::expect::{Expectations, ResultLog, RuleResult};
+use strata_gold::expect::{ResultsOf, ResultsTable};
 use strata_delta::{DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
 use strata_gold::model::{ModelAction, TableModel};
 use strata_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNode, Project};
@@ -113,6 +115,8 @@ pub struct NodeRun {
     pub kind: &'static str,
     pub status: Status,
     pub secs: f64,
+    /// Its expectations' results (also when it failed on one).
+    pub results: Vec<RuleResult>,
 }
 
 fn kind_of(n: &Node) -> &'static str {
@@ -210,11 +214,19 @@ pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<
         },
         checkpoint: CheckpointConfig::Memory,
         options: OptionsConfig::default(),
+        // The row rules check each row as it streams in; the table checks run after the
+        // commit (check_after_commit).
+        expectations: s
+            .expectations
+            .iter()
+            .filter(|e| e.expect.is_row_rule())
+            .cloned()
+            .collect(),
     })
 }
 
-/// A table or incremental model, ready for strata-gold.
-pub fn table_model(lake: &Lake, m: &Model) -> Result<TableModel> {
+/// A table or incremental model, ready for strata-gold, its expectations' results to `log`.
+pub fn table_model(lake: &Lake, m: &Model, log: &ResultLog) -> Result<TableModel> {
     let s = &m.settings;
     let mut t = TableModel::new(
         &m.name,
@@ -231,7 +243,53 @@ pub fn table_model(lake: &Lake, m: &Model) -> Result<TableModel> {
     } else if let Some(p) = &s.partition_by {
         t = t.partitioned_by(p);
     }
-    Ok(t)
+    Ok(t.with_expectations(m.expectations.clone(), s.key.clone(), log.clone()))
+}
+
+/// The lake's `_expectations` table.
+pub fn results_table(lake: &Lake) -> Result<ResultsTable> {
+    Ok(ResultsTable::new(lake.meta_table("_expectations")?))
+}
+
+/// The tables a model's table checks read, as lake tables.
+fn check_inputs(lake: &Lake, m: &Model) -> Result<BTreeMap<String, strata_delta::TableLocation>> {
+    m.expectations
+        .tables
+        .iter()
+        .flat_map(|c| c.reads.iter())
+        .map(|n| {
+            let (l, t) = n.split_once('.').unwrap_or(("", n));
+            Ok((n.clone(), lake.table(l, t)?))
+        })
+        .collect()
+}
+
+/// A streaming model's table checks, on its table after the commit (`before`: its version
+/// before the run, for `row_count_change`).
+async fn check_after_commit(lake: &Lake, m: &Model, before: Option<i64>, log: &ResultLog) -> Result<()> {
+    if m.expectations.tables.is_empty() {
+        return Ok(());
+    }
+    let exp = Expectations::new(Vec::new(), m.expectations.tables.clone());
+    strata_gold::expect::check_table(
+        &m.name,
+        &lake.table(&m.layer, &m.table)?,
+        &check_inputs(lake, m)?,
+        &exp,
+        &m.settings.key,
+        before,
+        log,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn version_of(loc: &strata_delta::TableLocation) -> Result<Option<i64>> {
+    Ok(loc
+        .load()
+        .await?
+        .and_then(|t| t.version())
+        .and_then(|v| i64::try_from(v).ok()))
 }
 
 fn rows_text(n: u64) -> String {
@@ -246,8 +304,14 @@ fn rows_text(n: u64) -> String {
     out
 }
 
-/// Build one node.
-async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<Status> {
+/// Build one node; its expectations' results go to `log`. Returns what became of it and
+/// the version of its table the results are about.
+async fn run_node(
+    l: Arc<Loaded>,
+    name: String,
+    full_refresh: bool,
+    log: ResultLog,
+) -> Result<(Status, Option<i64>)> {
     let node = l
         .graph
         .node(&name)
@@ -256,7 +320,7 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
     let report = match &node.kind {
         NodeKind::Pipeline(p) => {
             let (cfg, _, _) = pipeline(&p.file, &l.lake)?;
-            crate::run_config(&cfg, &p.file.display().to_string(), false).await?
+            crate::run_config_logged(&cfg, &p.file.display().to_string(), false, &log).await?
         }
         NodeKind::Model(m) if m.settings.materialized.is_streaming() => {
             let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
@@ -270,18 +334,27 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
                 .reset(&m.name)
                 .await?;
             }
-            crate::run_config(&cfg, &m.file.display().to_string(), false).await?
+            let loc = l.lake.table(&m.layer, &m.table)?;
+            let before = version_of(&loc).await?;
+            let r =
+                crate::run_config_logged(&cfg, &m.file.display().to_string(), false, &log).await?;
+            if r.outcome != RunOutcome::NothingNew {
+                check_after_commit(&l.lake, m, before, &log).await?;
+            }
+            let after = version_of(&loc).await?;
+            return Ok((status_of_run(&r, node), after));
         }
         NodeKind::Model(m) => {
             // SIGTERM/SIGINT drop the build at its next await: its commit is atomic, so
             // nothing partial becomes visible.
             let token = crate::exit::shutdown();
-            let model = table_model(&l.lake, m)?;
+            let model = table_model(&l.lake, m, &log)?;
             let out = tokio::select! {
                 r = model.build(full_refresh) => r?,
                 () = token.cancelled() => return Err(strata_core::Error::cancelled().into()),
             };
-            return Ok(match out.action {
+            let version = Some(out.version);
+            return Ok((match out.action {
                 ModelAction::UpToDate => Status::UpToDate(format!(
                     "inputs unchanged ({})",
                     versions_text(&out.input_versions)
@@ -300,11 +373,15 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
                     }
                 )),
                 _ => Status::Built(String::new()),
-            });
+            }, version));
         }
         _ => bail!("unknown node kind"),
     };
-    Ok(match report.outcome {
+    Ok((status_of_run(&report, node), None))
+}
+
+fn status_of_run(report: &strata_core::RunReport, node: &Node) -> Status {
+    match report.outcome {
         RunOutcome::NothingNew => Status::UpToDate(match &node.kind {
             NodeKind::Model(m) => format!("no new rows in {}", m.references[0].name),
             _ => "no new data".into(),
@@ -315,7 +392,7 @@ async fn run_node(l: Arc<Loaded>, name: String, full_refresh: bool) -> Result<St
             rows_text(report.rows_written),
             rows_text(report.rows_quarantined)
         )),
-    })
+    }
 }
 
 fn versions_text(v: &BTreeMap<String, i64>) -> String {
@@ -334,6 +411,7 @@ pub async fn build(
     l: Arc<Loaded>,
     selectors: &[String],
     full_refresh: bool,
+    run_id: &str,
 ) -> Result<Vec<NodeRun>> {
     let selected: Vec<String> = l
         .graph
@@ -371,6 +449,7 @@ pub async fn build(
                         kind: kind_of(node),
                         status: Status::Skipped(format!("{bad} did not build")),
                         secs: 0.0,
+                        results: Vec::new(),
                     },
                 );
                 waiting.remove(i);
@@ -382,11 +461,28 @@ pub async fn build(
                 break;
             }
             if in_flight < limit && inputs.iter().all(|n| results.contains_key(n.as_str())) {
-                let (l2, n2) = (l.clone(), name.clone());
+                let (l2, n2, run2) = (l.clone(), name.clone(), run_id.to_string());
                 running.spawn(async move {
                     let t = Instant::now();
-                    let r = run_node(l2, n2.clone(), full_refresh).await;
-                    (n2, r, t.elapsed().as_secs_f64())
+                    let log = ResultLog::new();
+                    let r = run_node(l2.clone(), n2.clone(), full_refresh, log.clone()).await;
+                    let results = log.results();
+                    // The results, also of a failed build (without a version: nothing of it
+                    // was committed); once per table version.
+                    let version = r.as_ref().ok().and_then(|(_, v)| *v);
+                    let recorded = async {
+                        results_table(&l2.lake)?
+                            .append(&ResultsOf::new(&run2, "build", &n2, version), &results)
+                            .await?;
+                        anyhow::Ok(())
+                    }
+                    .await;
+                    let r = match (r, recorded) {
+                        (Ok((s, _)), Ok(())) => Ok(s),
+                        (Ok(_), Err(e)) => Err(e.context("the expectations' results could not be recorded in _expectations")),
+                        (Err(e), _) => Err(e),
+                    };
+                    (n2, r, t.elapsed().as_secs_f64(), results)
                 });
                 in_flight += 1;
                 waiting.remove(i);
@@ -398,7 +494,7 @@ pub async fn build(
             break;
         };
         in_flight -= 1;
-        let (name, r, secs) = done.context("a build task panicked")?;
+        let (name, r, secs, rule_results) = done.context("a build task panicked")?;
         let node = l.graph.node(&name).context("a node vanished")?;
         let status = match r {
             Ok(s) => s,
@@ -420,6 +516,7 @@ pub async fn build(
                 kind: kind_of(node),
                 status,
                 secs,
+                results: rule_results,
             },
         );
     }
@@ -427,6 +524,61 @@ pub async fn build(
         return Err(strata_core::Error::cancelled().into());
     }
     Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
+}
+
+/// A new run id: the UTC time and a random suffix (`20261201T181500Z-3fa2`).
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// The expectations' summary of a build or test: a line of totals, then one line per rule
+/// (failures and warnings first, then the rest).
+pub fn expectation_lines(runs: &[NodeRun]) -> Vec<String> {
+    let all: Vec<(&str, &RuleResult)> = runs
+        .iter()
+        .flat_map(|r| r.results.iter().map(move |x| (r.name.as_str(), x)))
+        .collect();
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let count = |o: strata_core::expect::Outcome| all.iter().filter(|(_, r)| r.outcome == o).count();
+    use strata_core::expect::Outcome as O;
+    let mut out = vec![format!(
+        "expectations: {} checked: {} passed, {} warned, {} quarantined, {} failed",
+        all.len(),
+        count(O::Pass),
+        count(O::Warn),
+        count(O::Quarantined),
+        count(O::Fail)
+    )];
+    let mut sorted = all.clone();
+    sorted.sort_by_key(|(_, r)| match r.outcome {
+        O::Fail => 0,
+        O::Quarantined => 1,
+        O::Warn => 2,
+        _ => 3,
+    });
+    for (table, r) in sorted {
+        let sample = if r.sample.is_empty() {
+            String::new()
+        } else {
+            format!("  e.g. {}", r.sample.iter().take(3).cloned().collect::<Vec<_>>().join("; "))
+        };
+        out.push(format!(
+            "  {:<24} {:<26} {:<16} {:<11} {:>9} of {:>11}{sample}",
+            table,
+            r.rule,
+            r.kind,
+            r.outcome.as_str(),
+            rows_text(r.rows_failed),
+            rows_text(r.rows_checked)
+        ));
+    }
+    out
 }
 
 /// `strata ls`: the models and pipelines, one per line.
@@ -509,6 +661,8 @@ pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch
             tables.insert(name.clone(), l.lake.table(layer, t)?);
         }
     }
+    // The expectations' results, as `_expectations`.
+    tables.insert("_expectations".into(), l.lake.meta_table("_expectations")?);
     Ok(strata_gold::model::query(&tables, sql).await?)
 }
 
@@ -578,4 +732,181 @@ pub fn reporting_views(l: &Loaded) -> Vec<strata_warehouse::ReportingView> {
         .iter()
         .map(|v| strata_warehouse::ReportingView::new(&v.name, &v.sql, &v.tables))
         .collect()
+}
+
+/// A node's expectations and the columns naming its rows, when it has any and writes a
+/// lake table (pipelines: their row rules).
+fn expectations_of(l: &Loaded, n: &Node) -> Result<Option<(Expectations, Vec<String>, BTreeMap<String, strata_delta::TableLocation>)>> {
+    Ok(match &n.kind {
+        NodeKind::Model(m) if !m.expectations.is_empty() => {
+            Some((m.expectations.clone(), m.settings.key.clone(), check_inputs(&l.lake, m)?))
+        }
+        NodeKind::Pipeline(p) if n.name.contains('.') => {
+            let (cfg, _, _) = pipeline(&p.file, &l.lake)?;
+            if cfg.expectations.is_empty() {
+                return Ok(None);
+            }
+            let exp = strata_project::expect::compile(
+                &cfg.expectations,
+                &n.name,
+                &p.file,
+                strata_project::expect::Checked::Pipeline,
+            )?;
+            Some((exp, Vec::new(), BTreeMap::new()))
+        }
+        _ => None,
+    })
+}
+
+/// `strata test`: check the selected nodes' expectations on their tables as they are,
+/// without building (row rules over every row); results recorded in `_expectations` as
+/// phase `test`.
+///
+/// # Errors
+/// When the project does not load; the nodes' own failures are in the lines.
+pub async fn test(l: &Loaded, selectors: &[String], run_id: &str) -> Result<Vec<NodeRun>> {
+    let mut out = Vec::new();
+    let results_table = results_table(&l.lake)?;
+    for n in l.graph.select(selectors)? {
+        let Some((exp, key, others)) = expectations_of(l, n)? else {
+            continue;
+        };
+        let t = Instant::now();
+        let (layer, table) = n.name.split_once('.').unwrap_or(("", &n.name));
+        let loc = l.lake.table(layer, table)?;
+        let version = version_of(&loc).await?;
+        let log = ResultLog::new();
+        let r = strata_gold::expect::check_table(
+            &n.name,
+            &loc,
+            &others,
+            &exp,
+            &key,
+            version.map(|v| v - 1),
+            &log,
+        )
+        .await;
+        let results = log.results();
+        results_table
+            .append(&ResultsOf::new(run_id, "test", &n.name, version), &results)
+            .await?;
+        let status = match r {
+            Ok(_) => Status::Built(format!("{} rules checked", results.len())),
+            Err(e) => {
+                let kind = Some(e.kind());
+                Status::Failed(e.to_string(), kind)
+            }
+        };
+        out.push(NodeRun {
+            name: n.name.clone(),
+            kind: kind_of(n),
+            status,
+            secs: t.elapsed().as_secs_f64(),
+            results,
+        });
+    }
+    Ok(out)
+}
+
+/// `strata quality`: per rule (of `model`, or every model), its outcomes over the last
+/// `last` builds and tests, oldest first (`.` pass, `w` warn, `q` quarantined, `F` fail),
+/// its pass rate and its last failure count.
+///
+/// # Errors
+/// When `_expectations` cannot be read (none yet: nothing was checked).
+pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec<String>> {
+    let loc = results_table(&l.lake)?;
+    if loc.location().load().await?.is_none() {
+        bail!("no expectation results in this lake yet: run `strata build` or `strata test` first");
+    }
+    let filter = model.map_or(String::new(), |m| {
+        format!("WHERE model = '{}'", m.replace('\'', "''"))
+    });
+    let sql = format!(
+        "SELECT model, rule, kind, outcome, rows_failed, rows_checked FROM (           SELECT *, row_number() OVER (PARTITION BY model, rule ORDER BY checked_at DESC) AS n            FROM _expectations {filter}) AS h WHERE n <= {last} ORDER BY model, rule, checked_at"
+    );
+    let tables = BTreeMap::from([("_expectations".to_string(), loc.location().clone())]);
+    let batches = strata_gold::model::query(&tables, &sql).await?;
+    let mut rules: BTreeMap<(String, String), (String, String, u64, u64)> = BTreeMap::new();
+    for b in &batches {
+        let s = |i: usize| -> Result<arrow_array::StringArray> {
+            Ok(arrow_cast::cast(b.column(i), &arrow_schema::DataType::Utf8)?
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .context("a text column")?
+                .clone())
+        };
+        let i = |i: usize| -> Result<arrow_array::Int64Array> {
+            Ok(arrow_cast::cast(b.column(i), &arrow_schema::DataType::Int64)?
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .context("a number column")?
+                .clone())
+        };
+        let (m, r, k, o, f, c) = (s(0)?, s(1)?, s(2)?, s(3)?, i(4)?, i(5)?);
+        for j in 0..b.num_rows() {
+            let e = rules
+                .entry((m.value(j).to_string(), r.value(j).to_string()))
+                .or_insert_with(|| (k.value(j).to_string(), String::new(), 0, 0));
+            e.1.push(match o.value(j) {
+                "pass" => '.',
+                "warn" => 'w',
+                "quarantined" => 'q',
+                _ => 'F',
+            });
+            e.2 = f.value(j).max(0) as u64;
+            e.3 = c.value(j).max(0) as u64;
+        }
+    }
+    if rules.is_empty() {
+        bail!("no results for {}", model.unwrap_or("any model"));
+    }
+    let mut out = vec![format!(
+        "{:<24} {:<26} {:<16} {:<w$} {:>6}  last failed",
+        "table",
+        "rule",
+        "kind",
+        "history",
+        "passed",
+        w = last.max(7)
+    )];
+    for ((m, r), (k, h, f, c)) in rules {
+        let passed = h.chars().filter(|c| *c == '.').count() as f64 / h.len().max(1) as f64;
+        out.push(format!(
+            "{m:<24} {r:<26} {k:<16} {h:<w$} {:>5.0}%  {} of {}",
+            passed * 100.0,
+            rows_text(f),
+            rows_text(c),
+            w = last.max(7)
+        ));
+    }
+    Ok(out)
+}
+
+/// `strata quarantine show`: the quarantined records of `table` (`silver.orders`), newest
+/// rule first, with their reason and origin.
+///
+/// # Errors
+/// When the table has no quarantine.
+pub async fn quarantine_show(
+    l: &Loaded,
+    table: &str,
+    rule: Option<&str>,
+    limit: usize,
+) -> Result<Vec<arrow_array::RecordBatch>> {
+    let (layer, name) = table
+        .split_once('.')
+        .with_context(|| format!("`{table}`: name the table as layer.name (silver.orders)"))?;
+    let loc = l.lake.table(layer, name)?.child("_quarantine")?;
+    if loc.load().await?.is_none() {
+        bail!("{table} has no quarantine: nothing was ever quarantined there");
+    }
+    let filter = rule.map_or(String::new(), |r| {
+        format!("WHERE reason LIKE '%`{}`%'", r.replace('\'', "''"))
+    });
+    let sql = format!(
+        "SELECT reason, \"column\", component, location, position,          CASE WHEN character_length(raw) > 160 THEN concat(substr(raw, 1, 160), '...') ELSE raw END AS raw          FROM quarantine {filter} LIMIT {limit}"
+    );
+    let tables = BTreeMap::from([("quarantine".to_string(), loc)]);
+    Ok(strata_gold::model::query(&tables, &sql).await?)
 }

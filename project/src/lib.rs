@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod expect;
 pub mod graph;
 pub mod model;
 mod yaml;

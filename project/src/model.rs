@@ -12,6 +12,7 @@ use sqlparser::parser::Parser;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use strata_core::expect::Expectations;
 use strata_core::{DeleteWhen, Error, ErrorKind, Result, SchemaEvolution};
 use strata_silver::ConformSettings;
 
@@ -108,6 +109,10 @@ pub struct ModelSettings {
     /// Column docs: name to description.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// What good data is for the table, and what happens when it is not (see
+    /// [`crate::expect`]).
+    #[serde(default)]
+    pub expectations: Vec<crate::expect::Expectation>,
 }
 
 /// A table the SQL reads, and the line of the file it is named on.
@@ -138,6 +143,8 @@ pub struct Model {
     pub settings: ModelSettings,
     /// The tables it reads, each once, in the order first named.
     pub references: Vec<Reference>,
+    /// Its expectations, compiled.
+    pub expectations: Expectations,
 }
 
 /// Whether `s` is a layer or table name: lowercase letters, digits and `_`, not starting with
@@ -230,14 +237,21 @@ impl Model {
             }
         };
         let references = references(file, query)?;
+        let name = format!("{layer}.{table}");
+        let checked = match settings.materialized {
+            m if m.is_streaming() => crate::expect::Checked::Streaming,
+            _ => crate::expect::Checked::Table,
+        };
+        let expectations = crate::expect::compile(&settings.expectations, &name, file, checked)?;
         let model = Self {
-            name: format!("{layer}.{table}"),
+            name,
             layer,
             table,
             file: file.to_path_buf(),
             sql: text.to_string(),
             settings,
             references,
+            expectations,
         };
         model.validate(query)?;
         Ok(model)
@@ -321,10 +335,16 @@ impl Model {
 
     /// A fingerprint of what defines the model's rows (its SQL and settings): a build whose
     /// fingerprint differs from the one its table was built with rebuilds it.
+    /// Expectations and docs are not part of it: changing a check re-checks, it does not
+    /// rebuild.
     pub fn fingerprint(&self) -> String {
         let mut h = crc32fast::Hasher::new();
-        h.update(self.sql.as_bytes());
-        h.update(format!("{:?}", self.settings).as_bytes());
+        h.update(query_text(&self.sql).as_bytes());
+        let mut s = self.settings.clone();
+        s.expectations.clear();
+        s.description = None;
+        s.columns.clear();
+        h.update(format!("{s:?}").as_bytes());
         format!("{:08x}", h.finalize())
     }
 
@@ -397,6 +417,15 @@ fn not_row_wise(q: &Query) -> Option<&'static str> {
     v.0
 }
 
+/// The SQL after the settings comment.
+fn query_text(text: &str) -> &str {
+    let rest = text.trim_start();
+    match rest.strip_prefix("/*").and_then(|b| b.find("*/").map(|e| &b[e + 2..])) {
+        Some(q) => q,
+        None => rest,
+    }
+}
+
 /// The settings in the `/* ... */` comment the file opens with (none: the defaults).
 fn settings(file: &Path, text: &str) -> Result<ModelSettings> {
     let start = text.len() - text.trim_start().len();
@@ -425,7 +454,7 @@ fn ident(p: &ObjectNamePart) -> String {
 }
 
 /// The `layer.name` tables the query reads (CTE names left out), each with its line.
-fn references(file: &Path, query: &Query) -> Result<Vec<Reference>> {
+pub(crate) fn references(file: &Path, query: &Query) -> Result<Vec<Reference>> {
     struct Ctes(BTreeSet<String>);
     impl Visitor for Ctes {
         type Break = ();

@@ -17,6 +17,7 @@ use common::{kill_when_paused, query};
 mod adversarial;
 mod cloud;
 mod cloud_lake;
+mod expectations;
 mod medallion;
 mod privacy;
 mod project;

@@ -20,6 +20,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use strata_core::expect::{Expectations, ResultLog};
 use strata_core::{BatchTransform, Context, Error, ErrorKind, Result};
 use strata_delta::deltalake::DeltaTable;
 use strata_delta::deltalake::datafusion::catalog::MemorySchemaProvider;
@@ -54,6 +55,12 @@ pub struct TableModel {
     pub target: TableLocation,
     /// A fingerprint of everything that defines the table's rows (the SQL and settings).
     pub fingerprint: String,
+    /// What its rows and table must satisfy before the build commits.
+    pub expectations: Expectations,
+    /// The columns naming a failing row in results.
+    pub key: Vec<String>,
+    /// Where the expectations' results go (also when the build fails on one).
+    pub log: ResultLog,
 }
 
 /// What one model's build did.
@@ -115,7 +122,7 @@ pub(crate) fn session(layers: impl IntoIterator<Item = String>) -> SessionContex
     ctx
 }
 
-fn layer(name: &str) -> String {
+pub(crate) fn layer(name: &str) -> String {
     name.split_once('.').map_or(name, |(l, _)| l).to_string()
 }
 
@@ -201,7 +208,22 @@ impl TableModel {
             inputs,
             target,
             fingerprint: fingerprint.to_string(),
+            expectations: Expectations::default(),
+            key: Vec::new(),
+            log: ResultLog::new(),
         }
+    }
+
+    /// Check `expectations` before each commit (failing rows named by `key`), results to
+    /// `log`: row rules over the rows the build writes, table checks over the table as the
+    /// build would leave it. A `fail` rule that fails fails the build, and nothing is
+    /// committed.
+    #[must_use]
+    pub fn with_expectations(mut self, expectations: Expectations, key: Vec<String>, log: ResultLog) -> Self {
+        self.expectations = expectations;
+        self.key = key;
+        self.log = log;
+        self
     }
 
     /// Incremental by `column`'s values (a partition column of the table); `from` gives,
@@ -228,7 +250,12 @@ impl TableModel {
     /// NotFound when an input table is missing; Config when the SQL does not plan (naming
     /// the model); Conflict (retryable) when a concurrent writer wins the commit.
     pub async fn build(&self, full_refresh: bool) -> Result<ModelOutcome> {
-        let layers = self.inputs.keys().map(|n| layer(n));
+        let layers: Vec<String> = self
+            .inputs
+            .keys()
+            .map(|n| layer(n))
+            .chain(std::iter::once(layer(&self.name)))
+            .collect();
         let mut tables = BTreeMap::new();
         let mut now = BTreeMap::new();
         for (name, loc) in &self.inputs {
@@ -364,12 +391,7 @@ impl TableModel {
             .map(|(n, v)| Transaction::new(app_id(n), *v))
             .collect();
         txns.push(Transaction::new(sql_app_id(&self.fingerprint), 1));
-        let props = CommitProperties::default()
-            .with_application_transactions(txns)
-            .with_metadata([(
-                "strata".to_string(),
-                serde_json::json!({"model": self.name, "inputs": now}),
-            )]);
+        let props = CommitProperties::default().with_application_transactions(txns);
         // A table whose columns no longer match the SQL's is rebuilt with the new schema.
         if reason.is_none()
             && let Some(t) = &existing
@@ -378,6 +400,19 @@ impl TableModel {
             reason = Some("its columns changed".into());
         }
         let partitions = if reason.is_some() { None } else { partitions };
+        if let Some((p, values)) = &partitions {
+            df = df
+                .filter(in_values(p, values).1)
+                .map_err(df_err("cannot filter the changed partitions", &self.name))?;
+        }
+        let mut results = Vec::new();
+        if !self.expectations.is_empty() {
+            results = self.check(&ctx, &df, existing.as_ref(), partitions.as_ref()).await?;
+        }
+        let props = props.with_metadata([(
+            "strata".to_string(),
+            serde_json::json!({"model": self.name, "inputs": now, "expectations": results}),
+        )]);
         let table = match existing {
             Some(t) => t,
             None => self.target.handle()?,
@@ -386,10 +421,7 @@ impl TableModel {
         let action = match &partitions {
             Some((p, values)) => {
                 let texts: Vec<String> = values.iter().map(ToString::to_string).collect();
-                let (pred, filter) = in_values(p, values);
-                df = df
-                    .filter(filter)
-                    .map_err(df_err("cannot filter the changed partitions", &self.name))?;
+                let (pred, _) = in_values(p, values);
                 w = table
                     .write(Vec::new())
                     .with_input_plan(df.logical_plan().clone())
@@ -423,6 +455,68 @@ impl TableModel {
             input_versions: now,
             version: version_of(&written),
         })
+    }
+}
+
+impl TableModel {
+    /// Evaluate the expectations on what the build is about to commit: `new` is the rows it
+    /// writes; the table it would leave is `new` alone (a whole rebuild) or the existing
+    /// rows outside the replaced partitions plus `new`.
+    async fn check(
+        &self,
+        ctx: &SessionContext,
+        new: &strata_delta::deltalake::datafusion::prelude::DataFrame,
+        existing: Option<&DeltaTable>,
+        partitions: Option<&(String, Vec<ScalarValue>)>,
+    ) -> Result<Vec<strata_core::expect::RuleResult>> {
+        const NEW: &str = "__strata_new_rows";
+        const OLD: &str = "__strata_existing";
+        let reg = |name: &str, df: strata_delta::deltalake::datafusion::prelude::DataFrame| {
+            ctx.register_table(name, df.into_view()).map(|_| ()).map_err(|e| {
+                Error::internal("cannot register the rows to check")
+                    .with_context("model", &self.name)
+                    .with_source(e)
+            })
+        };
+        reg(NEW, new.clone())?;
+        let mut previous = None;
+        let candidate = match existing {
+            Some(t) => {
+                register(ctx, OLD, &self.target, t).await?;
+                let old = ctx
+                    .table(OLD)
+                    .await
+                    .map_err(df_err("cannot read the model's table", &self.name))?;
+                let n = old
+                    .clone()
+                    .count()
+                    .await
+                    .map_err(df_err("cannot count the model's table", &self.name))?;
+                previous = Some(n as u64);
+                match partitions {
+                    Some((p, values)) => old
+                        .filter(in_values(p, values).1.is_not_true())
+                        .and_then(|kept| kept.union(new.clone()))
+                        .map_err(df_err(
+                            "cannot combine the kept and the new partitions to check them",
+                            &self.name,
+                        ))?,
+                    None => new.clone(),
+                }
+            }
+            None => new.clone(),
+        };
+        reg(&self.name, candidate)?;
+        crate::expect::evaluate(
+            ctx,
+            &self.name,
+            NEW,
+            &self.expectations,
+            &self.key,
+            previous,
+            &self.log,
+        )
+        .await
     }
 }
 
