@@ -78,7 +78,13 @@ pub struct RuleInfo {
 
 impl RuleInfo {
     /// Rule `name` of `kind`.
-    pub fn new(name: &str, kind: &str, column: Option<&str>, action: Action, severity: Severity) -> Self {
+    pub fn new(
+        name: &str,
+        kind: &str,
+        column: Option<&str>,
+        action: Action,
+        severity: Severity,
+    ) -> Self {
         Self {
             name: name.to_string(),
             kind: kind.to_string(),
@@ -275,7 +281,10 @@ impl ResultLog {
 
     /// What it holds.
     pub fn results(&self) -> Vec<RuleResult> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -286,9 +295,18 @@ mod tests {
     #[test]
     fn outcome_follows_the_action_only_when_something_failed() {
         let info = |a| RuleInfo::new("r", "not_null", Some("c"), a, Severity::Error);
-        assert_eq!(RuleResult::new(&info(Action::Fail), 10, 0, vec![]).outcome, Outcome::Pass);
-        assert_eq!(RuleResult::new(&info(Action::Fail), 10, 1, vec![]).outcome, Outcome::Fail);
-        assert_eq!(RuleResult::new(&info(Action::Warn), 10, 3, vec![]).outcome, Outcome::Warn);
+        assert_eq!(
+            RuleResult::new(&info(Action::Fail), 10, 0, vec![]).outcome,
+            Outcome::Pass
+        );
+        assert_eq!(
+            RuleResult::new(&info(Action::Fail), 10, 1, vec![]).outcome,
+            Outcome::Fail
+        );
+        assert_eq!(
+            RuleResult::new(&info(Action::Warn), 10, 3, vec![]).outcome,
+            Outcome::Warn
+        );
         assert_eq!(
             RuleResult::new(&info(Action::Quarantine), 10, 3, vec![]).outcome,
             Outcome::Quarantined

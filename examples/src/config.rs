@@ -929,7 +929,10 @@ fn row_key(cfg: &PipelineConfig) -> Vec<String> {
 }
 
 /// [`build`], the expectations' results going to `log`.
-pub async fn build_logged(cfg: &PipelineConfig, log: &strata_core::expect::ResultLog) -> Result<Built> {
+pub async fn build_logged(
+    cfg: &PipelineConfig,
+    log: &strata_core::expect::ResultLog,
+) -> Result<Built> {
     check_roots(cfg)?;
     let at = |key: &'static str| move |e: strata_core::Error| anyhow::Error::new(e).context(key);
     let source: Arc<dyn Source> = match &cfg.source {
@@ -1025,7 +1028,12 @@ pub async fn build_logged(cfg: &PipelineConfig, log: &strata_core::expect::Resul
             Path::new(&label),
             strata_project::expect::Checked::Pipeline,
         )?;
-        let t = strata_gold::expect::ExpectTransform::new(&cfg.pipeline, exp.rows, row_key(cfg), log.clone());
+        let t = strata_gold::expect::ExpectTransform::new(
+            &cfg.pipeline,
+            exp.rows,
+            row_key(cfg),
+            log.clone(),
+        );
         strata_core::StreamTransform::output_schema(&t, &schema).context("expectations")?;
         transforms.push(Step::Stream(Arc::new(t)));
     }

@@ -901,7 +901,13 @@ pub async fn run_config(
     label: &str,
     show_progress: bool,
 ) -> Result<RunReport> {
-    run_config_logged(cfg, label, show_progress, &strata_core::expect::ResultLog::new()).await
+    run_config_logged(
+        cfg,
+        label,
+        show_progress,
+        &strata_core::expect::ResultLog::new(),
+    )
+    .await
 }
 
 /// [`run_config`], the expectations' results going to `log`.

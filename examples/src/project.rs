@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use strata_core::RunOutcome;
 use strata_core::expect::{Expectations, ResultLog, RuleResult};
-use strata_gold::expect::{ResultsOf, ResultsTable};
 use strata_delta::{DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
+use strata_gold::expect::{ResultsOf, ResultsTable};
 use strata_gold::model::{ModelAction, TableModel};
 use strata_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNode, Project};
 
@@ -266,7 +266,12 @@ fn check_inputs(lake: &Lake, m: &Model) -> Result<BTreeMap<String, strata_delta:
 
 /// A streaming model's table checks, on its table after the commit (`before`: its version
 /// before the run, for `row_count_change`).
-async fn check_after_commit(lake: &Lake, m: &Model, before: Option<i64>, log: &ResultLog) -> Result<()> {
+async fn check_after_commit(
+    lake: &Lake,
+    m: &Model,
+    before: Option<i64>,
+    log: &ResultLog,
+) -> Result<()> {
     if m.expectations.tables.is_empty() {
         return Ok(());
     }
@@ -354,26 +359,29 @@ async fn run_node(
                 () = token.cancelled() => return Err(strata_core::Error::cancelled().into()),
             };
             let version = Some(out.version);
-            return Ok((match out.action {
-                ModelAction::UpToDate => Status::UpToDate(format!(
-                    "inputs unchanged ({})",
-                    versions_text(&out.input_versions)
-                )),
-                ModelAction::Rebuilt(why) => {
-                    Status::Built(format!("rebuilt whole ({why}), version {}", out.version))
-                }
-                ModelAction::Replaced(parts) => Status::Built(format!(
-                    "{} partition{} replaced{}",
-                    parts.len(),
-                    if parts.len() == 1 { "" } else { "s" },
-                    if parts.len() <= 4 {
-                        format!(" ({})", parts.join(", "))
-                    } else {
-                        String::new()
+            return Ok((
+                match out.action {
+                    ModelAction::UpToDate => Status::UpToDate(format!(
+                        "inputs unchanged ({})",
+                        versions_text(&out.input_versions)
+                    )),
+                    ModelAction::Rebuilt(why) => {
+                        Status::Built(format!("rebuilt whole ({why}), version {}", out.version))
                     }
-                )),
-                _ => Status::Built(String::new()),
-            }, version));
+                    ModelAction::Replaced(parts) => Status::Built(format!(
+                        "{} partition{} replaced{}",
+                        parts.len(),
+                        if parts.len() == 1 { "" } else { "s" },
+                        if parts.len() <= 4 {
+                            format!(" ({})", parts.join(", "))
+                        } else {
+                            String::new()
+                        }
+                    )),
+                    _ => Status::Built(String::new()),
+                },
+                version,
+            ));
         }
         _ => bail!("unknown node kind"),
     };
@@ -479,7 +487,9 @@ pub async fn build(
                     .await;
                     let r = match (r, recorded) {
                         (Ok((s, _)), Ok(())) => Ok(s),
-                        (Ok(_), Err(e)) => Err(e.context("the expectations' results could not be recorded in _expectations")),
+                        (Ok(_), Err(e)) => Err(e.context(
+                            "the expectations' results could not be recorded in _expectations",
+                        )),
                         (Err(e), _) => Err(e),
                     };
                     (n2, r, t.elapsed().as_secs_f64(), results)
@@ -545,7 +555,8 @@ pub fn expectation_lines(runs: &[NodeRun]) -> Vec<String> {
     if all.is_empty() {
         return Vec::new();
     }
-    let count = |o: strata_core::expect::Outcome| all.iter().filter(|(_, r)| r.outcome == o).count();
+    let count =
+        |o: strata_core::expect::Outcome| all.iter().filter(|(_, r)| r.outcome == o).count();
     use strata_core::expect::Outcome as O;
     let mut out = vec![format!(
         "expectations: {} checked: {} passed, {} warned, {} quarantined, {} failed",
@@ -566,7 +577,15 @@ pub fn expectation_lines(runs: &[NodeRun]) -> Vec<String> {
         let sample = if r.sample.is_empty() {
             String::new()
         } else {
-            format!("  e.g. {}", r.sample.iter().take(3).cloned().collect::<Vec<_>>().join("; "))
+            format!(
+                "  e.g. {}",
+                r.sample
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         };
         out.push(format!(
             "  {:<24} {:<26} {:<16} {:<11} {:>9} of {:>11}{sample}",
@@ -734,13 +753,22 @@ pub fn reporting_views(l: &Loaded) -> Vec<strata_warehouse::ReportingView> {
         .collect()
 }
 
+/// A node's expectations, the columns naming its rows and the other tables its checks read.
+type Checks = (
+    Expectations,
+    Vec<String>,
+    BTreeMap<String, strata_delta::TableLocation>,
+);
+
 /// A node's expectations and the columns naming its rows, when it has any and writes a
 /// lake table (pipelines: their row rules).
-fn expectations_of(l: &Loaded, n: &Node) -> Result<Option<(Expectations, Vec<String>, BTreeMap<String, strata_delta::TableLocation>)>> {
+fn expectations_of(l: &Loaded, n: &Node) -> Result<Option<Checks>> {
     Ok(match &n.kind {
-        NodeKind::Model(m) if !m.expectations.is_empty() => {
-            Some((m.expectations.clone(), m.settings.key.clone(), check_inputs(&l.lake, m)?))
-        }
+        NodeKind::Model(m) if !m.expectations.is_empty() => Some((
+            m.expectations.clone(),
+            m.settings.key.clone(),
+            check_inputs(&l.lake, m)?,
+        )),
         NodeKind::Pipeline(p) if n.name.contains('.') => {
             let (cfg, _, _) = pipeline(&p.file, &l.lake)?;
             if cfg.expectations.is_empty() {
@@ -830,18 +858,22 @@ pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec
     let mut rules: BTreeMap<(String, String), (String, String, u64, u64)> = BTreeMap::new();
     for b in &batches {
         let s = |i: usize| -> Result<arrow_array::StringArray> {
-            Ok(arrow_cast::cast(b.column(i), &arrow_schema::DataType::Utf8)?
-                .as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .context("a text column")?
-                .clone())
+            Ok(
+                arrow_cast::cast(b.column(i), &arrow_schema::DataType::Utf8)?
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .context("a text column")?
+                    .clone(),
+            )
         };
         let i = |i: usize| -> Result<arrow_array::Int64Array> {
-            Ok(arrow_cast::cast(b.column(i), &arrow_schema::DataType::Int64)?
-                .as_any()
-                .downcast_ref::<arrow_array::Int64Array>()
-                .context("a number column")?
-                .clone())
+            Ok(
+                arrow_cast::cast(b.column(i), &arrow_schema::DataType::Int64)?
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .context("a number column")?
+                    .clone(),
+            )
         };
         let (m, r, k, o, f, c) = (s(0)?, s(1)?, s(2)?, s(3)?, i(4)?, i(5)?);
         for j in 0..b.num_rows() {

@@ -143,6 +143,9 @@ pub struct Expectation {
     /// `info`, `warn` or `error` (default: `error` for `fail`, else `warn`).
     #[serde(default)]
     pub severity: Option<Severity>,
+    /// What the rule is about, for people.
+    #[serde(default)]
+    pub description: Option<String>,
     /// The column.
     #[serde(default)]
     pub column: Option<String>,
@@ -273,7 +276,10 @@ pub fn compile(
                 return Err(bad("a pipeline checks rows as they stream; table checks belong to a model of the table (put them in models/)".into()));
             }
             Checked::Streaming if e.action != Action::Warn => {
-                return Err(bad(format!("a `merge` or `append` model commits each epoch as it streams, so its table checks run after the commit and can only `warn`; for `action: {}`, check it in a `table` model over it", e.action.as_str())));
+                return Err(bad(format!(
+                    "a `merge` or `append` model commits each epoch as it streams, so its table checks run after the commit and can only `warn`; for `action: {}`, check it in a `table` model over it",
+                    e.action.as_str()
+                )));
             }
             _ if e.action == Action::Quarantine => {
                 return Err(bad(
@@ -327,7 +333,10 @@ fn check_keys(e: &Expectation) -> std::result::Result<(), String> {
     ];
     let ok = allowed(e.expect);
     if let Some((k, _)) = set.iter().find(|(k, s)| *s && !ok.contains(k)) {
-        return Err(format!("`{k}` does not belong to this kind (it takes {})", ok.join(", ")));
+        return Err(format!(
+            "`{k}` does not belong to this kind (it takes {})",
+            ok.join(", ")
+        ));
     }
     let need = |k: &str, have: bool| {
         if have {
@@ -338,13 +347,21 @@ fn check_keys(e: &Expectation) -> std::result::Result<(), String> {
     };
     use ExpectKind as K;
     match e.expect {
-        K::NotNull | K::Regex | K::Type | K::Relationships | K::Freshness | K::AcceptedValues
-        | K::Range | K::Length => need("column", e.column.is_some())?,
+        K::NotNull
+        | K::Regex
+        | K::Type
+        | K::Relationships
+        | K::Freshness
+        | K::AcceptedValues
+        | K::Range
+        | K::Length => need("column", e.column.is_some())?,
         _ => {}
     }
     match e.expect {
         K::AcceptedValues => need("values", !e.values.is_empty()),
-        K::Range | K::Length | K::RowCount => need("min` or `max", e.min.is_some() || e.max.is_some()),
+        K::Range | K::Length | K::RowCount => {
+            need("min` or `max", e.min.is_some() || e.max.is_some())
+        }
         K::Regex => need("pattern", e.pattern.is_some()),
         K::Type => need("type", e.data_type.is_some()),
         K::Expression => need("expression", e.expression.is_some()),
@@ -385,7 +402,11 @@ fn row_predicate(e: &Expectation) -> std::result::Result<String, String> {
         K::NotNull => format!("{c} IS NOT NULL"),
         K::AcceptedValues => format!(
             "{c} IN ({})",
-            e.values.iter().map(Literal::sql).collect::<Vec<_>>().join(", ")
+            e.values
+                .iter()
+                .map(Literal::sql)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         K::Range => bounds(&c),
         K::Length => bounds(&format!("character_length(CAST({c} AS VARCHAR))")),
@@ -409,7 +430,10 @@ fn row_predicate(e: &Expectation) -> std::result::Result<String, String> {
     Ok(format!("({p})"))
 }
 
-fn table_test(e: &Expectation, table: &str) -> std::result::Result<(TableTest, Vec<String>), String> {
+fn table_test(
+    e: &Expectation,
+    table: &str,
+) -> std::result::Result<(TableTest, Vec<String>), String> {
     use ExpectKind as K;
     let c = quote_ident(e.column.as_deref().unwrap_or_default());
     let mut reads = Vec::new();
@@ -432,10 +456,18 @@ fn table_test(e: &Expectation, table: &str) -> std::result::Result<(TableTest, V
         }
         K::Relationships => {
             let to = e.to.clone().unwrap_or_default();
-            if !to.split_once('.').is_some_and(|(l, n)| crate::model::is_name(l) && crate::model::is_name(n)) {
+            if !to
+                .split_once('.')
+                .is_some_and(|(l, n)| crate::model::is_name(l) && crate::model::is_name(n))
+            {
                 return Err(format!("`to: {to}` is not a table name (`layer.name`)"));
             }
-            let f = quote_ident(e.field.as_deref().or(e.column.as_deref()).unwrap_or_default());
+            let f = quote_ident(
+                e.field
+                    .as_deref()
+                    .or(e.column.as_deref())
+                    .unwrap_or_default(),
+            );
             reads.push(to.clone());
             format!(
                 "SELECT t.{c} FROM {table} AS t LEFT ANTI JOIN {to} AS u ON t.{c} = u.{f} WHERE t.{c} IS NOT NULL"
@@ -496,7 +528,12 @@ mod tests {
     }
 
     fn compiled(yaml: &str, checked: Checked) -> Result<Expectations> {
-        compile(&parse(yaml), "silver.orders", Path::new("models/silver/orders.sql"), checked)
+        compile(
+            &parse(yaml),
+            "silver.orders",
+            Path::new("models/silver/orders.sql"),
+            checked,
+        )
     }
 
     #[test]
@@ -548,26 +585,64 @@ mod tests {
         assert_eq!(e.tables[2].reads, ["gold.x"]);
         assert!(matches!(
             e.tables[3].test,
-            TableTest::RowCountChange { max_decrease_percent: Some(5.0), max_increase_percent: None }
+            TableTest::RowCountChange {
+                max_decrease_percent: Some(5.0),
+                max_increase_percent: None
+            }
         ));
     }
 
     #[test]
     fn misplaced_keys_and_actions_are_refused_by_name() {
         let cases = [
-            ("- { name: a, expect: not_null }", Checked::Table, "`column` is required"),
-            ("- { name: a, expect: not_null, column: x, pattern: y }", Checked::Table, "`pattern` does not belong"),
-            ("- { name: a, expect: not_null, column: x, action: quarantine }", Checked::Table, "needs rows that stream"),
-            ("- { name: a, expect: unique, column: x, action: fail }", Checked::Streaming, "can only `warn`"),
-            ("- { name: a, expect: unique, column: x }", Checked::Pipeline, "belong to a model"),
-            ("- { name: a, expect: regex, column: x, pattern: '(' }", Checked::Table, "not a regular expression"),
-            ("- { name: a, expect: expression, expression: 'a >' }", Checked::Table, "does not parse"),
-            ("- { name: a, expect: not_null, column: x }\n- { name: a, expect: not_null, column: y }", Checked::Table, "a name of its own"),
+            (
+                "- { name: a, expect: not_null }",
+                Checked::Table,
+                "`column` is required",
+            ),
+            (
+                "- { name: a, expect: not_null, column: x, pattern: y }",
+                Checked::Table,
+                "`pattern` does not belong",
+            ),
+            (
+                "- { name: a, expect: not_null, column: x, action: quarantine }",
+                Checked::Table,
+                "needs rows that stream",
+            ),
+            (
+                "- { name: a, expect: unique, column: x, action: fail }",
+                Checked::Streaming,
+                "can only `warn`",
+            ),
+            (
+                "- { name: a, expect: unique, column: x }",
+                Checked::Pipeline,
+                "belong to a model",
+            ),
+            (
+                "- { name: a, expect: regex, column: x, pattern: '(' }",
+                Checked::Table,
+                "not a regular expression",
+            ),
+            (
+                "- { name: a, expect: expression, expression: 'a >' }",
+                Checked::Table,
+                "does not parse",
+            ),
+            (
+                "- { name: a, expect: not_null, column: x }\n- { name: a, expect: not_null, column: y }",
+                Checked::Table,
+                "a name of its own",
+            ),
         ];
         for (yaml, checked, want) in cases {
             let e = compiled(yaml, checked).unwrap_err().to_string();
             assert!(e.contains(want), "{yaml}: {e}");
-            assert!(e.contains("models/silver/orders.sql: `expectations["), "{e}");
+            assert!(
+                e.contains("models/silver/orders.sql: `expectations["),
+                "{e}"
+            );
         }
     }
 }

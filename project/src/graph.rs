@@ -102,21 +102,23 @@ impl Graph {
                 inputs: p.inputs.clone(),
                 kind: NodeKind::Pipeline(p),
             })
-            .chain(models.into_iter().map(|m| Node {
-                name: m.name.clone(),
-                // A table check reading another table (a relationship) runs after it is built.
-                inputs: m
-                    .references
-                    .iter()
-                    .map(|r| r.name.clone())
-                    .chain(m.expectations.tables.iter().flat_map(|c| c.reads.clone()))
-                    .fold(Vec::new(), |mut v, n| {
-                        if !v.contains(&n) && n != m.name {
-                            v.push(n);
-                        }
-                        v
-                    }),
-                kind: NodeKind::Model(Box::new(m)),
+            .chain(models.into_iter().map(|m| {
+                Node {
+                    name: m.name.clone(),
+                    // A table check reading another table (a relationship) runs after it is built.
+                    inputs: m
+                        .references
+                        .iter()
+                        .map(|r| r.name.clone())
+                        .chain(m.expectations.tables.iter().flat_map(|c| c.reads.clone()))
+                        .fold(Vec::new(), |mut v, n| {
+                            if !v.contains(&n) && n != m.name {
+                                v.push(n);
+                            }
+                            v
+                        }),
+                    kind: NodeKind::Model(Box::new(m)),
+                }
             }))
             .collect();
         let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();

@@ -420,7 +420,10 @@ fn not_row_wise(q: &Query) -> Option<&'static str> {
 /// The SQL after the settings comment.
 fn query_text(text: &str) -> &str {
     let rest = text.trim_start();
-    match rest.strip_prefix("/*").and_then(|b| b.find("*/").map(|e| &b[e + 2..])) {
+    match rest
+        .strip_prefix("/*")
+        .and_then(|b| b.find("*/").map(|e| &b[e + 2..]))
+    {
         Some(q) => q,
         None => rest,
     }

@@ -42,7 +42,11 @@ fn orders(from: usize, n: usize) -> Vec<Order> {
                 }
             }),
             status: if i % 7 == 0 { "lost" } else { "paid" },
-            amount: if i % 15 == 0 && i % 10 != 0 { -5 } else { 100 + (i % 50) as i64 },
+            amount: if i % 15 == 0 && i % 10 != 0 {
+                -5
+            } else {
+                100 + (i % 50) as i64
+            },
             coupon: if i % 8 == 0 { "AB" } else { "SPRING24" },
             qty: if i % 12 == 0 { "two" } else { "2" },
         })
@@ -58,7 +62,10 @@ fn write_project(dir: &Path, data: &Path, big_max: usize) {
         "name: shop\nlake: lake\npipelines: [pipelines/orders.yaml, pipelines/customers.yaml]\n",
     )
     .unwrap();
-    for (name, file) in [("orders", "orders*.ndjson"), ("customers", "customers.ndjson")] {
+    for (name, file) in [
+        ("orders", "orders*.ndjson"),
+        ("customers", "customers.ndjson"),
+    ] {
         std::fs::write(
             dir.join(format!("pipelines/{name}.yaml")),
             format!(
@@ -156,54 +163,125 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
     write_data(&data, "orders-1.ndjson", &all, 1);
     let customers: String = (0..20)
         .map(|i| {
-            let email = if i % 6 == 0 { format!("c{i}-at-example") } else { format!("c{i}@example.com") };
+            let email = if i % 6 == 0 {
+                format!("c{i}-at-example")
+            } else {
+                format!("c{i}@example.com")
+            };
             serde_json::json!({"customer_id": format!("c-{i}"), "email": email}).to_string() + "\n"
         })
         .collect();
     std::fs::write(data.join("customers.ndjson"), customers).unwrap();
 
     let out = build(&project, &[]);
-    assert!(out.contains("expectations: "), "the build prints a summary: {out}");
+    assert!(
+        out.contains("expectations: "),
+        "the build prints a summary: {out}"
+    );
 
     // Counted here, independently, from the same records.
     let n = all.len() as i64;
     let no_customer = all.iter().filter(|o| o.customer.is_none()).count() as i64;
     let negative = all.iter().filter(|o| o.amount < 0).count() as i64;
-    let kept: Vec<&Order> = all.iter().filter(|o| o.customer.is_some() && o.amount >= 0).collect();
+    let kept: Vec<&Order> = all
+        .iter()
+        .filter(|o| o.customer.is_some() && o.amount >= 0)
+        .collect();
     let count = |f: &dyn Fn(&Order) -> bool| all.iter().filter(|o| f(o)).count() as i64;
     let r = results(&project, "build");
     let get = |t: &str, rule: &str| r[&(t.to_string(), rule.to_string())].clone();
-    assert_eq!(get("silver.orders", "has_customer"), (n, no_customer, "quarantined".into()));
-    assert_eq!(get("silver.orders", "non_negative"), (n, negative, "quarantined".into()));
-    assert_eq!(get("silver.orders", "known_status"), (n, count(&|o| o.status != "paid"), "warn".into()));
-    assert_eq!(get("silver.orders", "coupon_size"), (n, count(&|o| o.coupon.len() < 4), "warn".into()));
-    assert_eq!(get("silver.orders", "numeric_qty"), (n, count(&|o| o.qty != "2"), "warn".into()));
-    assert_eq!(get("silver.orders", "modest"), (n, count(&|o| o.amount >= 140), "warn".into()));
+    assert_eq!(
+        get("silver.orders", "has_customer"),
+        (n, no_customer, "quarantined".into())
+    );
+    assert_eq!(
+        get("silver.orders", "non_negative"),
+        (n, negative, "quarantined".into())
+    );
+    assert_eq!(
+        get("silver.orders", "known_status"),
+        (n, count(&|o| o.status != "paid"), "warn".into())
+    );
+    assert_eq!(
+        get("silver.orders", "coupon_size"),
+        (n, count(&|o| o.coupon.len() < 4), "warn".into())
+    );
+    assert_eq!(
+        get("silver.orders", "numeric_qty"),
+        (n, count(&|o| o.qty != "2"), "warn".into())
+    );
+    assert_eq!(
+        get("silver.orders", "modest"),
+        (n, count(&|o| o.amount >= 140), "warn".into())
+    );
     // Table checks run on the committed table: the kept rows.
     let k = kept.len() as i64;
     assert_eq!(get("silver.orders", "one_per_order"), (k, 0, "pass".into()));
-    let ghosts = kept.iter().filter(|o| o.customer.as_deref().is_some_and(|c| c.starts_with("ghost"))).count() as i64;
-    assert_eq!(get("silver.orders", "known_customer"), (k, ghosts, "warn".into()));
-    assert_eq!(get("silver.orders", "fresh"), (k, 1, "warn".into()), "2024 is older than a day");
-    assert_eq!(get("silver.orders", "steady"), (k, 0, "pass".into()), "no previous build");
-    assert_eq!(get("silver.customers", "email_shape"), (20, 4, "warn".into()));
+    let ghosts = kept
+        .iter()
+        .filter(|o| {
+            o.customer
+                .as_deref()
+                .is_some_and(|c| c.starts_with("ghost"))
+        })
+        .count() as i64;
+    assert_eq!(
+        get("silver.orders", "known_customer"),
+        (k, ghosts, "warn".into())
+    );
+    assert_eq!(
+        get("silver.orders", "fresh"),
+        (k, 1, "warn".into()),
+        "2024 is older than a day"
+    );
+    assert_eq!(
+        get("silver.orders", "steady"),
+        (k, 0, "pass".into()),
+        "no previous build"
+    );
+    assert_eq!(
+        get("silver.customers", "email_shape"),
+        (20, 4, "warn".into())
+    );
     assert_eq!(get("bronze.orders", "has_a_key"), (n, 0, "pass".into()));
     assert_eq!(get("gold.revenue", "some_rows").2, "pass");
     assert_eq!(get("gold.revenue", "no_negative"), (2, 0, "pass".into()));
     assert_eq!(get("gold.big", "bounded"), (k, 0, "pass".into()));
-    let silver = query(&project, "SELECT COUNT(*) AS n FROM silver.orders")[0]["n"].as_i64().unwrap();
+    let silver = query(&project, "SELECT COUNT(*) AS n FROM silver.orders")[0]["n"]
+        .as_i64()
+        .unwrap();
     assert_eq!(silver, k, "quarantined rows are not in silver");
 
     // The quarantine names the rule, the column and the value.
-    let shown = strata(&["quarantine", "show", "silver.orders", "--project", &project.display().to_string(), "--rule", "non_negative", "--limit", "100"]);
-    assert_eq!(shown.matches("expectation `non_negative` failed: column amount value -5").count() as i64, negative, "{shown}");
+    let shown = strata(&[
+        "quarantine",
+        "show",
+        "silver.orders",
+        "--project",
+        &project.display().to_string(),
+        "--rule",
+        "non_negative",
+        "--limit",
+        "100",
+    ]);
+    assert_eq!(
+        shown
+            .matches("expectation `non_negative` failed: column amount value -5")
+            .count() as i64,
+        negative,
+        "{shown}"
+    );
     assert!(!shown.contains("has_customer"), "--rule filters: {shown}");
 
     // An unchanged rebuild records nothing again.
-    let before = query(&project, "SELECT COUNT(*) AS n FROM _expectations")[0]["n"].as_i64().unwrap();
+    let before = query(&project, "SELECT COUNT(*) AS n FROM _expectations")[0]["n"]
+        .as_i64()
+        .unwrap();
     let again = build(&project, &[]);
     assert!(again.contains("nothing to do"), "{again}");
-    let after = query(&project, "SELECT COUNT(*) AS n FROM _expectations")[0]["n"].as_i64().unwrap();
+    let after = query(&project, "SELECT COUNT(*) AS n FROM _expectations")[0]["n"]
+        .as_i64()
+        .unwrap();
     assert_eq!(before, after, "no results without a build");
 
     // A `fail`: a negative amount that silver lets through (the rule there is relaxed by the
@@ -211,31 +289,64 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
     let silver_sql = std::fs::read_to_string(project.join("models/silver/orders.sql")).unwrap();
     std::fs::write(
         project.join("models/silver/orders.sql"),
-        silver_sql.replace("action: quarantine }\n  - { name: known_status", "action: warn }\n  - { name: known_status"),
+        silver_sql.replace(
+            "action: quarantine }\n  - { name: known_status",
+            "action: warn }\n  - { name: known_status",
+        ),
     )
     .unwrap();
-    let big_version = |p: &Path| query(p, "SELECT COUNT(*) AS n FROM gold.big")[0]["n"].as_i64().unwrap();
+    let big_version = |p: &Path| {
+        query(p, "SELECT COUNT(*) AS n FROM gold.big")[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
     let big_before = big_version(&project);
     let late = orders(301, 30);
     write_data(&data, "orders-2.ndjson", &late, 1);
-    let out = Command::new(BIN).arg("build").arg(&project).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("build")
+        .arg(&project)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a failed expectation fails the build: {stdout}");
-    assert!(stderr.contains("expectation `positive` (expression) failed"), "{stderr}");
-    let line = |name: &str| stdout.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
+    assert!(
+        !out.status.success(),
+        "a failed expectation fails the build: {stdout}"
+    );
+    assert!(
+        stderr.contains("expectation `positive` (expression) failed"),
+        "{stderr}"
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_default()
+            .to_string()
+    };
     assert!(line("gold.big ").contains("FAILED"), "{stdout}");
     assert!(line("gold.after_big").contains("skipped"), "{stdout}");
     assert!(line("gold.revenue").contains("built"), "{stdout}");
-    assert_eq!(big_version(&project), big_before, "nothing of the failed model is committed");
+    assert_eq!(
+        big_version(&project),
+        big_before,
+        "nothing of the failed model is committed"
+    );
     let failed = query(
         &project,
         "SELECT rows_failed, table_version FROM _expectations WHERE model = 'gold.big' AND rule = 'positive' AND outcome = 'fail'",
     );
     assert_eq!(failed.len(), 1, "the failure is recorded once: {failed:?}");
-    let late_negative = late.iter().filter(|o| o.customer.is_some() && o.amount < 0).count() as i64;
+    let late_negative = late
+        .iter()
+        .filter(|o| o.customer.is_some() && o.amount < 0)
+        .count() as i64;
     assert_eq!(failed[0]["rows_failed"].as_i64().unwrap(), late_negative);
-    assert!(failed[0]["table_version"].is_null(), "no version: nothing committed");
+    assert!(
+        failed[0]["table_version"].is_null(),
+        "no version: nothing committed"
+    );
 
     // `strata test` checks without building; `strata quality` shows the history.
     // gold.big as committed has no negative amount (the failed build left it as it was).
@@ -243,7 +354,10 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
     assert!(t.contains("expectations: "), "{t}");
     let tested = results(&project, "test");
     let lost = kept.iter().filter(|o| o.status != "paid").count()
-        + late.iter().filter(|o| o.customer.is_some() && o.status != "paid").count();
+        + late
+            .iter()
+            .filter(|o| o.customer.is_some() && o.status != "paid")
+            .count();
     assert_eq!(
         tested
             .get(&("silver.orders".to_string(), "known_status".to_string()))
@@ -252,6 +366,14 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
         lost as i64,
         "a test checks every row of the table"
     );
-    let q = strata(&["quality", "silver.orders", "--project", &project.display().to_string()]);
-    assert!(q.contains("known_customer") && q.contains("relationships"), "{q}");
+    let q = strata(&[
+        "quality",
+        "silver.orders",
+        "--project",
+        &project.display().to_string(),
+    ]);
+    assert!(
+        q.contains("known_customer") && q.contains("relationships"),
+        "{q}"
+    );
 }

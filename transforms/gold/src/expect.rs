@@ -37,7 +37,10 @@ use strata_delta::deltalake::kernel::transaction::CommitProperties;
 use strata_delta::deltalake::protocol::SaveMode;
 use strata_delta::{TableLocation, delta_err};
 
-fn df_err(what: &'static str, table: &str) -> impl Fn(strata_delta::deltalake::datafusion::error::DataFusionError) -> Error {
+fn df_err(
+    what: &'static str,
+    table: &str,
+) -> impl Fn(strata_delta::deltalake::datafusion::error::DataFusionError) -> Error {
     let table = table.to_string();
     move |e| {
         Error::new(ErrorKind::Config, what)
@@ -147,11 +150,14 @@ impl ExpectTransform {
         let mut rules = Vec::new();
         for r in &self.rules {
             let bad = |e| {
-                Error::new(ErrorKind::Config, "an expectation does not plan over the table's columns")
-                    .with_context("table", &self.table)
-                    .with_context("rule", &r.info.name)
-                    .with_context("predicate", &r.passes)
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Config,
+                    "an expectation does not plan over the table's columns",
+                )
+                .with_context("table", &self.table)
+                .with_context("rule", &r.info.name)
+                .with_context("predicate", &r.passes)
+                .with_source(e)
             };
             let expr = ctx.parse_sql_expr(&r.passes, &dfs).map_err(bad)?;
             let phys = ctx.create_physical_expr(expr, &dfs).map_err(bad)?;
@@ -166,7 +172,11 @@ impl ExpectTransform {
     }
 
     /// Check one batch: the rows kept, those to quarantine; counts into `p`.
-    fn check(&self, p: &mut Planned, batch: &RecordBatch) -> Result<(RecordBatch, Vec<QuarantineRecord>)> {
+    fn check(
+        &self,
+        p: &mut Planned,
+        batch: &RecordBatch,
+    ) -> Result<(RecordBatch, Vec<QuarantineRecord>)> {
         let n = batch.num_rows();
         // A change feed's pre-images and deletes are not rows of the table: not checked.
         let exempt: Option<Vec<bool>> = batch.column_by_name("_change_type").map(|ct| {
@@ -186,20 +196,29 @@ impl ExpectTransform {
                 .evaluate(batch)
                 .and_then(|v| v.into_array(n))
                 .map_err(|e| {
-                    Error::new(ErrorKind::Data, "an expectation cannot be evaluated on a batch")
-                        .with_context("table", &self.table)
-                        .with_context("rule", &rule.info.name)
-                        .with_source(e)
-                })?;
-            let Some(pass) = v.as_boolean_opt() else {
-                return Err(Error::config("an expectation's predicate is not true or false")
+                    Error::new(
+                        ErrorKind::Data,
+                        "an expectation cannot be evaluated on a batch",
+                    )
                     .with_context("table", &self.table)
                     .with_context("rule", &rule.info.name)
-                    .with_context("type", v.data_type()));
+                    .with_source(e)
+                })?;
+            let Some(pass) = v.as_boolean_opt() else {
+                return Err(
+                    Error::config("an expectation's predicate is not true or false")
+                        .with_context("table", &self.table)
+                        .with_context("rule", &rule.info.name)
+                        .with_context("type", v.data_type()),
+                );
             };
             let res = &mut p.results[idx];
             res.rows_checked += checked;
-            let col = rule.info.column.as_deref().and_then(|c| batch.column_by_name(c));
+            let col = rule
+                .info
+                .column
+                .as_deref()
+                .and_then(|c| batch.column_by_name(c));
             let shown = col.and_then(|c| ArrayFormatter::try_new(c.as_ref(), &fmt).ok());
             for i in 0..n {
                 // False fails; NULL passes (as dbt: `not_null` is the rule for nulls).
@@ -221,15 +240,15 @@ impl ExpectTransform {
                                 "expectation `{}` failed: column {c} value {v}",
                                 rule.info.name
                             ),
-                            _ => format!(
-                                "expectation `{}` failed: {}",
-                                rule.info.name, rule.passes
-                            ),
+                            _ => {
+                                format!("expectation `{}` failed: {}", rule.info.name, rule.passes)
+                            }
                         },
                     ));
                 }
             }
-            res.outcome = RuleResult::new(&rule.info, res.rows_checked, res.rows_failed, Vec::new()).outcome;
+            res.outcome =
+                RuleResult::new(&rule.info, res.rows_checked, res.rows_failed, Vec::new()).outcome;
         }
         self.log.set(p.results.clone());
         if let Some(e) = failed(&self.table, &p.results) {
@@ -271,7 +290,12 @@ impl StreamTransform for ExpectTransform {
     fn transform(&self, input: SendableBatchStream, ctx: &Context) -> Result<SendableBatchStream> {
         let schema = input.schema();
         let planned = Arc::new(std::sync::Mutex::new(self.plan(&schema)?));
-        self.log.set(planned.lock().map(|p| p.results.clone()).unwrap_or_default());
+        self.log.set(
+            planned
+                .lock()
+                .map(|p| p.results.clone())
+                .unwrap_or_default(),
+        );
         let this = self.clone();
         let ctx = ctx.clone();
         let out = input.then(move |b| {
@@ -313,16 +337,28 @@ async fn count(ctx: &SessionContext, sql: &str, table: &str) -> Result<u64> {
     .await?;
     Ok(b.first()
         .filter(|b| b.num_rows() > 0)
-        .and_then(|b| b.column(0).as_primitive_opt::<arrow_array::types::Int64Type>().map(|c| c.value(0)))
+        .and_then(|b| {
+            b.column(0)
+                .as_primitive_opt::<arrow_array::types::Int64Type>()
+                .map(|c| c.value(0))
+        })
         .unwrap_or(0)
         .max(0) as u64)
 }
 
-async fn sample(ctx: &SessionContext, sql: &str, table: &str, key: &[String], column: Option<&str>) -> Result<Vec<String>> {
+async fn sample(
+    ctx: &SessionContext,
+    sql: &str,
+    table: &str,
+    key: &[String],
+    column: Option<&str>,
+) -> Result<Vec<String>> {
     let b = collect(
-        ctx.sql(&format!("SELECT * FROM ({sql}) AS failing LIMIT {SAMPLE_LIMIT}"))
-            .await
-            .map_err(df_err("an expectation does not plan", table))?,
+        ctx.sql(&format!(
+            "SELECT * FROM ({sql}) AS failing LIMIT {SAMPLE_LIMIT}"
+        ))
+        .await
+        .map_err(df_err("an expectation does not plan", table))?,
         table,
         "an expectation failed to run",
     )
@@ -355,18 +391,26 @@ pub async fn evaluate(
         let sums: Vec<String> = exp
             .rows
             .iter()
-            .map(|r| format!("CAST(sum(CASE WHEN NOT {} THEN 1 ELSE 0 END) AS BIGINT)", r.passes))
+            .map(|r| {
+                format!(
+                    "CAST(sum(CASE WHEN NOT {} THEN 1 ELSE 0 END) AS BIGINT)",
+                    r.passes
+                )
+            })
             .collect();
         let q = format!("SELECT count(*), {} FROM {new_rows}", sums.join(", "));
         let b = collect(
-            ctx.sql(&q)
-                .await
-                .map_err(df_err("an expectation does not plan over the table's columns", table))?,
+            ctx.sql(&q).await.map_err(df_err(
+                "an expectation does not plan over the table's columns",
+                table,
+            ))?,
             table,
             "an expectation failed to run",
         )
         .await?;
-        let b = b.first().ok_or_else(|| Error::internal("an aggregate gave no row"))?;
+        let b = b
+            .first()
+            .ok_or_else(|| Error::internal("an aggregate gave no row"))?;
         let int = |i: usize| {
             b.column(i)
                 .as_primitive_opt::<arrow_array::types::Int64Type>()
@@ -396,8 +440,12 @@ pub async fn evaluate(
         for c in &exp.tables {
             let r = match &c.test {
                 TableTest::FailingRows { sql } => {
-                    let n = count(ctx, &format!("SELECT count(*) FROM ({sql}) AS failing"), table)
-                        .await?;
+                    let n = count(
+                        ctx,
+                        &format!("SELECT count(*) FROM ({sql}) AS failing"),
+                        table,
+                    )
+                    .await?;
                     let s = if n > 0 {
                         sample(ctx, sql, table, &[], None).await?
                     } else {
@@ -415,9 +463,19 @@ pub async fn evaluate(
                         let grew = max_increase_percent.is_some_and(|m| change > m);
                         (fell || grew).then(|| format!("rows {p} -> {rows} ({change:+.1}%)"))
                     });
-                    RuleResult::new(&c.info, rows, u64::from(bad.is_some()), bad.into_iter().collect())
+                    RuleResult::new(
+                        &c.info,
+                        rows,
+                        u64::from(bad.is_some()),
+                        bad.into_iter().collect(),
+                    )
                 }
-                _ => return Err(Error::new(ErrorKind::Unsupported, "an unknown kind of table check")),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        "an unknown kind of table check",
+                    ));
+                }
             };
             results.push(r);
         }
@@ -447,8 +505,11 @@ pub async fn check_table(
     log: &ResultLog,
 ) -> Result<Vec<RuleResult>> {
     let t = loc.load().await?.ok_or_else(|| {
-        Error::new(ErrorKind::NotFound, "the table is not built yet: build it first")
-            .with_context("table", name)
+        Error::new(
+            ErrorKind::NotFound,
+            "the table is not built yet: build it first",
+        )
+        .with_context("table", name)
     })?;
     let layers = std::iter::once(name.to_string()).chain(others.keys().cloned());
     let ctx = crate::model::session(layers.map(|n| crate::model::layer(&n)));
@@ -458,9 +519,12 @@ pub async fn check_table(
             continue;
         }
         let o = l.load().await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "a table an expectation reads is missing")
-                .with_context("table", name)
-                .with_context("reads", n)
+            Error::new(
+                ErrorKind::NotFound,
+                "a table an expectation reads is missing",
+            )
+            .with_context("table", name)
+            .with_context("reads", n)
         })?;
         crate::model::register(&ctx, n, l, &o).await?;
     }
@@ -569,8 +633,11 @@ impl ResultsTable {
         let text = |f: &dyn Fn(&RuleResult) -> String| -> ArrayRef {
             Arc::new(results.iter().map(|r| Some(f(r))).collect::<StringArray>())
         };
-        let mut sample = ListBuilder::new(StringBuilder::new())
-            .with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
+        let mut sample = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Utf8,
+            true,
+        )));
         for r in results {
             for s in &r.sample {
                 sample.values().append_value(s);
@@ -585,16 +652,26 @@ impl ResultsTable {
             Arc::new(Int64Array::from(vec![of.version; n])),
             text(&|r| r.rule.clone()),
             text(&|r| r.kind.clone()),
-            Arc::new(results.iter().map(|r| r.column.clone()).collect::<StringArray>()),
+            Arc::new(
+                results
+                    .iter()
+                    .map(|r| r.column.clone())
+                    .collect::<StringArray>(),
+            ),
             text(&|r| r.action.as_str().to_string()),
             text(&|r| r.severity.as_str().to_string()),
-            Arc::new(Int64Array::from_iter_values(results.iter().map(|r| r.rows_checked as i64))),
-            Arc::new(Int64Array::from_iter_values(results.iter().map(|r| r.rows_failed as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                results.iter().map(|r| r.rows_checked as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                results.iter().map(|r| r.rows_failed as i64),
+            )),
             Arc::new(sample.finish()),
             text(&|r| r.outcome.as_str().to_string()),
         ];
-        RecordBatch::try_new(SCHEMA.clone(), cols)
-            .map_err(|e| Error::internal("cannot assemble the expectations' results").with_source(e))
+        RecordBatch::try_new(SCHEMA.clone(), cols).map_err(|e| {
+            Error::internal("cannot assemble the expectations' results").with_source(e)
+        })
     }
 
     /// Append `results` of `of`. A build's with `of.version`, once per table and version: a rerun
@@ -655,13 +732,22 @@ mod tests {
     use strata_core::expect::{RuleInfo, Severity};
 
     fn rule(name: &str, passes: &str, col: &str, action: Action) -> RowRule {
-        RowRule::new(RuleInfo::new(name, "expression", Some(col), action, Severity::Warn), passes)
+        RowRule::new(
+            RuleInfo::new(name, "expression", Some(col), action, Severity::Warn),
+            passes,
+        )
     }
 
     fn batch() -> RecordBatch {
         RecordBatch::try_from_iter(vec![
-            ("id", Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as ArrayRef),
-            ("qty", Arc::new(Int64Array::from(vec![Some(1), Some(0), None, Some(5)])) as ArrayRef),
+            (
+                "id",
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as ArrayRef,
+            ),
+            (
+                "qty",
+                Arc::new(Int64Array::from(vec![Some(1), Some(0), None, Some(5)])) as ArrayRef,
+            ),
         ])
         .unwrap()
     }
@@ -683,24 +769,44 @@ mod tests {
         // qty 0 fails `pos` (quarantined); NULL passes both; 5 fails `small` (kept).
         assert_eq!(kept.num_rows(), 3);
         assert_eq!(rejected.len(), 1);
-        assert_eq!(rejected[0].reason, "expectation `pos` failed: column qty value 0");
+        assert_eq!(
+            rejected[0].reason,
+            "expectation `pos` failed: column qty value 0"
+        );
         assert_eq!(rejected[0].location, "t id=b");
         let r = log.results();
-        assert_eq!((r[0].rows_checked, r[0].rows_failed, r[0].outcome), (4, 1, Outcome::Quarantined));
+        assert_eq!(
+            (r[0].rows_checked, r[0].rows_failed, r[0].outcome),
+            (4, 1, Outcome::Quarantined)
+        );
         assert_eq!((r[1].rows_failed, r[1].outcome), (1, Outcome::Warn));
         assert_eq!(r[1].sample, ["id=d qty=5"]);
 
-        let t = ExpectTransform::new("t", vec![rule("pos", "(\"qty\" > 0)", "qty", Action::Fail)], vec!["id".into()], log.clone());
+        let t = ExpectTransform::new(
+            "t",
+            vec![rule("pos", "(\"qty\" > 0)", "qty", Action::Fail)],
+            vec!["id".into()],
+            log.clone(),
+        );
         let mut p = t.plan(&batch().schema()).unwrap();
         let e = t.check(&mut p, &batch()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Data);
-        assert!(e.to_string().contains("expectation `pos` (expression) failed: 1 of 4 rows, first: id=b qty=0"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("expectation `pos` (expression) failed: 1 of 4 rows, first: id=b qty=0"),
+            "{e}"
+        );
         assert_eq!(log.results()[0].outcome, Outcome::Fail);
     }
 
     #[test]
     fn a_rule_over_a_missing_column_is_refused_before_anything_runs() {
-        let t = ExpectTransform::new("t", vec![rule("x", "(\"nope\" > 0)", "nope", Action::Warn)], vec![], ResultLog::new());
+        let t = ExpectTransform::new(
+            "t",
+            vec![rule("x", "(\"nope\" > 0)", "nope", Action::Warn)],
+            vec![],
+            ResultLog::new(),
+        );
         let e = t.output_schema(&batch().schema()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(format!("{e:?}").contains("rule"), "{e:?}");

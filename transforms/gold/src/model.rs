@@ -219,7 +219,12 @@ impl TableModel {
     /// build would leave it. A `fail` rule that fails fails the build, and nothing is
     /// committed.
     #[must_use]
-    pub fn with_expectations(mut self, expectations: Expectations, key: Vec<String>, log: ResultLog) -> Self {
+    pub fn with_expectations(
+        mut self,
+        expectations: Expectations,
+        key: Vec<String>,
+        log: ResultLog,
+    ) -> Self {
         self.expectations = expectations;
         self.key = key;
         self.log = log;
@@ -407,7 +412,9 @@ impl TableModel {
         }
         let mut results = Vec::new();
         if !self.expectations.is_empty() {
-            results = self.check(&ctx, &df, existing.as_ref(), partitions.as_ref()).await?;
+            results = self
+                .check(&ctx, &df, existing.as_ref(), partitions.as_ref())
+                .await?;
         }
         let props = props.with_metadata([(
             "strata".to_string(),
@@ -472,11 +479,13 @@ impl TableModel {
         const NEW: &str = "__strata_new_rows";
         const OLD: &str = "__strata_existing";
         let reg = |name: &str, df: strata_delta::deltalake::datafusion::prelude::DataFrame| {
-            ctx.register_table(name, df.into_view()).map(|_| ()).map_err(|e| {
-                Error::internal("cannot register the rows to check")
-                    .with_context("model", &self.name)
-                    .with_source(e)
-            })
+            ctx.register_table(name, df.into_view())
+                .map(|_| ())
+                .map_err(|e| {
+                    Error::internal("cannot register the rows to check")
+                        .with_context("model", &self.name)
+                        .with_source(e)
+                })
         };
         reg(NEW, new.clone())?;
         let mut previous = None;
