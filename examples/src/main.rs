@@ -22,6 +22,7 @@ mod lake;
 mod medallion;
 mod progress;
 mod project;
+mod replay;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -63,6 +64,19 @@ enum QuarantineCommand {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Re-submit the records a merge or append model's rules quarantined (after a fix to
+    /// the rules or the data), exactly once: those that pass now leave the quarantine for
+    /// the table, the others stay.
+    Replay {
+        /// The table (`silver.orders`).
+        table: String,
+        /// The project directory.
+        #[arg(long, short, default_value = ".")]
+        project: PathBuf,
+        /// Only records this rule rejected.
+        #[arg(long)]
+        rule: Option<String>,
     },
 }
 
@@ -688,6 +702,19 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let l = project::open(&project::project_dir(&project))?;
             let b = project::quarantine_show(&l, &table, rule.as_deref(), limit).await?;
             outln!("{}", arrow_cast::pretty::pretty_format_batches(&b)?);
+            Ok(())
+        }
+        Command::Quarantine {
+            action:
+                QuarantineCommand::Replay {
+                    table,
+                    project,
+                    rule,
+                },
+        } => {
+            let l = project::open(&project::project_dir(&project))?;
+            let r = replay::replay(&l, &table, rule.as_deref()).await?;
+            outln!("{table}: {r}");
             Ok(())
         }
         Command::Query { project, sql, json } => {

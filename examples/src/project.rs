@@ -354,6 +354,23 @@ async fn run_node(
             // nothing partial becomes visible.
             let token = crate::exit::shutdown();
             let model = table_model(&l.lake, m, &log)?;
+            // Results a kill left unrecorded (the table committed, its results not yet
+            // appended) are in the commit: recorded now, once (the append is keyed by the
+            // table version).
+            if !m.expectations.is_empty()
+                && let Some((v, results)) = model.committed_results().await?
+                && results_table(&l.lake)?
+                    .recorded_version(&m.name)
+                    .await?
+                    .is_none_or(|r| r < v)
+            {
+                results_table(&l.lake)?
+                    .append(
+                        &ResultsOf::new(&new_run_id(), "build", &m.name, Some(v)),
+                        &results,
+                    )
+                    .await?;
+            }
             let out = tokio::select! {
                 r = model.build(full_refresh) => r?,
                 () = token.cancelled() => return Err(strata_core::Error::cancelled().into()),

@@ -377,3 +377,186 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
         "{q}"
     );
 }
+
+/// Quarantined count of `table` in `project`.
+fn quarantined_rows(project: &Path, table: &str, rule: Option<&str>) -> i64 {
+    let (layer, name) = table.split_once('.').unwrap();
+    let p = project
+        .join("lake")
+        .join(layer)
+        .join(name)
+        .join("_quarantine");
+    let filter = rule.map_or(String::new(), |r| format!(" WHERE reason LIKE '%`{r}`%'"));
+    let cfg = project.join(format!("q-{}.yaml", rand_name()));
+    std::fs::write(
+        &cfg,
+        format!("pipeline: qcount\nsource:\n  delta:\n    table: '{}'\ntransforms:\n  - sql: {{ query: \"SELECT * FROM input{filter}\" }}\nsink:\n  parquet:\n    root: '{}'\ncheckpoint: memory\n", p.display(), project.join(format!("q-out-{}", rand_name())).display()),
+    )
+    .unwrap();
+    run_json(&cfg)["rows_written"].as_i64().unwrap()
+}
+
+#[test]
+fn a_quarantine_replay_moves_every_record_exactly_once_under_a_kill_and_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let project = tmp.path().join("log");
+    std::fs::create_dir_all(project.join("pipelines")).unwrap();
+    std::fs::create_dir_all(project.join("models/silver")).unwrap();
+    std::fs::write(
+        project.join("strata.yaml"),
+        "name: log\nlake: lake\npipelines: [pipelines/orders.yaml]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("pipelines/orders.yaml"),
+        format!("pipeline: bronze_orders\nsource:\n  files:\n    root: '{}'\n    include: [\"*.ndjson\"]\n    format: ndjson\nsink:\n  delta:\n    lake_table: bronze.orders\ncheckpoint: memory\n", data.display()),
+    )
+    .unwrap();
+    let model = |statuses: &str| {
+        format!(
+            "/*\nmaterialized: append\nconform:\n  types:\n    - {{ name: order_id, type: utf8 }}\n    - {{ name: customer_id, type: utf8 }}\n    - {{ name: status, type: utf8 }}\n    - {{ name: amount, type: int64 }}\n  rules:\n    - {{ column: amount, check: {{ type: min, value: 0 }} }}\n  key: [order_id]\nexpectations:\n  - {{ name: has_customer, expect: not_null, column: customer_id, action: quarantine }}\n  - {{ name: known_status, expect: accepted_values, column: status, values: [{statuses}], action: quarantine }}\n*/\nSELECT order_id, customer_id, status, amount FROM bronze.orders\n"
+        )
+    };
+    std::fs::write(project.join("models/silver/order_log.sql"), model("paid")).unwrap();
+    let all = orders(1, 200);
+    write_data(&data, "orders.ndjson", &all, 1);
+    build(&project, &[]);
+    let negative = all
+        .iter()
+        .filter(|o| o.amount < 0 && o.customer.is_some())
+        .count() as i64;
+    let no_customer = all.iter().filter(|o| o.customer.is_none()).count() as i64;
+    let lost = all
+        .iter()
+        .filter(|o| o.customer.is_some() && o.amount >= 0 && o.status == "lost")
+        .count() as i64;
+    let passing = all.len() as i64 - negative - no_customer - lost;
+    let rows = |p: &Path| {
+        query(p, "SELECT COUNT(*) AS n FROM silver.order_log")[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(rows(&project), passing);
+    assert_eq!(
+        quarantined_rows(&project, "silver.order_log", None),
+        negative + no_customer + lost
+    );
+
+    // The rule is fixed ("lost" is a status after all): replay, killed between the table's
+    // commit and the quarantine's, then again.
+    std::fs::write(
+        project.join("models/silver/order_log.sql"),
+        model("paid, lost"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["quarantine", "replay", "silver.order_log", "--project"])
+        .arg(&project);
+    kill_when_paused(cmd, "replay.after_table_commit");
+    assert_eq!(
+        rows(&project),
+        passing + lost,
+        "the table's commit happened"
+    );
+    let out = strata(&[
+        "quarantine",
+        "replay",
+        "silver.order_log",
+        "--project",
+        &project.display().to_string(),
+    ]);
+    assert!(
+        out.contains("finished a replay a kill had interrupted"),
+        "{out}"
+    );
+    assert_eq!(
+        rows(&project),
+        passing + lost,
+        "each replayed row added once"
+    );
+    assert_eq!(
+        quarantined_rows(&project, "silver.order_log", Some("known_status")),
+        0,
+        "they left the quarantine"
+    );
+    assert_eq!(
+        quarantined_rows(&project, "silver.order_log", Some("has_customer")),
+        no_customer,
+        "the rest failed again, once each"
+    );
+    assert_eq!(
+        quarantined_rows(&project, "silver.order_log", None),
+        no_customer + negative
+    );
+    // Another replay changes nothing: every record fails again, and stays once.
+    let again = strata(&[
+        "quarantine",
+        "replay",
+        "silver.order_log",
+        "--project",
+        &project.display().to_string(),
+    ]);
+    assert!(
+        again.contains(&format!(
+            "{} records replayed: 0 rows now pass",
+            no_customer + negative
+        )),
+        "{again}"
+    );
+    assert_eq!(rows(&project), passing + lost);
+    assert_eq!(
+        quarantined_rows(&project, "silver.order_log", None),
+        no_customer + negative
+    );
+    let ids = query(
+        &project,
+        "SELECT COUNT(DISTINCT order_id) AS n FROM silver.order_log",
+    )[0]["n"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(ids, passing + lost, "no order twice");
+}
+
+#[test]
+fn a_kill_between_a_models_commit_and_its_results_records_them_once_on_the_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let project = tmp.path().join("shop");
+    write_project(&project, &data, 1000);
+    write_data(&data, "orders-1.ndjson", &orders(1, 120), 1);
+    std::fs::write(
+        data.join("customers.ndjson"),
+        "{\"customer_id\": \"c-1\", \"email\": \"a@b.c\"}\n",
+    )
+    .unwrap();
+    // The first table model to commit is killed before its results are appended.
+    kill_build_at(&project, &[], "build.after_model");
+    build(&project, &[]);
+    build(&project, &[]);
+    let rows = query(
+        &project,
+        "SELECT model, rule, table_version, COUNT(*) AS n FROM _expectations WHERE phase = 'build' AND model LIKE 'gold.%' GROUP BY 1, 2, 3",
+    );
+    for (model, rule) in [
+        ("gold.revenue", "some_rows"),
+        ("gold.revenue", "no_negative"),
+        ("gold.big", "bounded"),
+        ("gold.big", "positive"),
+    ] {
+        let mine: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["model"] == model && r["rule"] == rule)
+            .collect();
+        assert!(
+            !mine.is_empty(),
+            "{model} {rule}: the killed build's results were recorded on the rerun: {rows:?}"
+        );
+        assert!(
+            mine.iter().all(|r| r["n"] == 1),
+            "{model} {rule}: once per table version: {rows:?}"
+        );
+    }
+}

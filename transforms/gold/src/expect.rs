@@ -726,6 +726,154 @@ impl ResultsTable {
     }
 }
 
+/// The quarantine records of version `version` of the quarantine table at `qloc` that
+/// `filter` (a SQL condition over its columns) selects: what a replay re-submits.
+///
+/// # Errors
+/// NotFound when there is no quarantine; Config when the filter does not plan.
+pub async fn quarantined(
+    qloc: &TableLocation,
+    version: i64,
+    filter: &str,
+) -> Result<Vec<RecordBatch>> {
+    let t = load_quarantine(qloc, Some(version)).await?;
+    let ctx = SessionContext::new();
+    crate::model::register(&ctx, "q", qloc, &t).await?;
+    collect(
+        ctx.sql(&format!("SELECT * FROM q WHERE {filter}"))
+            .await
+            .map_err(df_err(
+                "the quarantine filter does not plan",
+                qloc.url.as_str(),
+            ))?,
+        qloc.url.as_str(),
+        "cannot read the quarantine",
+    )
+    .await
+}
+
+async fn load_quarantine(
+    qloc: &TableLocation,
+    version: Option<i64>,
+) -> Result<strata_delta::deltalake::DeltaTable> {
+    let mut t = qloc.load().await?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            "the table has no quarantine: nothing was ever quarantined",
+        )
+        .with_context("quarantine", qloc.url.as_str())
+    })?;
+    if let Some(v) = version {
+        t.load_version(u64::try_from(v).unwrap_or(0))
+            .await
+            .map_err(|e| delta_err(e, "cannot read the quarantine's version", &qloc.url))?;
+    }
+    Ok(t)
+}
+
+/// The version of the quarantine table at `qloc` (none: there is none).
+///
+/// # Errors
+/// When its log cannot be read.
+pub async fn quarantine_version(qloc: &TableLocation) -> Result<Option<i64>> {
+    Ok(qloc
+        .load()
+        .await?
+        .and_then(|t| t.version())
+        .and_then(|v| i64::try_from(v).ok()))
+}
+
+/// The replays of a quarantine finished so far (its application transaction `app_id`).
+///
+/// # Errors
+/// When its log cannot be read.
+pub async fn replays_done(qloc: &TableLocation, app_id: &str) -> Result<i64> {
+    match qloc.load().await? {
+        Some(t) => Ok(qloc.app_version(&t, app_id).await?.unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
+/// Finish replay number `n` of a quarantine: in one commit (application transaction
+/// `app_id` = `n`), remove the records replayed (those `filter` selected in version
+/// `version`, each once, even where identical records exist) and add `refailed`, the
+/// replayed records that failed again. Records quarantined since `version` stay. Does
+/// nothing when replay `n` is already finished.
+///
+/// # Errors
+/// When the quarantine cannot be read or written.
+pub async fn finish_replay(
+    qloc: &TableLocation,
+    version: i64,
+    filter: &str,
+    refailed: &[QuarantineRecord],
+    app_id: &str,
+    n: i64,
+) -> Result<()> {
+    if replays_done(qloc, app_id).await? >= n {
+        return Ok(());
+    }
+    let now = load_quarantine(qloc, None).await?;
+    let then = load_quarantine(qloc, Some(version)).await?;
+    let ctx = SessionContext::new();
+    crate::model::register(&ctx, "q_now", qloc, &now).await?;
+    crate::model::register(&ctx, "q_then", qloc, &then).await?;
+    let schema: SchemaRef = now
+        .snapshot()
+        .map_err(|e| delta_err(e, "the quarantine has no state", &qloc.url))?
+        .snapshot()
+        .arrow_schema();
+    let mut sql = format!("SELECT * FROM q_now EXCEPT ALL SELECT * FROM q_then WHERE {filter}");
+    if !refailed.is_empty() {
+        let b = strata_core::quarantine_batch(refailed)?;
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = b.column_by_name(f.name()).ok_or_else(|| {
+                    Error::internal("the quarantine has a column records do not")
+                        .with_context("column", f.name())
+                })?;
+                arrow_cast::cast(c, f.data_type())
+                    .map_err(|e| Error::internal("cannot type a quarantine record").with_source(e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let b = RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| Error::internal("cannot assemble quarantine records").with_source(e))?;
+        let mem = strata_delta::deltalake::datafusion::datasource::MemTable::try_new(
+            schema.clone(),
+            vec![vec![b]],
+        )
+        .map_err(|e| Error::internal("cannot hold quarantine records").with_source(e))?;
+        ctx.register_table("q_new", Arc::new(mem))
+            .map_err(|e| Error::internal("cannot register quarantine records").with_source(e))?;
+        sql = format!("({sql}) UNION ALL SELECT * FROM q_new");
+    }
+    let rows = collect(
+        ctx.sql(&sql).await.map_err(df_err(
+            "the quarantine filter does not plan",
+            qloc.url.as_str(),
+        ))?,
+        qloc.url.as_str(),
+        "cannot compute the quarantine after the replay",
+    )
+    .await?;
+    let props =
+        CommitProperties::default().with_application_transaction(Transaction::new(app_id, n));
+    now.write(rows)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_commit_properties(props)
+        .await
+        .map_err(|e| {
+            delta_err(
+                e,
+                "cannot rewrite the quarantine after the replay",
+                &qloc.url,
+            )
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
