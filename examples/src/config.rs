@@ -909,6 +909,30 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
     build_logged(cfg, &strata_core::expect::ResultLog::new()).await
 }
 
+/// A pipeline's table checks (its expectations that are not row rules) on its lake table
+/// `table` (`bronze.orders`, as the checks' SQL names it): run after each commit in a project build, so they can only warn.
+///
+/// # Errors
+/// Config naming the pipeline and the rule.
+pub fn table_checks(
+    cfg: &PipelineConfig,
+    table: &str,
+) -> Result<strata_core::expect::Expectations> {
+    let checks: Vec<_> = cfg
+        .expectations
+        .iter()
+        .filter(|e| !e.expect.is_row_rule())
+        .cloned()
+        .collect();
+    let label = format!("pipeline `{}`", cfg.pipeline);
+    Ok(strata_project::expect::compile(
+        &checks,
+        table,
+        Path::new(&label),
+        strata_project::expect::Checked::Streaming,
+    )?)
+}
+
 /// The columns that name a pipeline's row in expectation results: the conform step's key,
 /// else the Delta sink's merge key.
 fn row_key(cfg: &PipelineConfig) -> Vec<String> {
@@ -1020,20 +1044,35 @@ pub async fn build_logged(
         }
         .with_context(|| format!("transforms[{i}]"))?;
     }
-    if !cfg.expectations.is_empty() {
+    let rows: Vec<_> = cfg
+        .expectations
+        .iter()
+        .filter(|e| e.expect.is_row_rule())
+        .cloned()
+        .collect();
+    if !rows.is_empty() {
         let label = format!("pipeline `{}`", cfg.pipeline);
         let exp = strata_project::expect::compile(
-            &cfg.expectations,
+            &rows,
             &cfg.pipeline,
             Path::new(&label),
             strata_project::expect::Checked::Pipeline,
         )?;
+        // Raw input (an ingestion pipeline, bronze: not masked yet) is named by key in
+        // results and errors, never by value; a pipeline that masks, or reads a lake table
+        // (a model's), shows values.
+        let masked = matches!(cfg.source, SourceConfig::Delta { .. })
+            || cfg
+                .transforms
+                .iter()
+                .any(|t| matches!(t, TransformConfig::Mask { .. }));
         let t = strata_gold::expect::ExpectTransform::new(
             &cfg.pipeline,
             exp.rows,
             row_key(cfg),
             log.clone(),
-        );
+        )
+        .with_values(masked);
         strata_core::StreamTransform::output_schema(&t, &schema).context("expectations")?;
         transforms.push(Step::Stream(Arc::new(t)));
     }
@@ -1068,13 +1107,13 @@ pub async fn build_logged(
             let loc =
                 crate::lake::table_location(table, connection.as_ref()).context("sink.delta")?;
             let root = loc.url.to_string();
-            (
-                Arc::new(
-                    strata_delta::DeltaSink::try_new(loc, options.clone())
-                        .map_err(at("sink.delta"))?,
-                ),
-                root,
-            )
+            let mut sink =
+                strata_delta::DeltaSink::try_new(loc, options.clone()).map_err(at("sink.delta"))?;
+            if !cfg.expectations.is_empty() {
+                // The results go into each data commit, so a kill cannot lose them.
+                sink = sink.with_results(log.clone());
+            }
+            (Arc::new(sink), root)
         }
         SinkConfig::Snowflake(c) => (
             Arc::new(

@@ -919,6 +919,12 @@ fn with_steps(mut b: PipelineBuilder, steps: Vec<config::Step>) -> PipelineBuild
 /// Load, build and run one pipeline file, with a progress bar when asked.
 pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<RunReport> {
     let cfg = config::load(path)?;
+    if !config::table_checks(&cfg, &cfg.pipeline)?.is_empty() {
+        eprintln!(
+            "strata: warning: {}: the pipeline's table checks run after its commit in a project build (`strata build`); `strata run` checks its row rules only",
+            path.display()
+        );
+    }
     run_config(&cfg, &path.display().to_string(), show_progress).await
 }
 

@@ -289,6 +289,37 @@ async fn check_after_commit(
     Ok(())
 }
 
+/// Results a kill left unrecorded (the table committed with its results in the commit, the
+/// append to `_expectations` not done), with the table version they are about.
+async fn left_results(
+    lake: &Lake,
+    name: &str,
+    loc: &strata_delta::TableLocation,
+) -> Result<Option<(i64, Vec<RuleResult>)>> {
+    Ok(match loc.last_results().await? {
+        Some((v, results))
+            if results_table(lake)?
+                .recorded_version(name)
+                .await?
+                .is_none_or(|r| r < v) =>
+        {
+            Some((v, results))
+        }
+        _ => None,
+    })
+}
+
+/// Record `results` of `name` at table version `v` (once per version).
+async fn record(lake: &Lake, name: &str, v: i64, results: &[RuleResult]) -> Result<()> {
+    results_table(lake)?
+        .append(
+            &ResultsOf::new(&new_run_id(), "build", name, Some(v)),
+            results,
+        )
+        .await?;
+    Ok(())
+}
+
 async fn version_of(loc: &strata_delta::TableLocation) -> Result<Option<i64>> {
     Ok(loc
         .load()
@@ -322,10 +353,47 @@ async fn run_node(
         .node(&name)
         .with_context(|| format!("no node {name}"))?;
     let privacy = l.project.config().privacy.clone();
-    let report = match &node.kind {
+    match &node.kind {
         NodeKind::Pipeline(p) => {
-            let (cfg, _, _) = pipeline(&p.file, &l.lake)?;
-            crate::run_config_logged(&cfg, &p.file.display().to_string(), false, &log).await?
+            let (cfg, _, output) = pipeline(&p.file, &l.lake)?;
+            // A pipeline writing a lake table has its results keyed by the table's version.
+            let loc = match output.as_deref().and_then(|o| o.split_once('.')) {
+                Some((layer, t)) if !cfg.expectations.is_empty() => Some(l.lake.table(layer, t)?),
+                _ => None,
+            };
+            if let Some(loc) = &loc
+                && let Some((v, results)) = left_results(&l.lake, &name, loc).await?
+            {
+                record(&l.lake, &name, v, &results).await?;
+            }
+            let checks = crate::config::table_checks(&cfg, &name)?;
+            let before = match &loc {
+                Some(loc) => version_of(loc).await?,
+                None => None,
+            };
+            let r =
+                crate::run_config_logged(&cfg, &p.file.display().to_string(), false, &log).await?;
+            if let Some(loc) = &loc
+                && r.outcome != RunOutcome::NothingNew
+                && !checks.is_empty()
+            {
+                let others = checks
+                    .tables
+                    .iter()
+                    .flat_map(|c| c.reads.iter())
+                    .map(|n| {
+                        let (l2, t) = n.split_once('.').unwrap_or(("", n));
+                        Ok((n.clone(), l.lake.table(l2, t)?))
+                    })
+                    .collect::<Result<BTreeMap<_, _>>>()?;
+                strata_gold::expect::check_table(&name, loc, &others, &checks, &[], before, &log)
+                    .await?;
+            }
+            let version = match &loc {
+                Some(loc) => version_of(loc).await?,
+                None => None,
+            };
+            Ok((status_of_run(&r, node), version))
         }
         NodeKind::Model(m) if m.settings.materialized.is_streaming() => {
             let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
@@ -340,6 +408,15 @@ async fn run_node(
                 .await?;
             }
             let loc = l.lake.table(&m.layer, &m.table)?;
+            if !m.expectations.is_empty()
+                && let Some((v, mut results)) = left_results(&l.lake, &m.name, &loc).await?
+            {
+                // The commit holds the row rules' results; the table checks run again.
+                let checks = ResultLog::new();
+                check_after_commit(&l.lake, m, None, &checks).await?;
+                results.extend(checks.results());
+                record(&l.lake, &m.name, v, &results).await?;
+            }
             let before = version_of(&loc).await?;
             let r =
                 crate::run_config_logged(&cfg, &m.file.display().to_string(), false, &log).await?;
@@ -347,36 +424,24 @@ async fn run_node(
                 check_after_commit(&l.lake, m, before, &log).await?;
             }
             let after = version_of(&loc).await?;
-            return Ok((status_of_run(&r, node), after));
+            Ok((status_of_run(&r, node), after))
         }
         NodeKind::Model(m) => {
             // SIGTERM/SIGINT drop the build at its next await: its commit is atomic, so
             // nothing partial becomes visible.
             let token = crate::exit::shutdown();
             let model = table_model(&l.lake, m, &log)?;
-            // Results a kill left unrecorded (the table committed, its results not yet
-            // appended) are in the commit: recorded now, once (the append is keyed by the
-            // table version).
             if !m.expectations.is_empty()
-                && let Some((v, results)) = model.committed_results().await?
-                && results_table(&l.lake)?
-                    .recorded_version(&m.name)
-                    .await?
-                    .is_none_or(|r| r < v)
+                && let Some((v, results)) = left_results(&l.lake, &m.name, &model.target).await?
             {
-                results_table(&l.lake)?
-                    .append(
-                        &ResultsOf::new(&new_run_id(), "build", &m.name, Some(v)),
-                        &results,
-                    )
-                    .await?;
+                record(&l.lake, &m.name, v, &results).await?;
             }
             let out = tokio::select! {
                 r = model.build(full_refresh) => r?,
                 () = token.cancelled() => return Err(strata_core::Error::cancelled().into()),
             };
             let version = Some(out.version);
-            return Ok((
+            Ok((
                 match out.action {
                     ModelAction::UpToDate => Status::UpToDate(format!(
                         "inputs unchanged ({})",
@@ -398,11 +463,10 @@ async fn run_node(
                     _ => Status::Built(String::new()),
                 },
                 version,
-            ));
+            ))
         }
         _ => bail!("unknown node kind"),
-    };
-    Ok((status_of_run(&report, node), None))
+    }
 }
 
 fn status_of_run(report: &strata_core::RunReport, node: &Node) -> Status {
@@ -795,7 +859,7 @@ fn expectations_of(l: &Loaded, n: &Node) -> Result<Option<Checks>> {
                 &cfg.expectations,
                 &n.name,
                 &p.file,
-                strata_project::expect::Checked::Pipeline,
+                strata_project::expect::Checked::Streaming,
             )?;
             Some((exp, Vec::new(), BTreeMap::new()))
         }

@@ -194,7 +194,8 @@ pub struct Expectation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Checked {
-    /// A pipeline: row rules only, as rows stream to the sink.
+    /// A pipeline's stream: row rules only, as rows stream to the sink (a project pipeline's
+    /// table checks are compiled as [`Checked::Streaming`]: they run after its commit).
     Pipeline,
     /// A `merge` or `append` model: row rules as rows stream in; table checks after each
     /// commit (so they can only warn).

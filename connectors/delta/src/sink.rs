@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt as _;
 use object_store::buffered::BufWriter;
 use std::sync::Arc;
+use strata_core::expect::ResultLog;
 use strata_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
     Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
@@ -39,6 +40,7 @@ pub struct DeltaSink {
     loc: TableLocation,
     quarantine: TableLocation,
     cfg: DeltaSinkConfig,
+    results: Option<ResultLog>,
 }
 
 impl DeltaSink {
@@ -53,7 +55,18 @@ impl DeltaSink {
             loc,
             quarantine,
             cfg,
+            results: None,
         })
+    }
+
+    /// Record the expectations' results in `log` (what the pipeline's expectation step
+    /// found) in each data commit's info, beside the marker, so they are committed with
+    /// the rows they are about: a kill before they are recorded elsewhere leaves them in the
+    /// table's log.
+    #[must_use]
+    pub fn with_results(mut self, log: ResultLog) -> Self {
+        self.results = Some(log);
+        self
     }
 
     /// The quarantine table's location.
@@ -86,7 +99,7 @@ impl DeltaSink {
                     Epoch(u64::try_from(epoch + 1).unwrap_or(0)),
                     None,
                 );
-                b = b.with_commit_properties(commit_properties(&marker));
+                b = b.with_commit_properties(commit_properties(&marker, None));
             }
             b.await
                 .map_err(|e| delta_err(e, "cannot empty the table", &loc.url))?;
@@ -113,6 +126,7 @@ async fn commit_adds(
     loc: &TableLocation,
     adds: &[Add],
     marker: &CommitMarker,
+    results: Option<&ResultLog>,
 ) -> Result<CommitOutcome> {
     let url = loc.url.clone();
     let table = open(loc).await?.ok_or_else(|| {
@@ -139,7 +153,7 @@ async fn commit_adds(
     let snapshot = table
         .snapshot()
         .map_err(|e| delta_err(e, "the table has no state", &url))?;
-    let res = CommitBuilder::from(commit_properties(marker))
+    let res = CommitBuilder::from(commit_properties(marker, results))
         .with_actions(actions)
         .build(
             Some(snapshot),
@@ -168,13 +182,17 @@ async fn commit_adds(
     Ok(CommitOutcome::Committed)
 }
 
-/// The application transaction `(pipeline, epoch)` and the marker in the commit info.
-fn commit_properties(marker: &CommitMarker) -> CommitProperties {
-    let info = serde_json::json!({
+/// The application transaction `(pipeline, epoch)` and the marker in the commit info (with
+/// the expectations' results, when given).
+fn commit_properties(marker: &CommitMarker, results: Option<&ResultLog>) -> CommitProperties {
+    let mut info = serde_json::json!({
         "pipeline": marker.pipeline_id,
         "epoch": marker.epoch.0,
         "cursor": marker.cursor.as_ref().map(|c| c.as_str()),
     });
+    if let Some(r) = results {
+        info["expectations"] = serde_json::to_value(r.results()).unwrap_or_default();
+    }
     CommitProperties::default()
         .with_application_transaction(Transaction::new(&marker.pipeline_id, marker.epoch.0 as i64))
         .with_metadata([(MARKER_KEY.to_string(), info)])
@@ -579,7 +597,7 @@ impl EpochWriter {
             Ok(CommitOutcome::AlreadyCommitted)
         } else if staged.rows == 0 {
             // Nothing to merge: record the transaction with an empty commit.
-            commit_adds(&self.sink.loc, &[], marker).await
+            commit_adds(&self.sink.loc, &[], marker, self.sink.results.as_ref()).await
         } else {
             self.merge(table, staged, marker).await?;
             Ok(CommitOutcome::Committed)
@@ -686,7 +704,7 @@ impl EpochWriter {
                 .with_input_plan(df.logical_plan().clone())
                 .with_session_state(Arc::new(ctx.state()))
                 .with_save_mode(SaveMode::Overwrite)
-                .with_commit_properties(commit_properties(marker))
+                .with_commit_properties(commit_properties(marker, self.sink.results.as_ref()))
                 .await
                 .map_err(|e| {
                     delta_err(e, "the first load failed", &url).with_context("epoch", marker.epoch)
@@ -719,7 +737,7 @@ impl EpochWriter {
             .with_source_alias("source")
             .with_target_alias("target")
             .with_merge_schema(self.sink.cfg.schema_evolution == SchemaEvolution::AddColumns)
-            .with_commit_properties(commit_properties(marker));
+            .with_commit_properties(commit_properties(marker, self.sink.results.as_ref()));
         let merr = |e| delta_err(e, "building the MERGE failed", &url);
         if let Some(del) = &is_delete {
             let p = match &newer {
@@ -924,11 +942,13 @@ impl SinkWriter for EpochWriter {
         // leaves the epoch uncommitted (the data table decides), and the rerun skips the
         // quarantine's.
         if !self.q_adds.is_empty() {
-            commit_adds(&self.sink.quarantine, &self.q_adds, marker).await?;
+            commit_adds(&self.sink.quarantine, &self.q_adds, marker, None).await?;
             crash_point("delta.sink.after_quarantine_commit").await;
         }
         let outcome = match std::mem::replace(&mut self.data, Data::Append(None, Vec::new())) {
-            Data::Append(_, adds) => commit_adds(&self.sink.loc, &adds, marker).await?,
+            Data::Append(_, adds) => {
+                commit_adds(&self.sink.loc, &adds, marker, self.sink.results.as_ref()).await?
+            }
             Data::Merge(staging) => {
                 let staged = staging.staged();
                 drop(staging);

@@ -92,6 +92,38 @@ impl TableLocation {
             .map_err(|e| delta_err(e, "cannot read the table's transactions", &self.url))
     }
 
+    /// The expectations' results the table's latest commit carries (under `strata` in its
+    /// commit info, as the sink and the model builds write them), with that commit's
+    /// version; none when there is no table or the commit carries none.
+    ///
+    /// # Errors
+    /// When the log cannot be read; Data when the results do not parse.
+    pub async fn last_results(
+        &self,
+    ) -> Result<Option<(i64, Vec<strata_core::expect::RuleResult>)>> {
+        use futures::StreamExt as _;
+        let Some(t) = self.load().await? else {
+            return Ok(None);
+        };
+        let Some(info) = t.history(Some(1)).next().await else {
+            return Ok(None);
+        };
+        let info = info.map_err(|e| delta_err(e, "cannot read the table's history", &self.url))?;
+        let Some(r) = info.info.get("strata").and_then(|s| s.get("expectations")) else {
+            return Ok(None);
+        };
+        let results = serde_json::from_value(r.clone()).map_err(|e| {
+            Error::new(
+                ErrorKind::Data,
+                "the results in the table's last commit do not parse",
+            )
+            .with_context("table", self.url.as_str())
+            .with_source(e)
+        })?;
+        let version = t.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+        Ok(Some((version, results)))
+    }
+
     /// A table in a local directory (created when missing).
     ///
     /// # Errors

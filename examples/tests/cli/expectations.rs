@@ -69,9 +69,15 @@ fn write_project(dir: &Path, data: &Path, big_max: usize) {
         std::fs::write(
             dir.join(format!("pipelines/{name}.yaml")),
             format!(
-                "pipeline: bronze_{name}\nsource:\n  files:\n    root: '{}'\n    include: [\"{file}\"]\n    format: ndjson\nsink:\n  delta:\n    lake_table: bronze.{name}\ncheckpoint: memory\nexpectations:\n  - {{ name: has_a_key, expect: expression, expression: \"{name_key} IS NOT NULL\", action: fail }}\n",
+                "pipeline: bronze_{name}\nsource:\n  files:\n    root: '{}'\n    include: [\"{file}\"]\n    format: ndjson\nsink:\n  delta:\n    lake_table: bronze.{name}\ncheckpoint: memory\nexpectations:\n  - {{ name: has_a_key, expect: expression, expression: \"{name_key} IS NOT NULL\", action: fail }}\n  - {{ name: unique_key, expect: unique, columns: [{name_key}] }}\n{extra}",
                 data.display(),
-                name_key = if name == "orders" { "order_id" } else { "customer_id" }
+                name_key = if name == "orders" { "order_id" } else { "customer_id" },
+                // Bronze is not masked yet: a failing row is named by key, never by value.
+                extra = if name == "orders" {
+                    "  - { name: paid_only, expect: accepted_values, column: status, values: [paid] }\n"
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();
@@ -112,7 +118,7 @@ FROM bronze.orders
     .unwrap();
     std::fs::write(
         dir.join("models/gold/big.sql"),
-        format!("/*\nexpectations:\n  - {{ name: bounded, expect: row_count, max: {big_max}, action: fail }}\n  - {{ name: positive, expect: expression, expression: \"amount >= 0\", action: fail }}\n*/\nSELECT order_id, amount FROM silver.orders\n"),
+        format!("/*\nexpectations:\n  - {{ name: bounded, expect: row_count, max: {big_max}, action: fail }}\n  - {{ name: growth, expect: row_count_change, max_increase_percent: 5, action: fail }}\n  - {{ name: positive, expect: expression, expression: \"amount >= 0\", action: fail }}\n*/\nSELECT order_id, amount FROM silver.orders\n"),
     )
     .unwrap();
     std::fs::write(
@@ -244,6 +250,20 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
         (20, 4, "warn".into())
     );
     assert_eq!(get("bronze.orders", "has_a_key"), (n, 0, "pass".into()));
+    assert_eq!(get("bronze.orders", "unique_key"), (n, 0, "pass".into()));
+    assert_eq!(
+        get("bronze.orders", "paid_only"),
+        (n, count(&|o| o.status != "paid"), "warn".into())
+    );
+    let shown = query(
+        &project,
+        "SELECT cardinality(failing_sample) AS n FROM _expectations WHERE rule = 'paid_only'",
+    );
+    assert_eq!(
+        shown[0]["n"].as_i64().unwrap(),
+        0,
+        "no bronze value in the results: {shown:?}"
+    );
     assert_eq!(get("gold.revenue", "some_rows").2, "pass");
     assert_eq!(get("gold.revenue", "no_negative"), (2, 0, "pass".into()));
     assert_eq!(get("gold.big", "bounded"), (k, 0, "pass".into()));
@@ -301,6 +321,15 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
             .unwrap()
     };
     let big_before = big_version(&project);
+    // Changing a check re-checks; it does not rebuild (gold.big stays up to date).
+    std::fs::write(
+        project.join("models/gold/big.sql"),
+        std::fs::read_to_string(project.join("models/gold/big.sql"))
+            .unwrap()
+            .replace("max: 1000,", &format!("max: {k},")),
+    )
+    .unwrap();
+    assert!(build(&project, &["-s", "gold.big"]).contains("nothing to do"));
     let late = orders(301, 30);
     write_data(&data, "orders-2.ndjson", &late, 1);
     let out = Command::new(BIN)
@@ -347,6 +376,12 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
         failed[0]["table_version"].is_null(),
         "no version: nothing committed"
     );
+    // Its table checks failed too: more rows than `bounded` allows, growth above 5%.
+    let r = results(&project, "build");
+    let new_rows = k + late.iter().filter(|o| o.customer.is_some()).count() as i64;
+    let big = |rule: &str| r[&("gold.big".to_string(), rule.to_string())].clone();
+    assert_eq!(big("bounded"), (new_rows, 1, "fail".into()));
+    assert_eq!(big("growth"), (new_rows, 1, "fail".into()));
 
     // `strata test` checks without building; `strata quality` shows the history.
     // gold.big as committed has no negative amount (the failed build left it as it was).

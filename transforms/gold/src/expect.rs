@@ -78,6 +78,17 @@ fn failed(table: &str, results: &[RuleResult]) -> Option<Error> {
 
 /// A row's key (`order_id=o-7`), or its values when there is no key.
 fn row_label(batch: &RecordBatch, key: &[String], i: usize, column: Option<&str>) -> String {
+    row_label_of(batch, key, i, column, true)
+}
+
+/// [`row_label`]; without `values`, the key only (nothing when there is none).
+fn row_label_of(
+    batch: &RecordBatch,
+    key: &[String],
+    i: usize,
+    column: Option<&str>,
+    values: bool,
+) -> String {
     let fmt = FormatOptions::default().with_null("null");
     let show = |name: &str| {
         let c = batch.column_by_name(name)?;
@@ -91,7 +102,7 @@ fn row_label(batch: &RecordBatch, key: &[String], i: usize, column: Option<&str>
     {
         parts.push(v);
     }
-    if parts.is_empty() {
+    if parts.is_empty() && values {
         parts = batch
             .schema()
             .fields()
@@ -123,6 +134,7 @@ pub struct ExpectTransform {
     rules: Vec<RowRule>,
     key: Vec<String>,
     log: ResultLog,
+    values: bool,
 }
 
 #[derive(Debug)]
@@ -140,7 +152,17 @@ impl ExpectTransform {
             rules,
             key,
             log,
+            values: true,
         }
+    }
+
+    /// Whether results, errors and quarantine reasons may show the failing value (default
+    /// yes). Off for rows not yet masked (bronze): failing rows are then named by their key
+    /// only, and the value stays in the row's quarantine record (which is bronze's).
+    #[must_use]
+    pub fn with_values(mut self, values: bool) -> Self {
+        self.values = values;
+        self
     }
 
     fn plan(&self, schema: &SchemaRef) -> Result<Planned> {
@@ -227,12 +249,18 @@ impl ExpectTransform {
                 }
                 res.rows_failed += 1;
                 if res.sample.len() < SAMPLE_LIMIT {
-                    res.sample
-                        .push(row_label(batch, &self.key, i, rule.info.column.as_deref()));
+                    let column = rule.info.column.as_deref().filter(|_| self.values);
+                    let label = row_label_of(batch, &self.key, i, column, self.values);
+                    if !label.is_empty() {
+                        res.sample.push(label);
+                    }
                 }
                 if rule.info.action == Action::Quarantine && keep[i] {
                     keep[i] = false;
-                    let value = shown.as_ref().map(|s| s.value(i).to_string());
+                    let value = shown
+                        .as_ref()
+                        .filter(|_| self.values)
+                        .map(|s| s.value(i).to_string());
                     why[i] = Some((
                         idx,
                         match (&rule.info.column, value) {

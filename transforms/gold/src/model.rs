@@ -475,27 +475,7 @@ impl TableModel {
     pub async fn committed_results(
         &self,
     ) -> Result<Option<(i64, Vec<strata_core::expect::RuleResult>)>> {
-        use futures::StreamExt as _;
-        let Some(t) = self.target.load().await? else {
-            return Ok(None);
-        };
-        let Some(info) = t.history(Some(1)).next().await else {
-            return Ok(None);
-        };
-        let info =
-            info.map_err(|e| delta_err(e, "cannot read the table's history", &self.target.url))?;
-        let Some(r) = info.info.get("strata").and_then(|s| s.get("expectations")) else {
-            return Ok(None);
-        };
-        let results = serde_json::from_value(r.clone()).map_err(|e| {
-            Error::new(
-                ErrorKind::Data,
-                "the results in the table's last commit do not parse",
-            )
-            .with_context("model", &self.name)
-            .with_source(e)
-        })?;
-        Ok(Some((version_of(&t), results)))
+        self.target.last_results().await
     }
 
     /// Evaluate the expectations on what the build is about to commit: `new` is the rows it
