@@ -167,6 +167,10 @@ pub struct RunReport {
     pub pipeline_id: String,
     /// The epoch committed (or the last committed one, when nothing was new).
     pub epoch: Epoch,
+    /// The marker the sink holds after the run: the one this run committed, or the last one
+    /// (none before the first commit). Its cursor is the connector's own: decode it with the
+    /// source's codec, never by its text.
+    pub committed: Option<CommitMarker>,
     /// How the run ended.
     pub outcome: RunOutcome,
     /// Splits read.
@@ -273,6 +277,16 @@ impl PipelineBuilder {
         for t in &self.stream_transforms {
             schema = t.output_schema(&schema)?;
         }
+        if !self.sink.capabilities().quarantine
+            && let Some(t) = self.stream_transforms.iter().find(|t| t.quarantines())
+        {
+            return Err(Error::config(format!(
+                "transform `{}` sends rejected rows to quarantine, but sink `{}` keeps none: use a sink with a quarantine, or make the transform's rules fail or warn",
+                t.name(),
+                self.sink.name()
+            ))
+            .with_context("pipeline", &self.id));
+        }
         Ok(Pipeline {
             inner: Arc::new(self),
             batch_schema,
@@ -357,6 +371,7 @@ impl Pipeline {
         let mut report = RunReport {
             pipeline_id: p.id.clone(),
             epoch: committed,
+            committed: cp.clone(),
             outcome: RunOutcome::NothingNew,
             splits: plan.splits.len(),
             input_bytes: plan.total_bytes(),
@@ -425,6 +440,7 @@ impl Pipeline {
         )
         .await?;
         report.epoch = epoch;
+        report.committed = Some(marker.clone());
         report.outcome = match outcome {
             CommitOutcome::Committed => RunOutcome::Committed,
             CommitOutcome::AlreadyCommitted => RunOutcome::AlreadyCommitted,

@@ -71,6 +71,12 @@ pub trait StreamTransform: Send + Sync + Debug {
 
     /// Wrap the input stream. Must be lazy and must stop when dropped.
     fn transform(&self, input: SendableBatchStream, ctx: &Context) -> Result<SendableBatchStream>;
+
+    /// Whether it sends rejected rows to [`Context::quarantine`]: a pipeline refuses such a
+    /// transform in front of a sink whose [`SinkCapabilities`] keep no quarantine.
+    fn quarantines(&self) -> bool {
+        false
+    }
 }
 
 /// The delivery guarantee a sink gives.

@@ -147,6 +147,16 @@ impl DeltaSource {
     }
 }
 
+impl DeltaSource {
+    /// The table version a Delta source's cursor stands at (what the source read up to).
+    ///
+    /// # Errors
+    /// Conflict when the cursor was not written by a Delta source.
+    pub fn cursor_version(c: &Cursor) -> Result<i64> {
+        parse(c)
+    }
+}
+
 fn parse(c: &Cursor) -> Result<i64> {
     c.as_str()
         .strip_prefix(PREFIX)

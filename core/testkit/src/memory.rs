@@ -257,6 +257,7 @@ struct SinkState {
     committed: Vec<(CommitMarker, Vec<RecordBatch>, Vec<RecordBatch>)>,
     fault: Option<SinkFault>,
     writes: usize,
+    no_quarantine: bool,
 }
 
 /// An exactly-once in-memory sink. Clones share the destination, as two handles on one table.
@@ -269,6 +270,13 @@ impl MemorySink {
     /// An empty destination.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A destination that keeps no quarantine (as some sinks do): its capabilities say so.
+    #[must_use]
+    pub fn without_quarantine(self) -> Self {
+        self.state.lock().unwrap().no_quarantine = true;
+        self
     }
 
     /// Inject a fault.
@@ -321,7 +329,8 @@ impl Sink for MemorySink {
     }
 
     fn capabilities(&self) -> SinkCapabilities {
-        SinkCapabilities::new(Delivery::ExactlyOnce).with_quarantine(true)
+        let keeps = !self.state.lock().unwrap().no_quarantine;
+        SinkCapabilities::new(Delivery::ExactlyOnce).with_quarantine(keeps)
     }
 
     async fn open(&self, _schema: SchemaRef, _ctx: &Context) -> Result<Box<dyn SinkWriter>> {

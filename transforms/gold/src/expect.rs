@@ -309,6 +309,12 @@ impl StreamTransform for ExpectTransform {
         "expect"
     }
 
+    fn quarantines(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.info.action == Action::Quarantine)
+    }
+
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
         // Planning here refuses a rule over a missing column before anything runs.
         self.plan(input)?;
@@ -973,6 +979,37 @@ mod tests {
             "{e}"
         );
         assert_eq!(log.results()[0].outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn a_quarantining_rule_in_front_of_a_sink_without_quarantine_is_refused() {
+        use strata_testkit::memory::{MemorySink, MemorySource};
+        let make = |action, sink: MemorySink| {
+            let t = ExpectTransform::new(
+                "t",
+                vec![rule("pos", "(\"qty\" > 0)", "qty", action)],
+                vec![],
+                ResultLog::new(),
+            );
+            strata_core::PipelineBuilder::new(
+                "p",
+                Arc::new(MemorySource::new(batch().schema())),
+                Arc::new(sink),
+                Arc::new(strata_core::InMemoryCheckpointStore::new()),
+            )
+            .with_stream_transform(Arc::new(t))
+            .build()
+        };
+        let e = make(Action::Quarantine, MemorySink::new().without_quarantine()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.to_string().contains(
+                "transform `expect` sends rejected rows to quarantine, but sink `memory` keeps none"
+            ),
+            "{e}"
+        );
+        assert!(make(Action::Fail, MemorySink::new().without_quarantine()).is_ok());
+        assert!(make(Action::Quarantine, MemorySink::new()).is_ok());
     }
 
     #[test]

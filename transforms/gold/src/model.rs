@@ -412,6 +412,12 @@ impl TableModel {
         }
         let mut results = Vec::new();
         if !self.expectations.is_empty() {
+            // The new rows are computed once and held while they are checked and written
+            // (each check would otherwise run the model's query again).
+            df = df
+                .cache()
+                .await
+                .map_err(df_err("the model's query failed", &self.name))?;
             results = self
                 .check(&ctx, &df, existing.as_ref(), partitions.as_ref())
                 .await?;

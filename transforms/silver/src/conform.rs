@@ -409,6 +409,10 @@ impl StreamTransform for Conform {
         "conform"
     }
 
+    fn quarantines(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self, _input: &SchemaRef) -> Result<SchemaRef> {
         Ok(self.schema.clone())
     }

@@ -201,7 +201,6 @@ impl WarehouseSync {
             );
             let sink = Arc::new(self.sink(name, key, client)?);
             let pid = format!("strata-sync.{name}");
-            let marker_sink = sink.clone();
             // The sink's control table is authoritative: a fresh checkpoint store is
             // fast-forwarded to it.
             let p =
@@ -213,18 +212,10 @@ impl WarehouseSync {
                 .await
                 .map_err(|e| e.with_context("gold_table", name))?;
             let synced = matches!(r.outcome, strata_core::RunOutcome::Committed);
-            let version =
-                strata_core::Sink::last_committed(marker_sink.as_ref(), &pid, &Context::new(&pid))
-                    .await?
-                    .and_then(|m| m.cursor)
-                    .map(|c| {
-                        c.as_str()
-                            .rsplit(':')
-                            .next()
-                            .unwrap_or_default()
-                            .to_string()
-                    })
-                    .unwrap_or_default();
+            let version = match r.committed.as_ref().and_then(|m| m.cursor.as_ref()) {
+                Some(c) => DeltaSource::cursor_version(c)?.to_string(),
+                None => String::new(),
+            };
             tracing::info!(table = %name, delta_version = %version, rows = r.rows_written, "sync: table synced");
             report.insert(name.clone(), synced.then_some((version, r.rows_written)));
         }
