@@ -12,6 +12,7 @@
 //! - [`ResultsTable`]: the `_expectations` Delta table of the lake, one row per rule per
 //!   build, appended exactly once per table version.
 
+use crate::model::df_err;
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::{
@@ -36,18 +37,6 @@ use strata_delta::deltalake::kernel::Transaction;
 use strata_delta::deltalake::kernel::transaction::CommitProperties;
 use strata_delta::deltalake::protocol::SaveMode;
 use strata_delta::{TableLocation, delta_err};
-
-fn df_err(
-    what: &'static str,
-    table: &str,
-) -> impl Fn(strata_delta::deltalake::datafusion::error::DataFusionError) -> Error {
-    let table = table.to_string();
-    move |e| {
-        Error::new(ErrorKind::Config, what)
-            .with_context("table", &table)
-            .with_source(e)
-    }
-}
 
 /// The error a `fail` rule gives: Data, naming the rule, the counts and the first failing
 /// rows.
@@ -112,18 +101,6 @@ fn row_label_of(
             .collect();
     }
     parts.join(" ")
-}
-
-/// Row `i` of `batch` as one JSON object (the raw record in quarantine).
-fn row_json(batch: &RecordBatch, i: usize) -> String {
-    let mut out = Vec::new();
-    {
-        let mut w = arrow_json::LineDelimitedWriter::new(&mut out);
-        if w.write(&batch.slice(i, 1)).is_err() || w.finish().is_err() {
-            return String::new();
-        }
-    }
-    String::from_utf8_lossy(&out).trim_end().to_string()
 }
 
 /// A pipeline's or streaming model's row rules, applied to each batch on its way to the
@@ -292,7 +269,7 @@ impl ExpectTransform {
                     component: "transform:expect".into(),
                     location: format!("{} {}", self.table, row_label(batch, &self.key, i, None)),
                     position: None,
-                    raw: row_json(batch, i),
+                    raw: strata_records::row_json(batch, i),
                     reason,
                     column: p.rules[idx].0.info.column.clone(),
                 });

@@ -95,7 +95,7 @@ fn sql_app_id(fingerprint: &str) -> String {
     format!("strata-model-sql/{fingerprint}")
 }
 
-fn df_err(
+pub(crate) fn df_err(
     what: &'static str,
     model: &str,
 ) -> impl Fn(strata_delta::deltalake::datafusion::error::DataFusionError) -> Error {

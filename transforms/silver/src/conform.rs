@@ -261,7 +261,7 @@ impl Conform {
                 component: "transform:conform".into(),
                 location: format!("{} {}", self.spec.table, self.row_key(&batch, i)),
                 position: None,
-                raw: row_json(&batch, i),
+                raw: strata_records::row_json(&batch, i),
                 reason: format!("rule `{rule}` failed: column {column} value {value}"),
                 column: Some(column),
             });
@@ -390,18 +390,6 @@ fn failures(col: &ArrayRef, check: &Check) -> Result<Vec<bool>> {
                 .collect()
         }
     })
-}
-
-/// Row `i` of `batch` as one JSON object (the raw record in quarantine).
-fn row_json(batch: &RecordBatch, i: usize) -> String {
-    let mut out = Vec::new();
-    {
-        let mut w = arrow_json::LineDelimitedWriter::new(&mut out);
-        if w.write(&batch.slice(i, 1)).is_err() || w.finish().is_err() {
-            return String::new();
-        }
-    }
-    String::from_utf8_lossy(&out).trim_end().to_string()
 }
 
 impl StreamTransform for Conform {
