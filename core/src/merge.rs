@@ -28,6 +28,39 @@ pub enum SchemaEvolution {
     Discard,
 }
 
+/// How a keyed sink (Delta, Snowflake, MongoDB) lands an epoch's rows: appended, or merged
+/// by key. One vocabulary for every sink that can merge.
+///
+/// ```yaml
+/// write: { type: merge, key: [order_id], version_column: updated_at,
+///          delete_when: { column: _op, equals: delete } }
+/// ```
+///
+/// Not `#[non_exhaustive]`, on purpose: each sink matches it exhaustively, so a new mode is
+/// a compile error in every sink that has not decided what it means, not a runtime surprise.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WriteMode {
+    /// Every row is new: appended (Delta files, Snowflake INSERT, MongoDB documents).
+    #[default]
+    Append,
+    /// One row per key: within an epoch and against the stored row, the highest
+    /// `version_column` wins (without one, the epoch's last row wins and always replaces the
+    /// stored one); rows matching `delete_when` delete their key. (`upsert` is read as
+    /// `merge`.)
+    #[serde(alias = "upsert")]
+    Merge {
+        /// The key columns.
+        key: Vec<String>,
+        /// The column ordering versions of a key (`updated_at`).
+        #[serde(default)]
+        version_column: Option<String>,
+        /// Rows that delete their key instead.
+        #[serde(default)]
+        delete_when: Option<DeleteWhen>,
+    },
+}
+
 /// Rows whose `column` equals `equals` delete their key instead of writing it (the operation
 /// column of a change feed: `_op = delete`, `_change_type = delete`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -90,6 +123,24 @@ pub fn check_merge_columns(
 mod tests {
     use super::*;
     use arrow_schema::{DataType, Field};
+
+    #[test]
+    fn one_write_mode_for_every_keyed_sink_and_upsert_reads_as_merge() {
+        let m: WriteMode =
+            serde_json::from_str(r#"{"type": "upsert", "key": ["_id"], "version_column": "v"}"#)
+                .unwrap();
+        assert_eq!(
+            m,
+            WriteMode::Merge {
+                key: vec!["_id".into()],
+                version_column: Some("v".into()),
+                delete_when: None
+            }
+        );
+        let a: WriteMode = serde_json::from_str(r#"{"type": "append"}"#).unwrap();
+        assert_eq!(a, WriteMode::default());
+        assert!(serde_json::from_str::<WriteMode>(r#"{"type": "merge", "keys": []}"#).is_err());
+    }
 
     #[test]
     fn names_the_missing_column_and_its_role() {

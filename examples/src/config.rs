@@ -944,7 +944,7 @@ fn row_key(cfg: &PipelineConfig) -> Vec<String> {
         })
         .or_else(|| match &cfg.sink {
             SinkConfig::Delta { options, .. } => match &options.write {
-                strata_delta::DeltaWriteMode::Merge { key, .. } => Some(key.clone()),
+                strata_delta::WriteMode::Merge { key, .. } => Some(key.clone()),
                 _ => None,
             },
             _ => None,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use strata_core::RunOutcome;
 use strata_core::expect::{Expectations, ResultLog, RuleResult};
-use strata_delta::{DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
+use strata_delta::{DeltaSinkConfig, SchemaEvolution, WriteMode};
 use strata_gold::expect::{ResultsOf, ResultsTable};
 use strata_gold::model::{ModelAction, TableModel};
 use strata_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNode, Project};
@@ -188,7 +188,7 @@ pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<
     let mut options = DeltaSinkConfig::default();
     options.partition_by = s.partition_by.iter().cloned().collect();
     if s.materialized == Materialized::Merge {
-        options.write = DeltaWriteMode::Merge {
+        options.write = WriteMode::Merge {
             key: s.key.clone(),
             version_column: s.version_column.clone(),
             delete_when: s.delete_when.clone(),

@@ -4,28 +4,7 @@ use serde::Deserialize;
 pub use strata_core::{DeleteWhen, SchemaEvolution};
 use strata_core::{Error, Result};
 
-/// How an epoch's rows land in the table.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum DeltaWriteMode {
-    /// New files, appended.
-    #[default]
-    Append,
-    /// MERGE by key: one row per key, the newest version winning within the epoch and
-    /// against the table.
-    Merge {
-        /// The key columns.
-        key: Vec<String>,
-        /// The column ordering versions (`updated_at`); without it the epoch's last row wins
-        /// and a matched row always replaces the stored one.
-        #[serde(default)]
-        version_column: Option<String>,
-        /// Rows whose `column` equals `equals` delete their key.
-        #[serde(default)]
-        delete_when: Option<DeleteWhen>,
-    },
-}
+pub use strata_core::WriteMode;
 
 /// Options of a Delta sink.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -46,7 +25,7 @@ pub struct DeltaSinkConfig {
     pub target_file_size_megabytes: u64,
     /// Append or MERGE.
     #[serde(default)]
-    pub write: DeltaWriteMode,
+    pub write: WriteMode,
     /// The memory a MERGE's deduplication sort and join may hold before they spill to the
     /// local temporary directory (an epoch of any size is staged as Parquet files in the
     /// table's store first, so this bounds memory, not the epoch). Range: 64..=1_048_576.
@@ -72,7 +51,7 @@ impl Default for DeltaSinkConfig {
             partition_by: Vec::new(),
             schema_evolution: SchemaEvolution::default(),
             target_file_size_megabytes: default_file_size(),
-            write: DeltaWriteMode::Append,
+            write: WriteMode::Append,
             merge_memory_megabytes: default_merge_memory(),
         }
     }
@@ -96,7 +75,7 @@ impl DeltaSinkConfig {
     /// MERGE by `key`, the highest `version_column` winning.
     #[must_use]
     pub fn with_merge(mut self, key: &[&str], version_column: Option<&str>) -> Self {
-        self.write = DeltaWriteMode::Merge {
+        self.write = WriteMode::Merge {
             key: key.iter().map(|k| (*k).to_string()).collect(),
             version_column: version_column.map(str::to_string),
             delete_when: None,
@@ -128,7 +107,7 @@ impl DeltaSinkConfig {
                 "`target_file_size_megabytes` must be at least 1",
             ));
         }
-        if let DeltaWriteMode::Merge {
+        if let WriteMode::Merge {
             key,
             version_column,
             delete_when,

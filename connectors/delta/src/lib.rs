@@ -7,7 +7,7 @@ mod sink;
 pub mod source;
 mod table;
 
-pub use config::{DeleteWhen, DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
+pub use config::{DeleteWhen, DeltaSinkConfig, SchemaEvolution, WriteMode};
 /// The deltalake crate, for callers that build on its tables (gold's SQL).
 pub use deltalake;
 pub use sink::DeltaSink;

@@ -8,7 +8,7 @@
 //! retries a commit that raced another writer; a replayed epoch finds its transaction and
 //! answers `AlreadyCommitted`.
 
-use crate::config::{DeltaSinkConfig, DeltaWriteMode, SchemaEvolution};
+use crate::config::{DeltaSinkConfig, SchemaEvolution, WriteMode};
 use crate::table::{TableLocation, create, delta_err, open};
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
@@ -210,7 +210,7 @@ impl Sink for DeltaSink {
     fn capabilities(&self) -> SinkCapabilities {
         let mut c = SinkCapabilities::new(Delivery::ExactlyOnce).with_quarantine(true);
         c.schema_evolution = self.cfg.schema_evolution == SchemaEvolution::AddColumns;
-        c.upsert = matches!(self.cfg.write, DeltaWriteMode::Merge { .. });
+        c.upsert = matches!(self.cfg.write, WriteMode::Merge { .. });
         c
     }
 
@@ -290,10 +290,10 @@ impl Sink for DeltaSink {
                     .collect()
             });
         let data = match &self.cfg.write {
-            DeltaWriteMode::Append => {
+            WriteMode::Append => {
                 Data::Append(Some(Box::new(self.file_writer(&table)?)), Vec::new())
             }
-            DeltaWriteMode::Merge {
+            WriteMode::Merge {
                 key,
                 version_column,
                 delete_when,
@@ -615,7 +615,7 @@ impl EpochWriter {
         use deltalake::datafusion::functions_window::expr_fn::row_number;
         use deltalake::datafusion::logical_expr::ExprFunctionExt;
         use deltalake::datafusion::prelude::{col, lit};
-        let DeltaWriteMode::Merge {
+        let WriteMode::Merge {
             key,
             version_column,
             delete_when,

@@ -311,7 +311,7 @@ async fn merges_keep_the_newest_version_per_key_and_apply_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let loc = TableLocation::local(dir.path().join("customers")).unwrap();
     let mut cfg = DeltaSinkConfig::default().with_merge(&["id"], Some("v"));
-    if let strata_delta::DeltaWriteMode::Merge { delete_when, .. } = &mut cfg.write {
+    if let strata_delta::WriteMode::Merge { delete_when, .. } = &mut cfg.write {
         *delete_when = Some(strata_delta::DeleteWhen::new("op", "delete"));
     }
     let rows = |ids: &[i64], names: &[&str], v: &[i64], ops: &[&str]| {

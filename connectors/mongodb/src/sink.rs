@@ -36,29 +36,7 @@ const STAGING: &str = "._strata_staging.";
 /// Keys deleted per `delete` command.
 const DELETE_CHUNK: usize = 1000;
 
-/// How rows land in the target collection.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum WriteMode {
-    /// Every row is a new document (a row's own `_id` is kept, else one is assigned).
-    #[default]
-    Append,
-    /// One document per key: the last row of an epoch for a key replaces the document.
-    Upsert {
-        /// The key fields (`[_id]`, or fields given a unique index by the sink).
-        key: Vec<String>,
-        /// Rows that delete their key instead (a CDC operation column).
-        #[serde(default)]
-        delete_when: Option<DeleteWhen>,
-        /// A column that orders versions of a key (`_cluster_time`, `updated_at`): the highest
-        /// wins within an epoch and against the stored document, so rows arriving late or from
-        /// parallel splits never overwrite a newer version. Without it the last row written
-        /// in an epoch wins (arrival order; parallel splits have none).
-        #[serde(default)]
-        version_column: Option<String>,
-    },
-}
+pub use strata_core::WriteMode;
 
 /// Configuration of a MongoDB sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +105,7 @@ impl MongoSinkConfig {
     /// Upsert by `key`.
     #[must_use]
     pub fn with_upsert(mut self, key: &[&str], delete_when: Option<DeleteWhen>) -> Self {
-        self.write = WriteMode::Upsert {
+        self.write = WriteMode::Merge {
             key: key.iter().map(|k| (*k).to_string()).collect(),
             delete_when,
             version_column: None,
@@ -138,7 +116,7 @@ impl MongoSinkConfig {
     /// With the column that orders versions of a key (upsert only).
     #[must_use]
     pub fn with_version_column(mut self, column: &str) -> Self {
-        if let WriteMode::Upsert { version_column, .. } = &mut self.write {
+        if let WriteMode::Merge { version_column, .. } = &mut self.write {
             *version_column = Some(column.to_string());
         }
         self
@@ -178,7 +156,7 @@ impl MongoSinkConfig {
         if self.insert_batch_size == 0 {
             return Err(Error::config("`insert_batch_size` must be at least 1"));
         }
-        if let WriteMode::Upsert { key, .. } = &self.write
+        if let WriteMode::Merge { key, .. } = &self.write
             && (key.is_empty() || key.iter().any(String::is_empty))
         {
             return Err(Error::config("`write.key` needs at least one field name"));
@@ -267,7 +245,7 @@ impl SinkInner {
         let only = doc! {"$match": {"q": quarantine}};
         match (&self.cfg.write, quarantine) {
             (
-                WriteMode::Upsert {
+                WriteMode::Merge {
                     key,
                     delete_when,
                     version_column,
@@ -318,7 +296,7 @@ impl SinkInner {
                 .map_err(self.err("merging the staged epoch failed"))?;
         }
         crash_point("mongodb.commit.after_merge").await;
-        if let WriteMode::Upsert {
+        if let WriteMode::Merge {
             key,
             delete_when: Some(dw),
             version_column,
@@ -482,7 +460,7 @@ impl Sink for MongoSink {
 
     async fn open(&self, schema: SchemaRef, _ctx: &Context) -> Result<Box<dyn SinkWriter>> {
         let inner = &self.inner;
-        if let WriteMode::Upsert {
+        if let WriteMode::Merge {
             key,
             delete_when,
             version_column,
@@ -515,7 +493,7 @@ impl Sink for MongoSink {
             ObjectId::new().to_hex()
         );
         let key = match &inner.cfg.write {
-            WriteMode::Upsert { key, .. } => key.clone(),
+            WriteMode::Merge { key, .. } => key.clone(),
             WriteMode::Append => Vec::new(),
         };
         Ok(Box::new(MongoWriter {

@@ -42,29 +42,7 @@ use strata_core::{
 };
 use tokio::sync::OnceCell;
 
-/// How rows reach the target.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum WriteMode {
-    /// Insert every row.
-    #[default]
-    Append,
-    /// MERGE by key: per key the row with the highest `version_column` (then the last
-    /// written) wins within the epoch, and replaces the stored row only when its version is at
-    /// least the stored one; rows matching `delete_when` delete their key (the operation
-    /// column itself is not stored).
-    Merge {
-        /// The key columns.
-        key: Vec<String>,
-        /// Orders versions of a key.
-        #[serde(default)]
-        version_column: Option<String>,
-        /// Rows that delete their key.
-        #[serde(default)]
-        delete_when: Option<DeleteWhen>,
-    },
-}
+pub use strata_core::WriteMode;
 
 pub use strata_core::SchemaEvolution;
 
