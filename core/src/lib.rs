@@ -30,7 +30,7 @@ pub use runner::{
 pub use stream::{BatchStream, BatchStreamAdapter, SendableBatchStream, empty_stream};
 pub use traits::{
     BatchTransform, CommitOutcome, Delivery, Prepared, Sink, SinkCapabilities, SinkWriter, Source,
-    StreamTransform,
+    StreamTransform, read_all,
 };
 pub use types::{CommitMarker, Cursor, Epoch, ReadPlan, ReadRequest, Split};
 

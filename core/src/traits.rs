@@ -216,3 +216,26 @@ pub trait SinkWriter: Send {
     /// Discard everything written since `open`; leaves nothing visible.
     async fn abort(&mut self, prepared: Option<Prepared>) -> Result<()>;
 }
+
+/// Plan `source` from `request` and read every split, one after another: all its batches,
+/// and the plan they came from (its end cursor is where a next read starts). For tools,
+/// tests and small tables; a pipeline reads through the runner, which bounds memory.
+///
+/// # Errors
+/// The first error of the plan or of any split.
+pub async fn read_all(
+    source: &dyn Source,
+    request: &ReadRequest,
+    ctx: &Context,
+) -> Result<(Vec<RecordBatch>, ReadPlan)> {
+    use futures::StreamExt as _;
+    let plan = source.plan(request, ctx).await?;
+    let mut out = Vec::new();
+    for split in &plan.splits {
+        let mut s = source.read(split, ctx)?;
+        while let Some(b) = s.next().await {
+            out.push(b?);
+        }
+    }
+    Ok((out, plan))
+}

@@ -5,7 +5,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use std::sync::atomic::{AtomicU64, Ordering};
 use strata_azure_blob::AzureBlobConfig;
-use strata_core::{Context, ReadRequest, Result, Source};
+use strata_core::{Context, ReadRequest, Result};
 use strata_files::cloud::CloudConnection;
 use strata_files::{FileSourceConfig, Format, Partitioning, SchemaSource, StoreLocation};
 use strata_s3::S3Config;
@@ -215,13 +215,8 @@ pub async fn read_parquet_at(conn: &Conn, schema: SchemaSource) -> Vec<RecordBat
         .await
         .unwrap();
     let ctx = Context::builder("test").build();
-    let plan = source.plan(&ReadRequest::after(None), &ctx).await.unwrap();
-    let mut out = Vec::new();
-    for split in &plan.splits {
-        let mut s = source.read(split, &ctx).unwrap();
-        while let Some(b) = s.next().await {
-            out.push(b.unwrap());
-        }
-    }
-    out
+    strata_core::read_all(&source, &ReadRequest::after(None), &ctx)
+        .await
+        .unwrap()
+        .0
 }

@@ -56,14 +56,9 @@ async fn read_all(
         .with_batch_size(batch_size)
         .with_quarantine(qtx)
         .build();
-    let plan = source.plan(&ReadRequest::default(), &ctx).await.unwrap();
-    let mut out = Vec::new();
-    for s in &plan.splits {
-        let mut st = source.read(s, &ctx).unwrap();
-        while let Some(b) = futures::StreamExt::next(&mut st).await {
-            out.push(b.unwrap());
-        }
-    }
+    let (out, _) = strata_core::read_all(source, &ReadRequest::default(), &ctx)
+        .await
+        .unwrap();
     let mut q = Vec::new();
     while let Ok(r) = qrx.try_recv() {
         q.extend(r);

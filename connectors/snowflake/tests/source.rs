@@ -3,7 +3,6 @@
 mod common;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use std::sync::Arc;
 use strata_core::{Context, ReadRequest, Source};
 use strata_snowflake::source::{SnowflakeSource, SnowflakeSourceConfig};
@@ -69,14 +68,9 @@ async fn read(
     from: Option<strata_core::Cursor>,
 ) -> (Vec<String>, Option<strata_core::Cursor>) {
     let ctx = Context::new("inc");
-    let plan = src.plan(&ReadRequest::after(from), &ctx).await.unwrap();
-    let mut out = Vec::new();
-    for s in &plan.splits {
-        let mut st = src.read(s, &ctx).unwrap();
-        while let Some(b) = st.next().await {
-            out.push(b.unwrap());
-        }
-    }
+    let (out, plan) = strata_core::read_all(src, &ReadRequest::after(from), &ctx)
+        .await
+        .unwrap();
     (sorted_rows(&out), plan.end)
 }
 

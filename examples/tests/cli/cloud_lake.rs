@@ -4,10 +4,8 @@
 //! (Azure) and rerun, then `strata gold` checked against the generator's manifest. Nothing is
 //! written to local disk but the pipeline files. Needs `scripts/services.sh start`.
 
-use futures::StreamExt;
 use std::path::Path;
 use std::process::Command;
-use strata_core::Source;
 use strata_tests::cloud::{Cloud, Conn};
 
 use super::common::{self, kill_when_paused};
@@ -52,18 +50,10 @@ async fn rows(conn: &Conn, table: &str) -> usize {
         .await
         .unwrap();
     let ctx = strata_core::Context::new("scan");
-    let plan = src
-        .plan(&strata_core::ReadRequest::after(None), &ctx)
+    let (batches, _) = strata_core::read_all(&src, &strata_core::ReadRequest::after(None), &ctx)
         .await
         .unwrap();
-    let mut n = 0;
-    for s in &plan.splits {
-        let mut st = src.read(s, &ctx).unwrap();
-        while let Some(b) = st.next().await {
-            n += b.unwrap().num_rows();
-        }
-    }
-    n
+    batches.iter().map(strata_core::RecordBatch::num_rows).sum()
 }
 
 async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {

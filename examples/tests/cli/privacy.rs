@@ -6,24 +6,14 @@ use super::*;
 
 /// Every value of a Delta table (nested values as printed), read through DeltaSource.
 async fn delta_cells(dir: &Path) -> Vec<String> {
-    use futures::StreamExt;
-    use strata_core::Source;
     let src = strata_delta::DeltaSource::try_new(strata_delta::TableLocation::local(dir).unwrap())
         .await
         .unwrap();
     let ctx = strata_core::Context::new("scan");
-    let plan = src
-        .plan(&strata_core::ReadRequest::after(None), &ctx)
+    let (batches, _) = strata_core::read_all(&src, &strata_core::ReadRequest::after(None), &ctx)
         .await
         .unwrap();
-    let mut out = Vec::new();
-    for s in &plan.splits {
-        let mut st = src.read(s, &ctx).unwrap();
-        while let Some(b) = st.next().await {
-            out.extend(cells(&[b.unwrap()]));
-        }
-    }
-    out
+    cells(&batches)
 }
 
 fn cells(batches: &[RecordBatch]) -> Vec<String> {

@@ -131,17 +131,11 @@ fn first_quarantined(sink: &MemorySink) -> (String, Option<u64>, String) {
 }
 
 async fn read_all(source: &dyn Source) -> Vec<RecordBatch> {
-    use futures::StreamExt;
     let ctx = Context::builder("test").build();
-    let plan = source.plan(&ReadRequest::after(None), &ctx).await.unwrap();
-    let mut out = Vec::new();
-    for split in &plan.splits {
-        let mut s = source.read(split, &ctx).unwrap();
-        while let Some(b) = s.next().await {
-            out.push(b.unwrap());
-        }
-    }
-    out
+    strata_core::read_all(source, &ReadRequest::after(None), &ctx)
+        .await
+        .unwrap()
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,17 +95,9 @@ fn upstream(cloud: Cloud) -> String {
 }
 
 async fn rows_read(source: &dyn Source) -> strata_core::Result<usize> {
-    use futures::StreamExt;
     let ctx = Context::builder("faults").build();
-    let plan = source.plan(&ReadRequest::after(None), &ctx).await?;
-    let mut n = 0;
-    for split in &plan.splits {
-        let mut s = source.read(split, &ctx)?;
-        while let Some(b) = s.next().await {
-            n += b?.num_rows();
-        }
-    }
-    Ok(n)
+    let (batches, _) = strata_core::read_all(source, &ReadRequest::after(None), &ctx).await?;
+    Ok(batches.iter().map(strata_core::RecordBatch::num_rows).sum())
 }
 
 fn read_cfg() -> FileSourceConfig {
