@@ -192,6 +192,24 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+    /// The run history: one line per node per build, newest first (the lake's `_runs`).
+    Runs {
+        /// The project directory.
+        #[arg(long, short, default_value = ".")]
+        project: PathBuf,
+        /// Only this node (`silver.orders`).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only failed runs.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 30)]
+        last: usize,
+        /// One JSON object per run instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with a table's quarantine.
     Quarantine {
         #[command(subcommand)]
@@ -679,6 +697,17 @@ async fn dispatch(cmd: Command) -> Result<()> {
             full_refresh,
         } => build_command(&project, &select, full_refresh).await,
         Command::Test { project, select } => test_command(&project, &select).await,
+        Command::Runs {
+            project,
+            node,
+            failed,
+            last,
+            json,
+        } => {
+            let l = project::open(&project::project_dir(&project))?;
+            let batches = project::runs(&l, node.as_deref(), failed, last).await?;
+            print_batches(&batches, json)
+        }
         Command::Quality {
             model,
             project,
@@ -720,18 +749,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Query { project, sql, json } => {
             let l = project::open(&project::project_dir(&project))?;
             let batches = project::query(&l, &sql).await?;
-            if json {
-                let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
-                for b in &batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-                use std::io::Write as _;
-                std::io::stdout().lock().write_all(&w.into_inner())?;
-            } else {
-                outln!("{}", arrow_cast::pretty::pretty_format_batches(&batches)?);
-            }
-            Ok(())
+            print_batches(&batches, json)
         }
         Command::Ls { project } => {
             let l = project::open(&project::project_dir(&project))?;
@@ -785,6 +803,22 @@ async fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Batches on stdout: a table, or one JSON object per row.
+fn print_batches(batches: &[arrow_array::RecordBatch], json: bool) -> Result<()> {
+    if json {
+        let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+        use std::io::Write as _;
+        std::io::stdout().lock().write_all(&w.into_inner())?;
+    } else {
+        outln!("{}", arrow_cast::pretty::pretty_format_batches(batches)?);
+    }
+    Ok(())
 }
 
 /// `strata test`: check the expectations without building; fail when a `fail` rule failed.

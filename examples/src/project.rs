@@ -347,7 +347,7 @@ async fn run_node(
     name: String,
     full_refresh: bool,
     log: ResultLog,
-) -> Result<(Status, Option<i64>)> {
+) -> Result<(Status, Option<i64>, Option<strata_core::RunReport>)> {
     let node = l
         .graph
         .node(&name)
@@ -393,7 +393,7 @@ async fn run_node(
                 Some(loc) => version_of(loc).await?,
                 None => None,
             };
-            Ok((status_of_run(&r, node), version))
+            Ok((status_of_run(&r, node), version, Some(r)))
         }
         NodeKind::Model(m) if m.settings.materialized.is_streaming() => {
             let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
@@ -424,7 +424,7 @@ async fn run_node(
                 check_after_commit(&l.lake, m, before, &log).await?;
             }
             let after = version_of(&loc).await?;
-            Ok((status_of_run(&r, node), after))
+            Ok((status_of_run(&r, node), after, Some(r)))
         }
         NodeKind::Model(m) => {
             // SIGTERM/SIGINT drop the build at its next await: its commit is atomic, so
@@ -463,6 +463,7 @@ async fn run_node(
                     _ => Status::Built(String::new()),
                 },
                 version,
+                None,
             ))
         }
         _ => bail!("unknown node kind"),
@@ -531,12 +532,23 @@ pub async fn build(
                     Some(Status::Failed(..) | Status::Skipped(_))
                 )
             }) {
+                let now = chrono::Utc::now().timestamp_micros();
+                let skipped = Status::Skipped(format!("{bad} did not build"));
+                let facts = Facts {
+                    started: now,
+                    ended: now,
+                    version: None,
+                    report: None,
+                };
+                runs_table(&l.lake)?
+                    .append(&[run_record(run_id, &name, kind_of(node), &skipped, &facts)])
+                    .await?;
                 results.insert(
                     name.clone(),
                     NodeRun {
                         name: name.clone(),
                         kind: kind_of(node),
-                        status: Status::Skipped(format!("{bad} did not build")),
+                        status: skipped,
                         secs: 0.0,
                         results: Vec::new(),
                     },
@@ -553,12 +565,14 @@ pub async fn build(
                 let (l2, n2, run2) = (l.clone(), name.clone(), run_id.to_string());
                 running.spawn(async move {
                     let t = Instant::now();
+                    let started = chrono::Utc::now().timestamp_micros();
                     let log = ResultLog::new();
                     let r = run_node(l2.clone(), n2.clone(), full_refresh, log.clone()).await;
                     let results = log.results();
                     // The results, also of a failed build (without a version: nothing of it
                     // was committed); once per table version.
-                    let version = r.as_ref().ok().and_then(|(_, v)| *v);
+                    let version = r.as_ref().ok().and_then(|(_, v, _)| *v);
+                    let report = r.as_ref().ok().and_then(|(_, _, rep)| rep.clone());
                     let recorded = async {
                         results_table(&l2.lake)?
                             .append(&ResultsOf::new(&run2, "build", &n2, version), &results)
@@ -567,13 +581,19 @@ pub async fn build(
                     }
                     .await;
                     let r = match (r, recorded) {
-                        (Ok((s, _)), Ok(())) => Ok(s),
+                        (Ok((s, _, _)), Ok(())) => Ok(s),
                         (Ok(_), Err(e)) => Err(e.context(
                             "the expectations' results could not be recorded in _expectations",
                         )),
                         (Err(e), _) => Err(e),
                     };
-                    (n2, r, t.elapsed().as_secs_f64(), results)
+                    let facts = Facts {
+                        started,
+                        ended: chrono::Utc::now().timestamp_micros(),
+                        version,
+                        report,
+                    };
+                    (n2, r, t.elapsed().as_secs_f64(), results, facts)
                 });
                 in_flight += 1;
                 waiting.remove(i);
@@ -585,7 +605,7 @@ pub async fn build(
             break;
         };
         in_flight -= 1;
-        let (name, r, secs, rule_results) = done.context("a build task panicked")?;
+        let (name, r, secs, rule_results, facts) = done.context("a build task panicked")?;
         let node = l.graph.node(&name).context("a node vanished")?;
         let status = match r {
             Ok(s) => s,
@@ -600,6 +620,9 @@ pub async fn build(
                 Status::Failed(crate::exit::render(&e), kind)
             }
         };
+        runs_table(&l.lake)?
+            .append(&[run_record(run_id, &name, kind_of(node), &status, &facts)])
+            .await?;
         results.insert(
             name.clone(),
             NodeRun {
@@ -615,6 +638,88 @@ pub async fn build(
         return Err(strata_core::Error::cancelled().into());
     }
     Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
+}
+
+/// What a node's run left besides its status.
+struct Facts {
+    started: i64,
+    ended: i64,
+    version: Option<i64>,
+    report: Option<strata_core::RunReport>,
+}
+
+/// The lake's `_runs` table.
+pub fn runs_table(lake: &Lake) -> Result<strata_gold::runs::RunsTable> {
+    Ok(strata_gold::runs::RunsTable::new(lake.meta_table("_runs")?))
+}
+
+fn run_record(
+    run_id: &str,
+    name: &str,
+    kind: &str,
+    status: &Status,
+    f: &Facts,
+) -> strata_gold::runs::RunRecord {
+    let mut r = strata_gold::runs::RunRecord::new(run_id, name, kind);
+    r.started_micros = f.started;
+    r.ended_micros = f.ended;
+    let (word, detail) = match status {
+        Status::Built(d) => ("built", d.clone()),
+        Status::UpToDate(d) => ("up_to_date", d.clone()),
+        Status::Skipped(d) => ("skipped", d.clone()),
+        Status::Failed(d, k) => {
+            r.error_kind = Some(k.map_or_else(|| "Internal".to_string(), |k| format!("{k:?}")));
+            ("failed", d.clone())
+        }
+    };
+    r.status = word.to_string();
+    r.detail = detail;
+    r.table_version = f.version;
+    if let Some(rep) = &f.report {
+        let n = |v: u64| i64::try_from(v).ok();
+        r.rows_written = n(rep.rows_written);
+        r.rows_quarantined = n(rep.rows_quarantined);
+        r.bytes_written = n(rep.bytes_written);
+        r.epoch = n(rep.epoch.0);
+    }
+    r
+}
+
+/// `strata runs`: the last `last` node runs (of `node` only, or failed ones only), newest
+/// first.
+///
+/// # Errors
+/// When `_runs` cannot be read (none yet: nothing was built).
+pub async fn runs(
+    l: &Loaded,
+    node: Option<&str>,
+    failed: bool,
+    last: usize,
+) -> Result<Vec<arrow_array::RecordBatch>> {
+    let loc = runs_table(&l.lake)?;
+    if loc.location().load().await?.is_none() {
+        bail!("no runs recorded in this lake yet: run `strata build` first");
+    }
+    let mut cond = Vec::new();
+    if let Some(n) = node {
+        cond.push(format!("node = '{}'", n.replace('\'', "''")));
+    }
+    if failed {
+        cond.push("status = 'failed'".to_string());
+    }
+    let filter = if cond.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", cond.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT run_id, node, kind, started_at, \
+         CAST(date_part('epoch', ended_at) - date_part('epoch', started_at) AS DECIMAL(12,2)) AS secs, \
+         status, rows_written, rows_quarantined, epoch, table_version, error_kind, detail \
+         FROM _runs {filter} ORDER BY started_at DESC, node LIMIT {last}"
+    );
+    let tables = BTreeMap::from([("_runs".to_string(), loc.location().clone())]);
+    Ok(strata_gold::model::query(&tables, &sql).await?)
 }
 
 /// A new run id: the UTC time and a random suffix (`20261201T181500Z-3fa2`).
@@ -763,6 +868,7 @@ pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch
     }
     // The expectations' results, as `_expectations`.
     tables.insert("_expectations".into(), l.lake.meta_table("_expectations")?);
+    tables.insert("_runs".into(), l.lake.meta_table("_runs")?);
     Ok(strata_gold::model::query(&tables, sql).await?)
 }
 

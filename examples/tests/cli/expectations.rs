@@ -376,6 +376,43 @@ fn expectations_count_quarantine_warn_and_fail_exactly_and_record_every_result_o
         failed[0]["table_version"].is_null(),
         "no version: nothing committed"
     );
+    // The run history has the failure, its kind, and the skipped dependent.
+    let failed_runs = strata(&[
+        "runs",
+        "-p",
+        &project.display().to_string(),
+        "--failed",
+        "--json",
+    ]);
+    let failed_runs: Vec<serde_json::Value> = failed_runs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(failed_runs.len(), 1, "{failed_runs:?}");
+    assert_eq!(failed_runs[0]["node"], "gold.big");
+    assert_eq!(failed_runs[0]["error_kind"], "Data");
+    let history = query(
+        &project,
+        "SELECT node, status, rows_written FROM _runs WHERE node IN ('gold.after_big', 'bronze.orders') ORDER BY started_at",
+    );
+    let statuses: Vec<(&str, &str)> = history
+        .iter()
+        .map(|r| (r["node"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert!(
+        statuses.contains(&("gold.after_big", "skipped")),
+        "{statuses:?}"
+    );
+    let bronze_rows: i64 = history
+        .iter()
+        .filter(|r| r["node"] == "bronze.orders")
+        .filter_map(|r| r["rows_written"].as_i64())
+        .sum();
+    assert_eq!(
+        bronze_rows,
+        n + late.len() as i64,
+        "each bronze row written once, as the runs say"
+    );
     // Its table checks failed too: more rows than `bounded` allows, growth above 5%.
     let r = results(&project, "build");
     let new_rows = k + late.iter().filter(|o| o.customer.is_some()).count() as i64;

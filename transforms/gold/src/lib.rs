@@ -3,5 +3,6 @@
 
 pub mod expect;
 pub mod model;
+pub mod runs;
 
 pub use model::{ModelAction, ModelOutcome, SqlTransform, TableModel, query};
