@@ -16,7 +16,7 @@ mkdir -p "$STATE"
 # The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
 # third-party REST API), SecantusDB (MongoDB wire protocol) and fakesnow (Snowflake's HTTP
 # protocol over DuckDB).
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow"}
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow airflow"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -127,6 +127,32 @@ install_fakesnow() {
 }
 start_fakesnow() { start_bg fakesnow python3 scripts/fakesnow/server.py -s --host 127.0.0.1 -p 8085; }
 ready_fakesnow() { wait_for fakesnow curl -s -o /dev/null -X POST http://127.0.0.1:8085/session; }
+
+# Apache Airflow 3.3.2 (the scheduler the generated DAGs target), in its own virtual environment
+# under .services/airflow with every dependency pinned (scripts/airflow/requirements.txt, a
+# `pip freeze` of a clean install: Airflow's constraint files are not reachable from here).
+# Nothing to start: the tests run `airflow dags test` (SQLite metadata DB, no scheduler or API
+# server) and each copies the migrated DB made here.
+AIRFLOW_VERSION=3.3.2
+UV_VERSION=0.13.8
+install_airflow() {
+  local venv="$PWD/$STATE/airflow"
+  if ! [ -x "$venv/bin/airflow" ] ||
+    [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("apache-airflow"))' 2>/dev/null)" != "$AIRFLOW_VERSION" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    # uv resolves and installs the 130 pinned packages in seconds; pip alone takes a minute.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+    "$venv/bin/uv" pip install --quiet -p "$venv/bin/python" -r scripts/airflow/requirements.txt
+  fi
+  if ! [ -f "$venv/home/airflow.db" ]; then
+    mkdir -p "$venv/home/dags"
+    AIRFLOW_HOME="$venv/home" AIRFLOW__CORE__LOAD_EXAMPLES=False "$venv/bin/airflow" db migrate >"$STATE/airflow-migrate.log" 2>&1 ||
+      { cat "$STATE/airflow-migrate.log" >&2; return 1; }
+  fi
+}
+start_airflow() { :; }
+ready_airflow() { wait_for airflow test -f "$STATE/airflow/home/airflow.db"; }
 
 cmd=${1:-}
 case "$cmd" in

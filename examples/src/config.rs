@@ -39,6 +39,21 @@ pub struct PipelineConfig {
     /// `expression`; action `warn`, `quarantine` or `fail`): see strata-project's `expect`.
     #[serde(default)]
     pub expectations: Vec<strata_project::expect::Expectation>,
+    /// The logical date the file's placeholders were filled with (`{{ ds }}`), if it has any:
+    /// its checkpoint and commits are then that date's (see [`PipelineConfig::run_id`]).
+    #[serde(skip)]
+    pub logical_date: Option<chrono::NaiveDate>,
+}
+
+impl PipelineConfig {
+    /// The id its checkpoint and commits are kept under: the pipeline's, or for a file
+    /// partitioned by logical date, `<pipeline>.<ds>`.
+    pub fn run_id(&self) -> String {
+        match self.logical_date {
+            Some(d) => crate::logical::partition_id(&self.pipeline, d),
+            None => self.pipeline.clone(),
+        }
+    }
 }
 
 /// The sources this binary knows.
@@ -333,6 +348,8 @@ pub struct Interpolated {
     pub text: String,
     /// `(name, value)` of every variable used.
     pub values: Vec<(String, String)>,
+    /// Whether it used a logical-date placeholder (`{{ ds }}`: see [`crate::logical`]).
+    pub templated: bool,
 }
 
 fn config_err(msg: String) -> anyhow::Error {
@@ -401,12 +418,17 @@ fn double_quoted(v: &str) -> String {
 pub fn interpolate(text: &str, file: &Path) -> Result<Interpolated> {
     let mut out = String::with_capacity(text.len());
     let mut values: Vec<(String, String)> = Vec::new();
+    let mut templated = false;
+    let mode = crate::logical::mode();
     for (n, full) in text.lines().enumerate() {
         let (line, comment) = match comment_start(full) {
             Some(c) => full.split_at(c),
             None => (full, ""),
         };
-        let mut rest = line;
+        let (line, used) = crate::logical::render_line(line, mode)
+            .map_err(|e| config_err(format!("{}:{}: {e}", file.display(), n + 1)))?;
+        templated |= used;
+        let mut rest = line.as_str();
         let mut done = String::new();
         while let Some(i) = rest.find("${") {
             if i > 0 && rest.as_bytes()[i - 1] == b'$' {
@@ -503,7 +525,11 @@ pub fn interpolate(text: &str, file: &Path) -> Result<Interpolated> {
         out.push_str(comment);
         out.push('\n');
     }
-    Ok(Interpolated { text: out, values })
+    Ok(Interpolated {
+        text: out,
+        values,
+        templated,
+    })
 }
 
 /// Read a configuration file, refusing one over [`MAX_CONFIG_BYTES`].
@@ -536,6 +562,11 @@ pub fn load_in(
     let text = read_config(path)?;
     let it = interpolate(&text, path)?;
     let mut cfg = parse_interpolated(&it, path)?;
+    if it.templated
+        && let crate::logical::Mode::Date(d) = crate::logical::mode()
+    {
+        cfg.logical_date = Some(d);
+    }
     let uses_lake = matches!(
         &cfg.source,
         SourceConfig::Delta {

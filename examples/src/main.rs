@@ -19,6 +19,7 @@ mod config;
 mod demo;
 mod exit;
 mod lake;
+mod logical;
 mod medallion;
 mod progress;
 mod project;
@@ -81,6 +82,28 @@ enum QuarantineCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum AirflowCommand {
+    /// Print an Airflow 3 DAG for a project: one task per pipeline and model, the graph's
+    /// dependencies, the schedule, retries and timeout of `strata.yaml`'s `schedule:`,
+    /// `max_active_runs=1` (`strata airflow dag . > $AIRFLOW_HOME/dags/retail.py`).
+    Dag {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// The DAG id (default: the project's name).
+        #[arg(long)]
+        dag_id: Option<String>,
+        /// The project directory as the Airflow workers see it (default: this one's
+        /// absolute path).
+        #[arg(long)]
+        project_dir: Option<String>,
+        /// The `strata` binary on the workers.
+        #[arg(long, default_value = "strata")]
+        strata: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run one epoch of the pipeline described by a YAML file.
     Run {
@@ -92,6 +115,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// The day this run is about (`2024-01-31`, or an RFC 3339 timestamp): fills the
+        /// file's `{{ ds }}` placeholders, and its checkpoint and commits are that day's.
+        #[arg(long, value_parser = logical::parse)]
+        logical_date: Option<chrono::NaiveDate>,
     },
     /// Infer a pipeline source's schema and print it as YAML ready to paste into
     /// `schema.explicit` (the source's own schema when it is declared).
@@ -171,6 +198,14 @@ enum Command {
         /// first row).
         #[arg(long)]
         full_refresh: bool,
+        /// The day this build is about (Airflow's `{{ ds }}`): fills the pipelines'
+        /// placeholders; each day's loads commit once.
+        #[arg(long, value_parser = logical::parse)]
+        logical_date: Option<chrono::NaiveDate>,
+        /// The run id recorded in `_runs` and in every log line (Airflow passes its own);
+        /// default: a new one.
+        #[arg(long)]
+        run_id: Option<String>,
     },
     /// Check a project's expectations on its tables as they are, without building.
     Test {
@@ -209,6 +244,11 @@ enum Command {
         /// One JSON object per run instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Schedule a project on Apache Airflow.
+    Airflow {
+        #[command(subcommand)]
+        action: AirflowCommand,
     },
     /// Work with a table's quarantine.
     Quarantine {
@@ -372,6 +412,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(exit::status::INTERNAL);
         }
     };
+    logical::set(match &cli.command {
+        Command::Run { logical_date, .. } | Command::Build { logical_date, .. } => {
+            logical_date.map_or(logical::Mode::Missing, logical::Mode::Date)
+        }
+        _ => logical::Mode::Planning,
+    });
     exit::finish(rt.block_on(exit::with_signals(dispatch(cli.command))))
 }
 
@@ -381,6 +427,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             pipeline,
             json,
             quiet,
+            logical_date: _,
         } => {
             let report = run_file(&pipeline, !quiet && !json).await?;
             if json {
@@ -435,10 +482,10 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Check { pipeline } => {
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
-            let ctx = strata_core::Context::builder(cfg.pipeline.as_str()).build();
+            let id = cfg.run_id();
+            let ctx = strata_core::Context::builder(id.as_str()).build();
             built.source.check(&ctx).await.context("source")?;
-            let p =
-                PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints);
+            let p = PipelineBuilder::new(&id, built.source, built.sink, built.checkpoints);
             let p = with_steps(p, built.transforms).build()?;
             outln!("{}: ok; output schema:", pipeline.display());
             for f in p.output_schema().fields() {
@@ -695,7 +742,35 @@ async fn dispatch(cmd: Command) -> Result<()> {
             project,
             select,
             full_refresh,
-        } => build_command(&project, &select, full_refresh).await,
+            logical_date: _,
+            run_id,
+        } => build_command(&project, &select, full_refresh, run_id).await,
+        Command::Airflow {
+            action:
+                AirflowCommand::Dag {
+                    project,
+                    dag_id,
+                    project_dir,
+                    strata,
+                },
+        } => {
+            let dir = project::project_dir(&project);
+            let abs = std::fs::canonicalize(&dir)
+                .with_context(|| format!("cannot find the project {}", dir.display()))?;
+            let l = project::open(&abs)?;
+            let mut opts = strata_project::airflow::DagOptions::new(
+                project_dir.unwrap_or_else(|| abs.display().to_string()),
+            )
+            .with_strata(strata);
+            if let Some(id) = dag_id {
+                opts = opts.with_dag_id(id);
+            }
+            use std::io::Write as _;
+            std::io::stdout()
+                .lock()
+                .write_all(strata_project::airflow::dag(&l.project, &l.graph, &opts).as_bytes())?;
+            Ok(())
+        }
         Command::Test { project, select } => test_command(&project, &select).await,
         Command::Runs {
             project,
@@ -857,6 +932,7 @@ async fn build_command(
     project: &std::path::Path,
     select: &[String],
     full_refresh: bool,
+    run_id: Option<String>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let l = Arc::new(project::open(&project::project_dir(project))?);
@@ -870,7 +946,7 @@ async fn build_command(
             format!(", selected: {}", select.join(" "))
         }
     );
-    let run_id = project::new_run_id();
+    let run_id = run_id.unwrap_or_else(project::new_run_id);
     outln!("run {run_id}");
     let runs = project::build(l.clone(), select, full_refresh, &run_id).await?;
     let (mut built, mut fresh, mut failed) = (0, 0, Vec::new());
@@ -986,8 +1062,9 @@ pub async fn run_config_logged(
 ) -> Result<RunReport> {
     let built = config::build_logged(cfg, log).await?;
     let metrics = Metrics::new();
-    let bar = progress::RunProgress::new(&cfg.pipeline, metrics.clone(), show_progress);
-    let mut b = PipelineBuilder::new(&cfg.pipeline, built.source, built.sink, built.checkpoints)
+    let id = cfg.run_id();
+    let bar = progress::RunProgress::new(&id, metrics.clone(), show_progress);
+    let mut b = PipelineBuilder::new(&id, built.source, built.sink, built.checkpoints)
         .with_options(built.options)
         .with_metrics(metrics)
         .with_observer(bar.observer());
@@ -997,7 +1074,7 @@ pub async fn run_config_logged(
     // is visible).
     let result = pipeline.run_with_cancellation(exit::shutdown()).await;
     bar.finish();
-    let mut report = result.with_context(|| format!("pipeline `{}` failed", cfg.pipeline))?;
+    let mut report = result.with_context(|| format!("pipeline `{id}` failed"))?;
     report
         .items
         .iter_mut()

@@ -273,6 +273,11 @@ fn project_yaml(lake: &Lake) -> String {
     for name in BRONZE {
         let _ = writeln!(y, "  - pipelines/bronze_{name}.yaml");
     }
+    y.push_str(
+        "# When Airflow runs it (`strata airflow dag . > dags/retail.py`): nightly at 02:00 UTC;\n\
+         # a node is retried only after a temporary failure.\n\
+         schedule:\n  cron: \"0 2 * * *\"\n  start_date: 2024-01-01\n  retries: 3\n  retry_delay_seconds: 300\n  task_timeout_minutes: 60\n",
+    );
     y
 }
 

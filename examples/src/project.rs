@@ -222,6 +222,8 @@ pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<
             .filter(|e| e.expect.is_row_rule())
             .cloned()
             .collect(),
+        // Models follow their inputs' change feeds, not the calendar.
+        logical_date: None,
     })
 }
 
@@ -674,6 +676,9 @@ fn run_record(
     };
     r.status = word.to_string();
     r.detail = detail;
+    if let crate::logical::Mode::Date(d) = crate::logical::mode() {
+        r.logical_date_days = Some(crate::logical::days_since_epoch(d));
+    }
     r.table_version = f.version;
     if let Some(rep) = &f.report {
         let n = |v: u64| i64::try_from(v).ok();
@@ -715,7 +720,7 @@ pub async fn runs(
     let sql = format!(
         "SELECT run_id, node, kind, started_at, \
          CAST(date_part('epoch', ended_at) - date_part('epoch', started_at) AS DECIMAL(12,2)) AS secs, \
-         status, rows_written, rows_quarantined, epoch, table_version, error_kind, detail \
+         status, logical_date, rows_written, rows_quarantined, epoch, table_version, error_kind, detail \
          FROM _runs {filter} ORDER BY started_at DESC, node LIMIT {last}"
     );
     let tables = BTreeMap::from([("_runs".to_string(), loc.location().clone())]);

@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod airflow;
 pub mod expect;
 pub mod graph;
 pub mod model;
+pub mod schedule;
 mod yaml;
 
 pub use graph::{Graph, Node, NodeKind, PipelineNode};
 pub use model::{Materialized, Model, ModelSettings, Reference};
+pub use schedule::Schedule;
 
 // `View` is defined below.
 
@@ -57,6 +60,9 @@ pub struct ProjectConfig {
         deserialize_with = "strata_core::bounds::usize_in::<_, 1, 64>"
     )]
     pub concurrency: usize,
+    /// When a scheduler runs it (`strata airflow dag`): see [`Schedule`].
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
 }
 
 fn default_models() -> PathBuf {
@@ -174,6 +180,10 @@ impl Project {
                 .with_source(e)
         })?;
         let config: ProjectConfig = yaml::parse(&text, Path::new(PROJECT_FILE), 0)?;
+        if let Some(s) = &config.schedule {
+            s.validate()
+                .map_err(|e| Error::config(format!("{PROJECT_FILE}: {}", e.message())))?;
+        }
         for s in &config.sources {
             if !s
                 .split_once('.')

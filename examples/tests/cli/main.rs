@@ -15,6 +15,7 @@ mod common;
 use common::{kill_when_paused, query};
 
 mod adversarial;
+mod airflow;
 mod cloud;
 mod cloud_lake;
 mod expectations;

@@ -1,10 +1,13 @@
 //! The lake's `_runs` table: one row per node (pipeline or model) per build, so every worker
 //! (and a scheduler) sees the same history of what ran, when, how it ended and what it wrote.
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, LazyLock};
 use strata_core::{Error, Result};
+use strata_delta::deltalake::operations::write::SchemaMode;
 use strata_delta::deltalake::protocol::SaveMode;
 use strata_delta::{TableLocation, delta_err};
 
@@ -38,6 +41,9 @@ pub struct RunRecord {
     pub epoch: Option<i64>,
     /// The table's version after the run.
     pub table_version: Option<i64>,
+    /// The logical date the run was about (`--logical-date`, Airflow's `ds`), in days since
+    /// 1970-01-01.
+    pub logical_date_days: Option<i32>,
 }
 
 impl RunRecord {
@@ -68,6 +74,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("bytes_written", DataType::Int64, true),
         Field::new("epoch", DataType::Int64, true),
         Field::new("table_version", DataType::Int64, true),
+        Field::new("logical_date", DataType::Date32, true),
     ]))
 });
 
@@ -129,6 +136,12 @@ impl RunsTable {
             int(&|r| r.bytes_written),
             int(&|r| r.epoch),
             int(&|r| r.table_version),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.logical_date_days)
+                    .collect::<Date32Array>(),
+            ),
         ];
         RecordBatch::try_new(SCHEMA.clone(), cols)
             .map_err(|e| Error::internal("cannot assemble the run records").with_source(e))
@@ -150,6 +163,8 @@ impl RunsTable {
         table
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
+            // A history written before a column was added takes the new column.
+            .with_schema_mode(SchemaMode::Merge)
             .await
             .map_err(|e| delta_err(e, "cannot record the run", &self.loc.url))?;
         Ok(())
