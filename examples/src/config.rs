@@ -149,7 +149,10 @@ fn yes() -> bool {
 
 /// The table a Delta source or sink names: `table`, or `lake_table` once a project has
 /// resolved it (see [`resolve_lake_tables`]).
-fn delta_table<'a>(table: Option<&'a String>, lake_table: Option<&'a String>) -> Result<&'a str> {
+pub fn delta_table<'a>(
+    table: Option<&'a String>,
+    lake_table: Option<&'a String>,
+) -> Result<&'a str> {
     match (table, lake_table) {
         (Some(t), None) => Ok(t),
         (None, Some(t)) => Err(config_err(format!(

@@ -236,8 +236,7 @@ async fn medallion_step(
     scaffold(data, &lake, pipes)?;
     let here = std::env::current_dir()?;
     let loaded = std::sync::Arc::new(crate::project::open(pipes)?);
-    let runs =
-        crate::project::build(loaded.clone(), &[], false, &crate::project::new_run_id()).await;
+    let runs = crate::project::build(loaded.clone(), &[], false, crate::logs::run_id()).await;
     std::env::set_current_dir(here)?;
     let runs = runs?;
     for r in &runs {

@@ -20,10 +20,14 @@ mod demo;
 mod exit;
 mod lake;
 mod logical;
+mod logs;
 mod medallion;
 mod progress;
 mod project;
+mod prom;
 mod replay;
+mod reset;
+mod status;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -48,6 +52,14 @@ struct Cli {
         default_value = "warn,deltalake_core::operations::merge=error"
     )]
     log: String,
+    /// Log lines as text or as one JSON object per line (time, level, run id, pipeline,
+    /// message, fields). Colour only on a terminal without `NO_COLOR`.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logs::LogFormat,
+    /// The run id in every log line and in the lake's `_runs` (Airflow passes its own);
+    /// default: a new one (`20261201T181500Z-3fa2`).
+    #[arg(long, global = true)]
+    run_id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +131,9 @@ enum Command {
         /// file's `{{ ds }}` placeholders, and its checkpoint and commits are that day's.
         #[arg(long, value_parser = logical::parse)]
         logical_date: Option<chrono::NaiveDate>,
+        /// Write the run's metrics here as Prometheus text (also when it fails).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
     /// Infer a pipeline source's schema and print it as YAML ready to paste into
     /// `schema.explicit` (the source's own schema when it is declared).
@@ -202,10 +217,9 @@ enum Command {
         /// placeholders; each day's loads commit once.
         #[arg(long, value_parser = logical::parse)]
         logical_date: Option<chrono::NaiveDate>,
-        /// The run id recorded in `_runs` and in every log line (Airflow passes its own);
-        /// default: a new one.
+        /// Write each node's metrics here as Prometheus text (also when the build fails).
         #[arg(long)]
-        run_id: Option<String>,
+        metrics_file: Option<PathBuf>,
     },
     /// Check a project's expectations on its tables as they are, without building.
     Test {
@@ -242,6 +256,31 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         last: usize,
         /// One JSON object per run instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a pipeline read its source from the start: a new epoch with no cursor committed
+    /// to its Delta table (rows kept: MERGE sinks only), or with `--drop` the rows and the
+    /// quarantine deleted too. Asks on a terminal; elsewhere needs `--yes`.
+    Reset {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Delete the table's rows and quarantine as well.
+        #[arg(long)]
+        drop: bool,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Reset only this day of a pipeline partitioned by `{{ ds }}` (without --drop).
+        #[arg(long, value_parser = logical::parse)]
+        logical_date: Option<chrono::NaiveDate>,
+    },
+    /// Each node's last run, the age of its data and whether an input was built since.
+    Status {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// One JSON object per node instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -395,13 +434,11 @@ fn main() -> std::process::ExitCode {
             filter.push_str(&format!(",{kernel}=warn"));
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(|| exit::RedactingStderr)
-        .init();
+    logs::init(
+        &filter,
+        cli.log_format,
+        cli.run_id.clone().unwrap_or_else(project::new_run_id),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -413,7 +450,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     logical::set(match &cli.command {
-        Command::Run { logical_date, .. } | Command::Build { logical_date, .. } => {
+        Command::Run { logical_date, .. }
+        | Command::Build { logical_date, .. }
+        | Command::Reset { logical_date, .. } => {
             logical_date.map_or(logical::Mode::Missing, logical::Mode::Date)
         }
         _ => logical::Mode::Planning,
@@ -428,8 +467,34 @@ async fn dispatch(cmd: Command) -> Result<()> {
             json,
             quiet,
             logical_date: _,
+            metrics_file,
         } => {
-            let report = run_file(&pipeline, !quiet && !json).await?;
+            let started = std::time::Instant::now();
+            let result = run_file(&pipeline, !quiet && !json).await;
+            if let Some(f) = &metrics_file {
+                let stem = pipeline
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned());
+                let name = match &result {
+                    Ok(r) => r.pipeline_id.clone(),
+                    Err(_) => stem.unwrap_or_else(|| "pipeline".into()),
+                };
+                let written = prom::write(
+                    f,
+                    &[prom::Sample {
+                        pipeline: &name,
+                        kind: "pipeline",
+                        success: result.is_ok(),
+                        seconds: started.elapsed().as_secs_f64(),
+                        report: result.as_ref().ok(),
+                    }],
+                );
+                // The run's own error comes first.
+                if result.is_ok() {
+                    written?;
+                }
+            }
+            let report = result?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -743,8 +808,31 @@ async fn dispatch(cmd: Command) -> Result<()> {
             select,
             full_refresh,
             logical_date: _,
-            run_id,
-        } => build_command(&project, &select, full_refresh, run_id).await,
+            metrics_file,
+        } => build_command(&project, &select, full_refresh, metrics_file.as_deref()).await,
+        Command::Status { project, json } => {
+            let l = project::open(&project::project_dir(&project))?;
+            let all = status::status(&l).await?;
+            if json {
+                for s in &all {
+                    outln!("{}", serde_json::to_string(s)?);
+                }
+            } else {
+                for line in status::lines(&all) {
+                    outln!("{line}");
+                }
+            }
+            Ok(())
+        }
+        Command::Reset {
+            pipeline,
+            drop,
+            yes,
+            logical_date: _,
+        } => {
+            outln!("{}", reset::run(&pipeline, drop, yes).await?);
+            Ok(())
+        }
         Command::Airflow {
             action:
                 AirflowCommand::Dag {
@@ -899,7 +987,7 @@ fn print_batches(batches: &[arrow_array::RecordBatch], json: bool) -> Result<()>
 /// `strata test`: check the expectations without building; fail when a `fail` rule failed.
 async fn test_command(project: &std::path::Path, select: &[String]) -> Result<()> {
     let l = project::open(&project::project_dir(project))?;
-    let run_id = project::new_run_id();
+    let run_id = logs::run_id();
     outln!("run {run_id}: testing {}", l.project.config().name);
     let runs = project::test(&l, select, &run_id).await?;
     if runs.is_empty() {
@@ -932,7 +1020,7 @@ async fn build_command(
     project: &std::path::Path,
     select: &[String],
     full_refresh: bool,
-    run_id: Option<String>,
+    metrics_file: Option<&std::path::Path>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let l = Arc::new(project::open(&project::project_dir(project))?);
@@ -946,9 +1034,25 @@ async fn build_command(
             format!(", selected: {}", select.join(" "))
         }
     );
-    let run_id = run_id.unwrap_or_else(project::new_run_id);
+    let run_id = logs::run_id();
     outln!("run {run_id}");
-    let runs = project::build(l.clone(), select, full_refresh, &run_id).await?;
+    let runs = project::build(l.clone(), select, full_refresh, run_id).await?;
+    if let Some(f) = metrics_file {
+        let samples: Vec<prom::Sample<'_>> = runs
+            .iter()
+            .map(|r| prom::Sample {
+                pipeline: &r.name,
+                kind: r.kind,
+                success: matches!(
+                    r.status,
+                    project::Status::Built(_) | project::Status::UpToDate(_)
+                ),
+                seconds: r.secs,
+                report: r.report.as_ref(),
+            })
+            .collect();
+        prom::write(f, &samples)?;
+    }
     let (mut built, mut fresh, mut failed) = (0, 0, Vec::new());
     for r in &runs {
         let (word, detail) = match &r.status {

@@ -117,9 +117,11 @@ pub struct NodeRun {
     pub secs: f64,
     /// Its expectations' results (also when it failed on one).
     pub results: Vec<RuleResult>,
+    /// Its run report, when it ran through the runner (pipelines, merge and append models).
+    pub report: Option<strata_core::RunReport>,
 }
 
-fn kind_of(n: &Node) -> &'static str {
+pub fn kind_name(n: &Node) -> &'static str {
     match &n.kind {
         NodeKind::Pipeline(_) => "pipeline",
         NodeKind::Model(m) => m.settings.materialized.as_str(),
@@ -315,7 +317,7 @@ async fn left_results(
 async fn record(lake: &Lake, name: &str, v: i64, results: &[RuleResult]) -> Result<()> {
     results_table(lake)?
         .append(
-            &ResultsOf::new(&new_run_id(), "build", name, Some(v)),
+            &ResultsOf::new(crate::logs::run_id(), "build", name, Some(v)),
             results,
         )
         .await?;
@@ -543,16 +545,17 @@ pub async fn build(
                     report: None,
                 };
                 runs_table(&l.lake)?
-                    .append(&[run_record(run_id, &name, kind_of(node), &skipped, &facts)])
+                    .append(&[run_record(run_id, &name, kind_name(node), &skipped, &facts)])
                     .await?;
                 results.insert(
                     name.clone(),
                     NodeRun {
                         name: name.clone(),
-                        kind: kind_of(node),
+                        kind: kind_name(node),
                         status: skipped,
                         secs: 0.0,
                         results: Vec::new(),
+                        report: None,
                     },
                 );
                 waiting.remove(i);
@@ -623,16 +626,17 @@ pub async fn build(
             }
         };
         runs_table(&l.lake)?
-            .append(&[run_record(run_id, &name, kind_of(node), &status, &facts)])
+            .append(&[run_record(run_id, &name, kind_name(node), &status, &facts)])
             .await?;
         results.insert(
             name.clone(),
             NodeRun {
                 name,
-                kind: kind_of(node),
+                kind: kind_name(node),
                 status,
                 secs,
                 results: rule_results,
+                report: facts.report,
             },
         );
     }
@@ -804,7 +808,7 @@ pub fn list(l: &Loaded) -> Vec<String> {
             format!(
                 "{:<28} {:<12} {:<34} {}",
                 n.name,
-                kind_of(n),
+                kind_name(n),
                 n.file().display(),
                 about
             )
@@ -834,9 +838,9 @@ pub fn dag(l: &Loaded, dot: bool) -> Vec<String> {
         .iter()
         .map(|n| {
             if n.inputs.is_empty() {
-                format!("{} ({})", n.name, kind_of(n))
+                format!("{} ({})", n.name, kind_name(n))
             } else {
-                format!("{} ({}) <- {}", n.name, kind_of(n), n.inputs.join(", "))
+                format!("{} ({}) <- {}", n.name, kind_name(n), n.inputs.join(", "))
             }
         })
         .collect()
@@ -1019,10 +1023,11 @@ pub async fn test(l: &Loaded, selectors: &[String], run_id: &str) -> Result<Vec<
         };
         out.push(NodeRun {
             name: n.name.clone(),
-            kind: kind_of(n),
+            kind: kind_name(n),
             status,
             secs: t.elapsed().as_secs_f64(),
             results,
+            report: None,
         });
     }
     Ok(out)

@@ -107,6 +107,39 @@ impl DeltaSink {
         Ok(())
     }
 
+    /// Forget where `pipeline_id` was without touching its rows: a commit with no data that
+    /// records a new epoch with no cursor, so the next run reads its source from the start.
+    /// Meant for keyed writes (MERGE makes the re-read idempotent); with appends the re-read
+    /// would add every row again, so that is refused. Returns the new epoch, or `None` when
+    /// the pipeline never committed here.
+    ///
+    /// # Errors
+    /// Unsupported for an append sink; when the table cannot be read or the commit fails.
+    pub async fn forget(&self, pipeline_id: &str) -> Result<Option<Epoch>> {
+        if !matches!(self.cfg.write, WriteMode::Merge { .. }) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "forgetting an append sink's position would load every row again: drop the rows too (reset --drop)",
+            )
+            .with_context("table", self.loc.url.as_str()));
+        }
+        let Some(table) = open(&self.loc).await? else {
+            return Ok(None);
+        };
+        let Some(last) = self.loc.app_version(&table, pipeline_id).await? else {
+            return Ok(None);
+        };
+        let epoch = Epoch(u64::try_from(last + 1).unwrap_or(0));
+        commit_adds(
+            &self.loc,
+            &[],
+            &CommitMarker::new(pipeline_id, epoch, None),
+            None,
+        )
+        .await?;
+        Ok(Some(epoch))
+    }
+
     fn file_writer(&self, table: &DeltaTable) -> Result<RecordBatchWriter> {
         Ok(RecordBatchWriter::for_table(table)
             .map_err(|e| {

@@ -137,7 +137,7 @@ fn airflow_dags_test_builds_the_retail_project_to_the_manifest_totals() {
 }
 
 /// A project whose pipeline reads `dt={{ ds }}/*.ndjson` into bronze, and a gold count per day.
-fn write_daily_project(
+pub(super) fn write_daily_project(
     dir: &Path,
     data: &Path,
     extra_yaml: &str,
@@ -173,7 +173,7 @@ fn write_daily_project(
     .unwrap();
 }
 
-fn write_day(data: &Path, day: &str, part: usize, ids: std::ops::Range<usize>) {
+pub(super) fn write_day(data: &Path, day: &str, part: usize, ids: std::ops::Range<usize>) {
     let dir = data.join(format!("dt={day}"));
     std::fs::create_dir_all(&dir).unwrap();
     let text: String = ids

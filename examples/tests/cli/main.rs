@@ -20,6 +20,7 @@ mod cloud;
 mod cloud_lake;
 mod expectations;
 mod medallion;
+mod operate;
 mod privacy;
 mod project;
 mod snowflake;
