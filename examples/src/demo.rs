@@ -236,7 +236,14 @@ async fn medallion_step(
     scaffold(data, &lake, pipes)?;
     let here = std::env::current_dir()?;
     let loaded = std::sync::Arc::new(crate::project::open(pipes)?);
-    let runs = crate::project::build(loaded.clone(), &[], false, crate::logs::run_id()).await;
+    let runs = crate::project::build(
+        loaded.clone(),
+        &[],
+        false,
+        crate::logs::run_id(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await;
     std::env::set_current_dir(here)?;
     let runs = runs?;
     for r in &runs {

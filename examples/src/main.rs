@@ -470,7 +470,20 @@ async fn dispatch(cmd: Command) -> Result<()> {
             metrics_file,
         } => {
             let started = std::time::Instant::now();
+            let started_micros = chrono::Utc::now().timestamp_micros();
+            // A project's pipeline (one writing a lake table) is recorded in the lake's _runs.
+            let in_lake = match config::load_in(&pipeline, None) {
+                Ok((_, _, Some(node))) => Some((project::enclosing_lake(&pipeline)?, node)),
+                _ => None,
+            };
             let result = run_file(&pipeline, !quiet && !json).await;
+            if let Some((lake, node)) = &in_lake {
+                let recorded =
+                    project::record_pipeline_run(lake, node, started_micros, &result).await;
+                if result.is_ok() {
+                    recorded?;
+                }
+            }
             if let Some(f) = &metrics_file {
                 let stem = pipeline
                     .file_stem()
@@ -651,7 +664,10 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     }),
                     None => sync,
                 };
-                let report = sync.run().await?;
+                let bar = progress::spinner("syncing the gold tables into Snowflake");
+                let report = sync.run().await;
+                bar.finish_and_clear();
+                let report = report?;
                 let mut any = false;
                 for (t, r) in &report {
                     if let Some((version, rows)) = r {
@@ -935,7 +951,10 @@ async fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let conn = connection.as_deref().map(lake::load).transpose()?;
             let loc = lake::table_location(&table, conn.as_ref())?;
-            let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes).await?;
+            let bar = progress::spinner(&format!("compacting {table}"));
+            let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes).await;
+            bar.finish_and_clear();
+            let c = c?;
             outln!(
                 "{table}: {} files rewritten into {}",
                 c.files_removed,
@@ -952,8 +971,10 @@ async fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let conn = connection.as_deref().map(lake::load).transpose()?;
             let loc = lake::table_location(&table, conn.as_ref())?;
-            let v =
-                strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await?;
+            let bar = progress::spinner(&format!("vacuuming {table}"));
+            let v = strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await;
+            bar.finish_and_clear();
+            let v = v?;
             outln!(
                 "{table}: {} files {}",
                 v.files.len(),
@@ -1036,7 +1057,10 @@ async fn build_command(
     );
     let run_id = logs::run_id();
     outln!("run {run_id}");
-    let runs = project::build(l.clone(), select, full_refresh, run_id).await?;
+    let bar = progress::counter(0, "building", true);
+    let runs = project::build(l.clone(), select, full_refresh, run_id, &bar).await;
+    bar.finish_and_clear();
+    let runs = runs?;
     if let Some(f) = metrics_file {
         let samples: Vec<prom::Sample<'_>> = runs
             .iter()

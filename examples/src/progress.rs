@@ -83,3 +83,16 @@ pub fn counter(len: u64, what: &str, show: bool) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// A spinner with the elapsed time, for work of unknown length (compaction, vacuum, a
+/// warehouse sync); drawn only on a terminal.
+pub fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

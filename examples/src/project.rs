@@ -506,6 +506,7 @@ pub async fn build(
     selectors: &[String],
     full_refresh: bool,
     run_id: &str,
+    bar: &indicatif::ProgressBar,
 ) -> Result<Vec<NodeRun>> {
     let selected: Vec<String> = l
         .graph
@@ -514,6 +515,8 @@ pub async fn build(
         .map(|n| n.name.clone())
         .collect();
     let chosen: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
+    bar.set_length(selected.len() as u64);
+    let mut active: BTreeSet<String> = BTreeSet::new();
     let limit = l.project.config().concurrency;
     let mut results: BTreeMap<String, NodeRun> = BTreeMap::new();
     let mut waiting: Vec<String> = selected.clone();
@@ -601,6 +604,8 @@ pub async fn build(
                     (n2, r, t.elapsed().as_secs_f64(), results, facts)
                 });
                 in_flight += 1;
+                active.insert(name.clone());
+                bar.set_message(active.iter().cloned().collect::<Vec<_>>().join(", "));
                 waiting.remove(i);
                 continue;
             }
@@ -611,6 +616,9 @@ pub async fn build(
         };
         in_flight -= 1;
         let (name, r, secs, rule_results, facts) = done.context("a build task panicked")?;
+        active.remove(&name);
+        bar.inc(1);
+        bar.set_message(active.iter().cloned().collect::<Vec<_>>().join(", "));
         let node = l.graph.node(&name).context("a node vanished")?;
         let status = match r {
             Ok(s) => s,
@@ -652,6 +660,50 @@ struct Facts {
     ended: i64,
     version: Option<i64>,
     report: Option<strata_core::RunReport>,
+}
+
+/// Record a `strata run` of a project's pipeline (one writing the lake table `node`) in the
+/// lake's `_runs`, as a build records its nodes.
+///
+/// # Errors
+/// When `_runs` cannot be written.
+pub async fn record_pipeline_run(
+    lake: &Lake,
+    node: &str,
+    started_micros: i64,
+    result: &Result<strata_core::RunReport>,
+) -> Result<()> {
+    let status = match result {
+        Ok(r) if r.outcome == RunOutcome::NothingNew => Status::UpToDate("no new data".into()),
+        Ok(r) => Status::Built(format!(
+            "epoch {}: {} rows, {} quarantined",
+            r.epoch,
+            rows_text(r.rows_written),
+            rows_text(r.rows_quarantined)
+        )),
+        Err(e) => Status::Failed(
+            crate::exit::render(e),
+            e.chain()
+                .find_map(|c| c.downcast_ref::<strata_core::Error>())
+                .map(strata_core::Error::kind),
+        ),
+    };
+    let facts = Facts {
+        started: started_micros,
+        ended: chrono::Utc::now().timestamp_micros(),
+        version: None,
+        report: result.as_ref().ok().cloned(),
+    };
+    runs_table(lake)?
+        .append(&[run_record(
+            crate::logs::run_id(),
+            node,
+            "pipeline",
+            &status,
+            &facts,
+        )])
+        .await?;
+    Ok(())
 }
 
 /// The lake's `_runs` table.

@@ -18,6 +18,7 @@ mod adversarial;
 mod airflow;
 mod cloud;
 mod cloud_lake;
+mod docker;
 mod expectations;
 mod medallion;
 mod operate;

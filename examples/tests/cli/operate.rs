@@ -149,6 +149,31 @@ fn json_logs_metrics_and_status_tell_an_operator_what_ran() {
     ]);
     assert!(out.status.success());
     status(&["bronze.events"]);
+    // `strata run` of a project's pipeline is in the history too, with its logical date.
+    let events = project.join("pipelines/events.yaml").display().to_string();
+    let out = run_strata(&[
+        "run",
+        &events,
+        "--logical-date",
+        "2024-01-03",
+        "--run-id",
+        "op-3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = query(
+        &project,
+        "SELECT node, status, CAST(logical_date AS VARCHAR) AS day FROM _runs WHERE run_id = 'op-3'",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!({"node": "bronze.events", "status": "up_to_date", "day": "2024-01-03"})
+        ]
+    );
     // A failed run writes its metrics file too, with success 0, and exits 66 (not found).
     let bad = tmp.path().join("missing.yaml");
     std::fs::write(
