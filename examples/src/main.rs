@@ -246,8 +246,8 @@ enum Command {
         /// The project directory.
         #[arg(long, short, default_value = ".")]
         project: PathBuf,
-        /// Only this node (`silver.orders`).
-        #[arg(long)]
+        /// Only this node (`silver.orders`, a pipeline's table).
+        #[arg(long, alias = "pipeline")]
         node: Option<String>,
         /// Only failed runs.
         #[arg(long)]

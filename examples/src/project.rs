@@ -654,6 +654,9 @@ pub async fn build(
     Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
 }
 
+/// The longest cursor text kept in `_runs`.
+const CURSOR_CHARS: usize = 2048;
+
 /// What a node's run left besides its status.
 struct Facts {
     started: i64,
@@ -738,7 +741,22 @@ fn run_record(
     r.table_version = f.version;
     if let Some(rep) = &f.report {
         let n = |v: u64| i64::try_from(v).ok();
+        r.rows_read = n(rep
+            .metrics
+            .get("source", strata_core::metrics::SENT_ROWS_TOTAL));
         r.rows_written = n(rep.rows_written);
+        r.cursor = rep
+            .committed
+            .as_ref()
+            .and_then(|m| m.cursor.as_ref())
+            .map(|c| {
+                // Informational (the sink holds the real one): a long listing is cut.
+                let text = strata_core::secrets::redact(c.as_str()).into_owned();
+                match text.char_indices().nth(CURSOR_CHARS) {
+                    Some((i, _)) => format!("{}... ({} bytes)", &text[..i], text.len()),
+                    None => text,
+                }
+            });
         r.rows_quarantined = n(rep.rows_quarantined);
         r.bytes_written = n(rep.bytes_written);
         r.epoch = n(rep.epoch.0);
@@ -776,7 +794,7 @@ pub async fn runs(
     let sql = format!(
         "SELECT run_id, node, kind, started_at, \
          CAST(date_part('epoch', ended_at) - date_part('epoch', started_at) AS DECIMAL(12,2)) AS secs, \
-         status, logical_date, rows_written, rows_quarantined, epoch, table_version, error_kind, detail \
+         status, logical_date, rows_read, rows_written, rows_quarantined, epoch, table_version, error_kind, detail \
          FROM _runs {filter} ORDER BY started_at DESC, node LIMIT {last}"
     );
     let tables = BTreeMap::from([("_runs".to_string(), loc.location().clone())]);

@@ -297,3 +297,51 @@ fn reset_forgets_a_merge_sinks_position_drops_on_request_and_refuses_what_would_
         serde_json::json!({"n": 6, "ids": 6})
     );
 }
+
+#[test]
+fn a_build_killed_mid_node_leaves_history_that_the_rerun_completes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_day(&data, "2024-01-01", 0, 0..9);
+    let project = tmp.path().join("daily");
+    write_daily_project(&project, &data, "", &[]);
+    let p = project.display().to_string();
+    // Killed after the data commit, before the checkpoint: the table has the day, the history
+    // has nothing of that run (SIGKILL leaves no time to write it).
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "build",
+        &p,
+        "--logical-date",
+        "2024-01-01",
+        "--run-id",
+        "killed",
+    ]);
+    kill_when_paused(cmd, "runner.before_checkpoint");
+    let out = run_strata(&[
+        "build",
+        &p,
+        "--logical-date",
+        "2024-01-01",
+        "--run-id",
+        "rerun",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = query(
+        &project,
+        "SELECT run_id, node, status, rows_read, rows_written, epoch FROM _runs ORDER BY started_at",
+    );
+    assert!(rows.iter().all(|r| r["run_id"] == "rerun"), "{rows:?}");
+    let bronze = rows.iter().find(|r| r["node"] == "bronze.events").unwrap();
+    // The rerun found the epoch committed (the sink holds the marker): nothing loaded twice.
+    assert_eq!(bronze["status"], "up_to_date", "{bronze}");
+    assert_eq!(bronze["epoch"], 1, "{bronze}");
+    let gold = rows.iter().find(|r| r["node"] == "gold.per_day").unwrap();
+    assert_eq!(gold["status"], "built", "{gold}");
+    let n = query(&project, "SELECT n FROM gold.per_day")[0]["n"].clone();
+    assert_eq!(n, 9);
+}

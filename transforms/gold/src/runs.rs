@@ -31,6 +31,8 @@ pub struct RunRecord {
     pub detail: String,
     /// The error kind, when it failed.
     pub error_kind: Option<String>,
+    /// Rows read from the source (pipelines and streaming models).
+    pub rows_read: Option<i64>,
     /// Rows written (pipelines and streaming models).
     pub rows_written: Option<i64>,
     /// Rows quarantined.
@@ -44,6 +46,8 @@ pub struct RunRecord {
     /// The logical date the run was about (`--logical-date`, Airflow's `ds`), in days since
     /// 1970-01-01.
     pub logical_date_days: Option<i32>,
+    /// The source position committed (the connector's opaque cursor, redacted).
+    pub cursor: Option<String>,
 }
 
 impl RunRecord {
@@ -75,6 +79,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("epoch", DataType::Int64, true),
         Field::new("table_version", DataType::Int64, true),
         Field::new("logical_date", DataType::Date32, true),
+        Field::new("rows_read", DataType::Int64, true),
+        Field::new("cursor", DataType::Utf8, true),
     ]))
 });
 
@@ -141,6 +147,13 @@ impl RunsTable {
                     .iter()
                     .map(|r| r.logical_date_days)
                     .collect::<Date32Array>(),
+            ),
+            int(&|r| r.rows_read),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.cursor.clone())
+                    .collect::<StringArray>(),
             ),
         ];
         RecordBatch::try_new(SCHEMA.clone(), cols)
