@@ -419,10 +419,14 @@ fn double_quoted(v: &str) -> String {
 /// Values of variables whose name looks secret (`*KEY*`, `*TOKEN*`, `*SECRET*`, `*PASS*`)
 /// are registered with the redaction layer.
 pub fn interpolate(text: &str, file: &Path) -> Result<Interpolated> {
+    interpolate_in(text, file, crate::logical::mode())
+}
+
+/// [`interpolate`], filling `{{ ds }}` placeholders by `mode`.
+fn interpolate_in(text: &str, file: &Path, mode: crate::logical::Mode) -> Result<Interpolated> {
     let mut out = String::with_capacity(text.len());
     let mut values: Vec<(String, String)> = Vec::new();
     let mut templated = false;
-    let mode = crate::logical::mode();
     for (n, full) in text.lines().enumerate() {
         let (line, comment) = match comment_start(full) {
             Some(c) => full.split_at(c),
@@ -1206,6 +1210,39 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn logical_dates_reach_rest_params_and_mongodb_filters() {
+        let day = crate::logical::Mode::Date(crate::logical::parse("2024-01-31").unwrap());
+        let text = "pipeline: p\nsource:\n  rest:\n    base_url: \"http://127.0.0.1:9\"\n    path: /orders\n    params: { updated_since: \"{{ data_interval_start }}\", until: \"{{ data_interval_end }}\" } # not {{ here }}\nsink:\n  parquet:\n    root: /tmp/o\ncheckpoint: memory\n";
+        let it = interpolate_in(text, Path::new("p.yaml"), day).unwrap();
+        assert!(it.templated);
+        let cfg = parse(&it.text, Path::new("p.yaml")).unwrap();
+        let SourceConfig::Rest(r) = &cfg.source else {
+            panic!("a REST source")
+        };
+        assert_eq!(r.params["updated_since"], "2024-01-31T00:00:00Z");
+        assert_eq!(r.params["until"], "2024-02-01T00:00:00Z");
+        let text = "pipeline: m\nsource:\n  mongodb:\n    uri: \"mongodb://127.0.0.1:9\"\n    database: shop\n    collection: orders\n    query:\n      type: find\n      filter: { day: \"{{ ds }}\", batch: \"b{{ds_nodash}}\" }\nsink:\n  parquet:\n    root: /tmp/o\ncheckpoint: memory\n";
+        let it = interpolate_in(text, Path::new("m.yaml"), day).unwrap();
+        assert!(
+            it.text
+                .contains("filter: { day: \"2024-01-31\", batch: \"b20240131\" }"),
+            "{}",
+            it.text
+        );
+        parse(&it.text, Path::new("m.yaml")).unwrap();
+        // Without a date a run refuses the file, naming the line; planning leaves it as written.
+        let e =
+            interpolate_in(text, Path::new("m.yaml"), crate::logical::Mode::Missing).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("m.yaml:9: `{{ ds }}` needs a logical date"),
+            "{e}"
+        );
+        let it = interpolate_in(text, Path::new("m.yaml"), crate::logical::Mode::Planning).unwrap();
+        assert!(it.templated && it.text.contains("{{ ds }}"));
+    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, .. Default::default() })]
