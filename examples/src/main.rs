@@ -1010,7 +1010,7 @@ async fn test_command(project: &std::path::Path, select: &[String]) -> Result<()
     let l = project::open(&project::project_dir(project))?;
     let run_id = logs::run_id();
     outln!("run {run_id}: testing {}", l.project.config().name);
-    let runs = project::test(&l, select, &run_id).await?;
+    let runs = project::test(&l, select, run_id).await?;
     if runs.is_empty() {
         outln!("no expectations declared on the selected nodes");
         return Ok(());
