@@ -16,7 +16,7 @@ mkdir -p "$STATE"
 # The services the suite needs today: moto (S3), Azurite (Azure Blob), json-server (a
 # third-party REST API), SecantusDB (MongoDB wire protocol) and fakesnow (Snowflake's HTTP
 # protocol over DuckDB).
-STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow airflow hadolint"}
+STRATA_SERVICES=${STRATA_SERVICES-"moto moto_auth azurite json_server secantus secantus_auth secantus_small_oplog fakesnow airflow hadolint chromium"}
 
 wait_for() { # name, command..., polled for up to 60 s
   local name=$1; shift
@@ -162,6 +162,21 @@ install_hadolint() {
 }
 start_hadolint() { :; }
 ready_hadolint() { wait_for hadolint hadolint --version; }
+
+# A real browser for the HTML report's test: Debian's chromium (no browser download: the
+# package manager's build) with a font, driven by puppeteer-core 24.43.1 (Node 20) from npm.
+PUPPETEER_VERSION=24.43.1
+install_chromium() {
+  if ! [ -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi dejavu; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  fi
+  [ -f "$STATE/npm/node_modules/puppeteer-core/package.json" ] &&
+    grep -q "\"version\": \"$PUPPETEER_VERSION\"" "$STATE/npm/node_modules/puppeteer-core/package.json" ||
+    npm install --silent --no-audit --no-fund --prefix "$STATE/npm" "puppeteer-core@$PUPPETEER_VERSION"
+}
+start_chromium() { :; }
+ready_chromium() { wait_for chromium test -x /usr/bin/chromium; }
 
 cmd=${1:-}
 case "$cmd" in

@@ -273,6 +273,10 @@ async fn medallion_step(
         outln!("   check: {line}");
     }
     outln!("   gold totals equal the generator manifest's expected totals exactly");
+    for r in loaded.project.reports() {
+        let page = std::fs::canonicalize(pipes.join(&r.out)).unwrap_or_else(|_| pipes.join(&r.out));
+        outln!("   report: {} (open it in a browser)", page.display());
+    }
     Ok(())
 }
 

@@ -26,6 +26,7 @@ mod progress;
 mod project;
 mod prom;
 mod replay;
+mod report;
 mod reset;
 mod status;
 
@@ -274,6 +275,19 @@ enum Command {
         /// Reset only this day of a pipeline partitioned by `{{ ds }}` (without --drop).
         #[arg(long, value_parser = logical::parse)]
         logical_date: Option<chrono::NaiveDate>,
+    },
+    /// Draw a project's report (`reports:` in strata.yaml) into one self-contained HTML file,
+    /// from the lake's tables as they are.
+    Report {
+        /// The project directory (or its `strata.yaml`).
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// Which report (`retail` for `reports/retail.yaml`; default: the only one).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write it (default: the report's `out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Each node's last run, the age of its data and whether an input was built since.
     Status {
@@ -826,6 +840,31 @@ async fn dispatch(cmd: Command) -> Result<()> {
             logical_date: _,
             metrics_file,
         } => build_command(&project, &select, full_refresh, metrics_file.as_deref()).await,
+        Command::Report { project, name, out } => {
+            // `open` enters the project directory; `--out` is relative to where we are.
+            let cwd = std::env::current_dir()?;
+            let l = project::open(&project::project_dir(&project))?;
+            let reports = l.project.reports();
+            let r = match &name {
+                Some(n) => reports
+                    .iter()
+                    .find(|r| r.name == format!("report.{n}"))
+                    .with_context(|| format!("the project has no report `{n}`"))?,
+                None => match reports {
+                    [one] => one,
+                    [] => bail!("the project declares no report (`reports:` in strata.yaml)"),
+                    _ => bail!("the project has several reports: choose one with --name"),
+                },
+            };
+            // The output path is relative to where the command was run, not to the project.
+            let out = out.map(|o| if o.is_absolute() { o } else { cwd.join(o) });
+            if let report::Drawn::Written(path, n) =
+                report::draw(&l, r, out.as_deref(), true).await?
+            {
+                outln!("{}: {n} sections written to {}", r.name, path.display());
+            }
+            Ok(())
+        }
         Command::Status { project, json } => {
             let l = project::open(&project::project_dir(&project))?;
             let all = status::status(&l).await?;

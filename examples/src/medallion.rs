@@ -183,6 +183,10 @@ const RETAIL: &[(&str, &str)] = &[
         include_str!("../projects/retail/privacy.yaml"),
     ),
     (
+        "reports/retail.yaml",
+        include_str!("../projects/retail/reports/retail.yaml"),
+    ),
+    (
         "models/silver/orders.sql",
         include_str!("../projects/retail/models/silver/orders.sql"),
     ),
@@ -273,6 +277,7 @@ fn project_yaml(lake: &Lake) -> String {
     for name in BRONZE {
         let _ = writeln!(y, "  - pipelines/bronze_{name}.yaml");
     }
+    y.push_str("# The report drawn after gold (strata report . --out report.html draws it on demand).\nreports: [reports/retail.yaml]\n");
     y.push_str(
         "# When Airflow runs it (`strata airflow dag . > dags/retail.py`): nightly at 02:00 UTC;\n\
          # a node is retried only after a temporary failure.\n\

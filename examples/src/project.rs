@@ -125,6 +125,7 @@ pub fn kind_name(n: &Node) -> &'static str {
     match &n.kind {
         NodeKind::Pipeline(_) => "pipeline",
         NodeKind::Model(m) => m.settings.materialized.as_str(),
+        NodeKind::Report(_) => "report",
         _ => "node",
     }
 }
@@ -469,6 +470,18 @@ async fn run_node(
                 version,
                 None,
             ))
+        }
+        NodeKind::Report(r) => {
+            let status = match crate::report::draw(&l, r, None, full_refresh).await? {
+                crate::report::Drawn::Written(path, n) => {
+                    Status::Built(format!("{n} sections drawn into {}", path.display()))
+                }
+                crate::report::Drawn::UpToDate(path) => Status::UpToDate(format!(
+                    "its tables are unchanged since {} was drawn",
+                    path.display()
+                )),
+            };
+            Ok((status, None, None))
         }
         _ => bail!("unknown node kind"),
     }

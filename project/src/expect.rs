@@ -510,7 +510,7 @@ fn table_test(
             let [sqlparser::ast::Statement::Query(query)] = st.as_slice() else {
                 return Err("`sql` is one query returning the failing rows".into());
             };
-            let refs = crate::model::references(Path::new("sql"), query)
+            let refs = crate::model::references(Path::new("sql"), query, &[])
                 .map_err(|err| format!("`sql`: {err}"))?;
             reads.extend(refs.into_iter().map(|r| r.name).filter(|n| n != table));
             q.trim().trim_end_matches(';').to_string()

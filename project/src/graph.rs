@@ -38,6 +38,8 @@ pub enum NodeKind {
     Pipeline(PipelineNode),
     /// A SQL model.
     Model(Box<Model>),
+    /// A report drawn from the tables it reads.
+    Report(Box<crate::report::Report>),
 }
 
 /// A node of the graph.
@@ -58,6 +60,7 @@ impl Node {
         match &self.kind {
             NodeKind::Pipeline(p) => &p.file,
             NodeKind::Model(m) => &m.file,
+            NodeKind::Report(r) => &r.file,
         }
     }
 
@@ -65,7 +68,7 @@ impl Node {
     pub fn model(&self) -> Option<&Model> {
         match &self.kind {
             NodeKind::Model(m) => Some(m),
-            NodeKind::Pipeline(_) => None,
+            NodeKind::Pipeline(_) | NodeKind::Report(_) => None,
         }
     }
 }
@@ -94,6 +97,19 @@ impl Graph {
         models: Vec<Model>,
         sources: &[String],
     ) -> Result<Self> {
+        Self::try_new_with_reports(pipelines, models, Vec::new(), sources)
+    }
+
+    /// [`Graph::try_new`] with `reports` as nodes after the tables they read.
+    ///
+    /// # Errors
+    /// As [`Graph::try_new`].
+    pub fn try_new_with_reports(
+        pipelines: Vec<PipelineNode>,
+        models: Vec<Model>,
+        reports: Vec<crate::report::Report>,
+        sources: &[String],
+    ) -> Result<Self> {
         let sources: BTreeSet<String> = sources.iter().cloned().collect();
         let mut nodes: Vec<Node> = pipelines
             .into_iter()
@@ -120,6 +136,11 @@ impl Graph {
                     kind: NodeKind::Model(Box::new(m)),
                 }
             }))
+            .chain(reports.into_iter().map(|r| Node {
+                name: r.name.clone(),
+                inputs: r.references.iter().map(|x| x.name.clone()).collect(),
+                kind: NodeKind::Report(Box::new(r)),
+            }))
             .collect();
         let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
         for n in &nodes {
@@ -142,9 +163,14 @@ impl Graph {
         for n in &mut nodes {
             for input in &n.inputs {
                 if !seen.contains_key(input) && !sources.contains(input) {
-                    let line = n
-                        .model()
-                        .and_then(|m| m.references.iter().find(|r| &r.name == input))
+                    let refs = match &n.kind {
+                        NodeKind::Model(m) => m.references.as_slice(),
+                        NodeKind::Report(r) => r.references.as_slice(),
+                        NodeKind::Pipeline(_) => &[],
+                    };
+                    let line = refs
+                        .iter()
+                        .find(|r| &r.name == input && r.line > 0)
                         .map_or(String::new(), |r| format!(":{}", r.line));
                     let known: Vec<&str> = seen.keys().map(String::as_str).collect();
                     return Err(config(format!(

@@ -5,6 +5,7 @@ pub mod airflow;
 pub mod expect;
 pub mod graph;
 pub mod model;
+pub mod report;
 pub mod schedule;
 mod yaml;
 
@@ -63,6 +64,9 @@ pub struct ProjectConfig {
     /// When a scheduler runs it (`strata airflow dag`): see [`Schedule`].
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// Report files (`reports/retail.yaml`, relative to the project): see [`report`].
+    #[serde(default)]
+    pub reports: Vec<PathBuf>,
 }
 
 fn default_models() -> PathBuf {
@@ -84,6 +88,7 @@ pub struct Project {
     config: ProjectConfig,
     models: Vec<Model>,
     views: Vec<View>,
+    reports: Vec<report::Report>,
 }
 
 /// A reporting view of the warehouse: `warehouse/<name>.sql`, a Snowflake SELECT over gold
@@ -231,11 +236,21 @@ impl Project {
                 views.push(View::parse(&rel, &text, &gold)?);
             }
         }
+        let mut reports = Vec::new();
+        for f in &config.reports {
+            let text = std::fs::read_to_string(dir.join(f)).map_err(|e| {
+                Error::new(ErrorKind::Config, "cannot read a report")
+                    .with_context("file", f.display())
+                    .with_source(e)
+            })?;
+            reports.push(report::Report::parse(f, &text)?);
+        }
         Ok(Self {
             root: dir.to_path_buf(),
             config,
             models,
             views,
+            reports,
         })
     }
 
@@ -270,7 +285,17 @@ impl Project {
     /// # Errors
     /// As [`Graph::try_new`].
     pub fn graph(&self, pipelines: Vec<PipelineNode>) -> Result<Graph> {
-        Graph::try_new(pipelines, self.models.clone(), &self.config.sources)
+        Graph::try_new_with_reports(
+            pipelines,
+            self.models.clone(),
+            self.reports.clone(),
+            &self.config.sources,
+        )
+    }
+
+    /// Its reports.
+    pub fn reports(&self) -> &[report::Report] {
+        &self.reports
     }
 }
 

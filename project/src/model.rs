@@ -236,7 +236,7 @@ impl Model {
                 ));
             }
         };
-        let references = references(file, query)?;
+        let references = references(file, query, &[])?;
         let name = format!("{layer}.{table}");
         let checked = match settings.materialized {
             m if m.is_streaming() => crate::expect::Checked::Streaming,
@@ -456,8 +456,26 @@ fn ident(p: &ObjectNamePart) -> String {
     }
 }
 
-/// The `layer.name` tables the query reads (CTE names left out), each with its line.
-pub(crate) fn references(file: &Path, query: &Query) -> Result<Vec<Reference>> {
+/// `sql` as one query (SELECT, WITH, VALUES).
+///
+/// # Errors
+/// Config when it does not parse or is not exactly one query.
+pub(crate) fn parse_query(file: &Path, sql: &str) -> Result<Query> {
+    let mut statements =
+        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| err(file, None, e.to_string()))?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(Statement::Query(q)), true) => Ok(*q),
+        _ => Err(err(
+            file,
+            None,
+            "one query (SELECT, WITH, VALUES) is expected",
+        )),
+    }
+}
+
+/// The `layer.name` tables the query reads (CTE names, table functions and the single names
+/// in `allow` left out), each with its line.
+pub(crate) fn references(file: &Path, query: &Query, allow: &[&str]) -> Result<Vec<Reference>> {
     struct Ctes(BTreeSet<String>);
     impl Visitor for Ctes {
         type Break = ();
@@ -478,7 +496,10 @@ pub(crate) fn references(file: &Path, query: &Query) -> Result<Vec<Reference>> {
         let parts: Vec<String> = name.0.iter().map(ident).collect();
         let line = usize::try_from(name.span().start.line).unwrap_or(0);
         match parts.as_slice() {
-            [one] if ctes.0.contains(one) || TABLE_FUNCTIONS.contains(&one.as_str()) => {}
+            [one]
+                if ctes.0.contains(one)
+                    || TABLE_FUNCTIONS.contains(&one.as_str())
+                    || allow.contains(&one.as_str()) => {}
             [layer, table] => {
                 let n = format!("{layer}.{table}");
                 if !out.iter().any(|r| r.name == n) {

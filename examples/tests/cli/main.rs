@@ -24,6 +24,7 @@ mod medallion;
 mod operate;
 mod privacy;
 mod project;
+mod report;
 mod snowflake;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
