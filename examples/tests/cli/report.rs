@@ -170,7 +170,10 @@ fn the_retail_report_draws_in_chromium_and_its_numbers_are_golds() {
         .as_i64()
         .unwrap();
     assert_eq!(orders, gold_orders);
-    assert_eq!(orders as u64, m.expected.orders, "every valid order of the manifest, once");
+    assert_eq!(
+        orders as u64, m.expected.orders,
+        "every valid order of the manifest, once"
+    );
     let s = section(&page, "Partner leaderboard");
     let partners =
         query(&project, "SELECT COUNT(*) AS n FROM gold.partner_activity")[0]["n"].clone();
