@@ -7,13 +7,6 @@ use super::*;
 use common::assert_gold_matches_manifest;
 use std::collections::BTreeMap;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// An Airflow home of its own (a copy of the migrated SQLite DB), so tests run side by side.
 struct Airflow {
     home: PathBuf,

@@ -15,8 +15,8 @@ fn hadolint(dir: &Path, file: &Path) -> std::process::Output {
 
 #[test]
 fn the_dockerfile_passes_hadolint_which_does_catch_a_bad_one() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = hadolint(repo, Path::new("Dockerfile"));
+    let repo = repo();
+    let out = hadolint(&repo, Path::new("Dockerfile"));
     assert!(
         out.status.success(),
         "{}{}",

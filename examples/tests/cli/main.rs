@@ -29,6 +29,14 @@ mod snowflake;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
+/// The repository's root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 fn generate(dir: &Path, scale: f64, dirt: f64) -> strata_datagen::Manifest {
     let cfg = strata_datagen::GeneratorConfig::at_scale(scale).with_dirt_rate(dirt);
     strata_datagen::generate(&cfg, dir, &|_| {}).unwrap()

@@ -12,6 +12,17 @@ fn run_strata(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `strata ARGS...`, which must succeed: its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = run_strata(args);
+    assert!(
+        out.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn metrics(path: &Path) -> Vec<prometheus_parse::Sample> {
     let text = std::fs::read_to_string(path).unwrap();
     let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -116,14 +127,7 @@ fn json_logs_metrics_and_status_tell_an_operator_what_ran() {
     );
     // Status: both up to date; after a new day's load that gold has not seen, gold is stale.
     let status = |want_stale: &[&str]| {
-        let out = run_strata(&["status", &p, "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-            .unwrap()
+        let rows: Vec<serde_json::Value> = ok(&["status", &p, "--json"])
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
@@ -139,7 +143,7 @@ fn json_logs_metrics_and_status_tell_an_operator_what_ran() {
     };
     status(&[]);
     write_day(&data, "2024-01-03", 0, 0..2);
-    let out = run_strata(&[
+    ok(&[
         "build",
         &p,
         "--logical-date",
@@ -147,11 +151,10 @@ fn json_logs_metrics_and_status_tell_an_operator_what_ran() {
         "--select",
         "bronze.events",
     ]);
-    assert!(out.status.success());
     status(&["bronze.events"]);
     // `strata run` of a project's pipeline is in the history too, with its logical date.
     let events = project.join("pipelines/events.yaml").display().to_string();
-    let out = run_strata(&[
+    ok(&[
         "run",
         &events,
         "--logical-date",
@@ -159,11 +162,6 @@ fn json_logs_metrics_and_status_tell_an_operator_what_ran() {
         "--run-id",
         "op-3",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let rows = query(
         &project,
         "SELECT node, status, CAST(logical_date AS VARCHAR) AS day FROM _runs WHERE run_id = 'op-3'",
@@ -222,15 +220,6 @@ fn reset_forgets_a_merge_sinks_position_drops_on_request_and_refuses_what_would_
             &format!("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids FROM {table}"),
         )[0]
         .clone()
-    };
-    let ok = |args: &[&str]| {
-        let out = run_strata(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
     };
     ok(&["run", &m]);
     assert_eq!(
@@ -318,7 +307,7 @@ fn a_build_killed_mid_node_leaves_history_that_the_rerun_completes_exactly() {
         "killed",
     ]);
     kill_when_paused(cmd, "runner.before_checkpoint");
-    let out = run_strata(&[
+    ok(&[
         "build",
         &p,
         "--logical-date",
@@ -326,11 +315,6 @@ fn a_build_killed_mid_node_leaves_history_that_the_rerun_completes_exactly() {
         "--run-id",
         "rerun",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let rows = query(
         &project,
         "SELECT run_id, node, status, rows_read, rows_written, epoch FROM _runs ORDER BY started_at",

@@ -6,13 +6,6 @@
 use super::*;
 use std::collections::BTreeMap;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// `check.js` over `page`: what the browser drew and read.
 fn open_in_chromium(page: &Path, shot: &Path) -> serde_json::Value {
     let modules = repo().join(".services/npm/node_modules");
