@@ -11,7 +11,7 @@
 //! sections:
 //!   - title: Net revenue per day
 //!     sql: SELECT order_date, currency, SUM(net_revenue) AS net_revenue FROM gold.daily_revenue GROUP BY 1, 2 ORDER BY 1
-//!     chart: line                    # line | bar | stacked_bar | horizontal_bar | table
+//!     chart: line                    # line | bar | stacked_bar | horizontal_bar | table | kpi
 //!     x: order_date
 //!     y: [net_revenue]
 //!     split_by: currency             # one chart per currency (amounts never mix currencies)
@@ -43,6 +43,9 @@ pub enum Chart {
     HorizontalBar,
     /// The table alone.
     Table,
+    /// Headline figures: one tile per row, labelled by `x`, showing `y[0]` and its change
+    /// against `y[1]` (the previous period) when given.
+    Kpi,
 }
 
 impl Chart {
@@ -54,6 +57,7 @@ impl Chart {
             Self::StackedBar => "stacked_bar",
             Self::HorizontalBar => "horizontal_bar",
             Self::Table => "table",
+            Self::Kpi => "kpi",
         }
     }
 }
@@ -207,6 +211,11 @@ impl Report {
                         s.chart.as_str()
                     )));
                 }
+            }
+            if s.chart == Chart::Kpi && s.y.len() > 2 {
+                return Err(at(
+                    "a kpi section shows `y: [value]` or `y: [value, previous]`".into(),
+                ));
             }
             if s.chart == Chart::StackedBar && s.series.is_none() && s.y.len() < 2 {
                 return Err(at(

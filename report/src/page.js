@@ -30,7 +30,8 @@
         return Number(value).toLocaleString(locale, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
       case "currency": {
         const code = currencyOf(col, row, section);
-        if (!code) return Number(value).toLocaleString(locale, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+        // A row without a currency holds a count (a KPI tile of orders beside amounts).
+        if (!code) return Number(value).toLocaleString(locale, { maximumFractionDigits: 2 });
         const key = code;
         if (!formatters[key]) {
           try {
@@ -136,7 +137,7 @@
         datasets.push({
           label: name, data, borderColor: color, backgroundColor: section.chart === "line" ? color : color + "cc",
           borderWidth: section.chart === "line" ? 2 : 0, pointRadius: labels.length > 60 ? 0 : 2, spanGaps: true,
-          tension: 0.2,
+          tension: 0.2, skipNull: true,
         });
       }
     }
@@ -189,6 +190,27 @@
     drawn.push({ section: section.id, title: section.title, split: splitValue, canvas, chart: c, datasets: datasets.length, points: datasets.reduce((n, d) => n + d.data.filter((v) => v !== null).length, 0) });
   }
 
+  function kpi(section) {
+    const box = el("div", { class: "kpi" });
+    const xi = colIndex(section, section.x);
+    const vi = colIndex(section, section.y[0]);
+    const pi = section.y.length > 1 ? colIndex(section, section.y[1]) : -1;
+    for (const r of section.rows) {
+      const tile = el("div", { class: "tile" },
+        el("div", { class: "label", text: String(r[xi]) }),
+        el("div", { class: "value", text: fmt(section.columns[vi], r[vi], r, section) }));
+      if (pi >= 0 && r[pi] !== null && Number(r[pi]) !== 0 && r[vi] !== null) {
+        const change = (Number(r[vi]) - Number(r[pi])) / Math.abs(Number(r[pi]));
+        const up = change >= 0;
+        tile.appendChild(el("div", { class: "change " + (up ? "up" : "down"),
+          text: (up ? "▲ " : "▼ ") + Math.abs(change).toLocaleString(locale, { style: "percent", maximumFractionDigits: 1 })
+            + " vs " + fmt(section.columns[pi], r[pi], r, section) + " before" }));
+      }
+      box.appendChild(tile);
+    }
+    return box;
+  }
+
   // The page.
   const header = el("header", {},
     el("h1", { text: page.title }),
@@ -210,7 +232,9 @@
       continue;
     }
     const body = el("div", { class: "body" });
-    if (s.chart !== "table") {
+    if (s.chart === "kpi") {
+      body.appendChild(kpi(s));
+    } else if (s.chart !== "table") {
       const charts = el("div", { class: "charts" });
       body.appendChild(charts);
       if (s.split_by) {

@@ -195,6 +195,15 @@ fn the_retail_report_draws_in_chromium_and_its_numbers_are_golds() {
     // Sorting by a numeric column flips its order.
     let sorted = &page["sorted"];
     assert_ne!(sorted["first"], sorted["again"], "{sorted}");
+    // Headline tiles: one per currency's net revenue, orders, customers.
+    let tiles = page["tiles"].as_array().unwrap();
+    assert_eq!(tiles.len(), currencies.len() + 2, "{tiles:?}");
+    assert!(
+        tiles
+            .iter()
+            .any(|t| t.as_str().unwrap().starts_with("Orders")),
+        "{tiles:?}"
+    );
     let q = section(&page, "Data quality and freshness");
     let nodes: Vec<String> = column(q, "node")
         .iter()

@@ -41,7 +41,8 @@ const puppeteer = require(process.env.STRATA_PUPPETEER || "puppeteer-core");
         rows: t.querySelectorAll("tbody tr").length,
         firstRow: [...(t.querySelector("tbody tr")?.children || [])].map((td) => td.textContent),
       }));
-      return { charts: r.charts, canvases, textWidths: texts, tables, data: r.data };
+      const tiles = [...document.querySelectorAll(".kpi .tile")].map((t) => t.textContent);
+      return { charts: r.charts, canvases, textWidths: texts, tables, tiles, data: r.data };
     });
     // Sorting: click a numeric header of the first table twice and read the order back.
     const sorted = await page.evaluate(() => {
