@@ -235,6 +235,14 @@ impl Report {
             let query = crate::model::parse_query(file, &s.sql)
                 .map_err(|e| at(format!("the SQL does not parse: {}", e.message())))?;
             for mut r in references(file, &query, &META_TABLES)? {
+                // Bronze holds records as they arrived, personal data unmasked: a page that
+                // anyone may open never reads it.
+                if r.name.starts_with("bronze.") {
+                    return Err(at(format!(
+                        "`{}`: a report reads silver and gold tables, never bronze (raw records, personal data not yet masked)",
+                        r.name
+                    )));
+                }
                 // A line of the section's SQL is not a line of the file: none is given.
                 r.line = 0;
                 if !refs.iter().any(|x| x.name == r.name) {
@@ -293,6 +301,7 @@ mod tests {
             "name a table as `layer.name`",
         );
         bad("chart: line", "chart: pie", "unknown variant `pie`");
+        bad("FROM gold.daily", "FROM bronze.orders", "never bronze");
         bad(
             "out: reports/t.html",
             "out: ../t.html",
