@@ -29,8 +29,8 @@ pub use runner::{
 };
 pub use stream::{BatchStream, BatchStreamAdapter, SendableBatchStream, empty_stream};
 pub use traits::{
-    BatchTransform, CommitOutcome, Delivery, Prepared, Sink, SinkCapabilities, SinkWriter, Source,
-    StreamTransform, read_all,
+    BatchTransform, CommitOutcome, Delivery, Prepared, Sample, Sink, SinkCapabilities, SinkWriter,
+    Source, StreamTransform, read_all, sample,
 };
 pub use types::{CommitMarker, Cursor, Epoch, ReadPlan, ReadRequest, Split};
 

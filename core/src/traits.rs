@@ -239,3 +239,52 @@ pub async fn read_all(
     }
     Ok((out, plan))
 }
+
+/// What [`sample`] read.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Sample {
+    /// The batches read, about `rows` rows (the last batch may run past).
+    pub batches: Vec<RecordBatch>,
+    /// Rows in `batches`.
+    pub rows: usize,
+    /// Records the source rejected on the way (malformed lines): counted, not fatal.
+    pub rejected: usize,
+}
+
+/// The first `rows` rows of `source` (planned from the start, splits in order), stopping as
+/// soon as it has them: what tools such as PII classification look at. Rejected records are
+/// counted instead of failing the sample.
+///
+/// # Errors
+/// The first error of the plan or of a split.
+pub async fn sample(source: &dyn Source, rows: usize, name: &str) -> Result<Sample> {
+    use futures::StreamExt as _;
+    let (qtx, mut qrx) = crate::quarantine::quarantine_channel(64);
+    let ctx = Context::builder(name).with_quarantine(qtx).build();
+    let plan = source.plan(&ReadRequest::after(None), &ctx).await?;
+    let mut out = Sample::default();
+    'read: for split in &plan.splits {
+        let mut s = source.read(split, &ctx)?;
+        loop {
+            tokio::select! {
+                Some(r) = qrx.recv() => out.rejected += r.len(),
+                b = s.next() => match b {
+                    Some(b) => {
+                        let b = b?;
+                        out.rows += b.num_rows();
+                        out.batches.push(b);
+                        if out.rows >= rows {
+                            break 'read;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+    while let Ok(r) = qrx.try_recv() {
+        out.rejected += r.len();
+    }
+    Ok(out)
+}

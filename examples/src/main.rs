@@ -709,42 +709,14 @@ async fn dispatch(cmd: Command) -> Result<()> {
             pipeline,
             sample_rows,
         } => {
-            use futures::StreamExt;
             let cfg = config::load(&pipeline)?;
             let built = config::build(&cfg).await?;
-            // Rejected records are counted, not fatal: a malformed line does not stop the sample.
-            let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(64);
-            let ctx = strata_core::Context::builder("classify")
-                .with_quarantine(qtx)
-                .build();
-            let plan = built
-                .source
-                .plan(&strata_core::ReadRequest::after(None), &ctx)
-                .await?;
-            let mut batches = Vec::new();
-            let (mut rows, mut rejected) = (0, 0usize);
-            'read: for split in &plan.splits {
-                let mut s = built.source.read(split, &ctx)?;
-                loop {
-                    tokio::select! {
-                        Some(r) = qrx.recv() => rejected += r.len(),
-                        b = s.next() => match b {
-                            Some(b) => {
-                                let b = b?;
-                                rows += b.num_rows();
-                                batches.push(b);
-                                if rows >= sample_rows {
-                                    break 'read;
-                                }
-                            }
-                            None => break,
-                        },
-                    }
-                }
-            }
-            while let Ok(r) = qrx.try_recv() {
-                rejected += r.len();
-            }
+            let strata_core::Sample {
+                batches,
+                rows,
+                rejected,
+                ..
+            } = strata_core::sample(built.source.as_ref(), sample_rows, "classify").await?;
             if rejected > 0 {
                 outln!("{rejected} malformed records skipped");
             }
@@ -772,32 +744,8 @@ async fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let p = strata_privacy::Policy::load(&policy)?;
             let conn = config::load_snowflake_connection(&connection)?;
-            let client = strata_snowflake::client::SnowflakeClient::connect(conn.clone()).await?;
-            let r = client
-                .query_with(
-                    &format!(
-                        "SELECT TABLE_NAME, COLUMN_NAME FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
-                        strata_snowflake::types::ident(&conn.database)
-                    ),
-                    &strata_snowflake::client::Bindings::Positional(vec![strata_snowflake::client::Value::Text(strata_snowflake::types::stored_name(&conn.schema))]),
-                )
-                .await?;
-            let mut tables: Vec<(String, Vec<String>)> = Vec::new();
-            for b in &r.batches {
-                let t = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Utf8)?;
-                let c = arrow_cast::cast(b.column(1), &arrow_schema::DataType::Utf8)?;
-                use arrow_array::cast::AsArray;
-                for (t, c) in t.as_string::<i32>().iter().zip(c.as_string::<i32>().iter()) {
-                    let (t, c) = (
-                        t.unwrap_or_default().to_lowercase(),
-                        c.unwrap_or_default().to_lowercase(),
-                    );
-                    match tables.last_mut() {
-                        Some((name, cols)) if *name == t => cols.push(c),
-                        _ => tables.push((t, vec![c])),
-                    }
-                }
-            }
+            let client = strata_snowflake::client::SnowflakeClient::connect(conn).await?;
+            let tables = client.table_columns().await?;
             let refs: Vec<(&str, Vec<&str>)> = tables
                 .iter()
                 .map(|(t, c)| (t.as_str(), c.iter().map(String::as_str).collect()))

@@ -663,6 +663,46 @@ impl SnowflakeClient {
         self.finish(data, sql).await
     }
 
+    /// The tables of the connection's schema with their columns in order, names lower case
+    /// (`INFORMATION_SCHEMA.COLUMNS`): what governance DDL is planned over.
+    ///
+    /// # Errors
+    /// As [`SnowflakeClient::query`]; Internal when the answer's columns are not text.
+    pub async fn table_columns(&self) -> Result<Vec<(String, Vec<String>)>> {
+        use arrow_array::cast::AsArray as _;
+        let cfg = &self.inner.cfg;
+        let r = self
+            .query_with(
+                &format!(
+                    "SELECT TABLE_NAME, COLUMN_NAME FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+                    crate::types::ident(&cfg.database)
+                ),
+                &Bindings::Positional(vec![Value::Text(crate::types::stored_name(&cfg.schema))]),
+            )
+            .await?;
+        let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+        for b in &r.batches {
+            let text = |i: usize| {
+                arrow_cast::cast(b.column(i), &arrow_schema::DataType::Utf8).map_err(|e| {
+                    Error::internal("INFORMATION_SCHEMA.COLUMNS answered a non-text name")
+                        .with_source(e)
+                })
+            };
+            let (t, c) = (text(0)?, text(1)?);
+            for (t, c) in t.as_string::<i32>().iter().zip(c.as_string::<i32>().iter()) {
+                let (t, c) = (
+                    t.unwrap_or_default().to_lowercase(),
+                    c.unwrap_or_default().to_lowercase(),
+                );
+                match tables.last_mut() {
+                    Some((name, cols)) if *name == t => cols.push(c),
+                    _ => tables.push((t, vec![c])),
+                }
+            }
+        }
+        Ok(tables)
+    }
+
     /// Run a statement; the rows arrive as a stream, result chunks downloaded as it is polled
     /// (two ahead).
     ///
