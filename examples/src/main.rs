@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod api;
+mod commands;
 mod config;
 mod demo;
 mod exit;
@@ -30,7 +31,7 @@ mod report;
 mod reset;
 mod status;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -356,32 +357,7 @@ enum Command {
     /// last synced (recorded in Snowflake's control table) are merged by key; then the
     /// reporting views are (re)created. With `--emit-ddl`, print the STREAM and TASK DDL of a
     /// scheduled in-warehouse refresh instead.
-    SyncSnowflake {
-        /// The project (its gold models, with their keys, are the tables synced).
-        project: PathBuf,
-        /// A YAML file with the Snowflake connection (`${VAR}` read from the environment).
-        #[arg(long)]
-        connection: Option<PathBuf>,
-        /// Print the refresh DDL and exit.
-        #[arg(long)]
-        emit_ddl: bool,
-        /// The refresh schedule: five cron fields and a time zone.
-        #[arg(long, default_value = "0 * * * * UTC")]
-        schedule: String,
-        /// The warehouse the refresh tasks run on.
-        #[arg(long, default_value = "COMPUTE_WH")]
-        warehouse: String,
-        /// Parquet file size per stage upload.
-        #[arg(long, default_value_t = 64)]
-        target_file_size_megabytes: u64,
-        /// Load with bound INSERTs of this many rows per statement instead of PUT + COPY
-        /// (slow; for comparisons).
-        #[arg(long)]
-        insert_rows_per_statement: Option<usize>,
-        /// Sync only these gold tables (comma-separated; default all).
-        #[arg(long, value_delimiter = ',')]
-        tables: Vec<String>,
-    },
+    SyncSnowflake(commands::SyncSnowflakeArgs),
     /// Report each column's PII tags with a confidence and masked evidence, from a sample of a
     /// pipeline's source.
     Classify {
@@ -482,53 +458,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             quiet,
             logical_date: _,
             metrics_file,
-        } => {
-            let started = std::time::Instant::now();
-            let started_micros = chrono::Utc::now().timestamp_micros();
-            // A project's pipeline (one writing a lake table) is recorded in the lake's _runs.
-            let in_lake = match config::load_in(&pipeline, None) {
-                Ok((_, _, Some(node))) => Some((project::enclosing_lake(&pipeline)?, node)),
-                _ => None,
-            };
-            let result = run_file(&pipeline, !quiet && !json).await;
-            if let Some((lake, node)) = &in_lake {
-                let recorded =
-                    project::record_pipeline_run(lake, node, started_micros, &result).await;
-                if result.is_ok() {
-                    recorded?;
-                }
-            }
-            if let Some(f) = &metrics_file {
-                let stem = pipeline
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned());
-                let name = match &result {
-                    Ok(r) => r.pipeline_id.clone(),
-                    Err(_) => stem.unwrap_or_else(|| "pipeline".into()),
-                };
-                let written = prom::write(
-                    f,
-                    &[prom::Sample {
-                        pipeline: &name,
-                        kind: "pipeline",
-                        success: result.is_ok(),
-                        seconds: started.elapsed().as_secs_f64(),
-                        report: result.as_ref().ok(),
-                    }],
-                );
-                // The run's own error comes first.
-                if result.is_ok() {
-                    written?;
-                }
-            }
-            let report = result?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_report(&report)?;
-            }
-            Ok(())
-        }
+        } => commands::run(pipeline, json, quiet, metrics_file).await,
         Command::ServeApi { file, name, port } => {
             let lines = api::load(&file)?;
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -547,49 +477,8 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Infer { pipeline } => {
-            let cfg = config::load(&pipeline)?;
-            let built = config::build(&cfg).await?;
-            outln!(
-                "# the schema of {} (paste under the source)",
-                pipeline.display()
-            );
-            outln!("schema:\n  explicit:");
-            for f in built.source.schema().fields() {
-                let Some(ty) = strata_files::data_type_name(f.data_type()) else {
-                    bail!(
-                        "column `{}` has a type a declaration cannot name: {}",
-                        f.name(),
-                        f.data_type()
-                    );
-                };
-                let not_null = if f.is_nullable() { "" } else { " not null" };
-                outln!(
-                    "    - {{ name: {}, type: \"{ty}{not_null}\" }}",
-                    serde_json::to_string(f.name())?
-                );
-            }
-            Ok(())
-        }
-        Command::Check { pipeline } => {
-            let cfg = config::load(&pipeline)?;
-            let built = config::build(&cfg).await?;
-            let id = cfg.run_id();
-            let ctx = strata_core::Context::builder(id.as_str()).build();
-            built.source.check(&ctx).await.context("source")?;
-            let p = PipelineBuilder::new(&id, built.source, built.sink, built.checkpoints);
-            let p = with_steps(p, built.transforms).build()?;
-            outln!("{}: ok; output schema:", pipeline.display());
-            for f in p.output_schema().fields() {
-                outln!(
-                    "  {}: {}{}",
-                    f.name(),
-                    f.data_type(),
-                    if f.is_nullable() { "" } else { " not null" }
-                );
-            }
-            Ok(())
-        }
+        Command::Infer { pipeline } => commands::infer(pipeline).await,
+        Command::Check { pipeline } => commands::check(pipeline).await,
         Command::Generate {
             out,
             scale,
@@ -639,148 +528,17 @@ async fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::SyncSnowflake {
-            project,
-            connection,
-            emit_ddl,
-            schedule,
-            warehouse,
-            target_file_size_megabytes,
-            insert_rows_per_statement,
-            tables,
-        } => {
-            let l = project::open(&project::project_dir(&project))?;
-            let gold = project::gold_tables(&l)?;
-            let views = project::reporting_views(&l);
-            if emit_ddl {
-                let names: Vec<String> = gold.keys().cloned().collect();
-                print!(
-                    "{}",
-                    strata_warehouse::refresh_ddl(&warehouse, &schedule, &names, &views)
-                        .context("--schedule")?
-                );
-            } else {
-                let Some(path) = connection else {
-                    bail!("sync-snowflake needs --connection <snowflake.yaml>");
-                };
-                let conn = config::load_snowflake_connection(&path)?;
-                let sync = strata_warehouse::WarehouseSync::try_new(gold, conn)?
-                    .with_views(views)
-                    .with_target_file_size_megabytes(target_file_size_megabytes);
-                let sync = if tables.is_empty() {
-                    sync
-                } else {
-                    sync.with_tables(&tables)
-                };
-                let sync = match insert_rows_per_statement {
-                    Some(n) => sync.with_load(strata_snowflake::sink::LoadMethod::Insert {
-                        rows_per_statement: n,
-                    }),
-                    None => sync,
-                };
-                let bar = progress::spinner("syncing the gold tables into Snowflake");
-                let report = sync.run().await;
-                bar.finish_and_clear();
-                let report = report?;
-                let mut any = false;
-                for (t, r) in &report {
-                    if let Some((version, rows)) = r {
-                        any = true;
-                        outln!("{t}: synced to Delta version {version} ({rows} change rows)");
-                    }
-                }
-                if !any {
-                    outln!("snowflake is up to date");
-                }
-                if tables.is_empty() {
-                    outln!(
-                        "views: {}",
-                        sync.views()
-                            .iter()
-                            .map(|v| v.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::SyncSnowflake(args) => commands::sync_snowflake(args).await,
         Command::Classify {
             pipeline,
             sample_rows,
-        } => {
-            let cfg = config::load(&pipeline)?;
-            let built = config::build(&cfg).await?;
-            let strata_core::Sample {
-                batches,
-                rows,
-                rejected,
-                ..
-            } = strata_core::sample(built.source.as_ref(), sample_rows, "classify").await?;
-            if rejected > 0 {
-                outln!("{rejected} malformed records skipped");
-            }
-            let found = strata_privacy::classify(&batches, sample_rows);
-            outln!("{rows} rows sampled");
-            for c in &found {
-                outln!(
-                    "{:<32} {:<15} {:.2}  {}",
-                    c.column,
-                    c.tag.as_str(),
-                    c.confidence,
-                    c.evidence
-                );
-            }
-            if found.is_empty() {
-                outln!("no personal data found");
-            }
-            Ok(())
-        }
+        } => commands::classify(pipeline, sample_rows).await,
         Command::Governance {
             policy,
             connection,
             apply,
             keep_going,
-        } => {
-            let p = strata_privacy::Policy::load(&policy)?;
-            let conn = config::load_snowflake_connection(&connection)?;
-            let client = strata_snowflake::client::SnowflakeClient::connect(conn).await?;
-            let tables = client.table_columns().await?;
-            let refs: Vec<(&str, Vec<&str>)> = tables
-                .iter()
-                .map(|(t, c)| (t.as_str(), c.iter().map(String::as_str).collect()))
-                .collect();
-            let mut rejected = 0;
-            for sql in strata_privacy::warehouse::governance_ddl(&p, &refs) {
-                if !apply {
-                    outln!("{sql};");
-                    continue;
-                }
-                match client.query(&sql).await {
-                    Ok(_) => outln!("applied: {sql}"),
-                    Err(e) => {
-                        rejected += 1;
-                        outln!(
-                            "rejected: {sql}\n  {}",
-                            e.message().lines().next().unwrap_or_default()
-                        );
-                        if !keep_going {
-                            bail!("the server rejected a governance statement: {}", e.report());
-                        }
-                    }
-                }
-            }
-            if apply {
-                outln!("{rejected} statement(s) rejected");
-            }
-            if let Err(e) = client.close().await {
-                eprintln!(
-                    "strata: warning: closing the Snowflake session failed: {}",
-                    e.report()
-                );
-            }
-            Ok(())
-        }
+        } => commands::governance(policy, connection, apply, keep_going).await,
         Command::Build {
             project,
             select,
@@ -788,31 +546,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             logical_date: _,
             metrics_file,
         } => build_command(&project, &select, full_refresh, metrics_file.as_deref()).await,
-        Command::Report { project, name, out } => {
-            // `open` enters the project directory; `--out` is relative to where we are.
-            let cwd = std::env::current_dir()?;
-            let l = project::open(&project::project_dir(&project))?;
-            let reports = l.project.reports();
-            let r = match &name {
-                Some(n) => reports
-                    .iter()
-                    .find(|r| r.name == format!("report.{n}"))
-                    .with_context(|| format!("the project has no report `{n}`"))?,
-                None => match reports {
-                    [one] => one,
-                    [] => bail!("the project declares no report (`reports:` in strata.yaml)"),
-                    _ => bail!("the project has several reports: choose one with --name"),
-                },
-            };
-            // The output path is relative to where the command was run, not to the project.
-            let out = out.map(|o| if o.is_absolute() { o } else { cwd.join(o) });
-            if let report::Drawn::Written(path, n) =
-                report::draw(&l, r, out.as_deref(), true).await?
-            {
-                outln!("{}: {n} sections written to {}", r.name, path.display());
-            }
-            Ok(())
-        }
+        Command::Report { project, name, out } => commands::report(project, name, out).await,
         Command::Status { project, json } => {
             let l = project::open(&project::project_dir(&project))?;
             let all = status::status(&l).await?;
@@ -844,24 +578,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
                     project_dir,
                     strata,
                 },
-        } => {
-            let dir = project::project_dir(&project);
-            let abs = std::fs::canonicalize(&dir)
-                .with_context(|| format!("cannot find the project {}", dir.display()))?;
-            let l = project::open(&abs)?;
-            let mut opts = strata_project::airflow::DagOptions::new(
-                project_dir.unwrap_or_else(|| abs.display().to_string()),
-            )
-            .with_strata(strata);
-            if let Some(id) = dag_id {
-                opts = opts.with_dag_id(id);
-            }
-            use std::io::Write as _;
-            std::io::stdout()
-                .lock()
-                .write_all(strata_project::airflow::dag(&l.project, &l.graph, &opts).as_bytes())?;
-            Ok(())
-        }
+        } => commands::airflow_dag(project, dag_id, project_dir, strata).await,
         Command::Test { project, select } => test_command(&project, &select).await,
         Command::Runs {
             project,
