@@ -395,20 +395,7 @@ fn plain_safe(v: &str) -> bool {
 }
 
 fn double_quoted(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    strata_project::double_quoted(v)
 }
 
 /// Replace `${VAR}` with the environment's value; a missing variable is an error naming the

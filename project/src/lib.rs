@@ -19,6 +19,29 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use strata_core::{Error, ErrorKind, Result};
 
+/// `s` as a double-quoted string literal that YAML and Python both read back as `s`: `"`,
+/// `\` and line breaks escaped, other control characters as `\uXXXX`.
+pub fn double_quoted(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The project file's name.
 pub const PROJECT_FILE: &str = "strata.yaml";
 

@@ -88,19 +88,8 @@ fn format_name(f: Format) -> &'static str {
 /// The default format of a column of type `t` that the section does not describe.
 fn default_format(t: &DataType) -> Format {
     match t {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => Format::Integer,
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => Format::Decimal,
+        t if t.is_integer() => Format::Integer,
+        t if t.is_numeric() => Format::Decimal,
         DataType::Date32 | DataType::Date64 => Format::Date,
         DataType::Timestamp(..) => Format::Datetime,
         _ => Format::Text,
