@@ -29,7 +29,10 @@ pub trait CheckpointStore: Send + Sync + Debug {
     async fn save(&self, marker: &CommitMarker, expected: Epoch) -> Result<()>;
 }
 
-fn conflict(pipeline_id: &str, expected: Epoch, found: Epoch) -> Error {
+/// The error a [`CheckpointStore::save`] returns when the stored epoch is not the one the
+/// run expected: another run of the same pipeline saved first. Every store uses it, so the
+/// runner and the user see one message and one set of context keys.
+pub fn conflict(pipeline_id: &str, expected: Epoch, found: Epoch) -> Error {
     Error::new(
         ErrorKind::Conflict,
         "the checkpoint moved under this run: another run of the same pipeline is active",

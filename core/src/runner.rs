@@ -112,10 +112,10 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
-    /// With `rows` per batch.
+    /// With `rows` per batch (0 is read as 1, by [`crate::ContextBuilder::with_batch_size`]).
     #[must_use]
     pub fn with_batch_size(mut self, rows: usize) -> Self {
-        self.batch_size = rows.max(1);
+        self.batch_size = rows;
         self
     }
 

@@ -62,3 +62,93 @@ where
 pub fn empty_stream(schema: SchemaRef) -> SendableBatchStream {
     BatchStreamAdapter::boxed(schema, futures::stream::empty())
 }
+
+/// `input` cut and joined into batches of `rows` rows (the last may be shorter), for sources
+/// whose reader decides its own batch sizes (a Delta scan, a warehouse's result chunks) so
+/// that every source honours [`crate::Context::batch_size`]. Lazy like `input`; the first
+/// error ends the stream.
+pub fn rebatch(input: SendableBatchStream, rows: usize) -> SendableBatchStream {
+    use arrow_select::coalesce::BatchCoalescer;
+    use futures::StreamExt;
+    let schema = input.schema();
+    let coalescer = BatchCoalescer::new(schema.clone(), rows.max(1));
+    let state = (input, coalescer, false);
+    let out = futures::stream::unfold(state, |(mut input, mut co, mut done)| async move {
+        loop {
+            if let Some(b) = co.next_completed_batch() {
+                return Some((Ok(b), (input, co, done)));
+            }
+            if done {
+                return None;
+            }
+            let step = match input.next().await {
+                Some(Ok(b)) => co.push_batch(b),
+                Some(Err(e)) => return Some((Err(e), (input, co, true))),
+                None => {
+                    done = true;
+                    co.finish_buffered_batch()
+                }
+            };
+            if let Err(e) = step {
+                return Some((Err(e.into()), (input, co, true)));
+            }
+        }
+    });
+    BatchStreamAdapter::boxed(schema, Box::pin(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use futures::TryStreamExt;
+    use std::sync::Arc;
+
+    fn batch(schema: &SchemaRef, range: std::ops::Range<i64>) -> RecordBatch {
+        let col: ArrayRef = Arc::new(Int64Array::from_iter_values(range));
+        RecordBatch::try_new(schema.clone(), vec![col]).expect("batch")
+    }
+
+    #[tokio::test]
+    async fn rebatch_cuts_and_joins_to_the_asked_size_keeping_every_row_in_order() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let input = vec![
+            Ok(batch(&schema, 0..3)),
+            Ok(batch(&schema, 3..20)),
+            Ok(batch(&schema, 20..21)),
+            Ok(batch(&schema, 21..25)),
+        ];
+        let s = BatchStreamAdapter::boxed(schema.clone(), futures::stream::iter(input));
+        let out: Vec<RecordBatch> = rebatch(s, 8).try_collect().await.expect("rows");
+        let sizes: Vec<usize> = out.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, [8, 8, 8, 1]);
+        let all: Vec<i64> = out
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_any().downcast_ref::<Int64Array>().expect("i64");
+                c.values().to_vec()
+            })
+            .collect();
+        assert_eq!(all, (0..25).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn rebatch_passes_an_error_on_and_ends() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let input = vec![
+            Ok(batch(&schema, 0..3)),
+            Err(crate::Error::internal("boom")),
+            Ok(batch(&schema, 3..5)),
+        ];
+        let s = BatchStreamAdapter::boxed(schema, futures::stream::iter(input));
+        let got: Vec<Result<RecordBatch>> = rebatch(s, 2).collect::<Vec<_>>().await;
+        let sizes: Vec<std::result::Result<usize, String>> = got
+            .into_iter()
+            .map(|r| r.map(|b| b.num_rows()).map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert_eq!(sizes[0], Ok(2));
+        assert!(sizes[1].as_ref().is_err_and(|e| e.contains("boom")), "{sizes:?}");
+    }
+}

@@ -327,7 +327,7 @@ impl Default for OptionsConfig {
 }
 
 fn default_batch_size() -> usize {
-    8192
+    strata_core::context::DEFAULT_BATCH_SIZE
 }
 fn default_attempts() -> u32 {
     3

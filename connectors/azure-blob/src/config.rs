@@ -4,7 +4,7 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder}
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use strata_core::{Error, Result};
-use strata_files::cloud::HttpSettings;
+use strata_files::cloud::{HttpSettings, ObjectStoreHttp};
 use strata_files::{StoreLocation, cloud_url};
 
 /// Azurite's well-known development account.
@@ -228,7 +228,7 @@ impl AzureBlobConfig {
             }
             _ => {}
         }
-        self.http.validate()
+        self.http.validate_for("an Azure Blob connection")
     }
 
     /// Emulator credentials at the Azurite URL object_store's emulator mode uses.

@@ -6,6 +6,7 @@ use crate::AzureBlobConfig;
 use object_store::azure::AzureAuthorizer;
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 use strata_core::{Error, ErrorKind, Result};
+use strata_files::cloud::ObjectStoreHttp as _;
 
 /// What [`create_container`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

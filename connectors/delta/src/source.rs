@@ -210,7 +210,7 @@ impl Source for DeltaSource {
         ))
     }
 
-    fn read(&self, split: &Split, _ctx: &Context) -> Result<SendableBatchStream> {
+    fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
         let spec: Spec = serde_json::from_str(&split.spec).map_err(|e| {
             Error::internal("not a Delta split")
                 .with_context("split", &split.id)
@@ -267,7 +267,8 @@ impl Source for DeltaSource {
             }))
         })
         .try_flatten();
-        Ok(BatchStreamAdapter::boxed(out, Box::pin(s)))
+        let s = BatchStreamAdapter::boxed(out, Box::pin(s));
+        Ok(strata_core::rebatch(s, ctx.batch_size()))
     }
 }
 

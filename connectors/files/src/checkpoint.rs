@@ -5,8 +5,8 @@ use crate::location::StoreLocation;
 use async_trait::async_trait;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use strata_core::checkpoint::validate_pipeline_id;
-use strata_core::{CheckpointStore, CommitMarker, Epoch, Error, ErrorKind, Result};
+use strata_core::checkpoint::{conflict, validate_pipeline_id};
+use strata_core::{CheckpointStore, CommitMarker, Epoch, Result};
 
 /// Keeps each saved epoch as its own object `<pipeline>/<epoch>.json`, created with
 /// `PutMode::Create`: two runs saving the same next epoch cannot both win, on every store that
@@ -26,16 +26,6 @@ impl ObjectStoreCheckpointStore {
     fn dir(&self, pid: &str) -> Path {
         self.location.child(pid)
     }
-}
-
-fn conflict(pid: &str, expected: Epoch, found: Epoch) -> Error {
-    Error::new(
-        ErrorKind::Conflict,
-        "the checkpoint moved under this run: another run of the same pipeline is active",
-    )
-    .with_context("pipeline", pid)
-    .with_context("expected_epoch", expected)
-    .with_context("found_epoch", found)
 }
 
 #[async_trait]

@@ -4,90 +4,52 @@
 
 use crate::{FileSource, FileSourceConfig, ParquetSink, ParquetSinkConfig, StoreLocation};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::time::Duration;
 use strata_core::{Error, Result};
 
-/// Timeouts and retries of a cloud store's HTTP client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct HttpSettings {
-    /// Retries of one request after a transient failure (5xx, timeout, reset). Range: 0..=100.
-    #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 0, 100>")]
-    pub max_retries: usize,
-    /// The first backoff; each retry doubles it, with jitter. Range: 1..=3_600_000.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 3_600_000>")]
-    pub initial_backoff_millis: u64,
-    /// The longest backoff. Range: 1..=86_400.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>")]
-    pub max_backoff_secs: u64,
-    /// No retry starts after a request has been failing this long. Range: 0..=604_800.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 604_800>")]
-    pub retry_timeout_secs: u64,
-    /// One request (including its body) may take this long. Range: 1..=86_400.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>")]
-    pub request_timeout_secs: u64,
-    /// Connecting may take this long. Range: 1..=3600.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 3600>")]
-    pub connect_timeout_secs: u64,
-}
+pub use strata_core::HttpSettings;
 
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            max_retries: 10,
-            initial_backoff_millis: 100,
-            max_backoff_secs: 15,
-            retry_timeout_secs: 180,
-            request_timeout_secs: 300,
-            connect_timeout_secs: 5,
-        }
-    }
-}
-
-impl HttpSettings {
-    /// Check the settings without I/O.
+/// [`HttpSettings`] as object_store's client options and retry settings. object_store honours
+/// the timeouts, retries, backoff and retry timeout; the REST-only keys are refused.
+pub trait ObjectStoreHttp {
+    /// Check the settings without I/O, refusing what an object store client cannot honour.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key.
-    pub fn validate(&self) -> Result<()> {
-        for (key, v) in [
-            ("initial_backoff_millis", self.initial_backoff_millis),
-            ("max_backoff_secs", self.max_backoff_secs),
-            ("request_timeout_secs", self.request_timeout_secs),
-            ("connect_timeout_secs", self.connect_timeout_secs),
-        ] {
-            if v == 0 {
-                return Err(Error::config("must be at least 1").with_context("key", key));
-            }
-        }
-        if self.max_retries > 100 {
-            return Err(Error::config("`max_retries` must be at most 100")
-                .with_context("max_retries", self.max_retries));
-        }
-        Ok(())
-    }
+    /// [`strata_core::ErrorKind::Config`] or `Unsupported`, naming the key.
+    fn validate_for(&self, client: &str) -> Result<()>;
 
     /// object_store's retry settings.
-    pub fn retry_config(&self) -> RetryConfig {
+    fn retry_config(&self) -> RetryConfig;
+
+    /// object_store's client options (`allow_http` for local servers).
+    fn client_options(&self, allow_http: bool) -> ClientOptions;
+}
+
+impl ObjectStoreHttp for HttpSettings {
+    fn validate_for(&self, client: &str) -> Result<()> {
+        self.validate()?;
+        self.refuse(strata_core::http::REST_ONLY_KEYS, client)
+    }
+
+    fn retry_config(&self) -> RetryConfig {
         RetryConfig {
             backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(self.initial_backoff_millis),
-                max_backoff: Duration::from_secs(self.max_backoff_secs),
+                init_backoff: self.initial_backoff(),
+                max_backoff: self.max_backoff(),
                 base: 2.0,
             },
-            max_retries: self.max_retries,
-            retry_timeout: Duration::from_secs(self.retry_timeout_secs),
+            max_retries: self.max_retries as usize,
+            // object_store has no "unlimited": a week is the longest the setting allows.
+            retry_timeout: self.retry_timeout().unwrap_or(Duration::from_secs(604_800)),
         }
     }
 
-    /// object_store's client options (`allow_http` for local servers).
-    pub fn client_options(&self, allow_http: bool) -> ClientOptions {
+    fn client_options(&self, allow_http: bool) -> ClientOptions {
         ClientOptions::new()
             .with_allow_http(allow_http)
-            .with_timeout(Duration::from_secs(self.request_timeout_secs))
-            .with_connect_timeout(Duration::from_secs(self.connect_timeout_secs))
+            .with_timeout(self.request_timeout())
+            .with_connect_timeout(self.connect_timeout())
     }
 }
 

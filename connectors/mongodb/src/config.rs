@@ -224,12 +224,13 @@ pub struct MongoSourceConfig {
     /// Which documents.
     #[serde(default)]
     pub query: Query,
-    /// Documents per server batch. Range: 1..=1_000_000.
+    /// Documents the server returns per cursor batch (MongoDB's `batchSize`; the Arrow batch
+    /// size is the run's `batch_size`). Range: 1..=1_000_000.
     #[serde(
         default = "default_batch",
         deserialize_with = "strata_core::bounds::u32_in::<_, 1, 1_000_000>"
     )]
-    pub batch_size: u32,
+    pub cursor_batch_documents: u32,
     /// Read preference.
     #[serde(default)]
     pub read_preference: ReadPreference,
@@ -272,7 +273,7 @@ impl MongoSourceConfig {
             database: database.into(),
             collection: collection.into(),
             query: Query::default(),
-            batch_size: default_batch(),
+            cursor_batch_documents: default_batch(),
             read_preference: ReadPreference::default(),
             schema: SchemaSource::default(),
             mixed_types: MixedTypes::default(),
@@ -306,8 +307,8 @@ impl MongoSourceConfig {
             return Err(Error::config("invalid `collection` name")
                 .with_context("collection", &self.collection));
         }
-        if self.batch_size == 0 {
-            return Err(Error::config("`batch_size` must be at least 1"));
+        if self.cursor_batch_documents == 0 {
+            return Err(Error::config("`cursor_batch_documents` must be at least 1"));
         }
         if matches!(self.query, Query::Aggregate { .. }) && self.incremental.is_some() {
             return Err(Error::config(

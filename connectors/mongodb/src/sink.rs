@@ -64,7 +64,7 @@ pub struct MongoSinkConfig {
         default = "default_insert_batch",
         deserialize_with = "strata_core::bounds::usize_in::<_, 1, 100_000>"
     )]
-    pub insert_batch_size: usize,
+    pub insert_batch_documents: usize,
     /// Staging collections without a recorded intent and older than this are dropped. Range: 0..=31_536_000.
     #[serde(
         default = "default_abandoned",
@@ -97,7 +97,7 @@ impl MongoSinkConfig {
             write: WriteMode::Append,
             control_collection: default_control(),
             quarantine_collection: None,
-            insert_batch_size: default_insert_batch(),
+            insert_batch_documents: default_insert_batch(),
             abandoned_after_secs: default_abandoned(),
         }
     }
@@ -153,8 +153,8 @@ impl MongoSinkConfig {
                 return Err(Error::config("invalid collection name").with_context(key, c));
             }
         }
-        if self.insert_batch_size == 0 {
-            return Err(Error::config("`insert_batch_size` must be at least 1"));
+        if self.insert_batch_documents == 0 {
+            return Err(Error::config("`insert_batch_documents` must be at least 1"));
         }
         if let WriteMode::Merge { key, .. } = &self.write
             && (key.is_empty() || key.iter().any(String::is_empty))
@@ -578,7 +578,7 @@ impl MongoWriter {
         .map_err(|e| Error::internal("BSON conversion panicked").with_source(e))??;
         let mut it = docs.into_iter().peekable();
         while it.peek().is_some() {
-            let chunk: Vec<Document> = it.by_ref().take(self.inner.cfg.insert_batch_size).collect();
+            let chunk: Vec<Document> = it.by_ref().take(self.inner.cfg.insert_batch_documents).collect();
             self.staged
                 .insert_many(chunk)
                 .await

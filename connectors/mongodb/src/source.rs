@@ -341,7 +341,7 @@ impl Inner {
             Query::Find {
                 projection, sort, ..
             } => {
-                let mut f = self.coll.find(filter).batch_size(self.cfg.batch_size);
+                let mut f = self.coll.find(filter).batch_size(self.cfg.cursor_batch_documents);
                 if let Some(p) = projection {
                     f = f.projection(to_doc(p, "query.projection")?);
                 }
@@ -363,7 +363,7 @@ impl Inner {
                 }
                 self.coll
                     .aggregate(stages)
-                    .batch_size(self.cfg.batch_size)
+                    .batch_size(self.cfg.cursor_batch_documents)
                     .await
                     .map_err(err.clone())?
             }
@@ -558,7 +558,7 @@ impl MongoSource {
         {
             return self.history_lost(&from, now).await;
         }
-        let stream = match changes::open(&inner.coll, &cs, inner.cfg.batch_size, &from).await {
+        let stream = match changes::open(&inner.coll, &cs, inner.cfg.cursor_batch_documents, &from).await {
             Ok(s) => s,
             Err(OpenError::Strata(e)) => return Err(e),
             Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
@@ -663,7 +663,7 @@ impl MongoSource {
             let events = match events {
                 Some(e) => e,
                 // A retried attempt: open again where the epoch starts.
-                None => match changes::open(&inner.coll, &cs, inner.cfg.batch_size, &from).await {
+                None => match changes::open(&inner.coll, &cs, inner.cfg.cursor_batch_documents, &from).await {
                     Ok(e) => e,
                     Err(OpenError::Strata(e)) => return Err(e),
                     Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {

@@ -106,8 +106,8 @@ impl Client {
                     attempt.stop()
                 }
             }))
-            .timeout(Duration::from_secs(settings.timeout_secs))
-            .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
+            .timeout(settings.request_timeout())
+            .connect_timeout(settings.connect_timeout())
             .pool_max_idle_per_host(settings.max_in_flight.max(1) * 2)
             .tcp_nodelay(true)
             .user_agent(concat!("strata-rest/", env!("CARGO_PKG_VERSION")))
@@ -270,14 +270,15 @@ impl Client {
     pub(crate) async fn get(&self, url: &Url) -> Result<Response> {
         let s = &self.settings;
         let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(s.initial_backoff_millis))
-            .with_max_delay(Duration::from_secs(s.max_backoff_secs))
+            .with_min_delay(s.initial_backoff())
+            .with_max_delay(s.max_backoff())
             .with_max_times(s.max_retries as usize)
             .with_jitter()
             .build();
         let shown = self.redact(url);
         let mut refreshed = false;
         let mut attempt = 0u32;
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             attempt += 1;
             if let Some(l) = &self.limiter {
@@ -328,13 +329,20 @@ impl Client {
                         .with_source(e.without_url())
                 }
             };
-            let Some(backoff) = delays.next() else {
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            let out_of_time = s.retry_timeout().is_some_and(|t| since.elapsed() >= t);
+            let Some(backoff) = delays.next().filter(|_| !out_of_time) else {
+                let hint = if out_of_time {
+                    "raise `http.retry_timeout_secs` or check the API's health"
+                } else {
+                    "raise `http.max_retries` or check the API's health"
+                };
                 return Err(failure
                     .with_context("attempts", attempt)
-                    .with_context("hint", "raise `http.max_retries` or check the API's health"));
+                    .with_context("hint", hint));
             };
             let delay = match failure.retry() {
-                Retry::After(d) => d.min(Duration::from_secs(s.max_backoff_secs)),
+                Retry::After(d) => d.min(s.max_backoff()),
                 _ => backoff,
             };
             tracing::warn!(url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %failure, "request failed; retrying");

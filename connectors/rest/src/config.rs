@@ -4,6 +4,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+pub use strata_core::HttpSettings;
 use strata_core::{Error, Result};
 use strata_records::{SchemaSource, TypeDriftPolicy, UnknownFieldPolicy};
 
@@ -168,55 +169,6 @@ pub enum KeyLocation {
     Header,
     /// A query parameter (redacted from every URL Strata reports).
     Query,
-}
-
-/// HTTP behaviour: timeouts, retries, limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct HttpSettings {
-    /// One request may take this long (headers and body). Range: 1..=86_400.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>")]
-    pub timeout_secs: u64,
-    /// The whole read of one split may take this long (0: no limit). Range: 0..=604_800.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 604_800>")]
-    pub total_timeout_secs: u64,
-    /// Retries of a request after 429, 5xx, a timeout or a reset. Range: 0..=100.
-    #[serde(deserialize_with = "strata_core::bounds::u32_in::<_, 0, 100>")]
-    pub max_retries: u32,
-    /// The first backoff; doubled per retry, with jitter. Range: 0..=3_600_000.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 3_600_000>")]
-    pub initial_backoff_millis: u64,
-    /// The longest backoff, and the longest `Retry-After` honoured. Range: 0..=86_400.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 0, 86_400>")]
-    pub max_backoff_secs: u64,
-    /// Requests per second to the host at most (0: no limit). Range: 0..=1_000_000.
-    #[serde(deserialize_with = "strata_core::bounds::f64_in::<_, 0, 1_000_000>")]
-    pub requests_per_second: f64,
-    /// Requests in flight at most (concurrent pages, child endpoints). Range: 1..=1024.
-    #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 1, 1024>")]
-    pub max_in_flight: usize,
-    /// The largest response body accepted (after decompression). Range: 1..=17_179_869_184.
-    #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 17_179_869_184>")]
-    pub max_body_bytes: u64,
-    /// Extra headers sent with every request.
-    pub headers: BTreeMap<String, String>,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            timeout_secs: 30,
-            total_timeout_secs: 0,
-            max_retries: 5,
-            initial_backoff_millis: 200,
-            max_backoff_secs: 60,
-            requests_per_second: 0.0,
-            max_in_flight: 4,
-            max_body_bytes: 64 << 20,
-            headers: BTreeMap::new(),
-        }
-    }
 }
 
 /// What to do with a page whose body is not JSON or lacks the records (after retries).
@@ -517,18 +469,7 @@ impl RestSourceConfig {
             }
             _ => {}
         }
-        let h = &self.http;
-        if h.timeout_secs == 0 || h.max_in_flight == 0 || h.max_body_bytes == 0 {
-            return Err(Error::config(
-                "`http.timeout_secs`, `http.max_in_flight` and `http.max_body_bytes` must be at least 1",
-            ));
-        }
-        if !(h.requests_per_second >= 0.0 && h.requests_per_second.is_finite()) {
-            return Err(
-                Error::config("`http.requests_per_second` must be 0 or more")
-                    .with_context("requests_per_second", h.requests_per_second),
-            );
-        }
+        self.http.validate()?;
         if let Some(inc) = &self.incremental
             && (inc.cursor_field.is_empty() || inc.param.is_empty())
         {

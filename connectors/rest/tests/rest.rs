@@ -604,7 +604,7 @@ async fn transient_failures_are_retried_and_lasting_ones_named() {
     assert_eq!(srv.hits["flaky"].load(Ordering::SeqCst), 4);
     // A response slower than the timeout, and a body cut short: asked again.
     let mut c = cfg(&base, "slow", "$", Paginator::Single);
-    c.http.timeout_secs = 1;
+    c.http.request_timeout_secs = 1;
     assert_eq!(run(c).await.unwrap().0, 5);
     assert_eq!(
         run(cfg(&base, "truncated", "$", Paginator::Single))

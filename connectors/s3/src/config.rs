@@ -4,7 +4,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use strata_core::{Error, Result};
-use strata_files::cloud::HttpSettings;
+use strata_files::cloud::{HttpSettings, ObjectStoreHttp};
 use strata_files::{StoreLocation, cloud_url};
 
 /// How requests are signed.
@@ -229,7 +229,7 @@ impl S3Config {
             }
             _ => {}
         }
-        self.http.validate()
+        self.http.validate_for("an S3 connection")
     }
 
     /// The bucket as object_store's S3 client (no I/O until used).

@@ -5,6 +5,7 @@ use crate::S3Config;
 use object_store::aws::AwsAuthorizer;
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 use strata_core::{Error, ErrorKind, Result};
+use strata_files::cloud::ObjectStoreHttp as _;
 
 /// What [`create_bucket`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,10 +3,17 @@
 
 pub mod client;
 pub mod config;
-pub mod decode;
-pub mod error;
-pub mod jwt;
+mod decode;
+mod error;
+mod jwt;
 pub mod sink;
 pub mod source;
-pub mod stage;
-pub mod types;
+mod stage;
+mod types;
+
+pub use client::SnowflakeClient;
+pub use config::SnowflakeConfig;
+pub use sink::{SnowflakeSink, SnowflakeSinkConfig};
+pub use source::{SnowflakeSource, SnowflakeSourceConfig};
+/// Snowflake SQL quoting: `ident` double-quotes an identifier, `literal` single-quotes a text.
+pub use types::{ident, literal};

@@ -197,7 +197,7 @@ impl Source for SnowflakeSource {
         ))
     }
 
-    fn read(&self, split: &Split, _ctx: &Context) -> Result<SendableBatchStream> {
+    fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
         let spec: Spec = serde_json::from_str(&split.spec).map_err(|e| {
             Error::internal("not a Snowflake split")
                 .with_context("split", &split.id)
@@ -244,7 +244,8 @@ impl Source for SnowflakeSource {
             b.with_schema(expected.clone())
                 .map_err(|e| Error::internal("schema").with_source(e))
         });
-        Ok(Box::pin(BatchStreamAdapter::new(schema, Box::pin(stream))))
+        let stream = BatchStreamAdapter::boxed(schema, Box::pin(stream));
+        Ok(strata_core::rebatch(stream, ctx.batch_size()))
     }
 
     async fn check(&self, _ctx: &Context) -> Result<()> {

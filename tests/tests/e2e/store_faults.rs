@@ -69,13 +69,12 @@ async fn proxy(
     (format!("http://{addr}"), seen)
 }
 
-fn through(conn: &Conn, endpoint: &str, retries: usize) -> Conn {
-    let mut http = HttpSettings::default();
-    http.max_retries = retries;
-    http.initial_backoff_millis = 10;
-    http.max_backoff_secs = 1;
-    http.request_timeout_secs = 2;
-    http.retry_timeout_secs = 60;
+fn through(conn: &Conn, endpoint: &str, retries: u32) -> Conn {
+    let http = HttpSettings::default()
+        .with_max_retries(retries)
+        .with_backoff(10, 1)
+        .with_request_timeout_secs(2)
+        .with_retry_timeout_secs(60);
     match conn {
         Conn::S3(c) => Conn::S3(c.clone().with_endpoint(endpoint).with_http(http)),
         Conn::Azure(c) => {

@@ -16,7 +16,7 @@ use strata_snowflake::config::SnowflakeConfig;
 use strata_snowflake::sink::{
     DeleteWhen, LoadMethod, SnowflakeSink, SnowflakeSinkConfig, WriteMode,
 };
-use strata_snowflake::types::ident;
+use strata_snowflake::ident;
 
 /// The column ordering versions of a synced row.
 pub const SYNC_VERSION: &str = "_sync_version";
