@@ -12,7 +12,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends make \
     && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cargo build --release --locked -p strata-cli --bin strata \
+RUN cargo build --release --locked -p stratalake-cli --bin strata \
     && strip target/release/strata
 
 FROM debian:bookworm-slim

@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# rust-toolchain.toml pins Rust 1.95.0. rustup downloads it where it can; on a machine whose
+# only toolchain is a stable 1.95.0 and which cannot reach rustup's server, that stable is
+# linked under the pinned name instead.
+scripts/toolchain.sh
+
 # A clean debug build of the workspace with its test binaries takes about 6 GiB under target/;
 # incremental compilation would add another 1.5 GiB that a one-shot run never reuses.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}

@@ -1,25 +1,25 @@
 //! Micro-benchmarks of the data path: NDJSON decoding through `FileSource` (clean and with 2%
 //! dirt, which exercises the bad-record search), and NDJSON to Parquet through the runner.
-//! Run with `cargo bench -p strata-benches`; not run in CI.
+//! Run with `cargo bench -p stratalake-benches`; not run in CI.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use std::path::Path;
 use std::sync::Arc;
-use strata_core::{Context, InMemoryCheckpointStore, PipelineBuilder, ReadRequest, Source};
-use strata_files::{
+use stratalake_core::{Context, InMemoryCheckpointStore, PipelineBuilder, ReadRequest, Source};
+use stratalake_files::{
     FileSource, FileSourceConfig, Format, ParquetSink, ParquetSinkConfig, SchemaSource,
 };
 
 fn config(dir: &Path) -> FileSourceConfig {
     let mut cfg = FileSourceConfig::new(dir.to_str().unwrap(), Format::Ndjson);
     cfg.include = vec!["orders.ndjson".into()];
-    cfg.schema = SchemaSource::explicit(strata_datagen::orders_schema());
+    cfg.schema = SchemaSource::explicit(stratalake_datagen::orders_schema());
     cfg
 }
 
 async fn decode_all(source: &FileSource) -> usize {
-    let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(1 << 16);
+    let (qtx, mut qrx) = stratalake_core::quarantine::quarantine_channel(1 << 16);
     let ctx = Context::builder("bench").with_quarantine(qtx).build();
     let plan = source.plan(&ReadRequest::default(), &ctx).await.unwrap();
     let mut rows = 0;
@@ -41,8 +41,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     for (name, dirt) in [("clean", 0.0), ("dirty_2pct", 0.02)] {
         let dir = tempfile::tempdir().unwrap();
-        let m = strata_datagen::generate(
-            &strata_datagen::GeneratorConfig::at_scale(0.03).with_dirt_rate(dirt),
+        let m = stratalake_datagen::generate(
+            &stratalake_datagen::GeneratorConfig::at_scale(0.03).with_dirt_rate(dirt),
             dir.path(),
             &|_| {},
         )
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
         // The one-pass screen alone (nesting, a second value, unterminated records, UTF-8,
         // fractions into integers): what the hostile-input guards cost per byte.
         let bytes = std::fs::read(dir.path().join("orders.ndjson")).unwrap();
-        let ints: Vec<Vec<u8>> = strata_datagen::orders_schema()
+        let ints: Vec<Vec<u8>> = stratalake_datagen::orders_schema()
             .into_iter()
             .filter(|(_, t)| t.contains("int"))
             .map(|(c, _)| c.as_bytes().to_vec())
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 bytes
                     .chunks(1 << 20)
-                    .map(|c| strata_files::decode::screen_json(c, 64, &ints).len())
+                    .map(|c| stratalake_files::decode::screen_json(c, 64, &ints).len())
                     .sum::<usize>()
             })
         });

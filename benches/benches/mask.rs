@@ -6,7 +6,7 @@
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::path::PathBuf;
-use strata_core::{BatchTransform, Context};
+use stratalake_core::{BatchTransform, Context};
 
 fn customers() -> Vec<RecordBatch> {
     let dir = PathBuf::from(
@@ -14,8 +14,8 @@ fn customers() -> Vec<RecordBatch> {
     );
     let path = dir.join("customers.ndjson");
     if !path.exists() {
-        let cfg = strata_datagen::GeneratorConfig::at_scale(1.0);
-        strata_datagen::generate(&cfg, &dir, &|_| {}).unwrap();
+        let cfg = stratalake_datagen::GeneratorConfig::at_scale(1.0);
+        stratalake_datagen::generate(&cfg, &dir, &|_| {}).unwrap();
     }
     let file = std::fs::File::open(&path).unwrap();
     let schema = arrow_json::reader::infer_json_schema(
@@ -36,8 +36,8 @@ fn bench(c: &mut Criterion) {
     let batches = customers();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-    let policy = strata_privacy::Policy::retail();
-    let mask = strata_privacy::Mask::try_new(
+    let policy = stratalake_privacy::Policy::retail();
+    let mask = stratalake_privacy::Mask::try_new(
         &policy,
         "customers",
         "silver",

@@ -4,7 +4,7 @@ the SF 1 customers in pyarrow + hmac/hashlib + re, the way a Python job would wr
 HMAC-SHA256 hex for names, format-preserving tokens (HMAC stream mapped per character class)
 for emails and cards (last four kept), a regex redaction for phones, NULL streets, postal
 prefixes and birth years. The file is read once with pyarrow.json; only the masking is timed,
-median of the runs. Compare with `cargo bench -p strata-benches --bench mask` (same file).
+median of the runs. Compare with `cargo bench -p stratalake-benches --bench mask` (same file).
 
     python3 benches/e2e/mask_baseline.py --data /tmp/strata-bench/sf1 --runs 5
 """

@@ -11,7 +11,7 @@ Both use the same key, so the keyed hashes of the names must agree: the script c
 they do, row for row, before it reports anything. Run alternately; wall time and peak RSS
 (wait4 ru_maxrss) per run, medians reported.
 
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     python3 benches/e2e/mask_files.py --runs 3
 """
 import argparse

@@ -14,7 +14,7 @@ alternately; wall time and peak RSS (wait4 ru_maxrss) per run, medians reported:
 
 Usage:
 
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     pip install duckdb==2.0.1 polars==2.1.0
     python3 benches/e2e/medallion.py --scale 1 --runs 3
 

@@ -5,7 +5,7 @@ Documents: nested addresses, arrays of order lines, ObjectIds, dates, Decimal128
 `score` that is an int, a double or a string (a third each). On the same server, alternately,
 each in its own process:
 
-- Strata: `strata run` (strata-mongodb, mixed_types: json_text, an explicit schema; one split by
+- Strata: `strata run` (stratalake-mongodb, mixed_types: json_text, an explicit schema; one split by
   default, see `--splits`) into the Parquet sink (zstd);
 - pymongo + pyarrow: `find()` to a list of dicts, `pa.Table.from_pylist` (score as text),
   `pq.write_table` (zstd);
@@ -16,7 +16,7 @@ each in its own process:
 Wall time and peak RSS (wait4 ru_maxrss), medians reported. Usage:
 
     scripts/services.sh start
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     pip install pymongo pymongoarrow pyarrow
     python3 benches/e2e/mongodb_to_parquet.py --docs 100000 --runs 3
 """

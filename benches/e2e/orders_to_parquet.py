@@ -6,7 +6,7 @@ Strata (`strata run`, release build) against DuckDB's
 file, run alternately, each in its own process; wall time and peak RSS (wait4 ru_maxrss) per run,
 medians reported. Usage:
 
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     pip install duckdb psutil
     python3 benches/e2e/orders_to_parquet.py --scales 0.1 1 --runs 3
 """

@@ -5,7 +5,7 @@ The API is `strata serve-api` (release build, Rust/axum): `GET /orders?cursor=<n
 answers `{"data": [...1000 orders...], "next_cursor": "<n+1000>" | null, "total": N}`. On the
 same server, alternately, each in its own process:
 
-- Strata: `strata run` with a strata-rest source (cursor paginator, explicit schema) and the
+- Strata: `strata run` with a stratalake-rest source (cursor paginator, explicit schema) and the
   Parquet sink (zstd);
 - plain Python: a `requests.Session` loop with `json.loads` (`--python-fetch-only` measures
   just that); and the same loop writing each page through `pyarrow.Table.from_pylist` to one
@@ -14,7 +14,7 @@ same server, alternately, each in its own process:
 
 Wall time and peak RSS (wait4 ru_maxrss) per run; medians reported. Usage:
 
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     pip install requests pyarrow dlt
     python3 benches/e2e/rest_orders.py --scale 1 --runs 3
 """

@@ -10,7 +10,7 @@ reported. Both sides pay the same servers' costs (moto and Azurite are Python an
 programs), so the ratio mostly measures the clients. Usage:
 
     scripts/services.sh start
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     pip install pyarrow
     python3 benches/e2e/s3_to_azure.py --scale 1 --runs 3
 """

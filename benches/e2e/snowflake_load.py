@@ -17,7 +17,7 @@ Bound inserts are slow enough that at SF 1 they only run on the tables up to
 
 Usage:
 
-    cargo build --release -p strata-cli
+    cargo build --release -p stratalake-cli
     pip install 'pandas<3' deltalake   # fakesnow and the connector come from scripts/services.sh
     python3 benches/e2e/snowflake_load.py --scale 1 --runs 3
 """

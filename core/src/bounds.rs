@@ -6,7 +6,7 @@
 //! ```
 //! #[derive(Debug, serde::Deserialize)]
 //! struct Options {
-//!     #[serde(deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1024>")]
+//!     #[serde(deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 1024>")]
 //!     split_size_megabytes: u64,
 //! }
 //! let ok: Options = serde_json::from_str(r#"{"split_size_megabytes": 32}"#).unwrap();

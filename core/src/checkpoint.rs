@@ -6,7 +6,7 @@
 //! [`ErrorKind::Conflict`] if another run moved the checkpoint in between.
 //!
 //! Stores here: [`InMemoryCheckpointStore`] and [`LocalFileCheckpointStore`]. The object-store
-//! one (conditional put) lives in `strata-files`, so core does not depend on object_store.
+//! one (conditional put) lives in `stratalake-files`, so core does not depend on object_store.
 
 use crate::types::{CommitMarker, Epoch};
 use crate::{Error, ErrorKind, Result};

@@ -1,6 +1,6 @@
 //! Expectations: what good data is for a table, and what happens when a row or the table is
-//! not. The vocabulary the planner (strata-project compiles a model's declared expectations to
-//! SQL), the engine (strata-gold evaluates them) and the reports share.
+//! not. The vocabulary the planner (stratalake-project compiles a model's declared expectations to
+//! SQL), the engine (stratalake-gold evaluates them) and the reports share.
 //!
 //! A **row rule** is a SQL predicate over one row; a row fails when it is `false` (a `NULL`
 //! result passes, as in dbt: `not_null` is the rule for missing values). A **table check** is

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// Built from YAML, or in code from [`HttpSettings::default`] and the `with_*` setters:
 ///
 /// ```
-/// use strata_core::HttpSettings;
+/// use stratalake_core::HttpSettings;
 /// let http = HttpSettings::default().with_max_retries(8).with_request_timeout_secs(10);
 /// assert_eq!(http.max_retries, 8);
 /// http.validate().unwrap();

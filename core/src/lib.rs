@@ -24,7 +24,7 @@ pub use error::{Error, ErrorKind, Result, Retry};
 pub use http::HttpSettings;
 pub use merge::{DeleteWhen, SchemaEvolution, WriteMode, check_merge_columns};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_schema};
+pub use quarantine::{QuarantineRecord, quarantine_batch, quarantine_records, quarantine_schema};
 pub use runner::{
     Pipeline, PipelineBuilder, RetryPolicy, RunObserver, RunOptions, RunOutcome, RunReport,
     crash_point, panic_point,

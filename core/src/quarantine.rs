@@ -4,6 +4,7 @@
 
 use crate::{Error, ErrorKind, Result};
 use arrow_array::builder::{StringBuilder, UInt64Builder};
+use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::{Arc, LazyLock};
@@ -93,6 +94,67 @@ pub fn quarantine_batch(records: &[QuarantineRecord]) -> Result<RecordBatch> {
         .map_err(|e| Error::internal("could not build the quarantine batch").with_source(e))
 }
 
+/// The records of a quarantine batch, read back by column name (a quarantine table read from
+/// a lake may hold its text as `Utf8`, `LargeUtf8` or `Utf8View`, its positions as `UInt64`
+/// or `Int64`): the inverse of [`quarantine_batch`].
+///
+/// # Errors
+/// [`ErrorKind::Schema`] naming a missing or mistyped column.
+pub fn quarantine_records(batch: &RecordBatch) -> Result<Vec<QuarantineRecord>> {
+    let text = |name: &'static str, required: bool| -> Result<Vec<Option<String>>> {
+        let Some(col) = batch.column_by_name(name) else {
+            return Err(Error::new(ErrorKind::Schema, "not a quarantine batch: a column is missing")
+                .with_context("column", name));
+        };
+        let values: Vec<Option<String>> = if let Some(a) = col.as_string_opt::<i32>() {
+            a.iter().map(|v| v.map(str::to_string)).collect()
+        } else if let Some(a) = col.as_string_opt::<i64>() {
+            a.iter().map(|v| v.map(str::to_string)).collect()
+        } else if let Some(a) = col.as_string_view_opt() {
+            a.iter().map(|v| v.map(str::to_string)).collect()
+        } else {
+            return Err(Error::new(ErrorKind::Schema, "a quarantine column is not text")
+                .with_context("column", name)
+                .with_context("type", col.data_type()));
+        };
+        if required && values.iter().any(Option::is_none) {
+            return Err(Error::new(ErrorKind::Schema, "a quarantine column holds a null")
+                .with_context("column", name));
+        }
+        Ok(values)
+    };
+    let position: Vec<Option<u64>> = match batch.column_by_name("position") {
+        None => vec![None; batch.num_rows()],
+        Some(col) => {
+            use arrow_array::types::{Int64Type, UInt64Type};
+            if let Some(a) = col.as_primitive_opt::<UInt64Type>() {
+                a.iter().collect()
+            } else if let Some(a) = col.as_primitive_opt::<Int64Type>() {
+                // A lake without unsigned types (Delta) keeps positions as int64.
+                a.iter().map(|v| v.and_then(|v| u64::try_from(v).ok())).collect()
+            } else {
+                return Err(Error::new(
+                    ErrorKind::Schema,
+                    "the quarantine's `position` is not an integer",
+                )
+                .with_context("type", col.data_type()));
+            }
+        }
+    };
+    let (component, location, column) = (text("component", true)?, text("location", true)?, text("column", false)?);
+    let (reason, raw) = (text("reason", true)?, text("raw", true)?);
+    Ok((0..batch.num_rows())
+        .map(|i| QuarantineRecord {
+            component: component[i].clone().unwrap_or_default(),
+            location: location[i].clone().unwrap_or_default(),
+            position: position[i],
+            raw: raw[i].clone().unwrap_or_default(),
+            reason: reason[i].clone().unwrap_or_default(),
+            column: column[i].clone(),
+        })
+        .collect())
+}
+
 /// The sending half of the quarantine channel, handed to components through the context.
 /// Sending awaits when the channel is full: quarantine is backpressured like data.
 #[derive(Debug, Clone)]
@@ -130,6 +192,34 @@ impl QuarantineSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_read_back_from_a_batch_are_the_records_written() {
+        let records = vec![
+            QuarantineRecord {
+                component: "source".into(),
+                location: "orders.ndjson".into(),
+                position: Some(3),
+                raw: "{bad".into(),
+                reason: "not JSON".into(),
+                column: None,
+            },
+            QuarantineRecord {
+                component: "transform:conform".into(),
+                location: "orders.ndjson".into(),
+                position: None,
+                raw: "{\"qty\":-1}".into(),
+                reason: "`qty` is negative: -1".into(),
+                column: Some("qty".into()),
+            },
+        ];
+        let batch = quarantine_batch(&records).unwrap();
+        assert_eq!(quarantine_records(&batch).unwrap(), records);
+        let cut = batch.project(&[0, 1, 2, 3, 4]).unwrap();
+        let e = quarantine_records(&cut).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Schema);
+        assert!(e.to_string().contains("raw"), "{e}");
+    }
 
     #[test]
     fn batch_has_the_schema_and_every_field() {

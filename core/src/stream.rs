@@ -102,7 +102,7 @@ mod tests {
     use super::*;
     use arrow_array::{ArrayRef, Int64Array};
     use arrow_schema::{DataType, Field, Schema};
-    use futures::TryStreamExt;
+    use futures::{StreamExt, TryStreamExt};
     use std::sync::Arc;
 
     fn batch(schema: &SchemaRef, range: std::ops::Range<i64>) -> RecordBatch {

@@ -4,11 +4,11 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_core::{
+use stratalake_core::{
     BatchTransform, CancellationToken, CheckpointStore, CommitMarker, Context, Epoch, ErrorKind,
     InMemoryCheckpointStore, PipelineBuilder, Result, RetryPolicy, RunOptions, RunOutcome, Sink,
 };
-use strata_testkit::{MemorySink, MemorySource, SinkFault, assert_same_rows};
+use stratalake_testkit::{MemorySink, MemorySource, SinkFault, assert_same_rows};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -224,7 +224,7 @@ impl BatchTransform for DoubleIds {
             .downcast_ref::<Int64Array>()
             .unwrap();
         if ids.value(0) == 666 * 2 {
-            return Err(strata_core::Error::data("an id is cursed")
+            return Err(stratalake_core::Error::data("an id is cursed")
                 .with_context("column", "id")
                 .with_context("value", 666));
         }
@@ -248,7 +248,7 @@ async fn batch_transforms_run_and_their_errors_name_the_transform() {
     let r = p.run().await.unwrap();
     assert_eq!(
         r.metrics
-            .get("double_ids", strata_core::metrics::RECEIVED_ROWS_TOTAL),
+            .get("double_ids", stratalake_core::metrics::RECEIVED_ROWS_TOTAL),
         300
     );
     let max = sink
@@ -287,7 +287,7 @@ async fn the_reference_sink_passes_the_conformance_suite() {
     #[derive(Debug)]
     struct Fixture(MemorySink);
     #[async_trait::async_trait]
-    impl strata_testkit::SinkFixture for Fixture {
+    impl stratalake_testkit::SinkFixture for Fixture {
         async fn sink(&self) -> Arc<dyn Sink> {
             Arc::new(self.0.clone())
         }
@@ -295,7 +295,7 @@ async fn the_reference_sink_passes_the_conformance_suite() {
             self.0.visible()
         }
     }
-    strata_testkit::check_sink(
+    stratalake_testkit::check_sink(
         &Fixture(MemorySink::new()),
         vec![batch(0, 10), batch(10, 5)],
     )
@@ -306,8 +306,8 @@ async fn the_reference_sink_passes_the_conformance_suite() {
 async fn the_reference_source_passes_the_conformance_suite() {
     struct Fixture(Arc<MemorySource>);
     #[async_trait::async_trait]
-    impl strata_testkit::SourceFixture for Fixture {
-        async fn source(&self) -> Arc<dyn strata_core::Source> {
+    impl stratalake_testkit::SourceFixture for Fixture {
+        async fn source(&self) -> Arc<dyn stratalake_core::Source> {
             self.0.clone()
         }
         async fn expected(&self) -> Vec<RecordBatch> {
@@ -320,14 +320,14 @@ async fn the_reference_source_passes_the_conformance_suite() {
     let s = Arc::new(MemorySource::new(schema()));
     s.append([batch(0, 10), batch(10, 5)]);
     s.set_delay(Some(Duration::from_millis(50)));
-    strata_testkit::check_source(&Fixture(s)).await;
+    stratalake_testkit::check_source(&Fixture(s)).await;
 }
 
 /// A panic in any component fails the epoch with an Internal error naming the component;
 /// nothing is committed; the rerun (the panic was once) loads every row exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_any_component_fails_the_epoch_and_the_rerun_loads_every_row_once() {
-    use strata_testkit::{PanicAt, PanickingSink, PanickingSource, PanickingTransform, Trigger};
+    use stratalake_testkit::{PanicAt, PanickingSink, PanickingSource, PanickingTransform, Trigger};
     #[derive(Debug, Clone, Copy)]
     enum Where {
         Step(PanicAt),
@@ -353,7 +353,7 @@ async fn a_panic_in_any_component_fails_the_epoch_and_the_rerun_loads_every_row_
     for (at, component) in cases {
         let (source, sink, store) = setup(4);
         let trigger = Trigger::armed();
-        let (src, snk): (Arc<dyn strata_core::Source>, Arc<dyn Sink>) = match at {
+        let (src, snk): (Arc<dyn stratalake_core::Source>, Arc<dyn Sink>) = match at {
             Where::Step(step) => (
                 Arc::new(PanickingSource::new(source.clone(), step, trigger.clone())),
                 Arc::new(PanickingSink::new(

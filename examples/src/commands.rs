@@ -4,7 +4,7 @@
 use crate::{config, print_report, progress, project, prom, report, run_file, with_steps};
 use anyhow::{Context as _, Result, bail};
 use std::path::PathBuf;
-use strata_core::PipelineBuilder;
+use stratalake_core::PipelineBuilder;
 
 /// `strata run`.
 pub async fn run(
@@ -69,7 +69,7 @@ pub async fn infer(pipeline: PathBuf) -> Result<()> {
     );
     outln!("schema:\n  explicit:");
     for f in built.source.schema().fields() {
-        let Some(ty) = strata_files::data_type_name(f.data_type()) else {
+        let Some(ty) = stratalake_files::data_type_name(f.data_type()) else {
             bail!(
                 "column `{}` has a type a declaration cannot name: {}",
                 f.name(),
@@ -90,7 +90,7 @@ pub async fn check(pipeline: PathBuf) -> Result<()> {
     let cfg = config::load(&pipeline)?;
     let built = config::build(&cfg).await?;
     let id = cfg.run_id();
-    let ctx = strata_core::Context::builder(id.as_str()).build();
+    let ctx = stratalake_core::Context::builder(id.as_str()).build();
     built.source.check(&ctx).await.context("source")?;
     let p = PipelineBuilder::new(&id, built.source, built.sink, built.checkpoints);
     let p = with_steps(p, built.transforms).build()?;
@@ -154,7 +154,7 @@ pub async fn sync_snowflake(args: SyncSnowflakeArgs) -> Result<()> {
         let names: Vec<String> = gold.keys().cloned().collect();
         print!(
             "{}",
-            strata_warehouse::refresh_ddl(&warehouse, &schedule, &names, &views)
+            stratalake_warehouse::refresh_ddl(&warehouse, &schedule, &names, &views)
                 .context("--schedule")?
         );
     } else {
@@ -162,7 +162,7 @@ pub async fn sync_snowflake(args: SyncSnowflakeArgs) -> Result<()> {
             bail!("sync-snowflake needs --connection <snowflake.yaml>");
         };
         let conn = config::load_snowflake_connection(&path)?;
-        let sync = strata_warehouse::WarehouseSync::try_new(gold, conn)?
+        let sync = stratalake_warehouse::WarehouseSync::try_new(gold, conn)?
             .with_views(views)
             .with_target_file_size_megabytes(target_file_size_megabytes);
         let sync = if tables.is_empty() {
@@ -171,7 +171,7 @@ pub async fn sync_snowflake(args: SyncSnowflakeArgs) -> Result<()> {
             sync.with_tables(&tables)
         };
         let sync = match insert_rows_per_statement {
-            Some(n) => sync.with_load(strata_snowflake::sink::LoadMethod::Insert {
+            Some(n) => sync.with_load(stratalake_snowflake::sink::LoadMethod::Insert {
                 rows_per_statement: n,
             }),
             None => sync,
@@ -208,16 +208,16 @@ pub async fn sync_snowflake(args: SyncSnowflakeArgs) -> Result<()> {
 pub async fn classify(pipeline: PathBuf, sample_rows: usize) -> Result<()> {
     let cfg = config::load(&pipeline)?;
     let built = config::build(&cfg).await?;
-    let strata_core::Sample {
+    let stratalake_core::Sample {
         batches,
         rows,
         rejected,
         ..
-    } = strata_core::sample(built.source.as_ref(), sample_rows, "classify").await?;
+    } = stratalake_core::sample(built.source.as_ref(), sample_rows, "classify").await?;
     if rejected > 0 {
         outln!("{rejected} malformed records skipped");
     }
-    let found = strata_privacy::classify(&batches, sample_rows);
+    let found = stratalake_privacy::classify(&batches, sample_rows);
     outln!("{rows} rows sampled");
     for c in &found {
         outln!(
@@ -241,16 +241,16 @@ pub async fn governance(
     apply: bool,
     keep_going: bool,
 ) -> Result<()> {
-    let p = strata_privacy::Policy::load(&policy)?;
+    let p = stratalake_privacy::Policy::load(&policy)?;
     let conn = config::load_snowflake_connection(&connection)?;
-    let client = strata_snowflake::client::SnowflakeClient::connect(conn).await?;
+    let client = stratalake_snowflake::client::SnowflakeClient::connect(conn).await?;
     let tables = client.table_columns().await?;
     let refs: Vec<(&str, Vec<&str>)> = tables
         .iter()
         .map(|(t, c)| (t.as_str(), c.iter().map(String::as_str).collect()))
         .collect();
     let mut rejected = 0;
-    for sql in strata_privacy::warehouse::governance_ddl(&p, &refs) {
+    for sql in stratalake_privacy::warehouse::governance_ddl(&p, &refs) {
         if !apply {
             outln!("{sql};");
             continue;
@@ -317,7 +317,7 @@ pub async fn airflow_dag(
     let abs = std::fs::canonicalize(&dir)
         .with_context(|| format!("cannot find the project {}", dir.display()))?;
     let l = project::open(&abs)?;
-    let mut opts = strata_project::airflow::DagOptions::new(
+    let mut opts = stratalake_project::airflow::DagOptions::new(
         project_dir.unwrap_or_else(|| abs.display().to_string()),
     )
     .with_strata(strata);
@@ -327,6 +327,6 @@ pub async fn airflow_dag(
     use std::io::Write as _;
     std::io::stdout()
         .lock()
-        .write_all(strata_project::airflow::dag(&l.project, &l.graph, &opts).as_bytes())?;
+        .write_all(stratalake_project::airflow::dag(&l.project, &l.graph, &opts).as_bytes())?;
     Ok(())
 }

@@ -5,13 +5,13 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_azure_blob::{AzureBlobConfig, AzureBlobSinkConfig, AzureBlobSourceConfig};
-use strata_core::{BatchTransform, CheckpointStore, RetryPolicy, RunOptions, Sink, Source};
-use strata_files::{
+use stratalake_azure_blob::{AzureBlobConfig, AzureBlobSinkConfig, AzureBlobSourceConfig};
+use stratalake_core::{BatchTransform, CheckpointStore, RetryPolicy, RunOptions, Sink, Source};
+use stratalake_files::{
     FileSource, FileSourceConfig, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig,
     StoreLocation,
 };
-use strata_s3::{S3Config, S3SinkConfig, S3SourceConfig};
+use stratalake_s3::{S3Config, S3SinkConfig, S3SourceConfig};
 
 /// A pipeline file.
 #[derive(Debug, Deserialize)]
@@ -36,9 +36,9 @@ pub struct PipelineConfig {
     pub options: OptionsConfig,
     /// Row rules every row is checked against on its way to the sink, after the
     /// transforms (`not_null`, `accepted_values`, `range`, `regex`, `length`, `type`,
-    /// `expression`; action `warn`, `quarantine` or `fail`): see strata-project's `expect`.
+    /// `expression`; action `warn`, `quarantine` or `fail`): see stratalake-project's `expect`.
     #[serde(default)]
-    pub expectations: Vec<strata_project::expect::Expectation>,
+    pub expectations: Vec<stratalake_project::expect::Expectation>,
     /// The logical date the file's placeholders were filled with (`{{ ds }}`), if it has any:
     /// its checkpoint and commits are then that date's (see [`PipelineConfig::run_id`]).
     #[serde(skip)]
@@ -67,9 +67,9 @@ pub enum SourceConfig {
     /// Blobs in an Azure container: `connection` and `read`.
     AzureBlob(AzureBlobSourceConfig),
     /// A paginated JSON API.
-    Rest(Box<strata_rest::RestSourceConfig>),
+    Rest(Box<stratalake_rest::RestSourceConfig>),
     /// A MongoDB collection or aggregation.
-    Mongodb(Box<strata_mongodb::MongoSourceConfig>),
+    Mongodb(Box<stratalake_mongodb::MongoSourceConfig>),
     /// A Delta table: its rows at a pinned version, then only newer versions' changes.
     Delta {
         /// The table: a local directory, `file://`, `s3://bucket/path`, `az://container/path`
@@ -89,7 +89,7 @@ pub enum SourceConfig {
         change_feed: bool,
     },
     /// A Snowflake query, optionally incremental by a high-water mark.
-    Snowflake(Box<strata_snowflake::source::SnowflakeSourceConfig>),
+    Snowflake(Box<stratalake_snowflake::source::SnowflakeSourceConfig>),
 }
 
 /// The transforms this binary knows, applied in the order written.
@@ -109,8 +109,8 @@ pub enum TransformConfig {
     },
     /// Silver: cast to declared types (`types`) and check `rules`, rejected rows to
     /// quarantine (named by the pipeline id).
-    Conform(strata_silver::ConformSettings),
-    /// Mask PII by a privacy policy (strata-privacy), as `role` sees it: put it first in a
+    Conform(stratalake_silver::ConformSettings),
+    /// Mask PII by a privacy policy (stratalake-privacy), as `role` sees it: put it first in a
     /// silver pipeline, so nothing unmasked is conformed, quarantined or written.
     Mask {
         /// The policy file (relative to the working directory).
@@ -233,7 +233,7 @@ pub enum SinkConfig {
     /// Parquet files in an Azure container: `connection` and `write`.
     AzureBlob(AzureBlobSinkConfig),
     /// A MongoDB collection: append, or upsert by key (with deletes), exactly once.
-    Mongodb(Box<strata_mongodb::MongoSinkConfig>),
+    Mongodb(Box<stratalake_mongodb::MongoSinkConfig>),
     /// A Delta table: append or MERGE, exactly once; rejected records in its `_quarantine`.
     Delta {
         /// The table: a local directory, `file://`, `s3://bucket/path`, `az://container/path`
@@ -249,10 +249,10 @@ pub enum SinkConfig {
         connection: Option<crate::lake::LakeConnection>,
         /// Partitions, write mode, schema evolution.
         #[serde(default)]
-        options: strata_delta::DeltaSinkConfig,
+        options: stratalake_delta::DeltaSinkConfig,
     },
     /// A Snowflake table: PUT + COPY + append or merge, exactly once.
-    Snowflake(Box<strata_snowflake::sink::SnowflakeSinkConfig>),
+    Snowflake(Box<stratalake_snowflake::sink::SnowflakeSinkConfig>),
 }
 
 /// Checkpoint stores.
@@ -285,31 +285,31 @@ pub struct OptionsConfig {
     /// Rows per batch. Range: 1..=1_048_576.
     #[serde(
         default = "default_batch_size",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 1_048_576>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 1, 1_048_576>"
     )]
     pub batch_size: usize,
     /// Splits read at once (0: two per core). Range: 0..=1024.
     #[serde(
         default,
-        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 0, 1024>"
     )]
     pub read_concurrency: usize,
     /// Attempts per epoch, the first included. Range: 1..=100.
     #[serde(
         default = "default_attempts",
-        deserialize_with = "strata_core::bounds::u32_in::<_, 1, 100>"
+        deserialize_with = "stratalake_core::bounds::u32_in::<_, 1, 100>"
     )]
     pub max_attempts: u32,
     /// The first retry delay. Range: 0..=3_600_000.
     #[serde(
         default = "default_backoff_ms",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 3_600_000>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 0, 3_600_000>"
     )]
     pub initial_backoff_millis: u64,
     /// The largest retry delay. Range: 0..=86_400_000.
     #[serde(
         default = "default_max_backoff_ms",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 86_400_000>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 0, 86_400_000>"
     )]
     pub max_backoff_millis: u64,
 }
@@ -327,7 +327,7 @@ impl Default for OptionsConfig {
 }
 
 fn default_batch_size() -> usize {
-    strata_core::context::DEFAULT_BATCH_SIZE
+    stratalake_core::context::DEFAULT_BATCH_SIZE
 }
 fn default_attempts() -> u32 {
     3
@@ -356,7 +356,7 @@ pub struct Interpolated {
 }
 
 fn config_err(msg: String) -> anyhow::Error {
-    anyhow::Error::new(strata_core::Error::config(msg))
+    anyhow::Error::new(stratalake_core::Error::config(msg))
 }
 
 /// Where a YAML comment starts on `line` (a `#` at the start or after a space, outside
@@ -395,7 +395,7 @@ fn plain_safe(v: &str) -> bool {
 }
 
 fn double_quoted(v: &str) -> String {
-    strata_project::double_quoted(v)
+    stratalake_project::double_quoted(v)
 }
 
 /// Replace `${VAR}` with the environment's value; a missing variable is an error naming the
@@ -508,7 +508,7 @@ fn interpolate_in(text: &str, file: &Path, mode: crate::logical::Mode) -> Result
                 }
             };
             if secret {
-                strata_core::secrets::register(&value);
+                stratalake_core::secrets::register(&value);
             }
             values.push((name.to_string(), value));
             done.push_str(&inserted);
@@ -602,16 +602,16 @@ fn hide_values(e: anyhow::Error, values: &[(String, String)]) -> anyhow::Error {
     }
     let kind = e
         .chain()
-        .find_map(|c| c.downcast_ref::<strata_core::Error>())
-        .map(strata_core::Error::kind);
+        .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
+        .map(stratalake_core::Error::kind);
     let mut text = exit_text(&e);
     let mut vals: Vec<&(String, String)> = values.iter().filter(|(_, v)| v.len() >= 4).collect();
     vals.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
     for (name, v) in vals {
         text = text.replace(v.as_str(), &format!("${{{name}}}"));
     }
-    anyhow::Error::new(strata_core::Error::new(
-        kind.unwrap_or(strata_core::ErrorKind::Config),
+    anyhow::Error::new(stratalake_core::Error::new(
+        kind.unwrap_or(stratalake_core::ErrorKind::Config),
         text,
     ))
 }
@@ -625,8 +625,8 @@ fn exit_text(e: &anyhow::Error) -> String {
 
 /// A Snowflake connection file (`${VAR}` interpolated, validated); errors name the file, line
 /// and key.
-pub fn load_snowflake_connection(path: &Path) -> Result<strata_snowflake::config::SnowflakeConfig> {
-    let conn: strata_snowflake::config::SnowflakeConfig = load_yaml(path)?;
+pub fn load_snowflake_connection(path: &Path) -> Result<stratalake_snowflake::config::SnowflakeConfig> {
+    let conn: stratalake_snowflake::config::SnowflakeConfig = load_yaml(path)?;
     conn.validate()
         .with_context(|| format!("{}", path.display()))?;
     Ok(conn)
@@ -724,7 +724,7 @@ fn at_line<'a>(
     path: &'a Path,
     section: &'a str,
     key: &'a str,
-) -> impl Fn(strata_core::Error) -> anyhow::Error + 'a {
+) -> impl Fn(stratalake_core::Error) -> anyhow::Error + 'a {
     move |e| {
         let last = key.rsplit('.').next().unwrap_or(key);
         let from = text
@@ -750,12 +750,12 @@ pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// Parse pipeline YAML (already interpolated).
 pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     let cfg: PipelineConfig = from_yaml(text, path)?;
-    strata_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
+    stratalake_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
         .map_err(|e| anyhow::Error::new(e).context(format!("{}: `pipeline`", path.display())))?;
     let at = |key: &str| {
         let p = path.display().to_string();
         let key = key.to_string();
-        move |e: strata_core::Error| anyhow::Error::new(e).context(format!("{p}: `{key}`"))
+        move |e: stratalake_core::Error| anyhow::Error::new(e).context(format!("{p}: `{key}`"))
     };
     match &cfg.source {
         SourceConfig::Files(c) => c.validate().map_err(at("source.files"))?,
@@ -840,13 +840,13 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     }
     let mut done = Vec::new();
     for c in s3 {
-        let what = strata_s3::create_bucket(c)
+        let what = stratalake_s3::create_bucket(c)
             .await
             .with_context(|| format!("bucket {}", c.bucket))?;
         done.push(format!("s3://{}: {what:?}", c.bucket));
     }
     for c in azure {
-        let what = strata_azure_blob::create_container(c)
+        let what = stratalake_azure_blob::create_container(c)
             .await
             .with_context(|| format!("container {}", c.container))?;
         done.push(format!(
@@ -863,7 +863,7 @@ pub enum Step {
     /// A stateless batch transform.
     Batch(Arc<dyn BatchTransform>),
     /// A stream transform (it may quarantine rows).
-    Stream(Arc<dyn strata_core::StreamTransform>),
+    Stream(Arc<dyn stratalake_core::StreamTransform>),
 }
 
 /// The built components of a pipeline.
@@ -931,7 +931,7 @@ fn check_roots(cfg: &PipelineConfig) -> Result<()> {
 
 /// Build every component (may touch the disk: listing, schema inference).
 pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
-    build_logged(cfg, &strata_core::expect::ResultLog::new()).await
+    build_logged(cfg, &stratalake_core::expect::ResultLog::new()).await
 }
 
 /// A pipeline's table checks (its expectations that are not row rules) on its lake table
@@ -942,7 +942,7 @@ pub async fn build(cfg: &PipelineConfig) -> Result<Built> {
 pub fn table_checks(
     cfg: &PipelineConfig,
     table: &str,
-) -> Result<strata_core::expect::Expectations> {
+) -> Result<stratalake_core::expect::Expectations> {
     let checks: Vec<_> = cfg
         .expectations
         .iter()
@@ -950,11 +950,11 @@ pub fn table_checks(
         .cloned()
         .collect();
     let label = format!("pipeline `{}`", cfg.pipeline);
-    Ok(strata_project::expect::compile(
+    Ok(stratalake_project::expect::compile(
         &checks,
         table,
         Path::new(&label),
-        strata_project::expect::Checked::Streaming,
+        stratalake_project::expect::Checked::Streaming,
     )?)
 }
 
@@ -969,7 +969,7 @@ fn row_key(cfg: &PipelineConfig) -> Vec<String> {
         })
         .or_else(|| match &cfg.sink {
             SinkConfig::Delta { options, .. } => match &options.write {
-                strata_delta::WriteMode::Merge { key, .. } => Some(key.clone()),
+                stratalake_delta::WriteMode::Merge { key, .. } => Some(key.clone()),
                 _ => None,
             },
             _ => None,
@@ -980,10 +980,10 @@ fn row_key(cfg: &PipelineConfig) -> Vec<String> {
 /// [`build`], the expectations' results going to `log`.
 pub async fn build_logged(
     cfg: &PipelineConfig,
-    log: &strata_core::expect::ResultLog,
+    log: &stratalake_core::expect::ResultLog,
 ) -> Result<Built> {
     check_roots(cfg)?;
-    let at = |key: &'static str| move |e: strata_core::Error| anyhow::Error::new(e).context(key);
+    let at = |key: &'static str| move |e: stratalake_core::Error| anyhow::Error::new(e).context(key);
     let source: Arc<dyn Source> = match &cfg.source {
         SourceConfig::Files(c) => Arc::new(
             FileSource::try_new(c.clone())
@@ -993,12 +993,12 @@ pub async fn build_logged(
         SourceConfig::S3(c) => Arc::new(c.build().await.map_err(at("source.s3"))?),
         SourceConfig::AzureBlob(c) => Arc::new(c.build().await.map_err(at("source.azure_blob"))?),
         SourceConfig::Rest(c) => Arc::new(
-            strata_rest::RestSource::try_new(c.as_ref().clone())
+            stratalake_rest::RestSource::try_new(c.as_ref().clone())
                 .await
                 .map_err(at("source.rest"))?,
         ),
         SourceConfig::Mongodb(c) => Arc::new(
-            strata_mongodb::MongoSource::try_new(c.as_ref().clone())
+            stratalake_mongodb::MongoSource::try_new(c.as_ref().clone())
                 .await
                 .map_err(at("source.mongodb"))?,
         ),
@@ -1009,7 +1009,7 @@ pub async fn build_logged(
             change_feed,
         } => {
             let table = delta_table(table.as_ref(), lake_table.as_ref()).context("source.delta")?;
-            let s = strata_delta::DeltaSource::try_new(
+            let s = stratalake_delta::DeltaSource::try_new(
                 crate::lake::table_location(table, connection.as_ref()).context("source.delta")?,
             )
             .await
@@ -1017,7 +1017,7 @@ pub async fn build_logged(
             Arc::new(if *change_feed { s } else { s.rows_only() })
         }
         SourceConfig::Snowflake(c) => Arc::new(
-            strata_snowflake::source::SnowflakeSource::try_new(c.as_ref().clone())
+            stratalake_snowflake::source::SnowflakeSource::try_new(c.as_ref().clone())
                 .await
                 .map_err(at("source.snowflake"))?,
         ),
@@ -1031,35 +1031,35 @@ pub async fn build_logged(
                 table,
                 role,
             } => {
-                let at = |e: strata_core::Error| {
+                let at = |e: stratalake_core::Error| {
                     anyhow::Error::new(e).context(format!("transforms[{i}].mask"))
                 };
-                let p = strata_privacy::Policy::load(policy).map_err(at)?;
+                let p = stratalake_privacy::Policy::load(policy).map_err(at)?;
                 let key = p.key().map_err(at)?;
                 Step::Batch(Arc::new(
-                    strata_privacy::Mask::try_new(&p, table, role, &schema, &key).map_err(at)?,
+                    stratalake_privacy::Mask::try_new(&p, table, role, &schema, &key).map_err(at)?,
                 ))
             }
             TransformConfig::Select { columns } => Step::Batch(Arc::new(
-                strata_core::transforms::Select::new(columns.clone()),
+                stratalake_core::transforms::Select::new(columns.clone()),
             )),
             TransformConfig::Lineage { source } => {
-                Step::Batch(Arc::new(strata_bronze::Lineage::new(source)))
+                Step::Batch(Arc::new(stratalake_bronze::Lineage::new(source)))
             }
             TransformConfig::Conform(c) => {
                 let spec = c.spec(&cfg.pipeline, &[]);
                 Step::Stream(Arc::new(
-                    strata_silver::Conform::try_new(spec)
+                    stratalake_silver::Conform::try_new(spec)
                         .with_context(|| format!("transforms[{i}].conform"))?,
                 ))
             }
             TransformConfig::Sql { query, table } => Step::Batch(Arc::new(
-                strata_gold::model::SqlTransform::try_new(&cfg.pipeline, query, table, &schema)
+                stratalake_gold::model::SqlTransform::try_new(&cfg.pipeline, query, table, &schema)
                     .with_context(|| format!("transforms[{i}].sql"))?,
             )),
             TransformConfig::Explode { column, keep } => {
                 let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-                Step::Batch(Arc::new(strata_silver::Explode::new(column, &keep)))
+                Step::Batch(Arc::new(stratalake_silver::Explode::new(column, &keep)))
             }
         });
         schema = match transforms.last() {
@@ -1077,11 +1077,11 @@ pub async fn build_logged(
         .collect();
     if !rows.is_empty() {
         let label = format!("pipeline `{}`", cfg.pipeline);
-        let exp = strata_project::expect::compile(
+        let exp = stratalake_project::expect::compile(
             &rows,
             &cfg.pipeline,
             Path::new(&label),
-            strata_project::expect::Checked::Pipeline,
+            stratalake_project::expect::Checked::Pipeline,
         )?;
         // Raw input (an ingestion pipeline, bronze: not masked yet) is named by key in
         // results and errors, never by value; a pipeline that masks, or reads a lake table
@@ -1091,14 +1091,14 @@ pub async fn build_logged(
                 .transforms
                 .iter()
                 .any(|t| matches!(t, TransformConfig::Mask { .. }));
-        let t = strata_gold::expect::ExpectTransform::new(
+        let t = stratalake_gold::expect::ExpectTransform::new(
             &cfg.pipeline,
             exp.rows,
             row_key(cfg),
             log.clone(),
         )
         .with_values(masked);
-        strata_core::StreamTransform::output_schema(&t, &schema).context("expectations")?;
+        stratalake_core::StreamTransform::output_schema(&t, &schema).context("expectations")?;
         transforms.push(Step::Stream(Arc::new(t)));
     }
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
@@ -1116,7 +1116,7 @@ pub async fn build_logged(
         ),
         SinkConfig::Mongodb(c) => (
             Arc::new(
-                strata_mongodb::MongoSink::try_new(c.as_ref().clone())
+                stratalake_mongodb::MongoSink::try_new(c.as_ref().clone())
                     .await
                     .map_err(at("sink.mongodb"))?,
             ),
@@ -1133,7 +1133,7 @@ pub async fn build_logged(
                 crate::lake::table_location(table, connection.as_ref()).context("sink.delta")?;
             let root = loc.url.to_string();
             let mut sink =
-                strata_delta::DeltaSink::try_new(loc, options.clone()).map_err(at("sink.delta"))?;
+                stratalake_delta::DeltaSink::try_new(loc, options.clone()).map_err(at("sink.delta"))?;
             if !cfg.expectations.is_empty() {
                 // The results go into each data commit, so a kill cannot lose them.
                 sink = sink.with_results(log.clone());
@@ -1142,7 +1142,7 @@ pub async fn build_logged(
         }
         SinkConfig::Snowflake(c) => (
             Arc::new(
-                strata_snowflake::sink::SnowflakeSink::try_new(c.as_ref().clone())
+                stratalake_snowflake::sink::SnowflakeSink::try_new(c.as_ref().clone())
                     .map_err(at("sink.snowflake"))?,
             ),
             format!(
@@ -1155,7 +1155,7 @@ pub async fn build_logged(
         CheckpointConfig::Local { dir } => Arc::new(ObjectStoreCheckpointStore::new(
             StoreLocation::parse(dir).map_err(at("checkpoint.local"))?,
         )),
-        CheckpointConfig::Memory => Arc::new(strata_core::InMemoryCheckpointStore::new()),
+        CheckpointConfig::Memory => Arc::new(stratalake_core::InMemoryCheckpointStore::new()),
         CheckpointConfig::S3 { connection } => Arc::new(ObjectStoreCheckpointStore::new(
             connection.location().map_err(at("checkpoint.s3"))?,
         )),

@@ -2,21 +2,20 @@
 
 use crate::progress;
 use anyhow::{Context as _, Result, bail};
-use arrow_array::cast::AsArray;
 use std::fmt::Write as _;
 use std::path::Path;
-use strata_core::RunOutcome;
-use strata_datagen::{GeneratorConfig, Manifest};
+use stratalake_core::RunOutcome;
+use stratalake_datagen::{GeneratorConfig, Manifest};
 
 /// Generate on a blocking thread, with a progress bar.
 pub async fn generate(cfg: &GeneratorConfig, out: &Path, show: bool) -> Result<Manifest> {
-    let orders = (cfg.scale_factor * strata_datagen::ORDERS_PER_SF)
+    let orders = (cfg.scale_factor * stratalake_datagen::ORDERS_PER_SF)
         .round()
         .max(1.0) as u64;
     let bar = progress::counter(orders, "generating orders", show);
     let (cfg, out, b) = (cfg.clone(), out.to_path_buf(), bar.clone());
     let m = tokio::task::spawn_blocking(move || {
-        strata_datagen::generate(&cfg, &out, &|n| b.set_position(n))
+        stratalake_datagen::generate(&cfg, &out, &|n| b.set_position(n))
     })
     .await
     .context("the generator panicked")??;
@@ -43,7 +42,7 @@ pub fn pipeline_yaml(name: &str, data: &Path, lake: &Path, checkpoints: &Path) -
     );
     if name == "orders" {
         let _ = writeln!(y, "    schema:\n      explicit:");
-        for (col, ty) in strata_datagen::orders_schema() {
+        for (col, ty) in stratalake_datagen::orders_schema() {
             let _ = writeln!(y, "        - {{ name: {col}, type: \"{ty}\" }}");
         }
     }
@@ -66,14 +65,14 @@ pub fn rest_pipeline_yaml(base_url: &str, lake: &Path, checkpoints: &Path) -> St
     let mut y = String::new();
     let _ = writeln!(
         y,
-        "# orders through strata-rest: 1,000 per page, cursor pagination, into Parquet."
+        "# orders through stratalake-rest: 1,000 per page, cursor pagination, into Parquet."
     );
     let _ = writeln!(y, "pipeline: orders_rest");
     let _ = writeln!(
         y,
         "source:\n  rest:\n    base_url: {base_url}\n    path: /orders\n    params: {{ limit: \"1000\" }}\n    records: $.data\n    paginator: {{ type: cursor, cursor_path: $.next_cursor, cursor_param: cursor }}\n    schema:\n      explicit:"
     );
-    for (col, ty) in strata_datagen::orders_schema() {
+    for (col, ty) in stratalake_datagen::orders_schema() {
         let _ = writeln!(y, "        - {{ name: {col}, type: \"{ty}\" }}");
     }
     let _ = writeln!(y, "    type_drift: quarantine\n    unknown_fields: ignore");
@@ -178,7 +177,7 @@ pub async fn run(
         pipes.join("orders.yaml").display()
     );
 
-    // The same orders through a REST API: served here, in-process, and read by strata-rest.
+    // The same orders through a REST API: served here, in-process, and read by stratalake-rest.
     let lines = crate::api::load(&data.join("orders.ndjson"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -280,7 +279,7 @@ async fn medallion_step(
     Ok(())
 }
 
-/// Load the customers and partners into MongoDB, then read them back through strata-mongodb.
+/// Load the customers and partners into MongoDB, then read them back through stratalake-mongodb.
 async fn mongo_step(
     uri: &str,
     data: &Path,
@@ -313,7 +312,7 @@ async fn mongo_step(
         }
         let file = pipes.join(format!("{name}_mongodb.yaml"));
         let y = format!(
-            "# {name} read back from MongoDB through strata-mongodb.\npipeline: {name}_mongodb\nsource:\n  mongodb:\n    uri: \"{uri}\"\n    database: strata_demo\n    collection: {name}\n    mixed_types: json_text\nsink:\n  parquet:\n    root: {}\ncheckpoint:\n  local:\n    dir: {}\n",
+            "# {name} read back from MongoDB through stratalake-mongodb.\npipeline: {name}_mongodb\nsource:\n  mongodb:\n    uri: \"{uri}\"\n    database: strata_demo\n    collection: {name}\n    mixed_types: json_text\nsink:\n  parquet:\n    root: {}\ncheckpoint:\n  local:\n    dir: {}\n",
             yaml_str(&lake.join(format!("{name}_mongodb"))),
             yaml_str(cps)
         );
@@ -339,26 +338,16 @@ async fn mongo_step(
 
 fn show_quarantine(dir: &Path) -> Result<()> {
     outln!("4. quarantine sample ({}):", dir.display());
-    let batches = strata_files::read_parquet_dir(dir)?;
-    let rows = batches.iter().flat_map(|b| {
-        let (loc, pos) = (
-            b.column(1).as_string::<i32>(),
-            b.column(2).as_primitive::<arrow_array::types::UInt64Type>(),
-        );
-        let (reason, raw) = (
-            b.column(4).as_string::<i32>(),
-            b.column(5).as_string::<i32>(),
-        );
-        (0..b.num_rows()).map(move |i| {
-            (
-                loc.value(i).to_string(),
-                pos.value(i),
-                reason.value(i).to_string(),
-                raw.value(i).to_string(),
-            )
-        })
-    });
-    for (loc, pos, reason, raw) in rows.take(3) {
+    let batches = stratalake_files::read_parquet_dir(dir)?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        rows.extend(stratalake_core::quarantine_records(b)?);
+        if rows.len() >= 3 {
+            break;
+        }
+    }
+    for r in rows.into_iter().take(3) {
+        let (loc, pos, reason, raw) = (r.location, r.position.unwrap_or(0), r.reason, r.raw);
         let raw = if raw.len() > 60 {
             format!("{}…", &raw[..raw.floor_char_boundary(60)])
         } else {

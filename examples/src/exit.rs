@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use strata_core::{CancellationToken, ErrorKind};
+use stratalake_core::{CancellationToken, ErrorKind};
 
 /// The exit statuses, documented in the README ("Exit status").
 pub mod status {
@@ -34,7 +34,7 @@ pub mod status {
 pub fn status_of(e: &anyhow::Error) -> u8 {
     if let Some(se) = e
         .chain()
-        .find_map(|c| c.downcast_ref::<strata_core::Error>())
+        .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
     {
         return match se.kind() {
             ErrorKind::Cancelled => status::CANCELLED,
@@ -74,7 +74,7 @@ pub fn render(e: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    strata_core::secrets::redact(&parts.join(": ")).into_owned()
+    stratalake_core::secrets::redact(&parts.join(": ")).into_owned()
 }
 
 /// End the process for `result`.
@@ -99,7 +99,7 @@ pub struct RedactingStderr;
 impl std::io::Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(strata_core::secrets::redact(&text).as_bytes())?;
+        std::io::stderr().write_all(stratalake_core::secrets::redact(&text).as_bytes())?;
         Ok(buf.len())
     }
 
@@ -139,7 +139,7 @@ pub async fn with_signals(work: impl Future<Output = anyhow::Result<()>>) -> any
         if token.is_cancelled() || !AWARE.load(Ordering::SeqCst) {
             // A second signal, or a command that does not watch the token: stop now.
             eprintln!("strata: {name}: stopped");
-            return Err(strata_core::Error::cancelled().into());
+            return Err(stratalake_core::Error::cancelled().into());
         }
         eprintln!("strata: {name}: stopping (nothing partial becomes visible)");
         token.cancel();
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn statuses_follow_the_error_kind() {
         let s = |k: ErrorKind| {
-            status_of(&anyhow::Error::new(strata_core::Error::new(k, "x")).context("ctx"))
+            status_of(&anyhow::Error::new(stratalake_core::Error::new(k, "x")).context("ctx"))
         };
         assert_eq!(s(ErrorKind::Config), status::CONFIG);
         assert_eq!(s(ErrorKind::Auth), status::AUTH);

@@ -5,10 +5,10 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_azure_blob::AzureBlobConfig;
-use strata_core::{Error, Result};
-use strata_delta::TableLocation;
-use strata_s3::S3Config;
+use stratalake_azure_blob::AzureBlobConfig;
+use stratalake_core::{Error, Result};
+use stratalake_delta::TableLocation;
+use stratalake_s3::S3Config;
 use url::Url;
 
 /// How to reach the object store a cloud table lives on: the S3 or Azure connection of the
@@ -321,12 +321,12 @@ impl Lake {
             Some(LakeConnection::S3(c)) => {
                 let mut c = c.clone();
                 c.bucket = store_name(&url).0;
-                strata_s3::create_bucket(&c).await?;
+                stratalake_s3::create_bucket(&c).await?;
             }
             Some(LakeConnection::AzureBlob(c)) => {
                 let mut c = c.clone();
                 c.container = store_name(&url).0;
-                strata_azure_blob::create_container(&c).await?;
+                stratalake_azure_blob::create_container(&c).await?;
             }
             _ => {}
         }

@@ -35,7 +35,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
-use strata_core::{Metrics, PipelineBuilder, RunOutcome, RunReport};
+use stratalake_core::{Metrics, PipelineBuilder, RunOutcome, RunReport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,7 +46,7 @@ use strata_core::{Metrics, PipelineBuilder, RunOutcome, RunReport};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter (e.g. `info`, `strata_core=debug`); also `RUST_LOG`. deltalake's MERGE
+    /// Log filter (e.g. `info`, `stratalake_core=debug`); also `RUST_LOG`. deltalake's MERGE
     /// warns about a metric it derives on every run: quiet by default.
     #[arg(
         long,
@@ -190,7 +190,7 @@ enum Command {
         #[arg(long, default_value_t = 0.01)]
         scale: f64,
         /// A MongoDB server: the demo loads the customers and partners into it and reads them
-        /// back through strata-mongodb (also `STRATA_DEMO_MONGODB_URI`).
+        /// back through stratalake-mongodb (also `STRATA_DEMO_MONGODB_URI`).
         #[arg(long, env = "STRATA_DEMO_MONGODB_URI")]
         mongodb_uri: Option<String>,
         /// Put the medallion's Delta tables in this lake instead of `<out>/medallion`: a
@@ -485,7 +485,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             seed,
             dirt_rate,
         } => {
-            let cfg = strata_datagen::GeneratorConfig::at_scale(scale)
+            let cfg = stratalake_datagen::GeneratorConfig::at_scale(scale)
                 .with_seed(seed)
                 .with_dirt_rate(dirt_rate);
             let m = demo::generate(&cfg, &out, true).await?;
@@ -656,7 +656,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let conn = connection.as_deref().map(lake::load).transpose()?;
             let loc = lake::table_location(&table, conn.as_ref())?;
             let bar = progress::spinner(&format!("compacting {table}"));
-            let c = strata_delta::maintenance::compact(&loc, target_file_size_megabytes).await;
+            let c = stratalake_delta::maintenance::compact(&loc, target_file_size_megabytes).await;
             bar.finish_and_clear();
             let c = c?;
             outln!(
@@ -676,7 +676,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let conn = connection.as_deref().map(lake::load).transpose()?;
             let loc = lake::table_location(&table, conn.as_ref())?;
             let bar = progress::spinner(&format!("vacuuming {table}"));
-            let v = strata_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await;
+            let v = stratalake_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await;
             bar.finish_and_clear();
             let v = v?;
             outln!(
@@ -731,8 +731,8 @@ async fn test_command(project: &std::path::Path, select: &[String]) -> Result<()
         project::Status::Failed(m, k) => Some((m, *k)),
         _ => None,
     }) {
-        return Err(strata_core::Error::new(
-            kind.unwrap_or(strata_core::ErrorKind::Internal),
+        return Err(stratalake_core::Error::new(
+            kind.unwrap_or(stratalake_core::ErrorKind::Internal),
             format!("expectations failed ({}): {msg}", failed.join(", ")),
         )
         .into());
@@ -830,8 +830,8 @@ async fn build_command(
         project::Status::Failed(m, k) => Some((m, *k)),
         _ => None,
     }) {
-        let e = strata_core::Error::new(
-            kind.unwrap_or(strata_core::ErrorKind::Internal),
+        let e = stratalake_core::Error::new(
+            kind.unwrap_or(stratalake_core::ErrorKind::Internal),
             format!("the build failed ({}): {msg}", failed.join(", ")),
         );
         return Err(e.into());
@@ -847,7 +847,7 @@ fn with_steps(mut b: PipelineBuilder, steps: Vec<config::Step>) -> PipelineBuild
         match t {
             config::Step::Batch(t) if !streaming => b = b.with_batch_transform(t),
             config::Step::Batch(t) => {
-                b = b.with_stream_transform(Arc::new(strata_core::transforms::OnStream(t)));
+                b = b.with_stream_transform(Arc::new(stratalake_core::transforms::OnStream(t)));
             }
             config::Step::Stream(t) => {
                 streaming = true;
@@ -880,7 +880,7 @@ pub async fn run_config(
         cfg,
         label,
         show_progress,
-        &strata_core::expect::ResultLog::new(),
+        &stratalake_core::expect::ResultLog::new(),
     )
     .await
 }
@@ -890,7 +890,7 @@ pub async fn run_config_logged(
     cfg: &config::PipelineConfig,
     label: &str,
     show_progress: bool,
-    log: &strata_core::expect::ResultLog,
+    log: &stratalake_core::expect::ResultLog,
 ) -> Result<RunReport> {
     let built = config::build_logged(cfg, log).await?;
     let metrics = Metrics::new();
@@ -942,7 +942,7 @@ fn print_report(r: &RunReport) -> Result<()> {
             );
             let busy = |c: &str| {
                 r.metrics
-                    .get(c, strata_core::metrics::BUSY_NANOSECONDS_TOTAL) as f64
+                    .get(c, stratalake_core::metrics::BUSY_NANOSECONDS_TOTAL) as f64
                     / 1e9
             };
             outln!(

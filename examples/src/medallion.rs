@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use strata_datagen::Manifest;
+use stratalake_datagen::Manifest;
 
 pub use crate::lake::Lake;
 
@@ -41,7 +41,7 @@ pub fn bronze_yaml(name: &str, data: &Path, lake: &Lake) -> String {
     );
     if name == "orders" {
         let _ = writeln!(y, "    schema:\n      explicit:");
-        for (col, ty) in strata_datagen::orders_schema() {
+        for (col, ty) in stratalake_datagen::orders_schema() {
             let _ = writeln!(y, "        - {{ name: {col}, type: \"{ty}\" }}");
         }
     }
@@ -159,7 +159,7 @@ pub async fn check_gold(p: &crate::project::Loaded, m: &Manifest) -> Result<Vec<
 pub async fn silver_quarantined(lake: &Lake, name: &str) -> Result<u64> {
     let q = lake.table("silver", name)?.child("_quarantine")?;
     let tables = BTreeMap::from([("quarantine.t".to_string(), q)]);
-    let b = strata_gold::model::query(&tables, "SELECT COUNT(*) FROM quarantine.t").await?;
+    let b = stratalake_gold::model::query(&tables, "SELECT COUNT(*) FROM quarantine.t").await?;
     Ok(u64::try_from(int(&b, 0)).unwrap_or(0))
 }
 
@@ -293,7 +293,7 @@ pub fn scaffold(data: &Path, lake: &Lake, out: &Path) -> Result<Vec<PathBuf>> {
     let data = std::fs::canonicalize(data)?;
     let out = std::fs::canonicalize(out)?;
     let mut files = Vec::new();
-    let project = out.join(strata_project::PROJECT_FILE);
+    let project = out.join(stratalake_project::PROJECT_FILE);
     std::fs::write(&project, project_yaml(lake))?;
     files.push(project);
     for name in BRONZE {

@@ -3,8 +3,8 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_core::metrics::{RECEIVED_BYTES_TOTAL, SENT_ROWS_TOTAL};
-use strata_core::{Epoch, Metrics, ReadPlan, RunObserver};
+use stratalake_core::metrics::{RECEIVED_BYTES_TOTAL, SENT_ROWS_TOTAL};
+use stratalake_core::{Epoch, Metrics, ReadPlan, RunObserver};
 
 /// A bar for one run; hidden when stderr is not a terminal.
 pub struct RunProgress {

@@ -1,6 +1,6 @@
 //! `strata build`, `strata ls`, `strata dag`: a project's pipelines and models, in dependency
-//! order. Planning is strata-project's; the table and incremental materialisations are
-//! strata-gold's; merge and append models run as ordinary pipelines (Delta source of the
+//! order. Planning is stratalake-project's; the table and incremental materialisations are
+//! stratalake-gold's; merge and append models run as ordinary pipelines (Delta source of the
 //! input's new rows -> mask -> SQL -> conform -> explode -> Delta MERGE or append), so each
 //! commits exactly once through the runner and the Delta sink's application transactions.
 
@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use strata_core::RunOutcome;
-use strata_core::expect::{Expectations, ResultLog, RuleResult};
-use strata_delta::{DeltaSinkConfig, SchemaEvolution, WriteMode};
-use strata_gold::expect::{ResultsOf, ResultsTable};
-use strata_gold::model::{ModelAction, TableModel};
-use strata_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNode, Project};
+use stratalake_core::RunOutcome;
+use stratalake_core::expect::{Expectations, ResultLog, RuleResult};
+use stratalake_delta::{DeltaSinkConfig, SchemaEvolution, WriteMode};
+use stratalake_gold::expect::{ResultsOf, ResultsTable};
+use stratalake_gold::model::{ModelAction, TableModel};
+use stratalake_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNode, Project};
 
 /// A project opened for building: its files read, its lake resolved, its graph made.
 #[derive(Debug)]
@@ -69,7 +69,7 @@ fn lake_of(project: &Project) -> Result<Lake> {
         format!(
             "{}: `lake`",
             project
-                .path(Path::new(strata_project::PROJECT_FILE))
+                .path(Path::new(stratalake_project::PROJECT_FILE))
                 .display()
         )
     })
@@ -84,12 +84,12 @@ pub fn enclosing_lake(path: &Path) -> Result<Lake> {
     let dir = abs
         .ancestors()
         .skip(1)
-        .find(|d| d.join(strata_project::PROJECT_FILE).is_file())
+        .find(|d| d.join(stratalake_project::PROJECT_FILE).is_file())
         .with_context(|| {
             format!(
                 "{}: `lake_table` names a table of a project's lake, but no directory above the file holds a {}",
                 path.display(),
-                strata_project::PROJECT_FILE
+                stratalake_project::PROJECT_FILE
             )
         })?;
     lake_of(&Project::load(dir)?)
@@ -105,7 +105,7 @@ pub enum Status {
     /// Not run, and why.
     Skipped(String),
     /// Failed, with the error and its kind (for the exit status).
-    Failed(String, Option<strata_core::ErrorKind>),
+    Failed(String, Option<stratalake_core::ErrorKind>),
 }
 
 /// One node's line of the build summary.
@@ -118,7 +118,7 @@ pub struct NodeRun {
     /// Its expectations' results (also when it failed on one).
     pub results: Vec<RuleResult>,
     /// Its run report, when it ran through the runner (pipelines, merge and append models).
-    pub report: Option<strata_core::RunReport>,
+    pub report: Option<stratalake_core::RunReport>,
 }
 
 pub fn kind_name(n: &Node) -> &'static str {
@@ -131,7 +131,7 @@ pub fn kind_name(n: &Node) -> &'static str {
 }
 
 /// A model's inputs as lake tables.
-fn inputs_of(lake: &Lake, m: &Model) -> Result<BTreeMap<String, strata_delta::TableLocation>> {
+fn inputs_of(lake: &Lake, m: &Model) -> Result<BTreeMap<String, stratalake_delta::TableLocation>> {
     m.references
         .iter()
         .map(|r| {
@@ -230,7 +230,7 @@ pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<
     })
 }
 
-/// A table or incremental model, ready for strata-gold, its expectations' results to `log`.
+/// A table or incremental model, ready for stratalake-gold, its expectations' results to `log`.
 pub fn table_model(lake: &Lake, m: &Model, log: &ResultLog) -> Result<TableModel> {
     let s = &m.settings;
     let mut t = TableModel::new(
@@ -257,7 +257,7 @@ pub fn results_table(lake: &Lake) -> Result<ResultsTable> {
 }
 
 /// The tables a model's table checks read, as lake tables.
-fn check_inputs(lake: &Lake, m: &Model) -> Result<BTreeMap<String, strata_delta::TableLocation>> {
+fn check_inputs(lake: &Lake, m: &Model) -> Result<BTreeMap<String, stratalake_delta::TableLocation>> {
     m.expectations
         .tables
         .iter()
@@ -281,7 +281,7 @@ async fn check_after_commit(
         return Ok(());
     }
     let exp = Expectations::new(Vec::new(), m.expectations.tables.clone());
-    strata_gold::expect::check_table(
+    stratalake_gold::expect::check_table(
         &m.name,
         &lake.table(&m.layer, &m.table)?,
         &check_inputs(lake, m)?,
@@ -299,7 +299,7 @@ async fn check_after_commit(
 async fn left_results(
     lake: &Lake,
     name: &str,
-    loc: &strata_delta::TableLocation,
+    loc: &stratalake_delta::TableLocation,
 ) -> Result<Option<(i64, Vec<RuleResult>)>> {
     Ok(match loc.last_results().await? {
         Some((v, results))
@@ -325,7 +325,7 @@ async fn record(lake: &Lake, name: &str, v: i64, results: &[RuleResult]) -> Resu
     Ok(())
 }
 
-async fn version_of(loc: &strata_delta::TableLocation) -> Result<Option<i64>> {
+async fn version_of(loc: &stratalake_delta::TableLocation) -> Result<Option<i64>> {
     Ok(loc
         .load()
         .await?
@@ -352,7 +352,7 @@ async fn run_node(
     name: String,
     full_refresh: bool,
     log: ResultLog,
-) -> Result<(Status, Option<i64>, Option<strata_core::RunReport>)> {
+) -> Result<(Status, Option<i64>, Option<stratalake_core::RunReport>)> {
     let node = l
         .graph
         .node(&name)
@@ -391,7 +391,7 @@ async fn run_node(
                         Ok((n.clone(), l.lake.table(l2, t)?))
                     })
                     .collect::<Result<BTreeMap<_, _>>>()?;
-                strata_gold::expect::check_table(&name, loc, &others, &checks, &[], before, &log)
+                stratalake_gold::expect::check_table(&name, loc, &others, &checks, &[], before, &log)
                     .await?;
             }
             let version = match &loc {
@@ -405,7 +405,7 @@ async fn run_node(
             if full_refresh {
                 // Everything the run needs is checked before anything is emptied.
                 drop(crate::config::build(&cfg).await?);
-                strata_delta::DeltaSink::try_new(
+                stratalake_delta::DeltaSink::try_new(
                     l.lake.table(&m.layer, &m.table)?,
                     DeltaSinkConfig::default(),
                 )?
@@ -443,7 +443,7 @@ async fn run_node(
             }
             let out = tokio::select! {
                 r = model.build(full_refresh) => r?,
-                () = token.cancelled() => return Err(strata_core::Error::cancelled().into()),
+                () = token.cancelled() => return Err(stratalake_core::Error::cancelled().into()),
             };
             let version = Some(out.version);
             Ok((
@@ -487,7 +487,7 @@ async fn run_node(
     }
 }
 
-fn status_of_run(report: &strata_core::RunReport, node: &Node) -> Status {
+fn status_of_run(report: &stratalake_core::RunReport, node: &Node) -> Status {
     match report.outcome {
         RunOutcome::NothingNew => Status::UpToDate(match &node.kind {
             NodeKind::Model(m) => format!("no new rows in {}", m.references[0].name),
@@ -641,8 +641,8 @@ pub async fn build(
                 }
                 let kind = e
                     .chain()
-                    .find_map(|c| c.downcast_ref::<strata_core::Error>())
-                    .map(strata_core::Error::kind);
+                    .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
+                    .map(stratalake_core::Error::kind);
                 Status::Failed(crate::exit::render(&e), kind)
             }
         };
@@ -662,7 +662,7 @@ pub async fn build(
         );
     }
     if crate::exit::shutdown().is_cancelled() {
-        return Err(strata_core::Error::cancelled().into());
+        return Err(stratalake_core::Error::cancelled().into());
     }
     Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
 }
@@ -675,7 +675,7 @@ struct Facts {
     started: i64,
     ended: i64,
     version: Option<i64>,
-    report: Option<strata_core::RunReport>,
+    report: Option<stratalake_core::RunReport>,
 }
 
 /// Record a `strata run` of a project's pipeline (one writing the lake table `node`) in the
@@ -687,7 +687,7 @@ pub async fn record_pipeline_run(
     lake: &Lake,
     node: &str,
     started_micros: i64,
-    result: &Result<strata_core::RunReport>,
+    result: &Result<stratalake_core::RunReport>,
 ) -> Result<()> {
     let status = match result {
         Ok(r) if r.outcome == RunOutcome::NothingNew => Status::UpToDate("no new data".into()),
@@ -700,8 +700,8 @@ pub async fn record_pipeline_run(
         Err(e) => Status::Failed(
             crate::exit::render(e),
             e.chain()
-                .find_map(|c| c.downcast_ref::<strata_core::Error>())
-                .map(strata_core::Error::kind),
+                .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
+                .map(stratalake_core::Error::kind),
         ),
     };
     let facts = Facts {
@@ -723,8 +723,8 @@ pub async fn record_pipeline_run(
 }
 
 /// The lake's `_runs` table.
-pub fn runs_table(lake: &Lake) -> Result<strata_gold::runs::RunsTable> {
-    Ok(strata_gold::runs::RunsTable::new(lake.meta_table("_runs")?))
+pub fn runs_table(lake: &Lake) -> Result<stratalake_gold::runs::RunsTable> {
+    Ok(stratalake_gold::runs::RunsTable::new(lake.meta_table("_runs")?))
 }
 
 fn run_record(
@@ -733,8 +733,8 @@ fn run_record(
     kind: &str,
     status: &Status,
     f: &Facts,
-) -> strata_gold::runs::RunRecord {
-    let mut r = strata_gold::runs::RunRecord::new(run_id, name, kind);
+) -> stratalake_gold::runs::RunRecord {
+    let mut r = stratalake_gold::runs::RunRecord::new(run_id, name, kind);
     r.started_micros = f.started;
     r.ended_micros = f.ended;
     let (word, detail) = match status {
@@ -756,7 +756,7 @@ fn run_record(
         let n = |v: u64| i64::try_from(v).ok();
         r.rows_read = n(rep
             .metrics
-            .get("source", strata_core::metrics::SENT_ROWS_TOTAL));
+            .get("source", stratalake_core::metrics::SENT_ROWS_TOTAL));
         r.rows_written = n(rep.rows_written);
         r.cursor = rep
             .committed
@@ -764,7 +764,7 @@ fn run_record(
             .and_then(|m| m.cursor.as_ref())
             .map(|c| {
                 // Informational (the sink holds the real one): a long listing is cut.
-                let text = strata_core::secrets::redact(c.as_str()).into_owned();
+                let text = stratalake_core::secrets::redact(c.as_str()).into_owned();
                 match text.char_indices().nth(CURSOR_CHARS) {
                     Some((i, _)) => format!("{}... ({} bytes)", &text[..i], text.len()),
                     None => text,
@@ -811,7 +811,7 @@ pub async fn runs(
          FROM _runs {filter} ORDER BY started_at DESC, node LIMIT {last}"
     );
     let tables = BTreeMap::from([("_runs".to_string(), loc.location().clone())]);
-    Ok(strata_gold::model::query(&tables, &sql).await?)
+    Ok(stratalake_gold::model::query(&tables, &sql).await?)
 }
 
 /// A new run id: the UTC time and a random suffix (`20261201T181500Z-3fa2`).
@@ -834,8 +834,8 @@ pub fn expectation_lines(runs: &[NodeRun]) -> Vec<String> {
         return Vec::new();
     }
     let count =
-        |o: strata_core::expect::Outcome| all.iter().filter(|(_, r)| r.outcome == o).count();
-    use strata_core::expect::Outcome as O;
+        |o: stratalake_core::expect::Outcome| all.iter().filter(|(_, r)| r.outcome == o).count();
+    use stratalake_core::expect::Outcome as O;
     let mut out = vec![format!(
         "expectations: {} checked: {} passed, {} warned, {} quarantined, {} failed",
         all.len(),
@@ -932,7 +932,7 @@ pub fn dag(l: &Loaded, dot: bool) -> Vec<String> {
 /// The project directory a path names (the directory holding `strata.yaml`).
 pub fn project_dir(p: &Path) -> PathBuf {
     if p.file_name()
-        .is_some_and(|f| f == strata_project::PROJECT_FILE)
+        .is_some_and(|f| f == stratalake_project::PROJECT_FILE)
     {
         p.parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -961,7 +961,7 @@ pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch
     // The expectations' results, as `_expectations`.
     tables.insert("_expectations".into(), l.lake.meta_table("_expectations")?);
     tables.insert("_runs".into(), l.lake.meta_table("_runs")?);
-    Ok(strata_gold::model::query(&tables, sql).await?)
+    Ok(stratalake_gold::model::query(&tables, sql).await?)
 }
 
 /// The project's gold models as warehouse tables: name to location and key.
@@ -970,7 +970,7 @@ pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch
 /// When a location cannot be made.
 pub fn gold_tables(
     l: &Loaded,
-) -> Result<BTreeMap<String, (strata_delta::TableLocation, Vec<String>)>> {
+) -> Result<BTreeMap<String, (stratalake_delta::TableLocation, Vec<String>)>> {
     l.project
         .models()
         .iter()
@@ -993,7 +993,7 @@ pub async fn check_k_anonymity(l: &Loaded) -> Result<Vec<String>> {
     let Some(path) = &l.project.config().privacy else {
         return Ok(Vec::new());
     };
-    let p = strata_privacy::Policy::load(&l.project.path(path))?;
+    let p = stratalake_privacy::Policy::load(&l.project.path(path))?;
     let mut out = Vec::new();
     for k in &p.k_anonymity {
         let Some(m) = l.project.models().iter().find(|m| m.table == k.table) else {
@@ -1004,7 +1004,7 @@ pub async fn check_k_anonymity(l: &Loaded) -> Result<Vec<String>> {
         }
         let cols = k.quasi_identifiers.join(", ");
         let b = query(l, &format!("SELECT {cols} FROM {}", m.name)).await?;
-        let rep = strata_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)?;
+        let rep = stratalake_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)?;
         if !rep.holds(k.k) {
             bail!(
                 "k-anonymity violated: {} ({cols}) k={}: {} of {} groups below k, {} rows",
@@ -1024,11 +1024,11 @@ pub async fn check_k_anonymity(l: &Loaded) -> Result<Vec<String>> {
 }
 
 /// The project's reporting views (`warehouse/*.sql`) for the warehouse sync.
-pub fn reporting_views(l: &Loaded) -> Vec<strata_warehouse::ReportingView> {
+pub fn reporting_views(l: &Loaded) -> Vec<stratalake_warehouse::ReportingView> {
     l.project
         .views()
         .iter()
-        .map(|v| strata_warehouse::ReportingView::new(&v.name, &v.sql, &v.tables))
+        .map(|v| stratalake_warehouse::ReportingView::new(&v.name, &v.sql, &v.tables))
         .collect()
 }
 
@@ -1036,7 +1036,7 @@ pub fn reporting_views(l: &Loaded) -> Vec<strata_warehouse::ReportingView> {
 type Checks = (
     Expectations,
     Vec<String>,
-    BTreeMap<String, strata_delta::TableLocation>,
+    BTreeMap<String, stratalake_delta::TableLocation>,
 );
 
 /// A node's expectations and the columns naming its rows, when it has any and writes a
@@ -1053,11 +1053,11 @@ fn expectations_of(l: &Loaded, n: &Node) -> Result<Option<Checks>> {
             if cfg.expectations.is_empty() {
                 return Ok(None);
             }
-            let exp = strata_project::expect::compile(
+            let exp = stratalake_project::expect::compile(
                 &cfg.expectations,
                 &n.name,
                 &p.file,
-                strata_project::expect::Checked::Streaming,
+                stratalake_project::expect::Checked::Streaming,
             )?;
             Some((exp, Vec::new(), BTreeMap::new()))
         }
@@ -1083,7 +1083,7 @@ pub async fn test(l: &Loaded, selectors: &[String], run_id: &str) -> Result<Vec<
         let loc = l.lake.table(layer, table)?;
         let version = version_of(&loc).await?;
         let log = ResultLog::new();
-        let r = strata_gold::expect::check_table(
+        let r = stratalake_gold::expect::check_table(
             &n.name,
             &loc,
             &others,
@@ -1134,7 +1134,7 @@ pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec
         "SELECT model, rule, kind, outcome, rows_failed, rows_checked FROM (           SELECT *, row_number() OVER (PARTITION BY model, rule ORDER BY checked_at DESC) AS n            FROM _expectations {filter}) AS h WHERE n <= {last} ORDER BY model, rule, checked_at"
     );
     let tables = BTreeMap::from([("_expectations".to_string(), loc.location().clone())]);
-    let batches = strata_gold::model::query(&tables, &sql).await?;
+    let batches = stratalake_gold::model::query(&tables, &sql).await?;
     let mut rules: BTreeMap<(String, String), (String, String, u64, u64)> = BTreeMap::new();
     for b in &batches {
         let s = |i: usize| -> Result<arrow_array::StringArray> {
@@ -1220,5 +1220,5 @@ pub async fn quarantine_show(
         "SELECT reason, \"column\", component, location, position,          CASE WHEN character_length(raw) > 160 THEN concat(substr(raw, 1, 160), '...') ELSE raw END AS raw          FROM quarantine {filter} LIMIT {limit}"
     );
     let tables = BTreeMap::from([("quarantine".to_string(), loc)]);
-    Ok(strata_gold::model::query(&tables, &sql).await?)
+    Ok(stratalake_gold::model::query(&tables, &sql).await?)
 }

@@ -6,7 +6,7 @@
 use anyhow::{Context as _, Result};
 use prometheus::{Encoder as _, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 use std::path::Path;
-use strata_core::RunReport;
+use stratalake_core::RunReport;
 
 /// One pipeline run (or a build's node) to export.
 pub struct Sample<'a> {
@@ -109,7 +109,7 @@ pub fn render(samples: &[Sample<'_>]) -> Result<String> {
                         let c = IntCounterVec::new(
                             Opts::new(
                                 name.as_str(),
-                                format!("Strata's {name} (see strata_core::metrics)."),
+                                format!("Strata's {name} (see stratalake_core::metrics)."),
                             ),
                             &["pipeline", "component"],
                         )?;

@@ -15,11 +15,11 @@ use crate::project::{Loaded, model_pipeline};
 use anyhow::{Context as _, Result, bail};
 use arrow_array::RecordBatch;
 use futures::StreamExt;
-use strata_core::expect::ResultLog;
-use strata_core::{
+use stratalake_core::expect::ResultLog;
+use stratalake_core::{
     BatchStreamAdapter, CommitMarker, Context, Cursor, Epoch, QuarantineRecord, SchemaRef,
 };
-use strata_project::NodeKind;
+use stratalake_project::NodeKind;
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -103,7 +103,7 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
     let pid = format!("{}.replay", m.name);
     let app = format!("strata-replay/{}", m.name);
     let ctx = Context::new(&pid);
-    let n = strata_gold::expect::replays_done(&qloc, &app).await? + 1;
+    let n = stratalake_gold::expect::replays_done(&qloc, &app).await? + 1;
     let mark = built.sink.last_committed(&pid, &ctx).await?;
     let (version, rule, pending) = match mark {
         Some(mk) if mk.epoch.0 == u64::try_from(n).unwrap_or(0) => {
@@ -115,7 +115,7 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
             (v, r, true)
         }
         _ => (
-            strata_gold::expect::quarantine_version(&qloc)
+            stratalake_gold::expect::quarantine_version(&qloc)
                 .await?
                 .with_context(|| {
                     format!("{table} has no quarantine: nothing was ever quarantined there")
@@ -125,12 +125,12 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
         ),
     };
     let f = filter(rule.as_deref());
-    let records = strata_gold::expect::quarantined(&qloc, version, &f).await?;
+    let records = stratalake_gold::expect::quarantined(&qloc, version, &f).await?;
     let mut out = Replayed {
         recovered: pending,
         ..Replayed::default()
     };
-    out.left = strata_gold::expect::quarantined(&qloc, version, &format!("NOT ({})", filter(None)))
+    out.left = stratalake_gold::expect::quarantined(&qloc, version, &format!("NOT ({})", filter(None)))
         .await?
         .iter()
         .map(|b| b.num_rows() as u64)
@@ -145,7 +145,7 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
             Step::Stream(t) => t.output_schema(&schema)?,
         };
     }
-    let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(16);
+    let (qtx, mut qrx) = stratalake_core::quarantine::quarantine_channel(16);
     let run_ctx = Context::builder(&pid).with_quarantine(qtx).build();
     let mut passing: Vec<RecordBatch> = Vec::new();
     let mut refailed: Vec<QuarantineRecord> = Vec::new();
@@ -207,38 +207,17 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
             &CommitMarker::new(&pid, epoch, Some(cursor(version, rule.as_deref())?)),
         )
         .await?;
-        strata_core::crash_point("replay.after_table_commit").await;
+        stratalake_core::crash_point("replay.after_table_commit").await;
     }
-    strata_gold::expect::finish_replay(&qloc, version, &f, &refailed, &app, n).await?;
+    stratalake_gold::expect::finish_replay(&qloc, version, &f, &refailed, &app, n).await?;
     Ok(out)
 }
 
 fn raw_of(batches: &[RecordBatch], component: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for b in batches {
-        let c = arrow_cast::cast(
-            b.column_by_name("component")
-                .context("a quarantine without `component`")?,
-            &arrow_schema::DataType::Utf8,
-        )?;
-        let r = arrow_cast::cast(
-            b.column_by_name("raw")
-                .context("a quarantine without `raw`")?,
-            &arrow_schema::DataType::Utf8,
-        )?;
-        let (c, r) = (
-            c.as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .context("text")?,
-            r.as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .context("text")?,
-        );
-        for i in 0..b.num_rows() {
-            if c.value(i) == component {
-                out.push(r.value(i).to_string());
-            }
-        }
+        let records = stratalake_core::quarantine_records(b)?;
+        out.extend(records.into_iter().filter(|r| r.component == component).map(|r| r.raw));
     }
     Ok(out)
 }

@@ -1,12 +1,12 @@
 //! A project's report node (`strata build`) and `strata report`: each section's query run by
-//! DataFusion over the lake (strata-gold's `query`), the page drawn by strata-report, written
+//! DataFusion over the lake (stratalake-gold's `query`), the page drawn by stratalake-report, written
 //! whole to a temporary file and renamed into place.
 
 use crate::project::Loaded;
 use anyhow::{Context as _, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use strata_project::report::{META_TABLES, Report};
+use stratalake_project::report::{META_TABLES, Report};
 
 /// What drawing a report did.
 pub enum Drawn {
@@ -17,7 +17,7 @@ pub enum Drawn {
 }
 
 /// The tables a report reads, with the lake's meta tables, as locations.
-fn tables(l: &Loaded, r: &Report) -> Result<BTreeMap<String, strata_delta::TableLocation>> {
+fn tables(l: &Loaded, r: &Report) -> Result<BTreeMap<String, stratalake_delta::TableLocation>> {
     let mut t = BTreeMap::new();
     for x in &r.references {
         let (layer, name) = x.name.split_once('.').unwrap_or(("", &x.name));
@@ -45,7 +45,7 @@ pub async fn draw(l: &Loaded, r: &Report, out: Option<&Path>, force: bool) -> Re
     }
     if !force
         && let Ok(old) = std::fs::read_to_string(&path)
-        && strata_report::inputs_of(&old) == Some(strata_report::inputs_text(&versions))
+        && stratalake_report::inputs_of(&old) == Some(stratalake_report::inputs_text(&versions))
     {
         return Ok(Drawn::UpToDate(path));
     }
@@ -65,17 +65,17 @@ pub async fn draw(l: &Loaded, r: &Report, out: Option<&Path>, force: bool) -> Re
             data.push(Vec::new());
             continue;
         }
-        let batches = strata_gold::model::query(&present, &s.sql)
+        let batches = stratalake_gold::model::query(&present, &s.sql)
             .await
             .with_context(|| format!("{}: section `{}`", r.file.display(), s.title))?;
         data.push(batches);
     }
-    let info = strata_report::PageInfo::new(
+    let info = stratalake_report::PageInfo::new(
         &l.project.config().name,
         &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         versions,
     );
-    let page = strata_report::render(r, &data, &info)?;
+    let page = stratalake_report::render(r, &data, &info)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -21,8 +21,8 @@ pub async fn run(pipeline: &Path, drop: bool, yes: bool) -> Result<String> {
         options,
     } = &cfg.sink
     else {
-        return Err(strata_core::Error::new(
-            strata_core::ErrorKind::Unsupported,
+        return Err(stratalake_core::Error::new(
+            stratalake_core::ErrorKind::Unsupported,
             format!(
                 "{}: `strata reset` resets pipelines writing Delta tables (the lake); this one's sink keeps its own marker: empty the destination and remove its commit manifests by hand",
                 pipeline.display()
@@ -60,7 +60,7 @@ pub async fn run(pipeline: &Path, drop: bool, yes: bool) -> Result<String> {
             bail!("strata reset {id}: not confirmed; nothing changed");
         }
     }
-    let sink = strata_delta::DeltaSink::try_new(loc.clone(), options.clone())?;
+    let sink = stratalake_delta::DeltaSink::try_new(loc.clone(), options.clone())?;
     if drop {
         sink.reset(&id).await?;
         Ok(format!(

@@ -52,7 +52,7 @@ pub async fn status(l: &Loaded) -> Result<Vec<NodeStatus>> {
              CAST(max(CASE WHEN status = 'built' THEN ended_at END) AS BIGINT) AS built, \
              CAST(max(CASE WHEN status IN ('built', 'up_to_date') THEN ended_at END) AS BIGINT) AS ok \
              FROM _runs GROUP BY node";
-        for b in strata_gold::model::query(&tables, sql).await? {
+        for b in stratalake_gold::model::query(&tables, sql).await? {
             let text = |i: usize| -> Result<arrow_array::StringArray> {
                 Ok(arrow_cast::cast(b.column(i), &DataType::Utf8)?
                     .as_string::<i32>()

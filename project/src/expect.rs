@@ -1,5 +1,5 @@
 //! Declared expectations (a model's `expectations:` setting, a pipeline's `expectations:`
-//! key), checked and compiled to the SQL that [`strata_core::expect`] describes.
+//! key), checked and compiled to the SQL that [`stratalake_core::expect`] describes.
 //!
 //! ```yaml
 //! expectations:
@@ -25,10 +25,10 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 use std::collections::BTreeSet;
 use std::path::Path;
-use strata_core::expect::{
+use stratalake_core::expect::{
     Action, Expectations, RowRule, RuleInfo, Severity, TableCheck, TableTest,
 };
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// The kinds of expectation.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

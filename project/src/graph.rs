@@ -5,7 +5,7 @@
 use crate::model::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// An ingestion pipeline of the project: the lake table it writes and the ones it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

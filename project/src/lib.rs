@@ -17,7 +17,7 @@ pub use schedule::Schedule;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// `s` as a double-quoted string literal that YAML and Python both read back as `s`: `"`,
 /// `\` and line breaks escaped, other control characters as `\uXXXX`.
@@ -81,7 +81,7 @@ pub struct ProjectConfig {
     /// Models built at once when they do not depend on each other. Range: 1..=64.
     #[serde(
         default = "default_concurrency",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 64>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 1, 64>"
     )]
     pub concurrency: usize,
     /// When a scheduler runs it (`strata airflow dag`): see [`Schedule`].

@@ -12,9 +12,9 @@ use sqlparser::parser::Parser;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use strata_core::expect::Expectations;
-use strata_core::{DeleteWhen, Error, ErrorKind, Result, SchemaEvolution};
-use strata_silver::ConformSettings;
+use stratalake_core::expect::Expectations;
+use stratalake_core::{DeleteWhen, Error, ErrorKind, Result, SchemaEvolution};
+use stratalake_silver::ConformSettings;
 
 /// How a model's table is written.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

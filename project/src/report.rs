@@ -2,7 +2,7 @@
 //! `strata.yaml`): sections of SQL over the lake's tables, each drawn as a chart beside a table
 //! of its numbers. Planning only: the file is read and checked here (keys, chart settings, the
 //! SQL's syntax and the tables it reads, which become the report node's edges in the graph);
-//! the queries run and the page is drawn elsewhere (`strata-report`).
+//! the queries run and the page is drawn elsewhere (`stratalake-report`).
 //!
 //! ```yaml
 //! title: Retail performance
@@ -23,7 +23,7 @@ use crate::model::{Reference, references};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// The lake's own tables a report may read besides the project's nodes.
 pub const META_TABLES: [&str; 2] = ["_runs", "_expectations"];

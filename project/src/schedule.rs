@@ -2,7 +2,7 @@
 //! runs the project, and how it treats a failing node.
 
 use serde::Deserialize;
-use strata_core::{Error, Result};
+use stratalake_core::{Error, Result};
 
 /// The presets Airflow knows besides cron expressions.
 pub const PRESETS: [&str; 7] = [
@@ -41,19 +41,19 @@ pub struct Schedule {
     /// retried. Range: 0..=20.
     #[serde(
         default = "default_retries",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 20>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 0, 20>"
     )]
     pub retries: u64,
     /// Seconds between retries. Range: 1..=86400.
     #[serde(
         default = "default_retry_delay",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86400>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 86400>"
     )]
     pub retry_delay_seconds: u64,
     /// Minutes a node may run before it is cancelled. Range: 1..=10080.
     #[serde(
         default = "default_timeout",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 10080>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 10080>"
     )]
     pub task_timeout_minutes: u64,
 }

@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 use std::path::Path;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// Deserialize `text`, which starts after `offset` lines of `file`.
 pub(crate) fn parse<T: DeserializeOwned>(text: &str, file: &Path, offset: usize) -> Result<T> {

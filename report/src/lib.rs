@@ -5,8 +5,8 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use strata_core::{Error, Result};
-use strata_project::report::{Chart, Format, Report, Section};
+use stratalake_core::{Error, Result};
+use stratalake_project::report::{Chart, Format, Report, Section};
 
 /// Chart.js 4.6.1 (MIT, `vendor/chart.js.LICENSE.md`), inlined into every page.
 const CHART_JS: &str = include_str!("../vendor/chart.umd.min.js");

@@ -4,11 +4,11 @@ use arrow_array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use std::sync::atomic::{AtomicU64, Ordering};
-use strata_azure_blob::AzureBlobConfig;
-use strata_core::{Context, ReadRequest, Result};
-use strata_files::cloud::CloudConnection;
-use strata_files::{FileSourceConfig, Format, Partitioning, SchemaSource, StoreLocation};
-use strata_s3::S3Config;
+use stratalake_azure_blob::AzureBlobConfig;
+use stratalake_core::{Context, ReadRequest, Result};
+use stratalake_files::cloud::CloudConnection;
+use stratalake_files::{FileSourceConfig, Format, Partitioning, SchemaSource, StoreLocation};
+use stratalake_s3::S3Config;
 
 /// Which local server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,8 @@ impl Cloud {
     pub async fn fresh(self, name: &str) -> Conn {
         let conn = self.unmade(name);
         let made = match &conn {
-            Conn::S3(c) => strata_s3::create_bucket(c).await.map(|_| ()),
-            Conn::Azure(c) => strata_azure_blob::create_container(c).await.map(|_| ()),
+            Conn::S3(c) => stratalake_s3::create_bucket(c).await.map(|_| ()),
+            Conn::Azure(c) => stratalake_azure_blob::create_container(c).await.map(|_| ()),
         };
         if let Err(e) = made {
             panic!(
@@ -100,7 +100,7 @@ impl Conn {
     ///
     /// # Panics
     /// On an invalid config.
-    pub fn delta_table(&self, name: &str) -> strata_delta::TableLocation {
+    pub fn delta_table(&self, name: &str) -> stratalake_delta::TableLocation {
         let (store, base, prefix): (std::sync::Arc<dyn object_store::ObjectStore>, String, &str) =
             match self {
                 Conn::S3(c) => (
@@ -121,7 +121,7 @@ impl Conn {
             .collect::<Vec<_>>()
             .join("/");
         let url = url::Url::parse(&format!("{base}/{path}/")).unwrap();
-        strata_delta::TableLocation::new(store, url)
+        stratalake_delta::TableLocation::new(store, url)
     }
 
     /// The bucket or container name.
@@ -211,11 +211,11 @@ pub async fn read_parquet_at(conn: &Conn, schema: SchemaSource) -> Vec<RecordBat
     read.schema = schema;
     read.partitioning = Partitioning::Hive;
     read.include = vec!["**/*.parquet".into()];
-    let source = strata_files::FileSource::try_new_at(conn.location(), read)
+    let source = stratalake_files::FileSource::try_new_at(conn.location(), read)
         .await
         .unwrap();
     let ctx = Context::builder("test").build();
-    strata_core::read_all(&source, &ReadRequest::after(None), &ctx)
+    stratalake_core::read_all(&source, &ReadRequest::after(None), &ctx)
         .await
         .unwrap()
         .0

@@ -3,9 +3,9 @@
 use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use strata_core::{Error, Result};
-use strata_files::cloud::{HttpSettings, ObjectStoreHttp};
-use strata_files::{StoreLocation, cloud_url};
+use stratalake_core::{Error, Result};
+use stratalake_files::cloud::{HttpSettings, ObjectStoreHttp};
+use stratalake_files::{StoreLocation, cloud_url};
 
 /// Azurite's well-known development account.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -28,13 +28,13 @@ pub enum AzureCredentials {
     /// The storage account key (use `${VAR}` in YAML).
     AccountKey {
         /// The base64 account key.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         key: SecretString,
     },
     /// A shared access signature (the query string, with or without the leading `?`).
     Sas {
         /// The SAS token.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         token: SecretString,
     },
     /// A service principal's client secret (Microsoft Entra ID).
@@ -44,7 +44,7 @@ pub enum AzureCredentials {
         /// The application (client) id.
         client_id: String,
         /// The client secret.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         client_secret: SecretString,
     },
     /// The managed identity of the VM, container or function.
@@ -165,7 +165,7 @@ impl AzureBlobConfig {
     /// Check the config without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key and value at fault.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key and value at fault.
     pub fn validate(&self) -> Result<()> {
         let account = self.account_name();
         if !(3..=24).contains(&account.len())
@@ -305,7 +305,7 @@ impl AzureBlobConfig {
         })
     }
 
-    /// The container and prefix as a location strata-files reads and writes.
+    /// The container and prefix as a location stratalake-files reads and writes.
     ///
     /// # Errors
     /// Config errors.

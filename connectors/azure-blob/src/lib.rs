@@ -7,13 +7,13 @@ mod setup;
 pub use config::{AzureBlobConfig, AzureCredentials, EMULATOR_ACCOUNT, EMULATOR_ENDPOINT};
 pub use setup::{Created, create_container};
 
-use strata_core::Result;
-use strata_files::cloud::{CloudConnection, CloudSinkConfig, CloudSourceConfig};
-use strata_files::{FileSource, ParquetSink, StoreLocation};
+use stratalake_core::Result;
+use stratalake_files::cloud::{CloudConnection, CloudSinkConfig, CloudSourceConfig};
+use stratalake_files::{FileSource, ParquetSink, StoreLocation};
 
 /// A source reading NDJSON, CSV or Parquet blobs from a container: a [`FileSource`] over the
 /// container's prefix (globs, Hive partitions, splits, incremental listing, quarantine: see
-/// strata-files).
+/// stratalake-files).
 pub type AzureBlobSource = FileSource;
 
 /// An exactly-once (partitioned) Parquet sink writing into a container: a [`ParquetSink`] over

@@ -5,8 +5,8 @@
 use crate::AzureBlobConfig;
 use object_store::azure::AzureAuthorizer;
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
-use strata_core::{Error, ErrorKind, Result};
-use strata_files::cloud::ObjectStoreHttp as _;
+use stratalake_core::{Error, ErrorKind, Result};
+use stratalake_files::cloud::ObjectStoreHttp as _;
 
 /// What [`create_container`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 //! Sink options.
 
 use serde::Deserialize;
-pub use strata_core::{DeleteWhen, SchemaEvolution};
-use strata_core::{Error, Result};
+pub use stratalake_core::{DeleteWhen, SchemaEvolution};
+use stratalake_core::{Error, Result};
 
-pub use strata_core::WriteMode;
+pub use stratalake_core::WriteMode;
 
 /// Options of a Delta sink.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -20,7 +20,7 @@ pub struct DeltaSinkConfig {
     /// Data files are rolled at about this size. Range: 1..=16_384.
     #[serde(
         default = "default_file_size",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 16_384>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 16_384>"
     )]
     pub target_file_size_megabytes: u64,
     /// Append or MERGE.
@@ -32,7 +32,7 @@ pub struct DeltaSinkConfig {
     #[serde(
         default = "default_merge_memory",
         alias = "merge_buffer_megabytes",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 64, 1_048_576>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 64, 1_048_576>"
     )]
     pub merge_memory_megabytes: u64,
 }

@@ -3,7 +3,7 @@
 
 use crate::table::{TableLocation, delta_err, open};
 use std::num::NonZeroU64;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// What [`compact`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt as _;
 use object_store::buffered::BufWriter;
 use std::sync::Arc;
-use strata_core::expect::ResultLog;
-use strata_core::{
+use stratalake_core::expect::ResultLog;
+use stratalake_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
     Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
 };
@@ -424,7 +424,7 @@ fn store_err(
     dir: &object_store::path::Path,
 ) -> Error {
     Error::new(ErrorKind::Unavailable, what.to_string())
-        .with_retry(strata_core::Retry::Transient)
+        .with_retry(stratalake_core::Retry::Transient)
         .with_context("path", dir.as_ref())
         .with_source(e)
 }

@@ -14,7 +14,7 @@ use deltalake::datafusion::physical_plan::execute_stream;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, ReadPlan, ReadRequest, Result,
     SendableBatchStream, Source, Split,
 };
@@ -268,7 +268,7 @@ impl Source for DeltaSource {
         })
         .try_flatten();
         let s = BatchStreamAdapter::boxed(out, Box::pin(s));
-        Ok(strata_core::rebatch(s, ctx.batch_size()))
+        Ok(stratalake_core::rebatch(s, ctx.batch_size()))
     }
 }
 

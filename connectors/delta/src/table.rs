@@ -8,7 +8,7 @@ use deltalake::logstore::{
 use deltalake::{DeltaResult, DeltaTable, DeltaTableBuilder, DeltaTableError};
 use object_store::ObjectStore;
 use std::sync::{Arc, Once};
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 use url::Url;
 
 /// A Delta table's location: an object store whose root is the bucket/container/filesystem
@@ -100,7 +100,7 @@ impl TableLocation {
     /// When the log cannot be read; Data when the results do not parse.
     pub async fn last_results(
         &self,
-    ) -> Result<Option<(i64, Vec<strata_core::expect::RuleResult>)>> {
+    ) -> Result<Option<(i64, Vec<stratalake_core::expect::RuleResult>)>> {
         use futures::StreamExt as _;
         let Some(t) = self.load().await? else {
             return Ok(None);
@@ -199,7 +199,7 @@ pub fn delta_err(e: DeltaTableError, what: &str, table: &Url) -> Error {
         // epoch is retried against the new version (its transaction guards against doubles).
         D::Transaction { .. } | D::VersionAlreadyExists(_) => {
             return Error::new(ErrorKind::Conflict, what.to_string())
-                .with_retry(strata_core::Retry::Transient)
+                .with_retry(stratalake_core::Retry::Transient)
                 .with_context("table", table.as_str())
                 .with_source(e);
         }

@@ -1,15 +1,15 @@
-//! strata-delta on local disk: conformance (sink and source), exactly-once commits, concurrent
+//! stratalake-delta on local disk: conformance (sink and source), exactly-once commits, concurrent
 //! writers, schema evolution policies and incremental reads by version.
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use async_trait::async_trait;
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     CheckpointStore, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Sink, Source,
 };
-use strata_delta::{DeltaSink, DeltaSinkConfig, DeltaSource, SchemaEvolution, TableLocation};
-use strata_testkit::assert::sorted_rows;
-use strata_testkit::{
+use stratalake_delta::{DeltaSink, DeltaSinkConfig, DeltaSource, SchemaEvolution, TableLocation};
+use stratalake_testkit::assert::sorted_rows;
+use stratalake_testkit::{
     MemorySink, MemorySource, SinkFixture, SourceFixture, check_sink, check_source,
 };
 
@@ -107,7 +107,7 @@ async fn append(
     pid: &str,
     batches: Vec<RecordBatch>,
     cfg: DeltaSinkConfig,
-) -> strata_core::Result<strata_core::RunReport> {
+) -> stratalake_core::Result<stratalake_core::RunReport> {
     let source = Arc::new(MemorySource::new(batches[0].schema()));
     source.append(batches);
     PipelineBuilder::new(
@@ -311,8 +311,8 @@ async fn merges_keep_the_newest_version_per_key_and_apply_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let loc = TableLocation::local(dir.path().join("customers")).unwrap();
     let mut cfg = DeltaSinkConfig::default().with_merge(&["id"], Some("v"));
-    if let strata_delta::WriteMode::Merge { delete_when, .. } = &mut cfg.write {
-        *delete_when = Some(strata_delta::DeleteWhen::new("op", "delete"));
+    if let stratalake_delta::WriteMode::Merge { delete_when, .. } = &mut cfg.write {
+        *delete_when = Some(stratalake_delta::DeleteWhen::new("op", "delete"));
     }
     let rows = |ids: &[i64], names: &[&str], v: &[i64], ops: &[&str]| {
         RecordBatch::try_from_iter(vec![
@@ -366,9 +366,9 @@ async fn merges_keep_the_newest_version_per_key_and_apply_deletes() {
         DeltaSinkConfig::default().with_merge(&["id"], Some("v")),
     )
     .unwrap();
-    let ctx = strata_core::Context::new("merge");
+    let ctx = stratalake_core::Context::new("merge");
     let marker = sink.last_committed("merge", &ctx).await.unwrap().unwrap();
-    assert_eq!(marker.epoch, strata_core::Epoch(2));
+    assert_eq!(marker.epoch, stratalake_core::Epoch(2));
     let mut w = sink
         .open(rows(&[9], &["z"], &[9], &["insert"]).schema(), &ctx)
         .await
@@ -379,7 +379,7 @@ async fn merges_keep_the_newest_version_per_key_and_apply_deletes() {
     let prepared = w.prepare(marker.epoch).await.unwrap();
     assert_eq!(
         w.commit(prepared, &marker).await.unwrap(),
-        strata_core::CommitOutcome::AlreadyCommitted
+        stratalake_core::CommitOutcome::AlreadyCommitted
     );
     assert_eq!(sorted_rows(&visible(&loc, &["id"]).await).len(), 3);
 }
@@ -432,19 +432,19 @@ async fn compaction_and_vacuum_keep_the_rows_and_drop_the_small_files() {
         .unwrap();
     }
     let before = sorted_rows(&visible(&loc, &["id", "name"]).await);
-    let c = strata_delta::maintenance::compact(&loc, 64).await.unwrap();
+    let c = stratalake_delta::maintenance::compact(&loc, 64).await.unwrap();
     assert_eq!((c.files_removed, c.files_added), (5, 1));
     assert_eq!(sorted_rows(&visible(&loc, &["id", "name"]).await), before);
     // Delta refuses a retention under 7 days unless forced.
-    let e = strata_delta::maintenance::vacuum(&loc, 0, false, false)
+    let e = stratalake_delta::maintenance::vacuum(&loc, 0, false, false)
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{}", e.report());
-    let dry = strata_delta::maintenance::vacuum(&loc, 0, true, true)
+    let dry = stratalake_delta::maintenance::vacuum(&loc, 0, true, true)
         .await
         .unwrap();
     assert_eq!(dry.files.len(), 5);
-    let done = strata_delta::maintenance::vacuum(&loc, 0, false, true)
+    let done = stratalake_delta::maintenance::vacuum(&loc, 0, false, true)
         .await
         .unwrap();
     assert_eq!(done.files.len(), 5);
@@ -522,7 +522,7 @@ async fn a_merge_epoch_larger_than_its_memory_is_staged_and_merged_exactly() {
         ])
         .unwrap()
     };
-    let ctx = strata_core::Context::new("big");
+    let ctx = stratalake_core::Context::new("big");
     // Every key twice in the epoch: the later row wins.
     let n = 150_000;
     let mut w = sink.open(wide(0..1, "a").schema(), &ctx).await.unwrap();
@@ -532,15 +532,15 @@ async fn a_merge_epoch_larger_than_its_memory_is_staged_and_merged_exactly() {
     for start in (0..n).step_by(10_000) {
         w.write(wide(start..start + 10_000, "new")).await.unwrap();
     }
-    let p = w.prepare(strata_core::Epoch(1)).await.unwrap();
+    let p = w.prepare(stratalake_core::Epoch(1)).await.unwrap();
     assert!(
         !staged_files(&path).is_empty(),
         "the epoch is staged in files"
     );
-    let m = strata_core::CommitMarker::new("big", strata_core::Epoch(1), None);
+    let m = stratalake_core::CommitMarker::new("big", stratalake_core::Epoch(1), None);
     assert_eq!(
         w.commit(p, &m).await.unwrap(),
-        strata_core::CommitOutcome::Committed
+        stratalake_core::CommitOutcome::Committed
     );
     assert_eq!(staged_files(&path), Vec::<std::path::PathBuf>::new());
     let rows = visible(&loc, &["id", "name"]).await;
@@ -554,7 +554,7 @@ async fn a_merge_epoch_larger_than_its_memory_is_staged_and_merged_exactly() {
     // An aborted epoch leaves nothing staged.
     let mut w = sink.open(wide(0..1, "a").schema(), &ctx).await.unwrap();
     w.write(wide(0..1000, "x")).await.unwrap();
-    let p = w.prepare(strata_core::Epoch(2)).await.unwrap();
+    let p = w.prepare(stratalake_core::Epoch(2)).await.unwrap();
     assert!(!staged_files(&path).is_empty());
     w.abort(Some(p)).await.unwrap();
     assert_eq!(staged_files(&path), Vec::<std::path::PathBuf>::new());

@@ -5,8 +5,8 @@ use crate::location::StoreLocation;
 use async_trait::async_trait;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use strata_core::checkpoint::{conflict, validate_pipeline_id};
-use strata_core::{CheckpointStore, CommitMarker, Epoch, Result};
+use stratalake_core::checkpoint::{conflict, validate_pipeline_id};
+use stratalake_core::{CheckpointStore, CommitMarker, Epoch, Result};
 
 /// Keeps each saved epoch as its own object `<pipeline>/<epoch>.json`, created with
 /// `PutMode::Create`: two runs saving the same next epoch cannot both win, on every store that

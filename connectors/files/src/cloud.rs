@@ -6,9 +6,9 @@ use crate::{FileSource, FileSourceConfig, ParquetSink, ParquetSinkConfig, StoreL
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use serde::Deserialize;
 use std::time::Duration;
-use strata_core::{Error, Result};
+use stratalake_core::{Error, Result};
 
-pub use strata_core::HttpSettings;
+pub use stratalake_core::HttpSettings;
 
 /// [`HttpSettings`] as object_store's client options and retry settings. object_store honours
 /// the timeouts, retries, backoff and retry timeout; the REST-only keys are refused.
@@ -16,7 +16,7 @@ pub trait ObjectStoreHttp {
     /// Check the settings without I/O, refusing what an object store client cannot honour.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] or `Unsupported`, naming the key.
+    /// [`stratalake_core::ErrorKind::Config`] or `Unsupported`, naming the key.
     fn validate_for(&self, client: &str) -> Result<()>;
 
     /// object_store's retry settings.
@@ -29,7 +29,7 @@ pub trait ObjectStoreHttp {
 impl ObjectStoreHttp for HttpSettings {
     fn validate_for(&self, client: &str) -> Result<()> {
         self.validate()?;
-        self.refuse(strata_core::http::REST_ONLY_KEYS, client)
+        self.refuse(stratalake_core::http::REST_ONLY_KEYS, client)
     }
 
     fn retry_config(&self) -> RetryConfig {
@@ -59,7 +59,7 @@ pub trait CloudConnection {
     /// Check without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key.
     fn validate(&self) -> Result<()>;
 
     /// The store and prefix.
@@ -90,7 +90,7 @@ impl<C: CloudConnection> CloudSourceConfig<C> {
     /// Check without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key.
     pub fn validate(&self) -> Result<()> {
         self.connection.validate()?;
         no_root(&self.read.root)?;
@@ -128,7 +128,7 @@ impl<C: CloudConnection> CloudSinkConfig<C> {
     /// Check without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key.
     pub fn validate(&self) -> Result<()> {
         self.connection.validate()?;
         no_root(&self.write.root)?;

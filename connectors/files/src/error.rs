@@ -1,6 +1,6 @@
-//! The errors of strata-files and their classification into [`strata_core::Error`].
+//! The errors of stratalake-files and their classification into [`stratalake_core::Error`].
 
-use strata_core::{Error, ErrorKind};
+use stratalake_core::{Error, ErrorKind};
 
 /// What can go wrong reading or writing files.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
-pub use strata_records::{decode, infer};
+pub use stratalake_records::{decode, infer};
 #[cfg(feature = "cloud")]
 pub mod cloud;
 pub mod error;
@@ -27,7 +27,7 @@ pub use source::FileSource;
 
 /// Run blocking work on the blocking pool; its panic is an error, never a lost result.
 pub(crate) async fn panic_free_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> strata_core::Result<T> + Send + 'static,
-) -> strata_core::Result<T> {
-    strata_core::panic::join_blocking("files (blocking work)", tokio::task::spawn_blocking(f)).await
+    f: impl FnOnce() -> stratalake_core::Result<T> + Send + 'static,
+) -> stratalake_core::Result<T> {
+    stratalake_core::panic::join_blocking("files (blocking work)", tokio::task::spawn_blocking(f)).await
 }

@@ -10,7 +10,7 @@ use object_store::path::PathPart;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::fmt;
 use std::sync::Arc;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// An object store and a prefix in it: the root a source lists or a sink writes under.
 #[derive(Clone)]
@@ -28,7 +28,7 @@ fn check_scheme(root: &str) -> Result<()> {
     }
     match root.split_once("://") {
         Some((scheme, _)) if scheme != "file" => Err(Error::config(
-            "this build reads local paths and file:// URLs; use the strata-s3 or strata-azure-blob connector for cloud stores",
+            "this build reads local paths and file:// URLs; use the stratalake-s3 or stratalake-azure-blob connector for cloud stores",
         )
         .with_context("root", root)),
         _ => Ok(()),
@@ -96,7 +96,7 @@ impl StoreLocation {
     /// created if missing, so sinks can write into a new directory.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] when the path cannot be created or resolved.
+    /// [`stratalake_core::ErrorKind::Config`] when the path cannot be created or resolved.
     pub fn local(path: &str) -> Result<Self> {
         let raw = path.strip_prefix("file://").unwrap_or(path);
         std::fs::create_dir_all(raw).map_err(|e| {
@@ -126,12 +126,12 @@ impl StoreLocation {
     /// A directory on local disk that must already exist (what a source reads).
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::NotFound`] naming the path when it does not exist.
+    /// [`stratalake_core::ErrorKind::NotFound`] naming the path when it does not exist.
     pub fn local_existing(path: &str) -> Result<Self> {
         let raw = path.strip_prefix("file://").unwrap_or(path);
         if !std::path::Path::new(raw).is_dir() {
             return Err(Error::new(
-                strata_core::ErrorKind::NotFound,
+                stratalake_core::ErrorKind::NotFound,
                 "the source directory does not exist",
             )
             .with_context("path", raw)
@@ -144,10 +144,10 @@ impl StoreLocation {
     }
 
     /// Parse a root: a local path or `file://` URL. Other schemes come from their connector
-    /// crates (`strata-s3`, `strata-azure-blob`), which build a location with [`StoreLocation::new`].
+    /// crates (`stratalake-s3`, `stratalake-azure-blob`), which build a location with [`StoreLocation::new`].
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] for an unsupported scheme.
+    /// [`stratalake_core::ErrorKind::Config`] for an unsupported scheme.
     pub fn parse(root: &str) -> Result<Self> {
         check_scheme(root)?;
         Self::local(root)

@@ -2,8 +2,8 @@
 //! rejected) whose doc comments are the user documentation.
 
 use serde::{Deserialize, Serialize};
-use strata_core::{Error, Result};
-pub use strata_records::schema::{
+use stratalake_core::{Error, Result};
+pub use stratalake_records::schema::{
     ColumnSpec, SchemaSource, TypeDriftPolicy, UnknownFieldPolicy, data_type_name, explicit_schema,
     parse_data_type,
 };
@@ -181,7 +181,7 @@ pub struct FileSourceConfig {
     /// Plain NDJSON and CSV files bigger than this are read as several byte ranges in parallel. Range: 1..=1_048_576.
     #[serde(
         default = "default_split_megabytes",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_048_576>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 1_048_576>"
     )]
     pub split_size_megabytes: u64,
     /// The longest record (line) accepted, in bytes (1..=1 GiB, default 16 MiB, as DuckDB's
@@ -189,20 +189,20 @@ pub struct FileSourceConfig {
     /// size and the first KiB of its text, and reading goes on. Range: 1..=1_073_741_824.
     #[serde(
         default = "default_max_record_bytes",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_073_741_824>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 1_073_741_824>"
     )]
     pub max_record_bytes: u64,
     /// The deepest nesting of objects and arrays accepted in an NDJSON record (1..=1024,
     /// default 64). A deeper record is quarantined before any decoder sees it. Range: 1..=1024.
     #[serde(
         default = "default_max_nesting_depth",
-        deserialize_with = "strata_core::bounds::u32_in::<_, 1, 1024>"
+        deserialize_with = "stratalake_core::bounds::u32_in::<_, 1, 1024>"
     )]
     pub max_nesting_depth: u32,
     /// The most bytes one compressed file may expand to. Range: 1..=1_125_899_906_842_624.
     #[serde(
         default = "default_max_decompressed_bytes",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 1_125_899_906_842_624>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 1_125_899_906_842_624>"
     )]
     pub max_decompressed_bytes: u64,
     /// Directory partitions as columns.
@@ -234,7 +234,7 @@ fn default_max_record_bytes() -> u64 {
     16 << 20
 }
 fn default_max_nesting_depth() -> u32 {
-    strata_records::decode::DEFAULT_NESTING_DEPTH
+    stratalake_records::decode::DEFAULT_NESTING_DEPTH
 }
 fn default_max_decompressed_bytes() -> u64 {
     64 << 30
@@ -267,7 +267,7 @@ impl FileSourceConfig {
     /// Check the config without I/O (the root is checked by whoever resolves it).
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key and value at fault.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key and value at fault.
     pub fn validate(&self) -> Result<()> {
         for g in self.include.iter().chain(&self.exclude) {
             globset::Glob::new(g).map_err(|e| {
@@ -311,13 +311,13 @@ pub struct ParquetSinkConfig {
     /// Files are closed once they reach about this size. Range: 1..=16_384.
     #[serde(
         default = "default_target_file_megabytes",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 16_384>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 16_384>"
     )]
     pub target_file_size_megabytes: u64,
     /// Rows per Parquet row group at most. Range: 1..=16_777_216.
     #[serde(
         default = "default_row_group_rows",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 16_777_216>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 1, 16_777_216>"
     )]
     pub row_group_rows: usize,
     /// The zstd level (1-22).
@@ -326,27 +326,27 @@ pub struct ParquetSinkConfig {
     /// Files written in parallel (0: one per core). Range: 0..=1024.
     #[serde(
         default,
-        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 0, 1024>"
     )]
     pub write_concurrency: usize,
     /// Files bigger than this are uploaded in parts of this size (at least 5, S3's minimum). Range: 5..=5120.
     #[serde(
         default = "default_part_megabytes",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 5, 5120>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 5, 5120>"
     )]
     pub upload_part_size_megabytes: u64,
     /// Parts of one file uploaded at once. Upload memory is at most part size times
     /// (this + 1) per open file. Range: 1..=256.
     #[serde(
         default = "default_upload_concurrency",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 256>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 1, 256>"
     )]
     pub upload_concurrency: usize,
     /// Files open at once per writer lane when writing partitions; the biggest is closed to
     /// open another. Range: 1..=65_536.
     #[serde(
         default = "default_max_open_files",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 65_536>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 1, 65_536>"
     )]
     pub max_open_files: usize,
     /// Staging files and multipart uploads of attempts idle this long are deleted or aborted
@@ -354,7 +354,7 @@ pub struct ParquetSinkConfig {
     /// files). Range: 0..=31_536_000.
     #[serde(
         default = "default_abandoned_after_secs",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 31_536_000>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 0, 31_536_000>"
     )]
     pub abandoned_after_secs: u64,
 }
@@ -402,7 +402,7 @@ impl ParquetSinkConfig {
     /// Check the config without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key.
     pub fn validate(&self) -> Result<()> {
         if !(1..=22).contains(&self.zstd_level) {
             return Err(Error::config("`zstd_level` must be 1..=22")

@@ -121,7 +121,7 @@ impl Uploader {
 pub(crate) async fn abort_journaled(
     location: &StoreLocation,
     journal_dir: &Path,
-) -> strata_core::Result<()> {
+) -> stratalake_core::Result<()> {
     let Some(mp) = location.multipart_store() else {
         return Ok(());
     };
@@ -212,7 +212,7 @@ impl MultipartWriter {
                 .map_err(|e| ParquetError::External(Box::new(e)))?
                 .map_err(err)?;
             self.parts[idx] = Some(part);
-            strata_core::crash_point("files.upload.after_part").await;
+            stratalake_core::crash_point("files.upload.after_part").await;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
-use strata_core::Result;
+use stratalake_core::Result;
 use tokio::runtime::Handle;
 
 /// A blocking reader over (a range of) one object.

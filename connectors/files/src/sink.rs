@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     CommitMarker, CommitOutcome, Context, Delivery, Epoch, Error, ErrorKind, Prepared, Result,
     Sink, SinkCapabilities, SinkWriter, crash_point,
 };
@@ -284,7 +284,7 @@ impl Sink for ParquetSink {
 
     async fn open(&self, schema: SchemaRef, ctx: &Context) -> Result<Box<dyn SinkWriter>> {
         let pid = ctx.pipeline_id().to_string();
-        strata_core::checkpoint::validate_pipeline_id(&pid)?;
+        stratalake_core::checkpoint::validate_pipeline_id(&pid)?;
         let s = &self.inner;
         s.recover(&pid).await?;
         // Staging holds only uncommitted attempts. Delete those abandoned long enough ago that
@@ -352,7 +352,7 @@ impl Sink for ParquetSink {
         pipeline_id: &str,
         _ctx: &Context,
     ) -> Result<Option<CommitMarker>> {
-        strata_core::checkpoint::validate_pipeline_id(pipeline_id)?;
+        stratalake_core::checkpoint::validate_pipeline_id(pipeline_id)?;
         Ok(self.inner.recover(pipeline_id).await?.map(|m| m.marker))
     }
 }
@@ -637,7 +637,7 @@ impl ParquetWriter {
 #[async_trait]
 impl SinkWriter for ParquetWriter {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        strata_core::panic_point("files.sink.write");
+        stratalake_core::panic_point("files.sink.write");
         if self.sink.cfg.partition_by.is_empty() {
             let lane = self.next_lane % self.lanes.len();
             self.next_lane = self.next_lane.wrapping_add(1);
@@ -695,7 +695,7 @@ impl SinkWriter for ParquetWriter {
     }
 
     async fn commit(&mut self, prepared: Prepared, marker: &CommitMarker) -> Result<CommitOutcome> {
-        strata_core::panic_point("files.sink.commit");
+        stratalake_core::panic_point("files.sink.commit");
         let epoch = prepared.epoch;
         let files: Vec<ManifestFile> = self
             .files
@@ -738,7 +738,7 @@ impl SinkWriter for ParquetWriter {
             }
         }
         crash_point("files.sink.after_manifest").await;
-        strata_core::panic_point("files.sink.after_manifest");
+        stratalake_core::panic_point("files.sink.after_manifest");
         self.sink.publish(&manifest).await?;
         Ok(CommitOutcome::Committed)
     }

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use strata_core::metrics::{COERCED_VALUES_TOTAL, RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
-use strata_core::{
+use stratalake_core::metrics::{COERCED_VALUES_TOTAL, RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
+use stratalake_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
     Result, SendableBatchStream, Source, Split,
 };
@@ -738,7 +738,7 @@ impl Inner {
         let handle = Handle::current();
         let path = self.location.child(&spec.path);
         let describe = self.location.describe(&path);
-        strata_core::panic_point("files.decoder");
+        stratalake_core::panic_point("files.decoder");
         let compression = self.cfg.compression.resolve(&spec.path);
         let skip = spec.start > 0;
         let from = if skip { spec.start - 1 } else { 0 };
@@ -1172,7 +1172,7 @@ fn oversized_prefix(prefix: &[u8]) -> String {
         Err(e) if e.error_len().is_none() => e.valid_up_to(),
         Err(_) => prefix.len(),
     };
-    format!("{}…", strata_core::quarantine::raw_text(&prefix[..keep]))
+    format!("{}…", stratalake_core::quarantine::raw_text(&prefix[..keep]))
 }
 
 fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {
@@ -1316,7 +1316,7 @@ impl Source for FileSource {
         let stream = futures::stream::once(async move {
             let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(1);
             let reader = tokio::task::spawn_blocking(move || {
-                strata_core::panic::guard_sync(&component, || {
+                stratalake_core::panic::guard_sync(&component, || {
                     inner.run_line_split(&spec, &ctx, &tx)
                 })
                 .or_else(|e| {
@@ -1332,7 +1332,7 @@ impl Source for FileSource {
                 rx.recv().await.map(|item| (item, rx))
             });
             let end = futures::stream::once(async move {
-                strata_core::panic::join_blocking("source (decoder thread)", reader).await
+                stratalake_core::panic::join_blocking("source (decoder thread)", reader).await
             })
             .filter_map(|r: Result<()>| async move { r.err().map(Err) });
             batches.chain(end)

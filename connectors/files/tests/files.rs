@@ -1,4 +1,4 @@
-//! strata-files against local disk: conformance, property tests, quarantine, compression,
+//! stratalake-files against local disk: conformance, property tests, quarantine, compression,
 //! incremental pickup, exactly-once Parquet.
 
 use arrow_array::RecordBatch;
@@ -6,16 +6,16 @@ use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     CheckpointStore, Context, Epoch, ErrorKind, PipelineBuilder, ReadRequest, RunOptions,
     RunOutcome, Sink, Source,
 };
-use strata_files::{
+use stratalake_files::{
     ColumnSpec, CsvOptions, FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore,
     ParquetSink, ParquetSinkConfig, SchemaSource, StoreLocation, TypeDriftPolicy,
 };
-use strata_testkit::assert::sorted_rows;
-use strata_testkit::{MemorySink, SinkFixture, SourceFixture, check_sink, check_source};
+use stratalake_testkit::assert::sorted_rows;
+use stratalake_testkit::{MemorySink, SinkFixture, SourceFixture, check_sink, check_source};
 
 fn orders_ndjson(n: usize, bad_every: usize) -> (String, usize, Vec<usize>) {
     let mut s = String::new();
@@ -50,13 +50,13 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 async fn read_all(
     source: &FileSource,
     batch_size: usize,
-) -> (Vec<RecordBatch>, Vec<strata_core::QuarantineRecord>) {
-    let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(10_000);
+) -> (Vec<RecordBatch>, Vec<stratalake_core::QuarantineRecord>) {
+    let (qtx, mut qrx) = stratalake_core::quarantine::quarantine_channel(10_000);
     let ctx = Context::builder("t")
         .with_batch_size(batch_size)
         .with_quarantine(qtx)
         .build();
-    let (out, _) = strata_core::read_all(source, &ReadRequest::default(), &ctx)
+    let (out, _) = stratalake_core::read_all(source, &ReadRequest::default(), &ctx)
         .await
         .unwrap();
     let mut q = Vec::new();
@@ -68,7 +68,7 @@ async fn read_all(
 }
 
 /// The first error reading the first split (with no quarantine attached).
-async fn first_error(source: &FileSource) -> Option<strata_core::Error> {
+async fn first_error(source: &FileSource) -> Option<stratalake_core::Error> {
     let ctx = Context::new("t");
     let plan = source.plan(&ReadRequest::default(), &ctx).await.unwrap();
     let mut st = source.read(&plan.splits[0], &ctx).unwrap();
@@ -282,7 +282,7 @@ async fn incremental_runs_pick_up_only_new_and_changed_files() {
     write(&src, "_tmp/ignored.ndjson", b"{\"x\":1}\n");
     let source = Arc::new(FileSource::try_new(ndjson_cfg(&src)).await.unwrap());
     let sink = MemorySink::new();
-    let store = Arc::new(strata_core::LocalFileCheckpointStore::new(
+    let store = Arc::new(stratalake_core::LocalFileCheckpointStore::new(
         dir.path().join("cp"),
     ));
     let p = PipelineBuilder::new("inc", source.clone(), Arc::new(sink.clone()), store)
@@ -328,7 +328,7 @@ async fn ndjson_source_passes_the_conformance_suite() {
     let SchemaSource::Explicit(cols) = SchemaSource::explicit(ORDER_COLUMNS.iter().copied()) else {
         unreachable!("explicit")
     };
-    let schema = strata_files::options::explicit_schema(&cols).unwrap();
+    let schema = stratalake_files::options::explicit_schema(&cols).unwrap();
     let mut expected = Vec::new();
     for _ in 0..2 {
         let reader = arrow_json::ReaderBuilder::new(schema.clone())
@@ -342,7 +342,7 @@ async fn ndjson_source_passes_the_conformance_suite() {
 
 /// What a reader globbing `<root>/*.parquet` sees.
 fn visible_parquet(root: &Path) -> Vec<RecordBatch> {
-    strata_files::read_parquet_dir(root).unwrap()
+    stratalake_files::read_parquet_dir(root).unwrap()
 }
 
 struct ParquetFixture {
@@ -430,7 +430,7 @@ async fn object_store_checkpoints_are_compare_and_swap() {
     let store = ObjectStoreCheckpointStore::new(
         StoreLocation::local(dir.path().to_str().unwrap()).unwrap(),
     );
-    let m1 = strata_core::CommitMarker::new("p", Epoch(1), None);
+    let m1 = stratalake_core::CommitMarker::new("p", Epoch(1), None);
     store.save(&m1, Epoch(0)).await.unwrap();
     assert_eq!(
         store.save(&m1, Epoch(0)).await.unwrap_err().kind(),
@@ -439,7 +439,7 @@ async fn object_store_checkpoints_are_compare_and_swap() {
     for e in 2..6 {
         store
             .save(
-                &strata_core::CommitMarker::new("p", Epoch(e), None),
+                &stratalake_core::CommitMarker::new("p", Epoch(e), None),
                 Epoch(e - 1),
             )
             .await
@@ -522,7 +522,7 @@ async fn parquet_files_are_cut_at_the_target_size() {
         "sized",
         source,
         sink,
-        Arc::new(strata_core::InMemoryCheckpointStore::new()),
+        Arc::new(stratalake_core::InMemoryCheckpointStore::new()),
     )
     .with_options(RunOptions::default().with_batch_size(1000))
     .build()
@@ -556,7 +556,7 @@ async fn a_second_writer_of_the_same_pipeline_cannot_rob_the_first() {
     let out = dir.path().join("out");
     let sink = ParquetSink::try_new(ParquetSinkConfig::new(out.to_str().unwrap())).unwrap();
     let ctx = Context::new("p");
-    let marker = strata_core::CommitMarker::new("p", Epoch(1), None);
+    let marker = stratalake_core::CommitMarker::new("p", Epoch(1), None);
     let mut a = sink.open(source.schema(), &ctx).await.unwrap();
     for b in &batches {
         a.write(b.clone()).await.unwrap();
@@ -570,11 +570,11 @@ async fn a_second_writer_of_the_same_pipeline_cannot_rob_the_first() {
     let pb = b.prepare(Epoch(1)).await.unwrap();
     assert_eq!(
         a.commit(pa, &marker).await.unwrap(),
-        strata_core::CommitOutcome::Committed
+        stratalake_core::CommitOutcome::Committed
     );
     assert_eq!(
         b.commit(pb, &marker).await.unwrap(),
-        strata_core::CommitOutcome::AlreadyCommitted
+        stratalake_core::CommitOutcome::AlreadyCommitted
     );
     assert_eq!(
         rows(&visible_parquet(&out)),
@@ -618,7 +618,7 @@ async fn partitioned_writes_read_back_as_the_same_rows_with_awkward_values() {
         "part",
         Arc::new(source),
         Arc::new(ParquetSink::try_new(sink_cfg).unwrap()),
-        Arc::new(strata_core::InMemoryCheckpointStore::new()),
+        Arc::new(stratalake_core::InMemoryCheckpointStore::new()),
     )
     .build()
     .unwrap();
@@ -638,7 +638,7 @@ async fn partitioned_writes_read_back_as_the_same_rows_with_awkward_values() {
     assert_eq!(dirs, want);
     let mut back_cfg = FileSourceConfig::new(out.to_str().unwrap(), Format::Parquet);
     back_cfg.schema = schema;
-    back_cfg.partitioning = strata_files::Partitioning::Hive;
+    back_cfg.partitioning = stratalake_files::Partitioning::Hive;
     let back = FileSource::try_new(back_cfg).await.unwrap();
     let (output, _) = read_all(&back, 1000).await;
     assert_eq!(sorted_rows(&output), sorted_rows(&input));
@@ -652,7 +652,7 @@ async fn start_after_listing_reads_only_later_keys() {
     write(&src, "dt=2024-01-02/a.ndjson", b"{\"id\":2}\n");
     let mut cfg = ndjson_cfg(&src);
     cfg.schema = SchemaSource::explicit([("id", "int64")]);
-    cfg.listing = strata_files::ListingMode::StartAfter;
+    cfg.listing = stratalake_files::ListingMode::StartAfter;
     let source = FileSource::try_new(cfg).await.unwrap();
     let ctx = Context::new("t");
     let first = source.plan(&ReadRequest::default(), &ctx).await.unwrap();

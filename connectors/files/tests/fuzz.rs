@@ -4,12 +4,12 @@
 
 use proptest::prelude::*;
 use std::sync::Arc;
-use strata_core::{InMemoryCheckpointStore, PipelineBuilder, RunOptions};
-use strata_files::{
+use stratalake_core::{InMemoryCheckpointStore, PipelineBuilder, RunOptions};
+use stratalake_files::{
     CsvOptions, FileSource, FileSourceConfig, Format, JsonRecordDecoder, SchemaSource,
     TypeDriftPolicy, UnknownFieldPolicy,
 };
-use strata_testkit::MemorySink;
+use stratalake_testkit::MemorySink;
 
 /// Pieces of JSON and of noise that, recombined, reach the decoders' odd corners.
 fn fragment() -> impl Strategy<Value = Vec<u8>> {

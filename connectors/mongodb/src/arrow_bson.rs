@@ -29,7 +29,7 @@ use arrow_schema::{DataType, TimeUnit};
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use std::str::FromStr;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// The rows of `batch` as documents (null values are written as BSON null).
 ///

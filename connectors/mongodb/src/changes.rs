@@ -23,7 +23,7 @@ use mongodb::{Client, Collection};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_core::{Cursor, Error, ErrorKind, Result};
+use stratalake_core::{Cursor, Error, ErrorKind, Result};
 
 /// The stream the source reads.
 pub(crate) type Events = ChangeStream<ChangeStreamEvent<Document>>;

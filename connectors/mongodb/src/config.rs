@@ -2,8 +2,8 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use strata_core::{Error, Result};
-use strata_records::{SchemaSource, UnknownFieldPolicy};
+use stratalake_core::{Error, Result};
+use stratalake_records::{SchemaSource, UnknownFieldPolicy};
 
 /// Which documents: a find (filter, projection, sort) or an aggregation pipeline.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -159,7 +159,7 @@ pub struct ChangeStreamConfig {
     /// How long the server waits for new events before answering an empty batch. Range: 1..=3_600_000.
     #[serde(
         default = "default_max_await",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 3_600_000>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 3_600_000>"
     )]
     pub max_await_millis: u64,
 }
@@ -215,7 +215,7 @@ impl ChangeStreamConfig {
 pub struct MongoSourceConfig {
     /// The connection string (`mongodb://user:${PASSWORD}@host/?tls=true`); a secret, as it
     /// may hold a password.
-    #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+    #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
     pub uri: SecretString,
     /// The database.
     pub database: String,
@@ -228,7 +228,7 @@ pub struct MongoSourceConfig {
     /// size is the run's `batch_size`). Range: 1..=1_000_000.
     #[serde(
         default = "default_batch",
-        deserialize_with = "strata_core::bounds::u32_in::<_, 1, 1_000_000>"
+        deserialize_with = "stratalake_core::bounds::u32_in::<_, 1, 1_000_000>"
     )]
     pub cursor_batch_documents: u32,
     /// Read preference.
@@ -246,7 +246,7 @@ pub struct MongoSourceConfig {
     /// `_id` ranges read in parallel (find only; 0: two per core). Range: 0..=1024.
     #[serde(
         default,
-        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 0, 1024>"
     )]
     pub splits: usize,
     /// Incremental extraction.
@@ -287,7 +287,7 @@ impl MongoSourceConfig {
     /// Check without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key.
     pub fn validate(&self) -> Result<()> {
         let uri = self.uri.expose_secret();
         if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {

@@ -26,8 +26,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::sync::Arc;
-pub use strata_core::DeleteWhen;
-use strata_core::{
+pub use stratalake_core::DeleteWhen;
+use stratalake_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
     Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
 };
@@ -36,7 +36,7 @@ const STAGING: &str = "._strata_staging.";
 /// Keys deleted per `delete` command.
 const DELETE_CHUNK: usize = 1000;
 
-pub use strata_core::WriteMode;
+pub use stratalake_core::WriteMode;
 
 /// Configuration of a MongoDB sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +44,7 @@ pub use strata_core::WriteMode;
 #[non_exhaustive]
 pub struct MongoSinkConfig {
     /// The connection string (a secret).
-    #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+    #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
     pub uri: SecretString,
     /// The database.
     pub database: String,
@@ -62,13 +62,13 @@ pub struct MongoSinkConfig {
     /// Documents per insert command. Range: 1..=100_000.
     #[serde(
         default = "default_insert_batch",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 1, 100_000>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 1, 100_000>"
     )]
     pub insert_batch_documents: usize,
     /// Staging collections without a recorded intent and older than this are dropped. Range: 0..=31_536_000.
     #[serde(
         default = "default_abandoned",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 31_536_000>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 0, 31_536_000>"
     )]
     pub abandoned_after_secs: u64,
 }

@@ -20,12 +20,12 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use strata_core::metrics::{RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
-use strata_core::{
+use stratalake_core::metrics::{RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
+use stratalake_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
     Result, SendableBatchStream, Source, Split,
 };
-use strata_records::{JsonRecordDecoder, SchemaSource, TypeDriftPolicy};
+use stratalake_records::{JsonRecordDecoder, SchemaSource, TypeDriftPolicy};
 
 const CURSOR_PREFIX: &str = "mongodb/v1:";
 /// Documents converted and decoded together.
@@ -212,7 +212,7 @@ impl MongoSource {
         };
         inner.check_collection().await?;
         inner.schema = match &inner.cfg.schema {
-            SchemaSource::Explicit(cols) => strata_records::schema::explicit_schema(cols)?,
+            SchemaSource::Explicit(cols) => stratalake_records::schema::explicit_schema(cols)?,
             SchemaSource::Infer { sample_records, .. } => inner.infer(*sample_records).await?,
             _ => return Err(Error::config("unsupported schema source")),
         };
@@ -322,7 +322,7 @@ impl Inner {
             write_document(d, &mut lines, None);
             lines.push('\n');
         }
-        Ok(Arc::new(strata_records::infer::infer_ndjson(
+        Ok(Arc::new(stratalake_records::infer::infer_ndjson(
             lines.as_bytes(),
             n,
             &self.name,

@@ -8,14 +8,14 @@ use arrow_array::{
 use async_trait::async_trait;
 use bson::{Document, doc, oid::ObjectId};
 use std::sync::Arc;
-use strata_core::{CheckpointStore, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, Sink};
-use strata_mongodb::{
+use stratalake_core::{CheckpointStore, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, Sink};
+use stratalake_mongodb::{
     ChangeStreamConfig, DeleteWhen, HistoryLostPolicy, MongoSink, MongoSinkConfig, MongoSource,
     MongoSourceConfig,
 };
-use strata_records::SchemaSource;
-use strata_testkit::assert::{sorted_rows, table_lines};
-use strata_testkit::{MemorySink, MemorySource, SinkFixture, check_sink};
+use stratalake_records::SchemaSource;
+use stratalake_testkit::assert::{sorted_rows, table_lines};
+use stratalake_testkit::{MemorySink, MemorySource, SinkFixture, check_sink};
 
 const MAIN: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
 const SMALL_OPLOG: &str = "mongodb://127.0.0.1:27019/?directConnection=true";
@@ -370,7 +370,7 @@ async fn the_mongodb_sink_passes_the_conformance_suite() {
         MongoSink::try_new(MongoSinkConfig::new(MAIN, &db, "target").with_abandoned_after_secs(0))
             .await
             .unwrap();
-    let ctx = strata_core::Context::new("cleanup");
+    let ctx = stratalake_core::Context::new("cleanup");
     let mut w = sink.open(sample(0..1, "x").schema(), &ctx).await.unwrap();
     w.abort(None).await.unwrap();
     let names = client.database(&db).list_collection_names().await.unwrap();
@@ -470,7 +470,7 @@ async fn a_row_without_its_key_is_a_clear_error() {
         Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
     )])
     .unwrap();
-    let ctx = strata_core::Context::new("nokey");
+    let ctx = stratalake_core::Context::new("nokey");
     let mut w = sink.open(batch.schema(), &ctx).await.unwrap();
     let e = w.write(batch).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Data);

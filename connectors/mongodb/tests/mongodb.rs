@@ -1,13 +1,13 @@
-//! strata-mongodb against SecantusDB (a MongoDB wire-protocol server started by
+//! stratalake-mongodb against SecantusDB (a MongoDB wire-protocol server started by
 //! `scripts/services.sh`; a missing server fails the tests with a hint).
 
 use bson::{Bson, Document, doc, oid::ObjectId};
 use std::sync::Arc;
-use strata_core::{ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Source};
-use strata_mongodb::{MixedTypes, MongoIncremental, MongoSource, MongoSourceConfig};
-use strata_records::SchemaSource;
-use strata_testkit::assert::table_lines;
-use strata_testkit::{MemorySink, SourceFixture, check_source};
+use stratalake_core::{ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Source};
+use stratalake_mongodb::{MixedTypes, MongoIncremental, MongoSource, MongoSourceConfig};
+use stratalake_records::SchemaSource;
+use stratalake_testkit::assert::table_lines;
+use stratalake_testkit::{MemorySink, SourceFixture, check_source};
 
 fn uri() -> String {
     std::env::var("STRATA_MONGODB_URI")
@@ -28,7 +28,7 @@ async fn insert(db: &str, coll: &str, docs: Vec<Document>) {
     }
 }
 
-async fn run(cfg: MongoSourceConfig) -> strata_core::Result<(strata_core::RunReport, MemorySink)> {
+async fn run(cfg: MongoSourceConfig) -> stratalake_core::Result<(stratalake_core::RunReport, MemorySink)> {
     let source = MongoSource::try_new(cfg).await?;
     let sink = MemorySink::new();
     let p = PipelineBuilder::new(
@@ -74,7 +74,7 @@ async fn every_bson_type_keeps_its_meaning() {
     ]);
     let (r, sink) = run(cfg).await.unwrap();
     assert_eq!(r.rows_written, 2);
-    strata_testkit::assert_batches_eq!(
+    stratalake_testkit::assert_batches_eq!(
         [
             "+--------------------------+--------------------------+---------+---+------------+-----+---------------------------------------+------+-------+",
             "| _id                      | at                       | price   | i | l          | f   | nested                                | bin  | ok    |",
@@ -141,7 +141,7 @@ async fn twenty_thousand_documents_split_by_id_ranges_are_read_once() {
     let (r, sink) = run(cfg).await.unwrap();
     assert_eq!(r.splits, 4);
     assert_eq!(r.rows_written, 20_000);
-    let rows = strata_testkit::assert::sorted_rows(&sink.visible());
+    let rows = stratalake_testkit::assert::sorted_rows(&sink.visible());
     let mut dedup = rows.clone();
     dedup.dedup();
     assert_eq!(dedup.len(), 20_000, "no document twice");

@@ -13,7 +13,7 @@ use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
-use strata_core::{Error, ErrorKind, Result, Retry};
+use stratalake_core::{Error, ErrorKind, Result, Retry};
 use tokio::sync::Mutex;
 
 /// A fetched page.
@@ -77,18 +77,18 @@ impl Client {
         // (a server repeating the URL, a driver's message).
         match auth {
             Auth::None => {}
-            Auth::ApiKey { value, .. } => strata_core::secrets::register(value.expose_secret()),
-            Auth::Bearer { token } => strata_core::secrets::register(token.expose_secret()),
+            Auth::ApiKey { value, .. } => stratalake_core::secrets::register(value.expose_secret()),
+            Auth::Bearer { token } => stratalake_core::secrets::register(token.expose_secret()),
             Auth::Basic { password, .. } => {
-                strata_core::secrets::register(password.expose_secret())
+                stratalake_core::secrets::register(password.expose_secret())
             }
             Auth::Oauth2ClientCredentials { client_secret, .. } => {
-                strata_core::secrets::register(client_secret.expose_secret());
+                stratalake_core::secrets::register(client_secret.expose_secret());
             }
         }
         for (k, v) in &settings.headers {
-            if strata_core::secrets::is_secret_name(k) {
-                strata_core::secrets::register(v);
+            if stratalake_core::secrets::is_secret_name(k) {
+                stratalake_core::secrets::register(v);
             }
         }
         let http = reqwest::Client::builder()
@@ -110,7 +110,7 @@ impl Client {
             .connect_timeout(settings.connect_timeout())
             .pool_max_idle_per_host(settings.max_in_flight.max(1) * 2)
             .tcp_nodelay(true)
-            .user_agent(concat!("strata-rest/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("stratalake-rest/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::config("cannot build the HTTP client").with_source(e))?;
         let limiter = if settings.requests_per_second > 0.0 {
@@ -135,7 +135,7 @@ impl Client {
     /// user info and secret-named parameters are redacted.
     pub(crate) fn redact(&self, url: &Url) -> String {
         if let Some(p) = url.password() {
-            strata_core::secrets::register(p);
+            stratalake_core::secrets::register(p);
         }
         let Auth::ApiKey {
             name,
@@ -143,7 +143,7 @@ impl Client {
             ..
         } = &self.auth
         else {
-            return strata_core::secrets::redact(url.as_str()).into_owned();
+            return stratalake_core::secrets::redact(url.as_str()).into_owned();
         };
         let mut u = url.clone();
         let pairs: Vec<(String, String)> = url
@@ -158,7 +158,7 @@ impl Client {
             })
             .collect();
         u.query_pairs_mut().clear().extend_pairs(pairs);
-        strata_core::secrets::redact(u.as_str()).into_owned()
+        stratalake_core::secrets::redact(u.as_str()).into_owned()
     }
 
     async fn bearer(&self, force_refresh: bool) -> Result<Option<SecretString>> {
@@ -198,7 +198,7 @@ impl Client {
                     ErrorKind::Unavailable,
                     "cannot reach the OAuth2 token endpoint",
                 )
-                .with_context("url", strata_core::secrets::redact(token_url))
+                .with_context("url", stratalake_core::secrets::redact(token_url))
                 .with_source(e.without_url())
             })?;
         let status = resp.status();
@@ -233,7 +233,7 @@ impl Client {
         let lifetime = Duration::from_secs(a.expires_in.unwrap_or(3600));
         // Refresh a little before it expires (a tenth of its life, at most a minute).
         let margin = (lifetime / 10).min(Duration::from_secs(60));
-        strata_core::secrets::register(&a.access_token);
+        stratalake_core::secrets::register(&a.access_token);
         let value = SecretString::from(a.access_token);
         *slot = Some(Token {
             value: value.clone(),
@@ -444,7 +444,7 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str)
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
     {
-        e = e.with_context("location", strata_core::secrets::redact(to));
+        e = e.with_context("location", stratalake_core::secrets::redact(to));
     }
     // The redaction layer scrubs known secrets from the snippet when it is shown.
     e.with_context("body", snippet)

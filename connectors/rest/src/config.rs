@@ -4,9 +4,9 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-pub use strata_core::HttpSettings;
-use strata_core::{Error, Result};
-use strata_records::{SchemaSource, TypeDriftPolicy, UnknownFieldPolicy};
+pub use stratalake_core::HttpSettings;
+use stratalake_core::{Error, Result};
+use stratalake_records::{SchemaSource, TypeDriftPolicy, UnknownFieldPolicy};
 
 use crate::selector::Selector;
 
@@ -123,7 +123,7 @@ pub enum Auth {
         /// The header (`X-API-Key`) or parameter name.
         name: String,
         /// The key.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         value: SecretString,
         /// `header` (default) or `query`.
         #[serde(default)]
@@ -132,7 +132,7 @@ pub enum Auth {
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// The token.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         token: SecretString,
     },
     /// `Authorization: Basic ...`.
@@ -140,7 +140,7 @@ pub enum Auth {
         /// The user.
         username: String,
         /// The password.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         password: SecretString,
     },
     /// OAuth2 client credentials: one token shared by every request, refreshed before it
@@ -151,7 +151,7 @@ pub enum Auth {
         /// The client id.
         client_id: String,
         /// The client secret.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         client_secret: SecretString,
         /// Scopes, space-separated.
         #[serde(default)]
@@ -200,7 +200,7 @@ pub struct Incremental {
     /// before are dropped (deduplicated at the boundary). Timestamps only. Range: 0..=315_360_000.
     #[serde(
         default,
-        deserialize_with = "strata_core::bounds::u64_in::<_, 0, 315_360_000>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 0, 315_360_000>"
     )]
     pub lookback_secs: u64,
 }
@@ -396,7 +396,7 @@ impl RestSourceConfig {
     /// Check the config without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key and value at fault.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key and value at fault.
     pub fn validate(&self) -> Result<()> {
         let url = url::Url::parse(&self.base_url).map_err(|e| {
             Error::config("`base_url` is not a URL")

@@ -6,7 +6,7 @@
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use strata_core::{Error, Result};
+use stratalake_core::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -27,7 +27,7 @@ impl Selector {
     /// may be left out).
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the path and the position.
+    /// [`stratalake_core::ErrorKind::Config`] naming the path and the position.
     pub fn parse(path: &str) -> Result<Self> {
         let bad = |at: usize, why: &str| {
             Error::config(format!("invalid JSON path: {why}"))

@@ -19,12 +19,12 @@ use std::hash::{BuildHasher, BuildHasherDefault};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use strata_core::metrics::{RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
-use strata_core::{
+use stratalake_core::metrics::{RECEIVED_BYTES_TOTAL, RECEIVED_ROWS_TOTAL};
+use stratalake_core::{
     BatchStreamAdapter, Context, Cursor, Error, ErrorKind, QuarantineRecord, ReadPlan, ReadRequest,
     Result, SendableBatchStream, Source, Split,
 };
-use strata_records::{JsonRecordDecoder, SchemaSource};
+use stratalake_records::{JsonRecordDecoder, SchemaSource};
 
 const CURSOR_PREFIX: &str = "rest/v1:";
 
@@ -271,7 +271,7 @@ impl RestSource {
             decoders: Mutex::new(Vec::new()),
         };
         inner.schema = match &inner.cfg.schema {
-            SchemaSource::Explicit(cols) => strata_records::schema::explicit_schema(cols)?,
+            SchemaSource::Explicit(cols) => stratalake_records::schema::explicit_schema(cols)?,
             SchemaSource::Infer { sample_records, .. } => inner.infer(*sample_records).await?,
             _ => return Err(Error::config("unsupported schema source")),
         };
@@ -378,7 +378,7 @@ impl Inner {
             )
             .with_context("url", page.url));
         }
-        let s = strata_records::infer::infer_ndjson(&sample, max_records, &page.url)?;
+        let s = stratalake_records::infer::infer_ndjson(&sample, max_records, &page.url)?;
         Ok(Arc::new(s))
     }
 
@@ -854,7 +854,7 @@ impl Inner {
                         .with_context("url", &page.url)
                         .with_context("page", page.number)
                         .with_context("field", &parent.field)
-                        .with_context("record", strata_records::decode::truncate(text, 200)));
+                        .with_context("record", stratalake_records::decode::truncate(text, 200)));
                     }
                 }
             }

@@ -1,13 +1,13 @@
-//! strata-rest against json-server 0.17.4, an independent third-party REST server (started by
+//! stratalake-rest against json-server 0.17.4, an independent third-party REST server (started by
 //! `scripts/services.sh`; a missing server fails the test with a hint): RFC 8288 Link
 //! pagination, page numbers with an empty-page stop, and incremental loading through its
 //! `_gte` filter.
 
 use std::sync::Arc;
-use strata_core::{InMemoryCheckpointStore, PipelineBuilder, RunOutcome};
-use strata_records::SchemaSource;
-use strata_rest::{Incremental, Paginator, RestSource, RestSourceConfig};
-use strata_testkit::MemorySink;
+use stratalake_core::{InMemoryCheckpointStore, PipelineBuilder, RunOutcome};
+use stratalake_records::SchemaSource;
+use stratalake_rest::{Incremental, Paginator, RestSource, RestSourceConfig};
+use stratalake_testkit::MemorySink;
 
 fn base() -> String {
     std::env::var("STRATA_JSON_SERVER").unwrap_or_else(|_| "http://127.0.0.1:3000".into())
@@ -27,7 +27,7 @@ fn cfg(paginator: Paginator, limit: &str) -> RestSourceConfig {
     c
 }
 
-async fn pipeline(c: RestSourceConfig) -> (strata_core::Pipeline, MemorySink) {
+async fn pipeline(c: RestSourceConfig) -> (stratalake_core::Pipeline, MemorySink) {
     let source = RestSource::try_new(c).await.unwrap_or_else(|e| {
         panic!("json-server at {}: {e:#}. Start it: scripts/services.sh install && scripts/services.sh start", base())
     });

@@ -1,4 +1,4 @@
-//! strata-rest against in-process HTTP servers (axum): every paginator and stop rule, every
+//! stratalake-rest against in-process HTTP servers (axum): every paginator and stop rule, every
 //! auth, 429 with Retry-After, 500s, slow and truncated responses, invalid pages, incremental
 //! loading with dedup at the boundary, parent/child endpoints, and the conformance suite.
 
@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use strata_core::{ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Source};
-use strata_records::SchemaSource;
-use strata_rest::{
+use stratalake_core::{ErrorKind, InMemoryCheckpointStore, PipelineBuilder, RunOutcome, Source};
+use stratalake_records::SchemaSource;
+use stratalake_rest::{
     Auth, Incremental, InvalidPagePolicy, KeyLocation, Paginator, Parent, RestSource,
     RestSourceConfig,
 };
-use strata_testkit::{MemorySink, SourceFixture, check_source};
+use stratalake_testkit::{MemorySink, SourceFixture, check_source};
 
 const N: usize = 95;
 
@@ -371,7 +371,7 @@ fn cfg(base: &str, path: &str, records: &str, paginator: Paginator) -> RestSourc
 }
 
 /// Run one epoch into a memory sink: (rows, sorted ids, quarantined).
-async fn run(c: RestSourceConfig) -> strata_core::Result<(u64, Vec<i64>, MemorySink)> {
+async fn run(c: RestSourceConfig) -> stratalake_core::Result<(u64, Vec<i64>, MemorySink)> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     let source = RestSource::try_new(c).await?;
@@ -383,7 +383,7 @@ async fn run(c: RestSourceConfig) -> strata_core::Result<(u64, Vec<i64>, MemoryS
         Arc::new(InMemoryCheckpointStore::new()),
     )
     .with_options(
-        strata_core::RunOptions::default().with_retry(strata_core::RetryPolicy::new(
+        stratalake_core::RunOptions::default().with_retry(stratalake_core::RetryPolicy::new(
             1,
             Duration::from_millis(1),
             Duration::from_millis(1),

@@ -3,9 +3,9 @@
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use strata_core::{Error, Result};
-use strata_files::cloud::{HttpSettings, ObjectStoreHttp};
-use strata_files::{StoreLocation, cloud_url};
+use stratalake_core::{Error, Result};
+use stratalake_files::cloud::{HttpSettings, ObjectStoreHttp};
+use stratalake_files::{StoreLocation, cloud_url};
 
 /// How requests are signed.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -22,10 +22,10 @@ pub enum S3Credentials {
         /// The access key id.
         access_key_id: String,
         /// The secret access key.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         secret_access_key: SecretString,
         /// A session token for temporary credentials.
-        #[serde(default, deserialize_with = "strata_core::secrets::deserialize_opt")]
+        #[serde(default, deserialize_with = "stratalake_core::secrets::deserialize_opt")]
         session_token: Option<SecretString>,
     },
     /// AssumeRoleWithWebIdentity (EKS IRSA, GitHub OIDC).
@@ -181,7 +181,7 @@ impl S3Config {
     /// Check the config without I/O.
     ///
     /// # Errors
-    /// [`strata_core::ErrorKind::Config`] naming the key and value at fault.
+    /// [`stratalake_core::ErrorKind::Config`] naming the key and value at fault.
     pub fn validate(&self) -> Result<()> {
         validate_bucket(&self.bucket)?;
         if self.prefix.starts_with('/') || self.prefix.contains("//") {
@@ -301,7 +301,7 @@ impl S3Config {
         })
     }
 
-    /// The bucket and prefix as a location strata-files reads and writes, with multipart
+    /// The bucket and prefix as a location stratalake-files reads and writes, with multipart
     /// uploads journaled (so abandoned ones are aborted).
     ///
     /// # Errors

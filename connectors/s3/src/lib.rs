@@ -7,13 +7,13 @@ mod setup;
 pub use config::{S3Config, S3Credentials};
 pub use setup::{Created, create_bucket};
 
-use strata_core::Result;
-use strata_files::cloud::{CloudConnection, CloudSinkConfig, CloudSourceConfig};
-use strata_files::{FileSource, ParquetSink, StoreLocation};
+use stratalake_core::Result;
+use stratalake_files::cloud::{CloudConnection, CloudSinkConfig, CloudSourceConfig};
+use stratalake_files::{FileSource, ParquetSink, StoreLocation};
 
 /// A source reading NDJSON, CSV or Parquet objects from a bucket: a
 /// [`FileSource`] over the bucket's prefix (globs, Hive partitions, splits, incremental
-/// listing, quarantine: see strata-files).
+/// listing, quarantine: see stratalake-files).
 pub type S3Source = FileSource;
 
 /// An exactly-once (partitioned) Parquet sink writing into a bucket: a [`ParquetSink`] over

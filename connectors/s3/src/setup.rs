@@ -4,8 +4,8 @@
 use crate::S3Config;
 use object_store::aws::AwsAuthorizer;
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
-use strata_core::{Error, ErrorKind, Result};
-use strata_files::cloud::ObjectStoreHttp as _;
+use stratalake_core::{Error, ErrorKind, Result};
+use stratalake_files::cloud::ObjectStoreHttp as _;
 
 /// What [`create_bucket`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

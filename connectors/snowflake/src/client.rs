@@ -25,8 +25,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use strata_core::stream::{BatchStreamAdapter, SendableBatchStream};
-use strata_core::{Error, ErrorKind, Result, Retry};
+use stratalake_core::stream::{BatchStreamAdapter, SendableBatchStream};
+use stratalake_core::{Error, ErrorKind, Result, Retry};
 use tokio::sync::Mutex;
 
 /// A bound value: the type Snowflake is told, and the value as text.
@@ -362,7 +362,7 @@ impl SnowflakeClient {
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.request_timeout_secs))
-            .user_agent(concat!("strata-snowflake/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("stratalake-snowflake/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::config("snowflake: cannot build the HTTP client").with_source(e))?;
         let client = Self {

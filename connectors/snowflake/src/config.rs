@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use strata_core::{Error, Result};
+use stratalake_core::{Error, Result};
 
 /// How to connect to Snowflake.
 ///
@@ -44,20 +44,20 @@ pub struct SnowflakeConfig {
     /// Time allowed for one HTTP request, seconds (default 60). Range: 1..=86_400.
     #[serde(
         default = "default_request_timeout",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 86_400>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 86_400>"
     )]
     pub request_timeout_secs: u64,
     /// Time allowed for a query to finish, polling included, seconds (default 3600). Range: 1..=604_800.
     #[serde(
         default = "default_query_timeout",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 604_800>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 604_800>"
     )]
     pub query_timeout_secs: u64,
     /// Retries of a request that failed transiently (HTTP 429/5xx, resets, timeouts), with
     /// jittered exponential backoff (default 5). Range: 0..=100.
     #[serde(
         default = "default_retries",
-        deserialize_with = "strata_core::bounds::usize_in::<_, 0, 100>"
+        deserialize_with = "stratalake_core::bounds::usize_in::<_, 0, 100>"
     )]
     pub max_retries: usize,
     /// Extra session parameters sent at login (`TIMEZONE`, `QUERY_TAG`, ...).
@@ -83,20 +83,20 @@ pub enum SnowflakeAuth {
     /// User name and password.
     Password {
         /// The password.
-        #[serde(deserialize_with = "strata_core::secrets::deserialize")]
+        #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         password: SecretString,
     },
     /// Key-pair authentication: a JWT signed with the user's RSA private key (PKCS#8 PEM,
     /// optionally encrypted, or PKCS#1 `RSA PRIVATE KEY`). Give the key or a path to it.
     KeyPair {
         /// The PEM text of the private key.
-        #[serde(default, deserialize_with = "strata_core::secrets::deserialize_opt")]
+        #[serde(default, deserialize_with = "stratalake_core::secrets::deserialize_opt")]
         private_key: Option<SecretString>,
         /// A file holding the PEM private key.
         #[serde(default)]
         private_key_path: Option<PathBuf>,
         /// The passphrase of an encrypted key.
-        #[serde(default, deserialize_with = "strata_core::secrets::deserialize_opt")]
+        #[serde(default, deserialize_with = "stratalake_core::secrets::deserialize_opt")]
         passphrase: Option<SecretString>,
     },
 }

@@ -32,7 +32,7 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// One column of a result, as the `rowtype` of a query answer describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

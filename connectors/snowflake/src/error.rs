@@ -1,6 +1,6 @@
 //! Snowflake's error codes mapped to the core error kinds.
 
-use strata_core::{Error, ErrorKind, Retry};
+use stratalake_core::{Error, ErrorKind, Retry};
 
 /// Session expired: renew with the master token.
 pub(crate) const SESSION_EXPIRED: &str = "390112";

@@ -11,7 +11,7 @@ use pkcs8::der::Decode as _;
 use ring::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// An RSA private key loaded for signing login JWTs.
 pub struct KeyPair {

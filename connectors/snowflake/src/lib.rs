@@ -13,7 +13,11 @@ mod types;
 
 pub use client::SnowflakeClient;
 pub use config::SnowflakeConfig;
+/// A loaded key pair: its [`KeyPair::fingerprint`] is what `DESC USER` shows as
+/// `RSA_PUBLIC_KEY_FP`, to check a key before the first login.
+pub use jwt::KeyPair;
 pub use sink::{SnowflakeSink, SnowflakeSinkConfig};
 pub use source::{SnowflakeSource, SnowflakeSourceConfig};
-/// Snowflake SQL quoting: `ident` double-quotes an identifier, `literal` single-quotes a text.
-pub use types::{ident, literal};
+/// Snowflake SQL quoting (`ident` double-quotes an identifier, `literal` single-quotes a
+/// text) and the type an Arrow field loads as (`snowflake_type`).
+pub use types::{ident, literal, snowflake_type};

@@ -35,16 +35,16 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
-pub use strata_core::DeleteWhen;
-use strata_core::{
+pub use stratalake_core::DeleteWhen;
+use stratalake_core::{
     CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind, Prepared,
     Result, Sink, SinkCapabilities, SinkWriter, check_merge_columns, crash_point,
 };
 use tokio::sync::OnceCell;
 
-pub use strata_core::WriteMode;
+pub use stratalake_core::WriteMode;
 
-pub use strata_core::SchemaEvolution;
+pub use stratalake_core::SchemaEvolution;
 
 /// How files reach the staging table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -85,7 +85,7 @@ pub struct SnowflakeSinkConfig {
     /// Parquet file size before upload, MB (default 64). Range: 1..=16_384.
     #[serde(
         default = "default_file_size",
-        deserialize_with = "strata_core::bounds::u64_in::<_, 1, 16_384>"
+        deserialize_with = "stratalake_core::bounds::u64_in::<_, 1, 16_384>"
     )]
     pub target_file_size_megabytes: u64,
     /// COPY (default) or bound inserts.
@@ -957,7 +957,7 @@ impl SnowflakeWriter {
             .await?;
         if let Some((epoch, cursor)) = control_row(&r.batches)? {
             if epoch == marker.epoch.0
-                && cursor.as_deref() != marker.cursor.as_ref().map(strata_core::Cursor::as_str)
+                && cursor.as_deref() != marker.cursor.as_ref().map(stratalake_core::Cursor::as_str)
             {
                 // Another run of the pipeline committed this epoch with other data: this one
                 // must start again from what that run committed.
@@ -968,7 +968,7 @@ impl SnowflakeWriter {
                         marker.pipeline_id, marker.epoch
                     ),
                 )
-                .with_retry(strata_core::Retry::Transient)
+                .with_retry(stratalake_core::Retry::Transient)
                 .with_context("pipeline", &marker.pipeline_id)
                 .with_context("epoch", marker.epoch));
             }

@@ -15,8 +15,8 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use strata_core::stream::{BatchStreamAdapter, SendableBatchStream};
-use strata_core::{Context, Cursor, Error, ReadPlan, ReadRequest, Result, Source, Split};
+use stratalake_core::stream::{BatchStreamAdapter, SendableBatchStream};
+use stratalake_core::{Context, Cursor, Error, ReadPlan, ReadRequest, Result, Source, Split};
 
 /// Read only rows above the last mark.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -237,7 +237,7 @@ impl Source for SnowflakeSource {
             let b = b?;
             if b.schema().fields() != expected.fields() {
                 return Err(Error::new(
-                    strata_core::ErrorKind::Schema,
+                    stratalake_core::ErrorKind::Schema,
                     "snowflake source: the query's columns changed since the source was created",
                 ));
             }
@@ -245,7 +245,7 @@ impl Source for SnowflakeSource {
                 .map_err(|e| Error::internal("schema").with_source(e))
         });
         let stream = BatchStreamAdapter::boxed(schema, Box::pin(stream));
-        Ok(strata_core::rebatch(stream, ctx.batch_size()))
+        Ok(stratalake_core::rebatch(stream, ctx.batch_size()))
     }
 
     async fn check(&self, _ctx: &Context) -> Result<()> {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use ring::hmac;
 use std::time::Duration;
-use strata_core::{Error, ErrorKind, Result, Retry};
+use stratalake_core::{Error, ErrorKind, Result, Retry};
 
 /// What a PUT answer asks the client to do with one file.
 #[derive(Debug, Clone, PartialEq)]

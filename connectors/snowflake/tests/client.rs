@@ -3,8 +3,8 @@
 mod common;
 
 use arrow_cast::pretty::pretty_format_batches;
-use strata_core::ErrorKind;
-use strata_snowflake::client::{Bindings, Value};
+use stratalake_core::ErrorKind;
+use stratalake_snowflake::client::{Bindings, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_results_and_dml_counts() {

@@ -15,10 +15,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use strata_core::ErrorKind;
-use strata_snowflake::client::SnowflakeClient;
-use strata_snowflake::config::{SnowflakeAuth, SnowflakeConfig};
-use strata_testkit::assert::table_lines;
+use stratalake_core::ErrorKind;
+use stratalake_snowflake::client::SnowflakeClient;
+use stratalake_snowflake::config::{SnowflakeAuth, SnowflakeConfig};
+use stratalake_testkit::assert::table_lines;
 
 /// A request: its path, headers and body.
 type Seen = (String, Vec<(String, String)>, Bytes);

@@ -12,12 +12,12 @@ use arrow_array::{
 use arrow_schema::{DataType, Field};
 use async_trait::async_trait;
 use std::sync::Arc;
-use strata_core::{CommitMarker, CommitOutcome, Context, Epoch, ErrorKind, Sink};
-use strata_snowflake::sink::{
+use stratalake_core::{CommitMarker, CommitOutcome, Context, Epoch, ErrorKind, Sink};
+use stratalake_snowflake::sink::{
     DeleteWhen, LoadMethod, SchemaEvolution, SnowflakeSink, SnowflakeSinkConfig, WriteMode,
 };
-use strata_testkit::assert::{sorted_rows, table_lines};
-use strata_testkit::{SinkFixture, check_sink};
+use stratalake_testkit::assert::{sorted_rows, table_lines};
+use stratalake_testkit::{SinkFixture, check_sink};
 
 fn sample(range: std::ops::Range<i64>, tag: &str) -> RecordBatch {
     RecordBatch::try_from_iter(vec![
@@ -412,7 +412,7 @@ async fn concurrent_commits_of_one_epoch_apply_it_once_and_the_losers_get_a_conf
             let marker = CommitMarker::new(
                 "race",
                 Epoch(1),
-                Some(strata_core::Cursor::new(format!("end-{run}"))),
+                Some(stratalake_core::Cursor::new(format!("end-{run}"))),
             );
             let r = w.commit(p, &marker).await;
             drop(sink);
@@ -475,7 +475,7 @@ async fn concurrent_commits_of_one_epoch_apply_it_once_and_the_losers_get_a_conf
     let mark = sink.last_committed(pid, &ctx).await.unwrap().unwrap();
     assert_eq!(mark.epoch, Epoch(1));
     assert_eq!(
-        mark.cursor.as_ref().map(strata_core::Cursor::as_str),
+        mark.cursor.as_ref().map(stratalake_core::Cursor::as_str),
         Some(format!("end-{winner}").as_str())
     );
     let b = sample(0..(100 + winner as i64), "again-");
@@ -488,7 +488,7 @@ async fn concurrent_commits_of_one_epoch_apply_it_once_and_the_losers_get_a_conf
             &CommitMarker::new(
                 pid,
                 Epoch(1),
-                Some(strata_core::Cursor::new(format!("end-{winner}"))),
+                Some(stratalake_core::Cursor::new(format!("end-{winner}"))),
             ),
         )
         .await

@@ -4,10 +4,10 @@ mod common;
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use strata_core::{Context, ReadRequest, Source};
-use strata_snowflake::source::{SnowflakeSource, SnowflakeSourceConfig};
-use strata_testkit::assert::sorted_rows;
-use strata_testkit::{SourceFixture, check_source};
+use stratalake_core::{Context, ReadRequest, Source};
+use stratalake_snowflake::source::{SnowflakeSource, SnowflakeSourceConfig};
+use stratalake_testkit::assert::sorted_rows;
+use stratalake_testkit::{SourceFixture, check_source};
 
 struct Fix {
     db: String,
@@ -65,10 +65,10 @@ async fn the_source_passes_the_conformance_suite() {
 
 async fn read(
     src: &SnowflakeSource,
-    from: Option<strata_core::Cursor>,
-) -> (Vec<String>, Option<strata_core::Cursor>) {
+    from: Option<stratalake_core::Cursor>,
+) -> (Vec<String>, Option<stratalake_core::Cursor>) {
     let ctx = Context::new("inc");
-    let (out, plan) = strata_core::read_all(src, &ReadRequest::after(from), &ctx)
+    let (out, plan) = stratalake_core::read_all(src, &ReadRequest::after(from), &ctx)
         .await
         .unwrap();
     (sorted_rows(&out), plan.end)
@@ -113,6 +113,6 @@ async fn a_missing_table_is_not_found_naming_it() {
     ))
     .await
     .unwrap_err();
-    assert_eq!(e.kind(), strata_core::ErrorKind::NotFound);
+    assert_eq!(e.kind(), stratalake_core::ErrorKind::NotFound);
     assert!(e.report().contains("NOPE"), "{}", e.report());
 }

@@ -11,7 +11,7 @@ use crate::schema::{TypeDriftPolicy, UnknownFieldPolicy};
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
 use serde_json::Value;
-use strata_core::{Error, ErrorKind};
+use stratalake_core::{Error, ErrorKind};
 
 /// What to do with one line that fails to decode alone.
 #[derive(Debug)]
@@ -444,14 +444,14 @@ fn apply_verdict(
     match verdict {
         Verdict::Accept => out.rejected.push(Rejected {
             line_in_chunk: lo as u64,
-            raw: strata_core::quarantine::raw_text(line),
+            raw: stratalake_core::quarantine::raw_text(line),
             reason: "rejected by the decoder".into(),
             column: None,
         }),
         Verdict::Reject { reason, column } => {
             out.rejected.push(Rejected {
                 line_in_chunk: lo as u64,
-                raw: strata_core::quarantine::raw_text(line),
+                raw: stratalake_core::quarantine::raw_text(line),
                 reason,
                 column,
             });
@@ -475,7 +475,7 @@ fn apply_verdict(
             }
             Err(e) => out.rejected.push(Rejected {
                 line_in_chunk: lo as u64,
-                raw: strata_core::quarantine::raw_text(line),
+                raw: stratalake_core::quarantine::raw_text(line),
                 reason: format!("still invalid after nulling the drifting values: {e}"),
                 column: None,
             }),
@@ -1210,7 +1210,7 @@ impl JsonRecordDecoder {
     /// # Errors
     /// A record that fails under the `fail` policy: the error carries its index as
     /// `record` context.
-    pub fn decode(&mut self, lines: &[u8]) -> strata_core::Result<DecodedRecords> {
+    pub fn decode(&mut self, lines: &[u8]) -> stratalake_core::Result<DecodedRecords> {
         let out = decode_chunk(&mut self.format, lines, self.dirty)
             .map_err(|(i, e)| e.with_context("record", i))?;
         self.dirty = !out.rejected.is_empty();

@@ -3,7 +3,7 @@
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use serde_json::Value;
 use std::sync::Arc;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// Infer an NDJSON schema from sampled lines. Malformed lines and lines the decoders would
 /// refuse (too deep, two values on a line) are left out: they will be quarantined when read.

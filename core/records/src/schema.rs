@@ -5,7 +5,7 @@
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use strata_core::{Error, Result};
+use stratalake_core::{Error, Result};
 
 /// What to do with a value whose type does not match its column (a number column that
 /// sometimes holds a string).
@@ -73,7 +73,7 @@ pub enum SchemaSource {
 }
 
 impl SchemaSource {
-    /// An explicit schema from `(name, type)` pairs, e.g. `strata_datagen::orders_schema()`.
+    /// An explicit schema from `(name, type)` pairs, e.g. `stratalake_datagen::orders_schema()`.
     pub fn explicit<'a>(columns: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         SchemaSource::Explicit(
             columns
@@ -118,7 +118,7 @@ pub struct ColumnSpec {
 /// Build an Arrow schema from declared columns.
 ///
 /// # Errors
-/// [`strata_core::ErrorKind::Config`] naming the column and type at fault.
+/// [`stratalake_core::ErrorKind::Config`] naming the column and type at fault.
 pub fn explicit_schema(cols: &[ColumnSpec]) -> Result<SchemaRef> {
     if cols.is_empty() {
         return Err(Error::config(
@@ -145,7 +145,7 @@ pub fn explicit_schema(cols: &[ColumnSpec]) -> Result<SchemaRef> {
 /// `struct<name: T, ...>`.
 ///
 /// # Errors
-/// [`strata_core::ErrorKind::Config`] naming the type.
+/// [`stratalake_core::ErrorKind::Config`] naming the type.
 pub fn parse_data_type(s: &str) -> Result<DataType> {
     let mut p = TypeParser {
         s: s.as_bytes(),

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use strata_core::CancellationToken;
-use strata_core::{
+use stratalake_core::CancellationToken;
+use stratalake_core::{
     CheckpointStore, CommitMarker, CommitOutcome, Context, Cursor, Epoch, ErrorKind,
     InMemoryCheckpointStore, PipelineBuilder, Prepared, ReadRequest, Result, Sink, SinkWriter,
     Source,
@@ -76,7 +76,7 @@ async fn read_all(
 /// On the first failed check, with what was expected.
 pub async fn check_source(fixture: &dyn SourceFixture) {
     let source = fixture.source().await;
-    let (qtx, mut qrx) = strata_core::quarantine::quarantine_channel(1024);
+    let (qtx, mut qrx) = stratalake_core::quarantine::quarantine_channel(1024);
     let ctx = Context::builder("conformance").with_quarantine(qtx).build();
     // Schema contract and contents.
     let (batches, end, splits) = read_all(source.as_ref(), None, &ctx)
@@ -301,7 +301,7 @@ impl Sink for KillingSink {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn capabilities(&self) -> strata_core::SinkCapabilities {
+    fn capabilities(&self) -> stratalake_core::SinkCapabilities {
         self.inner.capabilities()
     }
     async fn open(&self, schema: SchemaRef, ctx: &Context) -> Result<Box<dyn SinkWriter>> {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use strata_core::{
+use stratalake_core::{
     BatchStream, CommitMarker, CommitOutcome, Context, Cursor, Delivery, Epoch, Error, ErrorKind,
     Prepared, QuarantineRecord, ReadPlan, ReadRequest, Result, SendableBatchStream, Sink,
     SinkCapabilities, SinkWriter, Source, Split,

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use strata_core::{
+use stratalake_core::{
     BatchStreamAdapter, BatchTransform, CommitMarker, CommitOutcome, Context, Epoch, Prepared,
     ReadPlan, ReadRequest, RecordBatch, Result, SchemaRef, SendableBatchStream, Sink,
     SinkCapabilities, SinkWriter, Source, Split, StreamTransform,
@@ -119,7 +119,7 @@ impl Source for PanickingSource {
         &self,
         plan: &ReadPlan,
         ctx: &Context,
-    ) -> Result<Option<strata_core::Cursor>> {
+    ) -> Result<Option<stratalake_core::Cursor>> {
         self.inner.end_cursor(plan, ctx).await
     }
 }

@@ -24,7 +24,7 @@
 //! | `{statement}` | a whole statement (the rest of the text) |
 //!
 //! ```
-//! use strata_testkit::snowflake_sql::check;
+//! use stratalake_testkit::snowflake_sql::check;
 //! check(
 //!     "CREATE STREAM IF NOT EXISTS ORDERS_STREAM ON TABLE ORDERS",
 //!     "CREATE STREAM IF NOT EXISTS {name} ON TABLE {name}",

@@ -76,7 +76,7 @@ impl Case {
         if !out.exists() {
             return Vec::new();
         }
-        strata_files::read_parquet_dir(&out).unwrap()
+        stratalake_files::read_parquet_dir(&out).unwrap()
     }
 
     /// Quarantine rows as (position, reason, raw).
@@ -86,7 +86,7 @@ impl Case {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for b in strata_files::read_parquet_dir(&q).unwrap() {
+        for b in stratalake_files::read_parquet_dir(&q).unwrap() {
             let col = |n: &str| b.column_by_name(n).unwrap().clone();
             let (pos, reason, raw) = (col("position"), col("reason"), col("raw"));
             for i in 0..b.num_rows() {
@@ -859,8 +859,8 @@ fn appending_to_a_file_reads_only_the_new_lines_and_a_rewrite_follows_on_changed
 #[test]
 fn inference_survives_the_generators_own_drifting_orders_and_strata_infer_prints_a_declaration() {
     let case = Case::new();
-    let cfg = strata_datagen::GeneratorConfig::at_scale(0.005).with_dirt_rate(0.03);
-    let m = strata_datagen::generate(&cfg, &case.dir.join("data"), &|_| {}).unwrap();
+    let cfg = stratalake_datagen::GeneratorConfig::at_scale(0.005).with_dirt_rate(0.03);
+    let m = stratalake_datagen::generate(&cfg, &case.dir.join("data"), &|_| {}).unwrap();
     // A second file of orders, so inference samples across files.
     let text = std::fs::read_to_string(case.dir.join("data/orders.ndjson")).unwrap();
     let extra: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use strata_files::SchemaSource;
-use strata_testkit::assert::sorted_rows;
-use strata_tests::cloud::{Cloud, Conn, put, read_parquet_at};
+use stratalake_files::SchemaSource;
+use stratalake_testkit::assert::sorted_rows;
+use stratalake_tests::cloud::{Cloud, Conn, put, read_parquet_at};
 
 use super::common::kill_when_paused;
 
@@ -33,7 +33,7 @@ fn pipeline(dir: &Path, name: &str, bucket: &str, sink: &str) -> PathBuf {
         "pipeline: copy\nsource:\n  s3:\n    connection:\n{}    read:\n      format: ndjson\n      split_size_megabytes: 4\n      schema:\n        explicit:\n",
         s3_yaml(bucket, "raw/orders")
     );
-    for (c, t) in strata_datagen::orders_schema() {
+    for (c, t) in stratalake_datagen::orders_schema() {
         y.push_str(&format!("          - {{ name: {c}, type: \"{t}\" }}\n"));
     }
     y.push_str(&format!(
@@ -86,7 +86,7 @@ fn open_uploads(bucket: &str) -> usize {
 }
 
 fn orders_schema() -> SchemaSource {
-    SchemaSource::explicit(strata_datagen::orders_schema())
+    SchemaSource::explicit(stratalake_datagen::orders_schema())
 }
 
 async fn output(conn: &Conn) -> Vec<String> {
@@ -97,8 +97,8 @@ async fn output(conn: &Conn) -> Vec<String> {
 async fn copies_killed_at_each_step_resume_to_exactly_the_uninterrupted_output() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let m = strata_datagen::generate(
-        &strata_datagen::GeneratorConfig::at_scale(0.15),
+    let m = stratalake_datagen::generate(
+        &stratalake_datagen::GeneratorConfig::at_scale(0.15),
         &data,
         &|_| {},
     )
@@ -201,7 +201,7 @@ async fn copies_killed_at_each_step_resume_to_exactly_the_uninterrupted_output()
     // The same to Azure, killed after its manifest.
     kill_at(&to_azure, "files.sink.after_manifest");
     run_ok(&to_azure);
-    let az = strata_azure_blob::AzureBlobConfig::emulator(&container, Cloud::azurite_endpoint())
+    let az = stratalake_azure_blob::AzureBlobConfig::emulator(&container, Cloud::azurite_endpoint())
         .with_prefix("out/azure");
     assert_eq!(output(&Conn::Azure(az)).await, want, "Azure after SIGKILL");
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use strata_tests::cloud::{Cloud, Conn};
+use stratalake_tests::cloud::{Cloud, Conn};
 
 use super::common::{self, kill_when_paused};
 
@@ -44,16 +44,16 @@ fn ok(mut c: Command) -> String {
     text
 }
 
-/// Rows of a Delta table of the lake, read back through strata-delta.
+/// Rows of a Delta table of the lake, read back through stratalake-delta.
 async fn rows(conn: &Conn, table: &str) -> usize {
-    let src = strata_delta::DeltaSource::try_new(conn.delta_table(table))
+    let src = stratalake_delta::DeltaSource::try_new(conn.delta_table(table))
         .await
         .unwrap();
-    let ctx = strata_core::Context::new("scan");
-    let (batches, _) = strata_core::read_all(&src, &strata_core::ReadRequest::after(None), &ctx)
+    let ctx = stratalake_core::Context::new("scan");
+    let (batches, _) = stratalake_core::read_all(&src, &stratalake_core::ReadRequest::after(None), &ctx)
         .await
         .unwrap();
-    batches.iter().map(strata_core::RecordBatch::num_rows).sum()
+    batches.iter().map(stratalake_core::RecordBatch::num_rows).sum()
 }
 
 async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
@@ -103,7 +103,7 @@ async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {
     sorted.sort();
     assert_eq!(sorted, ["data", "lake.yaml", "retail"], "{local:?}");
 
-    let m: strata_datagen::Manifest =
+    let m: stratalake_datagen::Manifest =
         serde_json::from_slice(&std::fs::read(d.join("data/manifest.json")).unwrap()).unwrap();
     // Every row once, the killed pipeline's included: bronze holds each well-formed line, the
     // silver quarantine each bad order once.

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use strata_testkit::assert::sorted_rows;
+use stratalake_testkit::assert::sorted_rows;
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -37,9 +37,9 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn generate(dir: &Path, scale: f64, dirt: f64) -> strata_datagen::Manifest {
-    let cfg = strata_datagen::GeneratorConfig::at_scale(scale).with_dirt_rate(dirt);
-    strata_datagen::generate(&cfg, dir, &|_| {}).unwrap()
+fn generate(dir: &Path, scale: f64, dirt: f64) -> stratalake_datagen::Manifest {
+    let cfg = stratalake_datagen::GeneratorConfig::at_scale(scale).with_dirt_rate(dirt);
+    stratalake_datagen::generate(&cfg, dir, &|_| {}).unwrap()
 }
 
 fn pipeline(dir: &Path, data: &Path, out: &Path) -> PathBuf {
@@ -47,7 +47,7 @@ fn pipeline(dir: &Path, data: &Path, out: &Path) -> PathBuf {
         "pipeline: orders_bronze\nsource:\n  files:\n    root: '{}'\n    include: [\"orders.ndjson\"]\n    format: ndjson\n    split_size_megabytes: 1\n    schema:\n      explicit:\n",
         data.display()
     );
-    for (c, t) in strata_datagen::orders_schema() {
+    for (c, t) in stratalake_datagen::orders_schema() {
         y.push_str(&format!("        - {{ name: {c}, type: \"{t}\" }}\n"));
     }
     y.push_str(&format!(
@@ -64,7 +64,7 @@ fn pipeline(dir: &Path, data: &Path, out: &Path) -> PathBuf {
 }
 
 fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
-    strata_files::read_parquet_dir(dir).unwrap()
+    stratalake_files::read_parquet_dir(dir).unwrap()
 }
 
 fn rows(b: &[RecordBatch]) -> u64 {
@@ -325,7 +325,7 @@ fn strata_demo_checks_files_rest_and_mongodb_against_the_manifest() {
             .sum::<u64>(),
         "the same customers from the file and from MongoDB"
     );
-    let m: strata_datagen::Manifest =
+    let m: stratalake_datagen::Manifest =
         serde_json::from_slice(&std::fs::read(tmp.path().join("data/manifest.json")).unwrap())
             .unwrap();
     let rest = read_parquet_dir(&tmp.path().join("lake/orders_rest"));
@@ -371,7 +371,7 @@ fn rest_pipeline(dir: &Path, base: &str, out: &Path) -> PathBuf {
     let mut y = format!(
         "pipeline: orders_rest\nsource:\n  rest:\n    base_url: {base}\n    path: /orders\n    params: {{ limit: \"500\" }}\n    records: $.data\n    paginator: {{ type: cursor, cursor_path: $.next_cursor, cursor_param: cursor }}\n    schema:\n      explicit:\n"
     );
-    for (c, t) in strata_datagen::orders_schema() {
+    for (c, t) in stratalake_datagen::orders_schema() {
         y.push_str(&format!("        - {{ name: {c}, type: \"{t}\" }}\n"));
     }
     // Incremental by `updated_at`, so a rerun after a committed epoch finds nothing new.

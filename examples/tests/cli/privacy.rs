@@ -6,11 +6,11 @@ use super::*;
 
 /// Every value of a Delta table (nested values as printed), read through DeltaSource.
 async fn delta_cells(dir: &Path) -> Vec<String> {
-    let src = strata_delta::DeltaSource::try_new(strata_delta::TableLocation::local(dir).unwrap())
+    let src = stratalake_delta::DeltaSource::try_new(stratalake_delta::TableLocation::local(dir).unwrap())
         .await
         .unwrap();
-    let ctx = strata_core::Context::new("scan");
-    let (batches, _) = strata_core::read_all(&src, &strata_core::ReadRequest::after(None), &ctx)
+    let ctx = stratalake_core::Context::new("scan");
+    let (batches, _) = stratalake_core::read_all(&src, &stratalake_core::ReadRequest::after(None), &ctx)
         .await
         .unwrap();
     cells(&batches)
@@ -120,7 +120,7 @@ fn no_raw_pii_value_appears_downstream_of_bronze() {
     let mut logs = String::new();
     let mut run = |args: &[&str]| {
         let out = Command::new(BIN)
-            .args(["--log", "info,strata_core=debug,strata_delta=debug,strata_silver=debug,strata_snowflake=debug,strata_gold=debug"])
+            .args(["--log", "info,stratalake_core=debug,stratalake_delta=debug,stratalake_silver=debug,stratalake_snowflake=debug,stratalake_gold=debug"])
             .args(args)
             .output()
             .unwrap();
@@ -189,7 +189,7 @@ fn no_raw_pii_value_appears_downstream_of_bronze() {
         );
     }
     let sf_cells = rt.block_on(async {
-        let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
+        let c = stratalake_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
             .await
             .unwrap();
         let t = c

@@ -27,16 +27,16 @@ async fn assert_snowflake_matches_gold(
     lake: &Path,
     db: &str,
 ) -> Vec<(String, usize)> {
-    let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(db))
+    let c = stratalake_snowflake::client::SnowflakeClient::connect(fakesnow(db))
         .await
         .unwrap();
     let mut counts = Vec::new();
     for t in gold_tables(project) {
         let tables = std::collections::BTreeMap::from([(
             format!("gold.{t}"),
-            strata_delta::TableLocation::local(lake.join("gold").join(&t)).unwrap(),
+            stratalake_delta::TableLocation::local(lake.join("gold").join(&t)).unwrap(),
         )]);
-        let gold = strata_gold::query(&tables, &format!("SELECT * FROM gold.{t}"))
+        let gold = stratalake_gold::query(&tables, &format!("SELECT * FROM gold.{t}"))
             .await
             .unwrap();
         let cols: Vec<String> = gold[0]
@@ -68,7 +68,7 @@ pub(crate) fn fakesnow_yaml(db: &str) -> String {
     )
 }
 
-pub(crate) fn fakesnow(db: &str) -> strata_snowflake::config::SnowflakeConfig {
+pub(crate) fn fakesnow(db: &str) -> stratalake_snowflake::config::SnowflakeConfig {
     serde_yaml_ng::from_str(&fakesnow_yaml(db)).unwrap()
 }
 
@@ -114,7 +114,7 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
     };
     // Killed right after a commit. (A kill inside the commit transaction leaves it open in
     // its session, holding the pipeline's lock until the session expires, as on Snowflake:
-    // strata-snowflake's `tests/sink.rs::a_commit_transaction_left_open_...` shows the rerun's
+    // stratalake-snowflake's `tests/sink.rs::a_commit_transaction_left_open_...` shows the rerun's
     // Conflict and its recovery once the transaction ends.)
     let mut cmd = Command::new(BIN);
     cmd.args(sync)
@@ -167,7 +167,7 @@ fn gold_syncs_to_snowflake_incrementally_and_a_killed_sync_reruns_to_the_same_ta
     );
     // The views answer over the synced tables: revenue by month adds up to daily revenue.
     rt.block_on(async {
-        let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
+        let c = stratalake_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
             .await
             .unwrap();
         let total = |sql: &str| {
@@ -254,7 +254,7 @@ fn classify_reports_tags_and_governance_runs_against_snowflake() {
     let db = format!("GOV_{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = strata_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
+        let c = stratalake_snowflake::client::SnowflakeClient::connect(fakesnow(&db))
             .await
             .unwrap();
         c.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))

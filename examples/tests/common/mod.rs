@@ -66,7 +66,7 @@ pub fn query(project: &Path, sql: &str) -> Vec<serde_json::Value> {
 
 /// Gold's totals, read through `strata query`, against the generator's expectations
 /// (computed by the generator as it wrote the data, independently of Strata).
-pub fn assert_gold_matches_manifest(project: &Path, m: &strata_datagen::Manifest) {
+pub fn assert_gold_matches_manifest(project: &Path, m: &stratalake_datagen::Manifest) {
     assert_gold_matches_manifest_by(&strata, project, m);
 }
 
@@ -74,7 +74,7 @@ pub fn assert_gold_matches_manifest(project: &Path, m: &strata_datagen::Manifest
 pub fn assert_gold_matches_manifest_by(
     base: &dyn Fn() -> Command,
     project: &Path,
-    m: &strata_datagen::Manifest,
+    m: &stratalake_datagen::Manifest,
 ) {
     let query = |p: &Path, sql: &str| query_by(base, p, sql);
     let one = |sql: &str| query(project, sql)[0]["n"].as_i64().unwrap();

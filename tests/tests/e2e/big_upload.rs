@@ -8,13 +8,13 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use strata_core::{
+use stratalake_core::{
     BatchStreamAdapter, Context, Cursor, InMemoryCheckpointStore, PipelineBuilder, ReadPlan,
     ReadRequest, Result, SendableBatchStream, Source, Split,
 };
-use strata_files::ParquetSinkConfig;
-use strata_files::cloud::CloudSinkConfig;
-use strata_tests::cloud::Cloud;
+use stratalake_files::ParquetSinkConfig;
+use stratalake_files::cloud::CloudSinkConfig;
+use stratalake_tests::cloud::Cloud;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

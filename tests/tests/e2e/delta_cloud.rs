@@ -5,10 +5,10 @@
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use async_trait::async_trait;
 use std::sync::Arc;
-use strata_core::{InMemoryCheckpointStore, PipelineBuilder, Sink};
-use strata_delta::{DeltaSink, DeltaSinkConfig, DeltaSource, TableLocation};
-use strata_testkit::{MemorySink, SinkFixture, check_sink};
-use strata_tests::cloud::Cloud;
+use stratalake_core::{InMemoryCheckpointStore, PipelineBuilder, Sink};
+use stratalake_delta::{DeltaSink, DeltaSinkConfig, DeltaSource, TableLocation};
+use stratalake_testkit::{MemorySink, SinkFixture, check_sink};
+use stratalake_tests::cloud::Cloud;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

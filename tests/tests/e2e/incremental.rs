@@ -6,14 +6,14 @@ use arrow_array::RecordBatch;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use strata_core::{CheckpointStore, Epoch, PipelineBuilder, RunOutcome};
-use strata_files::{
+use stratalake_core::{CheckpointStore, Epoch, PipelineBuilder, RunOutcome};
+use stratalake_files::{
     FileSource, FileSourceConfig, Format, ObjectStoreCheckpointStore, ParquetSink,
     ParquetSinkConfig, SchemaSource, StoreLocation,
 };
 
 fn parquet_rows(dir: &Path) -> Vec<RecordBatch> {
-    strata_files::read_parquet_dir(dir).unwrap()
+    stratalake_files::read_parquet_dir(dir).unwrap()
 }
 
 fn count(b: &[RecordBatch]) -> u64 {
@@ -24,8 +24,8 @@ fn count(b: &[RecordBatch]) -> u64 {
 async fn gzip_parts_over_three_epochs_land_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let gen_dir = tmp.path().join("gen");
-    let m = strata_datagen::generate(
-        &strata_datagen::GeneratorConfig::at_scale(0.03).with_dirt_rate(0.03),
+    let m = stratalake_datagen::generate(
+        &stratalake_datagen::GeneratorConfig::at_scale(0.03).with_dirt_rate(0.03),
         &gen_dir,
         &|_| {},
     )
@@ -39,7 +39,7 @@ async fn gzip_parts_over_three_epochs_land_exactly_once() {
     std::fs::create_dir_all(&landing).unwrap();
     let mut cfg = FileSourceConfig::new(landing.to_str().unwrap(), Format::Ndjson);
     cfg.include = vec!["orders-*.ndjson.gz".into()];
-    cfg.schema = SchemaSource::explicit(strata_datagen::orders_schema());
+    cfg.schema = SchemaSource::explicit(stratalake_datagen::orders_schema());
     let lake = tmp.path().join("lake/orders");
     let checkpoints = Arc::new(ObjectStoreCheckpointStore::new(
         StoreLocation::local(tmp.path().join("cp").to_str().unwrap()).unwrap(),

@@ -1,4 +1,4 @@
-//! strata-s3 and strata-azure-blob against real local servers: moto (S3) and Azurite (Azure),
+//! stratalake-s3 and stratalake-azure-blob against real local servers: moto (S3) and Azurite (Azure),
 //! started by `scripts/services.sh`. Every scenario runs on both stores. A missing server fails
 //! the test with a hint; nothing is skipped.
 
@@ -7,18 +7,18 @@ use object_store::ObjectStoreExt;
 use object_store::PutPayload;
 use std::io::Write;
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     Context, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, ReadRequest, RunOutcome, Sink,
     Source,
 };
-use strata_files::cloud::{CloudSinkConfig, CloudSourceConfig};
-use strata_files::{
+use stratalake_files::cloud::{CloudSinkConfig, CloudSourceConfig};
+use stratalake_files::{
     CorruptFilePolicy, CsvOptions, FileSource, FileSourceConfig, Format, ListingMode,
     ParquetSinkConfig, Partitioning, SchemaSource,
 };
-use strata_testkit::assert::sorted_rows;
-use strata_testkit::{MemorySink, SinkFixture, SourceFixture, check_sink, check_source};
-use strata_tests::cloud::{Cloud, Conn, put, read_parquet_at};
+use stratalake_testkit::assert::sorted_rows;
+use stratalake_testkit::{MemorySink, SinkFixture, SourceFixture, check_sink, check_source};
+use stratalake_tests::cloud::{Cloud, Conn, put, read_parquet_at};
 
 const CLOUDS: [Cloud; 2] = [Cloud::S3, Cloud::Azure];
 
@@ -132,7 +132,7 @@ fn first_quarantined(sink: &MemorySink) -> (String, Option<u64>, String) {
 
 async fn read_all(source: &dyn Source) -> Vec<RecordBatch> {
     let ctx = Context::builder("test").build();
-    strata_core::read_all(source, &ReadRequest::after(None), &ctx)
+    stratalake_core::read_all(source, &ReadRequest::after(None), &ctx)
         .await
         .unwrap()
         .0
@@ -333,7 +333,7 @@ async fn incremental_runs_read_only_new_or_changed_objects() {
                 .await
                 .unwrap();
             let sink = MemorySink::new();
-            let cp = strata_files::ObjectStoreCheckpointStore::new(
+            let cp = stratalake_files::ObjectStoreCheckpointStore::new(
                 conn.with_prefix("checkpoints").location(),
             );
             let p = PipelineBuilder::new(
@@ -425,7 +425,7 @@ async fn thousands_of_objects_are_listed_across_pages_and_start_after_skips_them
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_auth_errors() {
     // S3: moto on the checking port, with keys it never issued.
-    let s3 = strata_s3::S3Config::local_server("any-bucket", Cloud::s3_auth_endpoint());
+    let s3 = stratalake_s3::S3Config::local_server("any-bucket", Cloud::s3_auth_endpoint());
     let e = s3.location().unwrap().check().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
     assert!(e.to_string().contains("credentials"), "{e}");
@@ -435,7 +435,7 @@ async fn bad_credentials_are_auth_errors() {
     let Conn::Azure(mut az) = conn else {
         unreachable!()
     };
-    az.credentials = strata_azure_blob::AzureCredentials::AccountKey {
+    az.credentials = stratalake_azure_blob::AzureCredentials::AccountKey {
         key: "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk="
             .to_string()
             .into(),
@@ -443,7 +443,7 @@ async fn bad_credentials_are_auth_errors() {
     let e = az.location().unwrap().check().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
     assert!(!format!("{e:?}").contains("d3Jvbmcta2V5"));
-    let e = strata_azure_blob::create_container(&az).await.unwrap_err();
+    let e = stratalake_azure_blob::create_container(&az).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
 }
 
@@ -541,23 +541,23 @@ async fn corrupt_parquet_and_truncated_gzip_are_quarantined_or_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_and_containers_are_created_once() {
-    let name = format!("setup-{}", strata_tests::cloud::unique());
-    let s3 = strata_s3::S3Config::local_server(&name, Cloud::s3_endpoint());
+    let name = format!("setup-{}", stratalake_tests::cloud::unique());
+    let s3 = stratalake_s3::S3Config::local_server(&name, Cloud::s3_endpoint());
     assert_eq!(
-        strata_s3::create_bucket(&s3).await.unwrap(),
-        strata_s3::Created::Created
+        stratalake_s3::create_bucket(&s3).await.unwrap(),
+        stratalake_s3::Created::Created
     );
     assert_eq!(
-        strata_s3::create_bucket(&s3).await.unwrap(),
-        strata_s3::Created::AlreadyExisted
+        stratalake_s3::create_bucket(&s3).await.unwrap(),
+        stratalake_s3::Created::AlreadyExisted
     );
-    let az = strata_azure_blob::AzureBlobConfig::emulator(&name, Cloud::azurite_endpoint());
+    let az = stratalake_azure_blob::AzureBlobConfig::emulator(&name, Cloud::azurite_endpoint());
     assert_eq!(
-        strata_azure_blob::create_container(&az).await.unwrap(),
-        strata_azure_blob::Created::Created
+        stratalake_azure_blob::create_container(&az).await.unwrap(),
+        stratalake_azure_blob::Created::Created
     );
     assert_eq!(
-        strata_azure_blob::create_container(&az).await.unwrap(),
-        strata_azure_blob::Created::AlreadyExisted
+        stratalake_azure_blob::create_container(&az).await.unwrap(),
+        stratalake_azure_blob::Created::AlreadyExisted
     );
 }

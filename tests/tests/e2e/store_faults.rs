@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use strata_core::{Context, ErrorKind, ReadRequest, Source};
-use strata_files::cloud::{CloudSourceConfig, HttpSettings};
-use strata_files::{FileSourceConfig, Format, SchemaSource};
-use strata_tests::cloud::{Cloud, Conn, put};
+use stratalake_core::{Context, ErrorKind, ReadRequest, Source};
+use stratalake_files::cloud::{CloudSourceConfig, HttpSettings};
+use stratalake_files::{FileSourceConfig, Format, SchemaSource};
+use stratalake_tests::cloud::{Cloud, Conn, put};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -93,10 +93,10 @@ fn upstream(cloud: Cloud) -> String {
     e.trim_start_matches("http://").to_string()
 }
 
-async fn rows_read(source: &dyn Source) -> strata_core::Result<usize> {
+async fn rows_read(source: &dyn Source) -> stratalake_core::Result<usize> {
     let ctx = Context::builder("faults").build();
-    let (batches, _) = strata_core::read_all(source, &ReadRequest::after(None), &ctx).await?;
-    Ok(batches.iter().map(strata_core::RecordBatch::num_rows).sum())
+    let (batches, _) = stratalake_core::read_all(source, &ReadRequest::after(None), &ctx).await?;
+    Ok(batches.iter().map(stratalake_core::RecordBatch::num_rows).sum())
 }
 
 fn read_cfg() -> FileSourceConfig {

@@ -6,8 +6,8 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
-use strata_core::{BatchTransform, Context, Error, ErrorKind, Result};
-use strata_delta::{DeltaSink, DeltaSinkConfig, SchemaEvolution, TableLocation};
+use stratalake_core::{BatchTransform, Context, Error, ErrorKind, Result};
+use stratalake_delta::{DeltaSink, DeltaSinkConfig, SchemaEvolution, TableLocation};
 
 /// When the row was ingested (UTC).
 pub const INGESTED_AT: &str = "_ingested_at";

@@ -1,4 +1,4 @@
-//! Expectations evaluated (see [`strata_core::expect`] for what they are):
+//! Expectations evaluated (see [`stratalake_core::expect`] for what they are):
 //!
 //! - [`ExpectTransform`]: the row rules of a pipeline or a `merge`/`append` model, on each
 //!   batch as it streams to the sink: `warn` counts, `quarantine` sends the row to the
@@ -23,20 +23,20 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
-use strata_core::expect::{
+use stratalake_core::expect::{
     Action, Expectations, Outcome, ResultLog, RowRule, RuleResult, SAMPLE_LIMIT, TableTest,
 };
-use strata_core::{
+use stratalake_core::{
     BatchStreamAdapter, Context, Error, ErrorKind, QuarantineRecord, Result, SendableBatchStream,
     StreamTransform,
 };
-use strata_delta::deltalake::datafusion::common::DFSchema;
-use strata_delta::deltalake::datafusion::physical_plan::PhysicalExpr;
-use strata_delta::deltalake::datafusion::prelude::{DataFrame, SessionContext};
-use strata_delta::deltalake::kernel::Transaction;
-use strata_delta::deltalake::kernel::transaction::CommitProperties;
-use strata_delta::deltalake::protocol::SaveMode;
-use strata_delta::{TableLocation, delta_err};
+use stratalake_delta::deltalake::datafusion::common::DFSchema;
+use stratalake_delta::deltalake::datafusion::physical_plan::PhysicalExpr;
+use stratalake_delta::deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use stratalake_delta::deltalake::kernel::Transaction;
+use stratalake_delta::deltalake::kernel::transaction::CommitProperties;
+use stratalake_delta::deltalake::protocol::SaveMode;
+use stratalake_delta::{TableLocation, delta_err};
 
 /// The error a `fail` rule gives: Data, naming the rule, the counts and the first failing
 /// rows.
@@ -269,7 +269,7 @@ impl ExpectTransform {
                     component: "transform:expect".into(),
                     location: format!("{} {}", self.table, row_label(batch, &self.key, i, None)),
                     position: None,
-                    raw: strata_records::row_json(batch, i),
+                    raw: stratalake_records::row_json(batch, i),
                     reason,
                     column: p.rules[idx].0.info.column.clone(),
                 });
@@ -785,7 +785,7 @@ pub async fn quarantined(
 async fn load_quarantine(
     qloc: &TableLocation,
     version: Option<i64>,
-) -> Result<strata_delta::deltalake::DeltaTable> {
+) -> Result<stratalake_delta::deltalake::DeltaTable> {
     let mut t = qloc.load().await?.ok_or_else(|| {
         Error::new(
             ErrorKind::NotFound,
@@ -855,7 +855,7 @@ pub async fn finish_replay(
         .arrow_schema();
     let mut sql = format!("SELECT * FROM q_now EXCEPT ALL SELECT * FROM q_then WHERE {filter}");
     if !refailed.is_empty() {
-        let b = strata_core::quarantine_batch(refailed)?;
+        let b = stratalake_core::quarantine_batch(refailed)?;
         let cols = schema
             .fields()
             .iter()
@@ -870,7 +870,7 @@ pub async fn finish_replay(
             .collect::<Result<Vec<_>>>()?;
         let b = RecordBatch::try_new(schema.clone(), cols)
             .map_err(|e| Error::internal("cannot assemble quarantine records").with_source(e))?;
-        let mem = strata_delta::deltalake::datafusion::datasource::MemTable::try_new(
+        let mem = stratalake_delta::deltalake::datafusion::datasource::MemTable::try_new(
             schema.clone(),
             vec![vec![b]],
         )
@@ -907,7 +907,7 @@ pub async fn finish_replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_core::expect::{RuleInfo, Severity};
+    use stratalake_core::expect::{RuleInfo, Severity};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn builds_recording_one_version_at_once_record_it_once() {
@@ -1031,7 +1031,7 @@ mod tests {
 
     #[test]
     fn a_quarantining_rule_in_front_of_a_sink_without_quarantine_is_refused() {
-        use strata_testkit::memory::{MemorySink, MemorySource};
+        use stratalake_testkit::memory::{MemorySink, MemorySource};
         let make = |action, sink: MemorySink| {
             let t = ExpectTransform::new(
                 "t",
@@ -1039,11 +1039,11 @@ mod tests {
                 vec![],
                 ResultLog::new(),
             );
-            strata_core::PipelineBuilder::new(
+            stratalake_core::PipelineBuilder::new(
                 "p",
                 Arc::new(MemorySource::new(batch().schema())),
                 Arc::new(sink),
-                Arc::new(strata_core::InMemoryCheckpointStore::new()),
+                Arc::new(stratalake_core::InMemoryCheckpointStore::new()),
             )
             .with_stream_transform(Arc::new(t))
             .build()

@@ -20,19 +20,19 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use strata_core::expect::{Expectations, ResultLog};
-use strata_core::{BatchTransform, Context, Error, ErrorKind, Result};
-use strata_delta::deltalake::DeltaTable;
-use strata_delta::deltalake::datafusion::catalog::MemorySchemaProvider;
-use strata_delta::deltalake::datafusion::common::ScalarValue;
-use strata_delta::deltalake::datafusion::datasource::MemTable;
-use strata_delta::deltalake::datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
-use strata_delta::deltalake::kernel::Transaction;
-use strata_delta::deltalake::kernel::transaction::CommitProperties;
-use strata_delta::deltalake::operations::write::SchemaMode;
-use strata_delta::deltalake::protocol::SaveMode;
-use strata_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
-use strata_delta::{TableLocation, delta_err};
+use stratalake_core::expect::{Expectations, ResultLog};
+use stratalake_core::{BatchTransform, Context, Error, ErrorKind, Result};
+use stratalake_delta::deltalake::DeltaTable;
+use stratalake_delta::deltalake::datafusion::catalog::MemorySchemaProvider;
+use stratalake_delta::deltalake::datafusion::common::ScalarValue;
+use stratalake_delta::deltalake::datafusion::datasource::MemTable;
+use stratalake_delta::deltalake::datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+use stratalake_delta::deltalake::kernel::Transaction;
+use stratalake_delta::deltalake::kernel::transaction::CommitProperties;
+use stratalake_delta::deltalake::operations::write::SchemaMode;
+use stratalake_delta::deltalake::protocol::SaveMode;
+use stratalake_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
+use stratalake_delta::{TableLocation, delta_err};
 
 /// A `table` or `incremental` model, ready to build.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ fn sql_app_id(fingerprint: &str) -> String {
 pub(crate) fn df_err(
     what: &'static str,
     model: &str,
-) -> impl Fn(strata_delta::deltalake::datafusion::error::DataFusionError) -> Error {
+) -> impl Fn(stratalake_delta::deltalake::datafusion::error::DataFusionError) -> Error {
     let model = model.to_string();
     move |e| {
         Error::new(ErrorKind::Config, what)
@@ -110,7 +110,7 @@ pub(crate) fn df_err(
 /// A session whose catalog has a schema per layer (`silver`, `gold`), so `silver.orders`
 /// resolves.
 pub(crate) fn session(layers: impl IntoIterator<Item = String>) -> SessionContext {
-    let ctx = strata_delta::deltalake::delta_datafusion::create_session().into_inner();
+    let ctx = stratalake_delta::deltalake::delta_datafusion::create_session().into_inner();
     let catalog = ctx.catalog("datafusion");
     for l in layers.into_iter().collect::<BTreeSet<_>>() {
         if let Some(c) = &catalog
@@ -164,7 +164,7 @@ async fn register_changes(
         .with_starting_version(u64::try_from(from + 1).unwrap_or(0))
         .with_ending_version(u64::try_from(to).unwrap_or(0));
     let provider =
-        strata_delta::deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(builder)
+        stratalake_delta::deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(builder)
             .map_err(|e| delta_err(e, "cannot read the table's change feed", &loc.url))?;
     let hidden = format!("__changes_{}", name.replace('.', "_"));
     ctx.register_table(hidden.as_str(), Arc::new(provider))
@@ -462,7 +462,7 @@ impl TableModel {
                 .with_context("model", &self.name)
         })?;
         tracing::info!(model = %self.name, action = ?action, "model built");
-        strata_core::crash_point("build.after_model").await;
+        stratalake_core::crash_point("build.after_model").await;
         Ok(ModelOutcome {
             action,
             input_versions: now,
@@ -480,7 +480,7 @@ impl TableModel {
     /// When the table's log cannot be read or its results do not parse.
     pub async fn committed_results(
         &self,
-    ) -> Result<Option<(i64, Vec<strata_core::expect::RuleResult>)>> {
+    ) -> Result<Option<(i64, Vec<stratalake_core::expect::RuleResult>)>> {
         self.target.last_results().await
     }
 
@@ -490,13 +490,13 @@ impl TableModel {
     async fn check(
         &self,
         ctx: &SessionContext,
-        new: &strata_delta::deltalake::datafusion::prelude::DataFrame,
+        new: &stratalake_delta::deltalake::datafusion::prelude::DataFrame,
         existing: Option<&DeltaTable>,
         partitions: Option<&(String, Vec<ScalarValue>)>,
-    ) -> Result<Vec<strata_core::expect::RuleResult>> {
+    ) -> Result<Vec<stratalake_core::expect::RuleResult>> {
         const NEW: &str = "__strata_new_rows";
         const OLD: &str = "__strata_existing";
-        let reg = |name: &str, df: strata_delta::deltalake::datafusion::prelude::DataFrame| {
+        let reg = |name: &str, df: stratalake_delta::deltalake::datafusion::prelude::DataFrame| {
             ctx.register_table(name, df.into_view())
                 .map(|_| ())
                 .map_err(|e| {

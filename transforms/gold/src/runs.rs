@@ -6,10 +6,10 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, LazyLock};
-use strata_core::{Error, Result};
-use strata_delta::deltalake::operations::write::SchemaMode;
-use strata_delta::deltalake::protocol::SaveMode;
-use strata_delta::{TableLocation, delta_err};
+use stratalake_core::{Error, Result};
+use stratalake_delta::deltalake::operations::write::SchemaMode;
+use stratalake_delta::deltalake::protocol::SaveMode;
+use stratalake_delta::{TableLocation, delta_err};
 
 /// One node's run in one build.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

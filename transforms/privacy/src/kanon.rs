@@ -4,7 +4,7 @@
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use std::collections::HashMap;
-use strata_core::{Error, Result};
+use stratalake_core::{Error, Result};
 
 /// The outcome of a k-anonymity check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn k_anonymity(
             .map(|q| {
                 let c = b.column_by_name(q).ok_or_else(|| {
                     Error::new(
-                        strata_core::ErrorKind::Schema,
+                        stratalake_core::ErrorKind::Schema,
                         format!("k-anonymity: no column {q}"),
                     )
                 })?;

@@ -10,7 +10,7 @@ use ring::hmac;
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
-use strata_core::{BatchTransform, Context, Error, Result};
+use stratalake_core::{BatchTransform, Context, Error, Result};
 
 /// A keyed masker: the methods of [`Method`] on single values.
 pub struct Masker {

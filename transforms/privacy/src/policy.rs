@@ -27,7 +27,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use strata_core::{Error, ErrorKind, Result};
+use stratalake_core::{Error, ErrorKind, Result};
 
 /// A regular expression checked when the policy is read.
 #[derive(Debug, Clone)]
@@ -59,13 +59,13 @@ pub enum Generalize {
     /// Text keeps its first `keep` characters, the rest become `*`.
     Prefix {
         /// Characters kept. Range: 0..=1024.
-        #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 0, 1024>")]
+        #[serde(deserialize_with = "stratalake_core::bounds::usize_in::<_, 0, 1024>")]
         keep: usize,
     },
     /// A number is rounded down to a multiple of `step`.
     Round {
         /// The multiple (above 0).
-        #[serde(deserialize_with = "strata_core::bounds::positive_f64")]
+        #[serde(deserialize_with = "stratalake_core::bounds::positive_f64")]
         step: f64,
     },
 }
@@ -162,7 +162,7 @@ pub struct KAnonymity {
     /// The quasi-identifier columns.
     pub quasi_identifiers: Vec<String>,
     /// The smallest group allowed. Range: 2..=1_000_000.
-    #[serde(deserialize_with = "strata_core::bounds::usize_in::<_, 2, 1_000_000>")]
+    #[serde(deserialize_with = "stratalake_core::bounds::usize_in::<_, 2, 1_000_000>")]
     pub k: usize,
 }
 

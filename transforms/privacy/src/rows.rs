@@ -5,7 +5,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use std::collections::BTreeSet;
-use strata_core::{BatchTransform, Context, Error, Result};
+use stratalake_core::{BatchTransform, Context, Error, Result};
 
 /// Keeps the rows whose filtered column holds one of the user's attribute values; rows of
 /// roles without a filter pass.
@@ -44,7 +44,7 @@ impl BatchTransform for RowFilter {
         };
         let c = batch.column_by_name(col).ok_or_else(|| {
             Error::new(
-                strata_core::ErrorKind::Schema,
+                stratalake_core::ErrorKind::Schema,
                 format!("row filter: no column {col}"),
             )
         })?;

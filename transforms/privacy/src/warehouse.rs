@@ -1,5 +1,5 @@
 //! The same policy as Snowflake governance: tags, masking policies and row access policies,
-//! as SQL statements (strata-snowflake executes them).
+//! as SQL statements (stratalake-snowflake executes them).
 //!
 //! Snowflake SQL has no keyed HMAC, so `hash` becomes `SHA2(val, 256)` and `tokenize` a
 //! shape-keeping redaction there; the lake already holds the keyed values (silver masks before

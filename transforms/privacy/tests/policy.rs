@@ -1,7 +1,7 @@
 //! The retail policy file: it parses, and its Snowflake governance DDL is as reviewed.
 
-use strata_privacy::Policy;
-use strata_privacy::warehouse::governance_ddl;
+use stratalake_privacy::Policy;
+use stratalake_privacy::warehouse::governance_ddl;
 
 fn retail() -> Policy {
     Policy::retail()
@@ -145,7 +145,7 @@ row_filters:
         (every_method, vec![("t", columns)]),
     ] {
         for sql in governance_ddl(&policy, &tables) {
-            strata_testkit::snowflake_sql::check(&sql, governance_form(&sql))
+            stratalake_testkit::snowflake_sql::check(&sql, governance_form(&sql))
                 .unwrap_or_else(|e| panic!("{e}"));
             checked += 1;
         }

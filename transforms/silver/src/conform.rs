@@ -8,7 +8,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     BatchStreamAdapter, Context, Error, ErrorKind, QuarantineRecord, Result, SendableBatchStream,
     StreamTransform,
 };
@@ -171,7 +171,7 @@ impl Conform {
     pub fn try_new(spec: ConformSpec) -> Result<Self> {
         let mut fields = Vec::new();
         for (name, ty) in &spec.columns {
-            let dt = strata_records::schema::parse_data_type(ty)
+            let dt = stratalake_records::schema::parse_data_type(ty)
                 .map_err(|e| e.with_context("column", name))?;
             fields.push(Field::new(name, dt, true));
         }
@@ -261,7 +261,7 @@ impl Conform {
                 component: "transform:conform".into(),
                 location: format!("{} {}", self.spec.table, self.row_key(&batch, i)),
                 position: None,
-                raw: strata_records::row_json(&batch, i),
+                raw: stratalake_records::row_json(&batch, i),
                 reason: format!("rule `{rule}` failed: column {column} value {value}"),
                 column: Some(column),
             });

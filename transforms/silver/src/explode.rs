@@ -5,7 +5,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::Arc;
-use strata_core::{BatchTransform, Context, Error, ErrorKind, Result};
+use stratalake_core::{BatchTransform, Context, Error, ErrorKind, Result};
 
 /// Explodes `list` (a `list<struct<...>>` column), keeping the `keep` columns of the parent.
 #[derive(Debug, Clone)]

@@ -6,17 +6,17 @@ use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use strata_core::{
+use stratalake_core::{
     BatchTransform, Context, Error, ErrorKind, InMemoryCheckpointStore, PipelineBuilder, Result,
 };
-use strata_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
-use strata_delta::{DeltaSource, TableLocation};
-use strata_snowflake::client::SnowflakeClient;
-use strata_snowflake::config::SnowflakeConfig;
-use strata_snowflake::sink::{
+use stratalake_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
+use stratalake_delta::{DeltaSource, TableLocation};
+use stratalake_snowflake::client::SnowflakeClient;
+use stratalake_snowflake::config::SnowflakeConfig;
+use stratalake_snowflake::sink::{
     DeleteWhen, LoadMethod, SnowflakeSink, SnowflakeSinkConfig, WriteMode,
 };
-use strata_snowflake::ident;
+use stratalake_snowflake::ident;
 
 /// The column ordering versions of a synced row.
 pub const SYNC_VERSION: &str = "_sync_version";
@@ -211,7 +211,7 @@ impl WarehouseSync {
                 .run()
                 .await
                 .map_err(|e| e.with_context("gold_table", name))?;
-            let synced = matches!(r.outcome, strata_core::RunOutcome::Committed);
+            let synced = matches!(r.outcome, stratalake_core::RunOutcome::Committed);
             let version = match r.committed.as_ref().and_then(|m| m.cursor.as_ref()) {
                 Some(c) => DeltaSource::cursor_version(c)?.to_string(),
                 None => String::new(),
@@ -427,7 +427,7 @@ mod tests {
     /// dialect.
     #[test]
     fn every_refresh_statement_parses_as_snowflake_sql() {
-        use strata_testkit::snowflake_sql::check;
+        use stratalake_testkit::snowflake_sql::check;
         let ddl = refresh_ddl(
             "report wh",
             "30 6 * * 1-5 Europe/Berlin",

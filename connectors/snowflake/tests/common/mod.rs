@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
-use strata_snowflake::client::SnowflakeClient;
-use strata_snowflake::config::{SnowflakeAuth, SnowflakeConfig};
+use stratalake_snowflake::client::SnowflakeClient;
+use stratalake_snowflake::config::{SnowflakeAuth, SnowflakeConfig};
 
 /// fakesnow's URL (scripts/services.sh starts it on port 8085).
 pub fn url() -> String {
