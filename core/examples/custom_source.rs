@@ -38,7 +38,11 @@ impl LedgerSource {
             Field::new("entry", DataType::Int64, false),
             Field::new("text", DataType::Utf8, false),
         ]));
-        Self { ledger, per_split: 2, schema }
+        Self {
+            ledger,
+            per_split: 2,
+            schema,
+        }
     }
 }
 
@@ -84,10 +88,14 @@ impl Source for LedgerSource {
         let once = futures::stream::once(async move {
             let texts: Vec<String> = ledger.entries.lock().expect("ledger")[from..to].to_vec();
             let numbers = Int64Array::from_iter_values((from as i64 + 1)..=(to as i64));
-            let columns: Vec<ArrayRef> = vec![Arc::new(numbers), Arc::new(StringArray::from(texts))];
+            let columns: Vec<ArrayRef> =
+                vec![Arc::new(numbers), Arc::new(StringArray::from(texts))];
             Ok::<_, stratalake_core::Error>(RecordBatch::try_new(schema, columns)?)
         });
-        Ok(BatchStreamAdapter::boxed(self.schema.clone(), Box::pin(once)))
+        Ok(BatchStreamAdapter::boxed(
+            self.schema.clone(),
+            Box::pin(once),
+        ))
     }
 }
 
@@ -110,8 +118,14 @@ async fn main() -> Result<()> {
     .build()?;
 
     let first = pipeline.run().await?;
-    println!("epoch {}: {} rows in {} splits", first.epoch.0, first.rows_written, first.splits);
-    assert_eq!((first.outcome, first.rows_written, first.splits), (RunOutcome::Committed, 3, 2));
+    println!(
+        "epoch {}: {} rows in {} splits",
+        first.epoch.0, first.rows_written, first.splits
+    );
+    assert_eq!(
+        (first.outcome, first.rows_written, first.splits),
+        (RunOutcome::Committed, 3, 2)
+    );
 
     append(&["returned"]);
     let second = pipeline.run().await?;

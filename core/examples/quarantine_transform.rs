@@ -25,19 +25,29 @@ impl NoNegativeTotals {
     fn split(batch: &RecordBatch) -> Result<(RecordBatch, Vec<QuarantineRecord>)> {
         let ids = batch.column(0).as_string::<i32>();
         let totals = batch.column(1).as_primitive::<Int64Type>();
-        let keep: BooleanArray = totals.iter().map(|t| Some(t.is_none_or(|t| t >= 0))).collect();
+        let keep: BooleanArray = totals
+            .iter()
+            .map(|t| Some(t.is_none_or(|t| t >= 0)))
+            .collect();
         let rejected = (0..batch.num_rows())
             .filter(|&i| !keep.value(i))
             .map(|i| QuarantineRecord {
                 component: "transform:no_negative_totals".into(),
                 location: format!("order {}", ids.value(i)),
                 position: Some(i as u64),
-                raw: format!(r#"{{"order_id":"{}","total_cents":{}}}"#, ids.value(i), totals.value(i)),
+                raw: format!(
+                    r#"{{"order_id":"{}","total_cents":{}}}"#,
+                    ids.value(i),
+                    totals.value(i)
+                ),
                 reason: format!("`total_cents` is negative: {}", totals.value(i)),
                 column: Some("total_cents".into()),
             })
             .collect();
-        Ok((arrow_select::filter::filter_record_batch(batch, &keep)?, rejected))
+        Ok((
+            arrow_select::filter::filter_record_batch(batch, &keep)?,
+            rejected,
+        ))
     }
 }
 
@@ -63,7 +73,8 @@ impl StreamTransform for NoNegativeTotals {
             async move {
                 let (kept, rejected) = Self::split(&batch?)?;
                 // Awaiting the side channel is backpressure, like a write.
-                ctx.quarantine("transform:no_negative_totals", rejected).await?;
+                ctx.quarantine("transform:no_negative_totals", rejected)
+                    .await?;
                 Ok(kept)
             }
         });
@@ -79,7 +90,12 @@ async fn main() -> Result<()> {
     ]));
     let source = Arc::new(MemorySource::new(schema.clone()));
     let ids: ArrayRef = Arc::new(StringArray::from(vec!["o-1", "o-2", "o-3", "o-4"]));
-    let totals: ArrayRef = Arc::new(Int64Array::from(vec![Some(1250), Some(-5), None, Some(-99)]));
+    let totals: ArrayRef = Arc::new(Int64Array::from(vec![
+        Some(1250),
+        Some(-5),
+        None,
+        Some(-99),
+    ]));
     source.append([RecordBatch::try_new(schema, vec![ids, totals])?]);
 
     let sink = MemorySink::new();
@@ -92,21 +108,33 @@ async fn main() -> Result<()> {
     .with_stream_transform(Arc::new(NoNegativeTotals))
     .build()?;
     let report = pipeline.run().await?;
-    println!("{} rows written, {} quarantined", report.rows_written, report.rows_quarantined);
+    println!(
+        "{} rows written, {} quarantined",
+        report.rows_written, report.rows_quarantined
+    );
     assert_eq!((report.rows_written, report.rows_quarantined), (2, 2));
 
     let quarantined = sink.visible_quarantine();
     let reasons: Vec<String> = quarantined
         .iter()
         .flat_map(|b| {
-            let col = b.column_by_name("reason").expect("reason").as_string::<i32>();
+            let col = b
+                .column_by_name("reason")
+                .expect("reason")
+                .as_string::<i32>();
             col.iter().flatten().map(str::to_string).collect::<Vec<_>>()
         })
         .collect();
     for r in &reasons {
         println!("quarantined: {r}");
     }
-    assert_eq!(reasons, ["`total_cents` is negative: -5", "`total_cents` is negative: -99"]);
+    assert_eq!(
+        reasons,
+        [
+            "`total_cents` is negative: -5",
+            "`total_cents` is negative: -99"
+        ]
+    );
 
     // The same transform in front of a sink that keeps no quarantine is refused up front.
     let refused = PipelineBuilder::new(
@@ -117,7 +145,10 @@ async fn main() -> Result<()> {
     )
     .with_stream_transform(Arc::new(NoNegativeTotals))
     .build();
-    assert!(refused.is_err(), "a quarantining transform needs a sink with a quarantine");
+    assert!(
+        refused.is_err(),
+        "a quarantining transform needs a sink with a quarantine"
+    );
     Ok(())
 }
 

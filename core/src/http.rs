@@ -201,7 +201,9 @@ impl HttpSettings {
             ("max_body_bytes", self.max_body_bytes),
         ] {
             if v == 0 {
-                return Err(Error::config("must be at least 1").with_context("key", format!("http.{key}")));
+                return Err(
+                    Error::config("must be at least 1").with_context("key", format!("http.{key}"))
+                );
             }
         }
         if self.max_retries > 100 {
@@ -209,8 +211,10 @@ impl HttpSettings {
                 .with_context("max_retries", self.max_retries));
         }
         if !(self.requests_per_second >= 0.0 && self.requests_per_second.is_finite()) {
-            return Err(Error::config("`http.requests_per_second` must be 0 or more")
-                .with_context("requests_per_second", self.requests_per_second));
+            return Err(
+                Error::config("`http.requests_per_second` must be 0 or more")
+                    .with_context("requests_per_second", self.requests_per_second),
+            );
         }
         Ok(())
     }
@@ -254,18 +258,28 @@ mod tests {
     fn a_partial_block_keeps_the_defaults_and_unknown_keys_are_refused() {
         let h: HttpSettings = serde_json::from_str(r#"{"max_retries": 2}"#).expect("parse");
         assert_eq!(h, HttpSettings::default().with_max_retries(2));
-        let e = serde_json::from_str::<HttpSettings>(r#"{"timeout_secs": 2}"#).expect_err("unknown");
+        let e =
+            serde_json::from_str::<HttpSettings>(r#"{"timeout_secs": 2}"#).expect_err("unknown");
         assert!(e.to_string().contains("timeout_secs"), "{e}");
     }
 
     #[test]
     fn validate_and_refuse_name_the_key() {
-        let e = HttpSettings::default().with_max_in_flight(0).validate().expect_err("zero");
+        let e = HttpSettings::default()
+            .with_max_in_flight(0)
+            .validate()
+            .expect_err("zero");
         assert!(e.to_string().contains("http.max_in_flight"), "{e}");
         let h = HttpSettings::default().with_requests_per_second(5.0);
-        let e = h.refuse(REST_ONLY_KEYS, "an S3 connection").expect_err("rest only");
+        let e = h
+            .refuse(REST_ONLY_KEYS, "an S3 connection")
+            .expect_err("rest only");
         assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
         assert!(e.to_string().contains("http.requests_per_second"), "{e}");
-        assert!(HttpSettings::default().refuse(REST_ONLY_KEYS, "an S3 connection").is_ok());
+        assert!(
+            HttpSettings::default()
+                .refuse(REST_ONLY_KEYS, "an S3 connection")
+                .is_ok()
+        );
     }
 }

@@ -5,8 +5,8 @@ pub mod bounds;
 pub mod checkpoint;
 pub mod context;
 pub mod error;
-pub mod http;
 pub mod expect;
+pub mod http;
 pub mod merge;
 pub mod metrics;
 pub mod panic;
@@ -40,8 +40,8 @@ pub use types::{CommitMarker, Cursor, Epoch, ReadPlan, ReadRequest, Split};
 pub use arrow_array::RecordBatch;
 /// Re-exported so implementors name the same Arrow types as core.
 pub use arrow_schema::{Schema, SchemaRef};
+/// Secrets in configs are `SecretString`s (never printed by `Debug`, logs or errors).
+pub use secrecy::{self, ExposeSecret, SecretString};
 /// The Arrow crates at the version Strata is built with (one major in the whole tree), so an
 /// embedding crate names the same types without pinning arrow itself.
 pub use {arrow_array, arrow_schema, arrow_select};
-/// Secrets in configs are `SecretString`s (never printed by `Debug`, logs or errors).
-pub use secrecy::{self, ExposeSecret, SecretString};

@@ -103,8 +103,11 @@ pub fn quarantine_batch(records: &[QuarantineRecord]) -> Result<RecordBatch> {
 pub fn quarantine_records(batch: &RecordBatch) -> Result<Vec<QuarantineRecord>> {
     let text = |name: &'static str, required: bool| -> Result<Vec<Option<String>>> {
         let Some(col) = batch.column_by_name(name) else {
-            return Err(Error::new(ErrorKind::Schema, "not a quarantine batch: a column is missing")
-                .with_context("column", name));
+            return Err(Error::new(
+                ErrorKind::Schema,
+                "not a quarantine batch: a column is missing",
+            )
+            .with_context("column", name));
         };
         let values: Vec<Option<String>> = if let Some(a) = col.as_string_opt::<i32>() {
             a.iter().map(|v| v.map(str::to_string)).collect()
@@ -113,13 +116,17 @@ pub fn quarantine_records(batch: &RecordBatch) -> Result<Vec<QuarantineRecord>> 
         } else if let Some(a) = col.as_string_view_opt() {
             a.iter().map(|v| v.map(str::to_string)).collect()
         } else {
-            return Err(Error::new(ErrorKind::Schema, "a quarantine column is not text")
-                .with_context("column", name)
-                .with_context("type", col.data_type()));
+            return Err(
+                Error::new(ErrorKind::Schema, "a quarantine column is not text")
+                    .with_context("column", name)
+                    .with_context("type", col.data_type()),
+            );
         };
         if required && values.iter().any(Option::is_none) {
-            return Err(Error::new(ErrorKind::Schema, "a quarantine column holds a null")
-                .with_context("column", name));
+            return Err(
+                Error::new(ErrorKind::Schema, "a quarantine column holds a null")
+                    .with_context("column", name),
+            );
         }
         Ok(values)
     };
@@ -131,7 +138,9 @@ pub fn quarantine_records(batch: &RecordBatch) -> Result<Vec<QuarantineRecord>> 
                 a.iter().collect()
             } else if let Some(a) = col.as_primitive_opt::<Int64Type>() {
                 // A lake without unsigned types (Delta) keeps positions as int64.
-                a.iter().map(|v| v.and_then(|v| u64::try_from(v).ok())).collect()
+                a.iter()
+                    .map(|v| v.and_then(|v| u64::try_from(v).ok()))
+                    .collect()
             } else {
                 return Err(Error::new(
                     ErrorKind::Schema,
@@ -141,7 +150,11 @@ pub fn quarantine_records(batch: &RecordBatch) -> Result<Vec<QuarantineRecord>> 
             }
         }
     };
-    let (component, location, column) = (text("component", true)?, text("location", true)?, text("column", false)?);
+    let (component, location, column) = (
+        text("component", true)?,
+        text("location", true)?,
+        text("column", false)?,
+    );
     let (reason, raw) = (text("reason", true)?, text("raw", true)?);
     Ok((0..batch.num_rows())
         .map(|i| QuarantineRecord {

@@ -112,7 +112,8 @@ mod tests {
 
     #[tokio::test]
     async fn rebatch_cuts_and_joins_to_the_asked_size_keeping_every_row_in_order() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let input = vec![
             Ok(batch(&schema, 0..3)),
             Ok(batch(&schema, 3..20)),
@@ -126,7 +127,11 @@ mod tests {
         let all: Vec<i64> = out
             .iter()
             .flat_map(|b| {
-                let c = b.column(0).as_any().downcast_ref::<Int64Array>().expect("i64");
+                let c = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("i64");
                 c.values().to_vec()
             })
             .collect();
@@ -135,7 +140,8 @@ mod tests {
 
     #[tokio::test]
     async fn rebatch_passes_an_error_on_and_ends() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let input = vec![
             Ok(batch(&schema, 0..3)),
             Err(crate::Error::internal("boom")),
@@ -149,6 +155,9 @@ mod tests {
             .collect();
         assert_eq!(sizes.len(), 2, "{sizes:?}");
         assert_eq!(sizes[0], Ok(2));
-        assert!(sizes[1].as_ref().is_err_and(|e| e.contains("boom")), "{sizes:?}");
+        assert!(
+            sizes[1].as_ref().is_err_and(|e| e.contains("boom")),
+            "{sizes:?}"
+        );
     }
 }

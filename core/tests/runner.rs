@@ -327,7 +327,9 @@ async fn the_reference_source_passes_the_conformance_suite() {
 /// nothing is committed; the rerun (the panic was once) loads every row exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_any_component_fails_the_epoch_and_the_rerun_loads_every_row_once() {
-    use stratalake_testkit::{PanicAt, PanickingSink, PanickingSource, PanickingTransform, Trigger};
+    use stratalake_testkit::{
+        PanicAt, PanickingSink, PanickingSource, PanickingTransform, Trigger,
+    };
     #[derive(Debug, Clone, Copy)]
     enum Where {
         Step(PanicAt),

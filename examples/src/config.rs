@@ -625,7 +625,9 @@ fn exit_text(e: &anyhow::Error) -> String {
 
 /// A Snowflake connection file (`${VAR}` interpolated, validated); errors name the file, line
 /// and key.
-pub fn load_snowflake_connection(path: &Path) -> Result<stratalake_snowflake::config::SnowflakeConfig> {
+pub fn load_snowflake_connection(
+    path: &Path,
+) -> Result<stratalake_snowflake::config::SnowflakeConfig> {
     let conn: stratalake_snowflake::config::SnowflakeConfig = load_yaml(path)?;
     conn.validate()
         .with_context(|| format!("{}", path.display()))?;
@@ -983,7 +985,8 @@ pub async fn build_logged(
     log: &stratalake_core::expect::ResultLog,
 ) -> Result<Built> {
     check_roots(cfg)?;
-    let at = |key: &'static str| move |e: stratalake_core::Error| anyhow::Error::new(e).context(key);
+    let at =
+        |key: &'static str| move |e: stratalake_core::Error| anyhow::Error::new(e).context(key);
     let source: Arc<dyn Source> = match &cfg.source {
         SourceConfig::Files(c) => Arc::new(
             FileSource::try_new(c.clone())
@@ -1037,7 +1040,8 @@ pub async fn build_logged(
                 let p = stratalake_privacy::Policy::load(policy).map_err(at)?;
                 let key = p.key().map_err(at)?;
                 Step::Batch(Arc::new(
-                    stratalake_privacy::Mask::try_new(&p, table, role, &schema, &key).map_err(at)?,
+                    stratalake_privacy::Mask::try_new(&p, table, role, &schema, &key)
+                        .map_err(at)?,
                 ))
             }
             TransformConfig::Select { columns } => Step::Batch(Arc::new(
@@ -1132,8 +1136,8 @@ pub async fn build_logged(
             let loc =
                 crate::lake::table_location(table, connection.as_ref()).context("sink.delta")?;
             let root = loc.url.to_string();
-            let mut sink =
-                stratalake_delta::DeltaSink::try_new(loc, options.clone()).map_err(at("sink.delta"))?;
+            let mut sink = stratalake_delta::DeltaSink::try_new(loc, options.clone())
+                .map_err(at("sink.delta"))?;
             if !cfg.expectations.is_empty() {
                 // The results go into each data commit, so a kill cannot lose them.
                 sink = sink.with_results(log.clone());

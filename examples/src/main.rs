@@ -676,7 +676,8 @@ async fn dispatch(cmd: Command) -> Result<()> {
             let conn = connection.as_deref().map(lake::load).transpose()?;
             let loc = lake::table_location(&table, conn.as_ref())?;
             let bar = progress::spinner(&format!("vacuuming {table}"));
-            let v = stratalake_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await;
+            let v =
+                stratalake_delta::maintenance::vacuum(&loc, retention_hours, dry_run, force).await;
             bar.finish_and_clear();
             let v = v?;
             outln!(

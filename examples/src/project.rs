@@ -257,7 +257,10 @@ pub fn results_table(lake: &Lake) -> Result<ResultsTable> {
 }
 
 /// The tables a model's table checks read, as lake tables.
-fn check_inputs(lake: &Lake, m: &Model) -> Result<BTreeMap<String, stratalake_delta::TableLocation>> {
+fn check_inputs(
+    lake: &Lake,
+    m: &Model,
+) -> Result<BTreeMap<String, stratalake_delta::TableLocation>> {
     m.expectations
         .tables
         .iter()
@@ -391,8 +394,16 @@ async fn run_node(
                         Ok((n.clone(), l.lake.table(l2, t)?))
                     })
                     .collect::<Result<BTreeMap<_, _>>>()?;
-                stratalake_gold::expect::check_table(&name, loc, &others, &checks, &[], before, &log)
-                    .await?;
+                stratalake_gold::expect::check_table(
+                    &name,
+                    loc,
+                    &others,
+                    &checks,
+                    &[],
+                    before,
+                    &log,
+                )
+                .await?;
             }
             let version = match &loc {
                 Some(loc) => version_of(loc).await?,
@@ -724,7 +735,9 @@ pub async fn record_pipeline_run(
 
 /// The lake's `_runs` table.
 pub fn runs_table(lake: &Lake) -> Result<stratalake_gold::runs::RunsTable> {
-    Ok(stratalake_gold::runs::RunsTable::new(lake.meta_table("_runs")?))
+    Ok(stratalake_gold::runs::RunsTable::new(
+        lake.meta_table("_runs")?,
+    ))
 }
 
 fn run_record(

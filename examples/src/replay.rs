@@ -130,11 +130,12 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
         recovered: pending,
         ..Replayed::default()
     };
-    out.left = stratalake_gold::expect::quarantined(&qloc, version, &format!("NOT ({})", filter(None)))
-        .await?
-        .iter()
-        .map(|b| b.num_rows() as u64)
-        .sum();
+    out.left =
+        stratalake_gold::expect::quarantined(&qloc, version, &format!("NOT ({})", filter(None)))
+            .await?
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum();
     // The schema each step reads, to decode the records restarting there.
     let mut schemas: Vec<SchemaRef> = Vec::new();
     let mut schema = built.source.schema();
@@ -217,7 +218,12 @@ fn raw_of(batches: &[RecordBatch], component: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for b in batches {
         let records = stratalake_core::quarantine_records(b)?;
-        out.extend(records.into_iter().filter(|r| r.component == component).map(|r| r.raw));
+        out.extend(
+            records
+                .into_iter()
+                .filter(|r| r.component == component)
+                .map(|r| r.raw),
+        );
     }
     Ok(out)
 }

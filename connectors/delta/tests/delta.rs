@@ -432,7 +432,9 @@ async fn compaction_and_vacuum_keep_the_rows_and_drop_the_small_files() {
         .unwrap();
     }
     let before = sorted_rows(&visible(&loc, &["id", "name"]).await);
-    let c = stratalake_delta::maintenance::compact(&loc, 64).await.unwrap();
+    let c = stratalake_delta::maintenance::compact(&loc, 64)
+        .await
+        .unwrap();
     assert_eq!((c.files_removed, c.files_added), (5, 1));
     assert_eq!(sorted_rows(&visible(&loc, &["id", "name"]).await), before);
     // Delta refuses a retention under 7 days unless forced.

@@ -29,5 +29,6 @@ pub use source::FileSource;
 pub(crate) async fn panic_free_blocking<T: Send + 'static>(
     f: impl FnOnce() -> stratalake_core::Result<T> + Send + 'static,
 ) -> stratalake_core::Result<T> {
-    stratalake_core::panic::join_blocking("files (blocking work)", tokio::task::spawn_blocking(f)).await
+    stratalake_core::panic::join_blocking("files (blocking work)", tokio::task::spawn_blocking(f))
+        .await
 }

@@ -1172,7 +1172,10 @@ fn oversized_prefix(prefix: &[u8]) -> String {
         Err(e) if e.error_len().is_none() => e.valid_up_to(),
         Err(_) => prefix.len(),
     };
-    format!("{}…", stratalake_core::quarantine::raw_text(&prefix[..keep]))
+    format!(
+        "{}…",
+        stratalake_core::quarantine::raw_text(&prefix[..keep])
+    )
 }
 
 fn parse_cursor(c: &Cursor) -> Result<FilesCursor> {

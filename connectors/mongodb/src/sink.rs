@@ -578,7 +578,10 @@ impl MongoWriter {
         .map_err(|e| Error::internal("BSON conversion panicked").with_source(e))??;
         let mut it = docs.into_iter().peekable();
         while it.peek().is_some() {
-            let chunk: Vec<Document> = it.by_ref().take(self.inner.cfg.insert_batch_documents).collect();
+            let chunk: Vec<Document> = it
+                .by_ref()
+                .take(self.inner.cfg.insert_batch_documents)
+                .collect();
             self.staged
                 .insert_many(chunk)
                 .await

@@ -341,7 +341,10 @@ impl Inner {
             Query::Find {
                 projection, sort, ..
             } => {
-                let mut f = self.coll.find(filter).batch_size(self.cfg.cursor_batch_documents);
+                let mut f = self
+                    .coll
+                    .find(filter)
+                    .batch_size(self.cfg.cursor_batch_documents);
                 if let Some(p) = projection {
                     f = f.projection(to_doc(p, "query.projection")?);
                 }
@@ -558,16 +561,17 @@ impl MongoSource {
         {
             return self.history_lost(&from, now).await;
         }
-        let stream = match changes::open(&inner.coll, &cs, inner.cfg.cursor_batch_documents, &from).await {
-            Ok(s) => s,
-            Err(OpenError::Strata(e)) => return Err(e),
-            Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
-                return self.history_lost(&from, now).await;
-            }
-            Err(OpenError::Driver(e)) => {
-                return Err(open_err(e, &inner.name));
-            }
-        };
+        let stream =
+            match changes::open(&inner.coll, &cs, inner.cfg.cursor_batch_documents, &from).await {
+                Ok(s) => s,
+                Err(OpenError::Strata(e)) => return Err(e),
+                Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
+                    return self.history_lost(&from, now).await;
+                }
+                Err(OpenError::Driver(e)) => {
+                    return Err(open_err(e, &inner.name));
+                }
+            };
         let token = ObjectId::new().to_hex();
         let spec = SplitSpec {
             token: token.clone(),
@@ -663,14 +667,18 @@ impl MongoSource {
             let events = match events {
                 Some(e) => e,
                 // A retried attempt: open again where the epoch starts.
-                None => match changes::open(&inner.coll, &cs, inner.cfg.cursor_batch_documents, &from).await {
-                    Ok(e) => e,
-                    Err(OpenError::Strata(e)) => return Err(e),
-                    Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
-                        return Err(changes::history_lost(&inner.name, &from));
+                None => {
+                    match changes::open(&inner.coll, &cs, inner.cfg.cursor_batch_documents, &from)
+                        .await
+                    {
+                        Ok(e) => e,
+                        Err(OpenError::Strata(e)) => return Err(e),
+                        Err(OpenError::Driver(e)) if changes::is_history_lost(&e) => {
+                            return Err(changes::history_lost(&inner.name, &from));
+                        }
+                        Err(OpenError::Driver(e)) => return Err(open_err(e, &inner.name)),
                     }
-                    Err(OpenError::Driver(e)) => return Err(open_err(e, &inner.name)),
-                },
+                }
             };
             let dec = inner.decoder(&ctx);
             let state = EventState {

@@ -28,7 +28,9 @@ async fn insert(db: &str, coll: &str, docs: Vec<Document>) {
     }
 }
 
-async fn run(cfg: MongoSourceConfig) -> stratalake_core::Result<(stratalake_core::RunReport, MemorySink)> {
+async fn run(
+    cfg: MongoSourceConfig,
+) -> stratalake_core::Result<(stratalake_core::RunReport, MemorySink)> {
     let source = MongoSource::try_new(cfg).await?;
     let sink = MemorySink::new();
     let p = PipelineBuilder::new(

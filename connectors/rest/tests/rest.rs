@@ -382,13 +382,9 @@ async fn run(c: RestSourceConfig) -> stratalake_core::Result<(u64, Vec<i64>, Mem
         Arc::new(sink.clone()),
         Arc::new(InMemoryCheckpointStore::new()),
     )
-    .with_options(
-        stratalake_core::RunOptions::default().with_retry(stratalake_core::RetryPolicy::new(
-            1,
-            Duration::from_millis(1),
-            Duration::from_millis(1),
-        )),
-    )
+    .with_options(stratalake_core::RunOptions::default().with_retry(
+        stratalake_core::RetryPolicy::new(1, Duration::from_millis(1), Duration::from_millis(1)),
+    ))
     .build()?;
     let r = p.run().await?;
     let mut ids: Vec<i64> = sink

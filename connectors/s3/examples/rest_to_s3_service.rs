@@ -16,14 +16,13 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::task::JoinSet;
 use stratalake_core::{
-    Context, ErrorKind, InMemoryCheckpointStore, Pipeline, PipelineBuilder, ReadRequest,
-    RunOutcome,
+    Context, ErrorKind, InMemoryCheckpointStore, Pipeline, PipelineBuilder, ReadRequest, RunOutcome,
 };
 use stratalake_files::{FileSourceConfig, Format, ParquetSinkConfig, SchemaSource};
 use stratalake_rest::{Incremental, RestSource, RestSourceConfig};
 use stratalake_s3::{S3Config, S3SinkConfig, S3SourceConfig, create_bucket};
+use tokio::task::JoinSet;
 
 /// The partner's API: orders with the time they were last updated.
 #[derive(Default)]
@@ -91,17 +90,23 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // The partner API, with three orders.
     let api = Arc::new(PartnerApi::default());
     let add = |id: &str, cents: i64, at: &str| {
-        api.orders.lock().expect("orders").push((id.into(), cents, at.into()));
+        api.orders
+            .lock()
+            .expect("orders")
+            .push((id.into(), cents, at.into()));
     };
     add("o-1", 1250, "2026-11-30T09:00:00Z");
     add("o-2", 499, "2026-11-30T09:05:00Z");
     add("o-3", 8000, "2026-11-30T10:00:00Z");
     let mut servers = JoinSet::new();
-    let partner = Router::new().route("/orders", get(list_orders)).with_state(api.clone());
+    let partner = Router::new()
+        .route("/orders", get(list_orders))
+        .with_state(api.clone());
     let partner = serve(partner, &mut servers).await?;
 
     // The lake: a fresh bucket on the local S3 server.
-    let endpoint = std::env::var("STRATA_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let endpoint =
+        std::env::var("STRATA_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
     let bucket = format!("orders-service-{}", std::process::id());
     let lake = S3Config::local_server(bucket, endpoint).with_prefix("bronze/orders");
     create_bucket(&lake).await?;
@@ -114,7 +119,11 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             ("total_cents", "int64"),
             ("updated_at", "timestamp"),
         ]))
-        .with_incremental(Incremental::new("updated_at", "updated_since", "2026-01-01T00:00:00Z"));
+        .with_incremental(Incremental::new(
+            "updated_at",
+            "updated_since",
+            "2026-01-01T00:00:00Z",
+        ));
     let sink = S3SinkConfig::new(lake.clone(), ParquetSinkConfig::new("")).build()?;
     let pipeline = PipelineBuilder::new(
         "partner_orders",
@@ -125,8 +134,13 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         Arc::new(InMemoryCheckpointStore::new()),
     )
     .build()?;
-    let loader = Arc::new(Loader { pipeline, running: tokio::sync::Mutex::new(()) });
-    let service = Router::new().route("/loads/orders", post(load)).with_state(loader);
+    let loader = Arc::new(Loader {
+        pipeline,
+        running: tokio::sync::Mutex::new(()),
+    });
+    let service = Router::new()
+        .route("/loads/orders", post(load))
+        .with_state(loader);
     let service = serve(service, &mut servers).await?;
 
     // Clients of the service.
@@ -139,7 +153,10 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         Ok::<_, Box<dyn std::error::Error>>(body)
     };
     let first = call().await?;
-    assert_eq!((first["outcome"].as_str(), first["rows"].as_u64()), (Some("committed"), Some(3)));
+    assert_eq!(
+        (first["outcome"].as_str(), first["rows"].as_u64()),
+        (Some("committed"), Some(3))
+    );
 
     add("o-4", 2100, "2026-11-30T11:00:00Z");
     add("o-2", 599, "2026-11-30T11:30:00Z"); // o-2 corrected by the partner: a new version
@@ -150,8 +167,11 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     assert_eq!(rows, [Some(0), Some(2)]);
 
     // What landed: every version once.
-    let read = S3SourceConfig::new(lake, FileSourceConfig::new("", Format::Parquet)).build().await?;
-    let (batches, _) = stratalake_core::read_all(&read, &ReadRequest::default(), &Context::new("check")).await?;
+    let read = S3SourceConfig::new(lake, FileSourceConfig::new("", Format::Parquet))
+        .build()
+        .await?;
+    let (batches, _) =
+        stratalake_core::read_all(&read, &ReadRequest::default(), &Context::new("check")).await?;
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
     println!("{total} order versions in s3");
     assert_eq!(total, 5);

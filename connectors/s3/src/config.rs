@@ -25,7 +25,10 @@ pub enum S3Credentials {
         #[serde(deserialize_with = "stratalake_core::secrets::deserialize")]
         secret_access_key: SecretString,
         /// A session token for temporary credentials.
-        #[serde(default, deserialize_with = "stratalake_core::secrets::deserialize_opt")]
+        #[serde(
+            default,
+            deserialize_with = "stratalake_core::secrets::deserialize_opt"
+        )]
         session_token: Option<SecretString>,
     },
     /// AssumeRoleWithWebIdentity (EKS IRSA, GitHub OIDC).

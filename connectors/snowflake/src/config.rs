@@ -90,13 +90,19 @@ pub enum SnowflakeAuth {
     /// optionally encrypted, or PKCS#1 `RSA PRIVATE KEY`). Give the key or a path to it.
     KeyPair {
         /// The PEM text of the private key.
-        #[serde(default, deserialize_with = "stratalake_core::secrets::deserialize_opt")]
+        #[serde(
+            default,
+            deserialize_with = "stratalake_core::secrets::deserialize_opt"
+        )]
         private_key: Option<SecretString>,
         /// A file holding the PEM private key.
         #[serde(default)]
         private_key_path: Option<PathBuf>,
         /// The passphrase of an encrypted key.
-        #[serde(default, deserialize_with = "stratalake_core::secrets::deserialize_opt")]
+        #[serde(
+            default,
+            deserialize_with = "stratalake_core::secrets::deserialize_opt"
+        )]
         passphrase: Option<SecretString>,
     },
 }

@@ -201,8 +201,9 @@ async fn copies_killed_at_each_step_resume_to_exactly_the_uninterrupted_output()
     // The same to Azure, killed after its manifest.
     kill_at(&to_azure, "files.sink.after_manifest");
     run_ok(&to_azure);
-    let az = stratalake_azure_blob::AzureBlobConfig::emulator(&container, Cloud::azurite_endpoint())
-        .with_prefix("out/azure");
+    let az =
+        stratalake_azure_blob::AzureBlobConfig::emulator(&container, Cloud::azurite_endpoint())
+            .with_prefix("out/azure");
     assert_eq!(output(&Conn::Azure(az)).await, want, "Azure after SIGKILL");
 }
 

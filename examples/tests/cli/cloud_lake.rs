@@ -50,10 +50,14 @@ async fn rows(conn: &Conn, table: &str) -> usize {
         .await
         .unwrap();
     let ctx = stratalake_core::Context::new("scan");
-    let (batches, _) = stratalake_core::read_all(&src, &stratalake_core::ReadRequest::after(None), &ctx)
-        .await
-        .unwrap();
-    batches.iter().map(stratalake_core::RecordBatch::num_rows).sum()
+    let (batches, _) =
+        stratalake_core::read_all(&src, &stratalake_core::ReadRequest::after(None), &ctx)
+            .await
+            .unwrap();
+    batches
+        .iter()
+        .map(stratalake_core::RecordBatch::num_rows)
+        .sum()
 }
 
 async fn medallion_on(cloud: Cloud, kill: (&str, &str)) {

@@ -443,7 +443,9 @@ async fn bad_credentials_are_auth_errors() {
     let e = az.location().unwrap().check().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
     assert!(!format!("{e:?}").contains("d3Jvbmcta2V5"));
-    let e = stratalake_azure_blob::create_container(&az).await.unwrap_err();
+    let e = stratalake_azure_blob::create_container(&az)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
 }
 

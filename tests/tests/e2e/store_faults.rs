@@ -96,7 +96,10 @@ fn upstream(cloud: Cloud) -> String {
 async fn rows_read(source: &dyn Source) -> stratalake_core::Result<usize> {
     let ctx = Context::builder("faults").build();
     let (batches, _) = stratalake_core::read_all(source, &ReadRequest::after(None), &ctx).await?;
-    Ok(batches.iter().map(stratalake_core::RecordBatch::num_rows).sum())
+    Ok(batches
+        .iter()
+        .map(stratalake_core::RecordBatch::num_rows)
+        .sum())
 }
 
 fn read_cfg() -> FileSourceConfig {

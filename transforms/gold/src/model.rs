@@ -26,7 +26,9 @@ use stratalake_delta::deltalake::DeltaTable;
 use stratalake_delta::deltalake::datafusion::catalog::MemorySchemaProvider;
 use stratalake_delta::deltalake::datafusion::common::ScalarValue;
 use stratalake_delta::deltalake::datafusion::datasource::MemTable;
-use stratalake_delta::deltalake::datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+use stratalake_delta::deltalake::datafusion::prelude::{
+    Expr, SessionConfig, SessionContext, col, lit,
+};
 use stratalake_delta::deltalake::kernel::Transaction;
 use stratalake_delta::deltalake::kernel::transaction::CommitProperties;
 use stratalake_delta::deltalake::operations::write::SchemaMode;

@@ -13,10 +13,10 @@ use stratalake_delta::source::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use stratalake_delta::{DeltaSource, TableLocation};
 use stratalake_snowflake::client::SnowflakeClient;
 use stratalake_snowflake::config::SnowflakeConfig;
+use stratalake_snowflake::ident;
 use stratalake_snowflake::sink::{
     DeleteWhen, LoadMethod, SnowflakeSink, SnowflakeSinkConfig, WriteMode,
 };
-use stratalake_snowflake::ident;
 
 /// The column ordering versions of a synced row.
 pub const SYNC_VERSION: &str = "_sync_version";
