@@ -32,7 +32,11 @@ trap 'scripts/services.sh stop' EXIT
 services_pid=$!
 
 cargo fmt --all --check
-phase "fmt"
+# Every crate packages for the registry (manifest, metadata, versions of its path dependencies,
+# the files it includes). Building each from its package would compile the dependency tree a
+# second time; that check is run by hand before a release (`cargo package --workspace`).
+CARGO_TERM_QUIET=true cargo package --workspace --no-verify --exclude-lockfile --allow-dirty
+phase "fmt and packaging"
 
 # Clippy lints the workspace's crates while they are compiled for the tests, in the same
 # build: clippy-driver is cargo's wrapper for workspace members (what `cargo clippy` does in

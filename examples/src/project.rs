@@ -807,7 +807,7 @@ pub async fn runs(
     }
     let mut cond = Vec::new();
     if let Some(n) = node {
-        cond.push(format!("node = '{}'", n.replace('\'', "''")));
+        cond.push(format!("node = {}", stratalake_project::sql_quoted(n)));
     }
     if failed {
         cond.push("status = 'failed'".to_string());
@@ -1141,7 +1141,7 @@ pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec
         bail!("no expectation results in this lake yet: run `strata build` or `strata test` first");
     }
     let filter = model.map_or(String::new(), |m| {
-        format!("WHERE model = '{}'", m.replace('\'', "''"))
+        format!("WHERE model = {}", stratalake_project::sql_quoted(m))
     });
     let sql = format!(
         "SELECT model, rule, kind, outcome, rows_failed, rows_checked FROM (           SELECT *, row_number() OVER (PARTITION BY model, rule ORDER BY checked_at DESC) AS n            FROM _expectations {filter}) AS h WHERE n <= {last} ORDER BY model, rule, checked_at"
@@ -1227,7 +1227,10 @@ pub async fn quarantine_show(
         bail!("{table} has no quarantine: nothing was ever quarantined there");
     }
     let filter = rule.map_or(String::new(), |r| {
-        format!("WHERE reason LIKE '%`{}`%'", r.replace('\'', "''"))
+        format!(
+            "WHERE reason LIKE {}",
+            stratalake_project::sql_quoted(&format!("%`{r}`%"))
+        )
     });
     let sql = format!(
         "SELECT reason, \"column\", component, location, position,          CASE WHEN character_length(raw) > 160 THEN concat(substr(raw, 1, 160), '...') ELSE raw END AS raw          FROM quarantine {filter} LIMIT {limit}"

@@ -50,8 +50,8 @@ fn filter(rule: Option<&str>) -> String {
         .join(", ");
     match rule {
         Some(r) => format!(
-            "component IN ({comps}) AND reason LIKE '%`{}`%'",
-            r.replace('\'', "''")
+            "component IN ({comps}) AND reason LIKE {}",
+            stratalake_project::sql_quoted(&format!("%`{r}`%"))
         ),
         None => format!("component IN ({comps})"),
     }

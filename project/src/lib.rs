@@ -19,6 +19,12 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use stratalake_core::{Error, ErrorKind, Result};
 
+/// `s` as a single-quoted SQL string literal (DataFusion's and the standard's: `'` doubled),
+/// for values put into SQL text (a node, model or rule name in a filter).
+pub fn sql_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// `s` as a double-quoted string literal that YAML and Python both read back as `s`: `"`,
 /// `\` and line breaks escaped, other control characters as `\uXXXX`.
 pub fn double_quoted(s: &str) -> String {
@@ -346,6 +352,31 @@ fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_sql_literal_parses_back_to_the_text() {
+        use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, Value};
+        for text in ["plain", "it's", "''", "a'; DROP TABLE t; --"] {
+            let sql = format!("SELECT {}", sql_quoted(text));
+            let parsed =
+                sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::GenericDialect {}, &sql)
+                    .expect("parses");
+            let Statement::Query(q) = &parsed[0] else {
+                panic!("{sql}")
+            };
+            let SetExpr::Select(sel) = q.body.as_ref() else {
+                panic!("{sql}")
+            };
+            let SelectItem::UnnamedExpr(Expr::Value(v)) = &sel.projection[0] else {
+                panic!("{sql}")
+            };
+            assert_eq!(
+                v.value,
+                Value::SingleQuotedString(text.to_string()),
+                "{sql}"
+            );
+        }
+    }
 
     #[test]
     fn a_project_loads_its_models_and_refuses_bad_settings_by_line() {

@@ -666,7 +666,7 @@ fn no_secret_reaches_output_logs_files_or_another_origin() {
                             host.clone()
                         };
                         let y = format!(
-                            "pipeline: secrets\nsource:\n  rest:\n    base_url: \"{base}\"\n    path: {path}\n    params: {{ page: \"1\" }}\n    {}\n    http: {{ timeout_secs: 1, max_retries: 1, initial_backoff_millis: 1, max_backoff_secs: 1 }}\n    schema:\n      explicit:\n        - {{ name: id, type: int64 }}\nsink:\n  parquet:\n    root: '{}'\ncheckpoint:\n  local:\n    dir: '{}'\n",
+                            "pipeline: secrets\nsource:\n  rest:\n    base_url: \"{base}\"\n    path: {path}\n    params: {{ page: \"1\" }}\n    {}\n    http: {{ request_timeout_secs: 1, max_retries: 1, initial_backoff_millis: 1, max_backoff_secs: 1 }}\n    schema:\n      explicit:\n        - {{ name: id, type: int64 }}\nsink:\n  parquet:\n    root: '{}'\ncheckpoint:\n  local:\n    dir: '{}'\n",
                             auth.replace("{A}", &s.a),
                             case.dir.join("out").display(),
                             case.dir.join("checkpoints").display()
@@ -684,6 +684,8 @@ fn no_secret_reaches_output_logs_files_or_another_origin() {
                         let at = format!("{kind} x {what} x {level}");
                         assert!(!out.status.success(), "{at}: the run fails: {all}");
                         assert!(all.contains("error:"), "{at}: {all}");
+                        // It fails at the server, not on its configuration: the request is made.
+                        assert_ne!(out.status.code(), Some(78), "{at}: the pipeline is valid: {all}");
                         for secret in [SECRET, MINTED, "S3cr3t-Value-31337".replace('-', "%2D").as_str()] {
                             assert!(!all.contains(secret), "{at}: the output shows a secret: {all}");
                         }

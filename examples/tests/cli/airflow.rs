@@ -269,7 +269,7 @@ fn airflow_retries_a_node_only_when_strata_says_the_failure_is_temporary() {
     // found (66, failed at once).
     let out = tmp.path().join("out");
     let unreachable = format!(
-        "pipeline: unreachable\nsource:\n  rest:\n    base_url: \"http://127.0.0.1:9\"\n    path: /orders\n    http: {{ timeout_secs: 1, max_retries: 0 }}\n    schema:\n      explicit:\n        - {{ name: id, type: int64 }}\nsink:\n  parquet:\n    root: '{}'\ncheckpoint: memory\noptions:\n  max_attempts: 1\n",
+        "pipeline: unreachable\nsource:\n  rest:\n    base_url: \"http://127.0.0.1:9\"\n    path: /orders\n    http: {{ request_timeout_secs: 1, max_retries: 0 }}\n    schema:\n      explicit:\n        - {{ name: id, type: int64 }}\nsink:\n  parquet:\n    root: '{}'\ncheckpoint: memory\noptions:\n  max_attempts: 1\n",
         out.join("a").display()
     );
     let missing = format!(
