@@ -40,6 +40,23 @@ pub fn register(secret: &str) {
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
+/// Remember the credentials of HTTP Basic authentication: the password, and the header value
+/// an HTTP client sends for it (`base64(user:password)`), which a server echoing its request
+/// headers would show and which contains the password in a form plain-text matching misses.
+pub fn register_basic(user: &str, password: &str) {
+    use base64::Engine as _;
+    register(password);
+    if password.len() >= MIN_SECRET_LEN {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let token = engine.encode(format!("{user}:{password}"));
+        let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+        if !known.contains(&token) {
+            known.push(token);
+        }
+        known.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
 fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -60,10 +77,11 @@ pub fn register_url_password(url: &str) {
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if let Some((userinfo, _)) = authority.rsplit_once('@')
-        && let Some((_, password)) = userinfo.split_once(':')
+        && let Some((user, password)) = userinfo.split_once(':')
     {
-        register(password);
-        register(&percent_decode(password));
+        // An HTTP client sends the user info as Basic authentication, decoded or as written.
+        register_basic(user, password);
+        register_basic(&percent_decode(user), &percent_decode(password));
     }
 }
 
@@ -266,5 +284,21 @@ mod tests {
         assert_eq!(redact("auth failed for p@ssw0rd"), "auth failed for ***");
         register("ab"); // too short to register
         assert_eq!(redact("ab"), "ab");
+    }
+
+    #[test]
+    fn basic_credentials_are_scrubbed_also_as_the_header_a_client_sends() {
+        use base64::Engine as _;
+        let header =
+            |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        register_basic("loader", "Basic-Secret-77");
+        let echoed = format!(
+            "authorization=Basic {}",
+            header("loader", "Basic-Secret-77")
+        );
+        assert_eq!(redact(&echoed), "authorization=Basic ***");
+        register_url_password("http://admin:Url%2DSecret%2D88@api.example/x");
+        let echoed = format!("authorization=Basic {}", header("admin", "Url-Secret-88"));
+        assert_eq!(redact(&echoed), "authorization=Basic ***");
     }
 }

@@ -79,8 +79,8 @@ impl Client {
             Auth::None => {}
             Auth::ApiKey { value, .. } => stratalake_core::secrets::register(value.expose_secret()),
             Auth::Bearer { token } => stratalake_core::secrets::register(token.expose_secret()),
-            Auth::Basic { password, .. } => {
-                stratalake_core::secrets::register(password.expose_secret())
+            Auth::Basic { username, password } => {
+                stratalake_core::secrets::register_basic(username, password.expose_secret());
             }
             Auth::Oauth2ClientCredentials { client_secret, .. } => {
                 stratalake_core::secrets::register(client_secret.expose_secret());
@@ -134,8 +134,8 @@ impl Client {
     /// The URL as Strata reports it: an API key sent as a query parameter, a password in the
     /// user info and secret-named parameters are redacted.
     pub(crate) fn redact(&self, url: &Url) -> String {
-        if let Some(p) = url.password() {
-            stratalake_core::secrets::register(p);
+        if url.password().is_some() {
+            stratalake_core::secrets::register_url_password(url.as_str());
         }
         let Auth::ApiKey {
             name,
