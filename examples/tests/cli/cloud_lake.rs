@@ -46,15 +46,8 @@ fn ok(mut c: Command) -> String {
 
 /// Rows of a Delta table of the lake, read back through stratalake-delta.
 async fn rows(conn: &Conn, table: &str) -> usize {
-    let src = stratalake_delta::DeltaSource::try_new(conn.delta_table(table))
+    common::delta_batches(conn.delta_table(table))
         .await
-        .unwrap();
-    let ctx = stratalake_core::Context::new("scan");
-    let (batches, _) =
-        stratalake_core::read_all(&src, &stratalake_core::ReadRequest::after(None), &ctx)
-            .await
-            .unwrap();
-    batches
         .iter()
         .map(stratalake_core::RecordBatch::num_rows)
         .sum()

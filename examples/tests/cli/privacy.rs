@@ -6,17 +6,8 @@ use super::*;
 
 /// Every value of a Delta table (nested values as printed), read through DeltaSource.
 async fn delta_cells(dir: &Path) -> Vec<String> {
-    let src = stratalake_delta::DeltaSource::try_new(
-        stratalake_delta::TableLocation::local(dir).unwrap(),
-    )
-    .await
-    .unwrap();
-    let ctx = stratalake_core::Context::new("scan");
-    let (batches, _) =
-        stratalake_core::read_all(&src, &stratalake_core::ReadRequest::after(None), &ctx)
-            .await
-            .unwrap();
-    cells(&batches)
+    let loc = stratalake_delta::TableLocation::local(dir).unwrap();
+    cells(&common::delta_batches(loc).await)
 }
 
 fn cells(batches: &[RecordBatch]) -> Vec<String> {

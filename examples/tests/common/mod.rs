@@ -7,6 +7,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Every row of the Delta table at `loc` (its latest version), read through DeltaSource.
+pub async fn delta_batches(loc: stratalake_delta::TableLocation) -> Vec<arrow_array::RecordBatch> {
+    let src = stratalake_delta::DeltaSource::try_new(loc).await.unwrap();
+    let ctx = stratalake_core::Context::new("scan");
+    let request = stratalake_core::ReadRequest::after(None);
+    let (batches, _) = stratalake_core::read_all(&src, &request, &ctx)
+        .await
+        .unwrap();
+    batches
+}
+
 /// Start `cmd` with `STRATA_PAUSE_AT=point`, wait (up to two minutes) until it reports that
 /// it paused there, then SIGKILL it. Fails the test when it never got there.
 pub fn kill_when_paused(mut cmd: Command, point: &str) {
