@@ -81,15 +81,6 @@ impl Default for HttpSettings {
     }
 }
 
-/// The keys of [`HttpSettings`] only a REST client honours; object-store clients refuse them.
-pub const REST_ONLY_KEYS: &[&str] = &[
-    "total_timeout_secs",
-    "requests_per_second",
-    "max_in_flight",
-    "max_body_bytes",
-    "headers",
-];
-
 impl HttpSettings {
     /// With this per-request timeout.
     #[must_use]
@@ -219,34 +210,36 @@ impl HttpSettings {
         Ok(())
     }
 
-    /// Refuse a non-default value of any of `keys`, which the `client` (such as "an S3
-    /// connection") cannot honour.
+    /// Refuse a REST-only key (`total_timeout_secs`, `requests_per_second`, `max_in_flight`,
+    /// `max_body_bytes`, `headers`) set to anything but its default, which the `client` (such
+    /// as "an S3 connection") cannot honour.
     ///
     /// # Errors
     /// [`crate::ErrorKind::Unsupported`] naming the first such key.
-    pub fn refuse(&self, keys: &[&str], client: &str) -> Result<()> {
+    pub fn refuse_rest_only(&self, client: &str) -> Result<()> {
         let d = Self::default();
-        for key in keys {
-            let set = match *key {
-                "total_timeout_secs" => self.total_timeout_secs != d.total_timeout_secs,
-                "requests_per_second" => self.requests_per_second != d.requests_per_second,
-                "max_in_flight" => self.max_in_flight != d.max_in_flight,
-                "max_body_bytes" => self.max_body_bytes != d.max_body_bytes,
-                "headers" => !self.headers.is_empty(),
-                "retry_timeout_secs" => self.retry_timeout_secs != d.retry_timeout_secs,
-                "connect_timeout_secs" => self.connect_timeout_secs != d.connect_timeout_secs,
-                _ => false,
-            };
-            if set {
-                return Err(Error::new(
-                    crate::ErrorKind::Unsupported,
-                    format!("`http.{key}` is not supported by {client}"),
-                )
-                .with_context("key", format!("http.{key}"))
-                .with_context("hint", "remove the key; it applies to REST sources only"));
-            }
+        let set = [
+            (
+                "total_timeout_secs",
+                self.total_timeout_secs != d.total_timeout_secs,
+            ),
+            (
+                "requests_per_second",
+                self.requests_per_second != d.requests_per_second,
+            ),
+            ("max_in_flight", self.max_in_flight != d.max_in_flight),
+            ("max_body_bytes", self.max_body_bytes != d.max_body_bytes),
+            ("headers", !self.headers.is_empty()),
+        ];
+        match set.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(Error::new(
+                crate::ErrorKind::Unsupported,
+                format!("`http.{key}` is not supported by {client}"),
+            )
+            .with_context("key", format!("http.{key}"))
+            .with_context("hint", "remove the key; it applies to REST sources only")),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -272,13 +265,13 @@ mod tests {
         assert!(e.to_string().contains("http.max_in_flight"), "{e}");
         let h = HttpSettings::default().with_requests_per_second(5.0);
         let e = h
-            .refuse(REST_ONLY_KEYS, "an S3 connection")
+            .refuse_rest_only("an S3 connection")
             .expect_err("rest only");
         assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
         assert!(e.to_string().contains("http.requests_per_second"), "{e}");
         assert!(
             HttpSettings::default()
-                .refuse(REST_ONLY_KEYS, "an S3 connection")
+                .refuse_rest_only("an S3 connection")
                 .is_ok()
         );
     }

@@ -29,14 +29,18 @@ pub fn register(secret: &str) {
     if secret.len() < MIN_SECRET_LEN {
         return;
     }
-    let encoded: String = url_encode(secret);
+    remember([secret.to_string(), url_encode(secret)]);
+}
+
+/// Add `texts` to the known secrets, longest first (so a secret containing another is
+/// scrubbed whole).
+fn remember(texts: impl IntoIterator<Item = String>) {
     let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
-    for s in [secret.to_string(), encoded] {
+    for s in texts {
         if !known.contains(&s) {
             known.push(s);
         }
     }
-    // Longest first, so a secret containing another is scrubbed whole.
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
@@ -48,12 +52,7 @@ pub fn register_basic(user: &str, password: &str) {
     register(password);
     if password.len() >= MIN_SECRET_LEN {
         let engine = base64::engine::general_purpose::STANDARD;
-        let token = engine.encode(format!("{user}:{password}"));
-        let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
-        if !known.contains(&token) {
-            known.push(token);
-        }
-        known.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        remember([engine.encode(format!("{user}:{password}"))]);
     }
 }
 

@@ -29,7 +29,7 @@ pub trait ObjectStoreHttp {
 impl ObjectStoreHttp for HttpSettings {
     fn validate_for(&self, client: &str) -> Result<()> {
         self.validate()?;
-        self.refuse(stratalake_core::http::REST_ONLY_KEYS, client)
+        self.refuse_rest_only(client)
     }
 
     fn retry_config(&self) -> RetryConfig {
