@@ -154,6 +154,21 @@ impl Error {
         self
     }
 
+    /// Say where this error happened: a new error of the same kind and retry advice whose
+    /// message is `place` and whose source is this error, so [`Error::report`] reads
+    /// `place: message (context): source`. For naming the file, step or node a library error
+    /// surfaced in (`pipeline.yaml: transforms[2].mask`) without flattening it to text.
+    #[must_use]
+    pub fn wrap(self, place: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind: self.kind,
+            retry: self.retry,
+            message: place.into(),
+            context: Vec::new(),
+            source: Some(Box::new(self)),
+        }
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -179,12 +194,19 @@ impl Error {
         &self.context
     }
 
-    /// The value of the first context entry named `key`.
+    /// The value of the first context entry named `key`, here or in the error this one wraps
+    /// (see [`Error::wrap`]).
     pub fn context_value(&self, key: &str) -> Option<&str> {
         self.context
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
+            .or_else(|| {
+                self.source
+                    .as_deref()
+                    .and_then(|s| s.downcast_ref::<Error>())
+                    .and_then(|inner| inner.context_value(key))
+            })
     }
 
     /// The message, context and the whole source chain on one line, for logs and CLI output.
@@ -198,6 +220,31 @@ impl Error {
             next = e.source();
         }
         crate::secrets::redact(&out).into_owned()
+    }
+}
+
+/// [`Error::wrap`] on a `Result` whose error converts into an [`Error`].
+pub trait ResultExt<T> {
+    /// Wrap the error with `place` (see [`Error::wrap`]).
+    ///
+    /// # Errors
+    /// The converted error, wrapped.
+    fn wrap_err(self, place: impl Into<Cow<'static, str>>) -> Result<T>;
+
+    /// Wrap the error with the place `f` returns, computed only on error.
+    ///
+    /// # Errors
+    /// The converted error, wrapped.
+    fn wrap_err_with<P: Into<Cow<'static, str>>>(self, f: impl FnOnce() -> P) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
+    fn wrap_err(self, place: impl Into<Cow<'static, str>>) -> Result<T> {
+        self.map_err(|e| e.into().wrap(place))
+    }
+
+    fn wrap_err_with<P: Into<Cow<'static, str>>>(self, f: impl FnOnce() -> P) -> Result<T> {
+        self.map_err(|e| e.into().wrap(f()))
     }
 }
 
@@ -298,6 +345,25 @@ mod tests {
         );
         assert_eq!(e.context_value("line"), Some("17"));
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn wrap_names_the_place_and_keeps_kind_retry_and_context() {
+        let inner = Error::new(ErrorKind::Unavailable, "bucket unreachable")
+            .with_context("bucket", "lake")
+            .with_source(std::io::Error::other("connection refused"));
+        let e: Result<()> = Err::<(), _>(inner).wrap_err("pipeline.yaml: `sink`");
+        let e = e.unwrap_err().wrap("node bronze.orders");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_retryable());
+        assert_eq!(e.context_value("bucket"), Some("lake"));
+        assert_eq!(
+            e.report(),
+            "node bronze.orders: pipeline.yaml: `sink`: bucket unreachable (bucket: lake): connection refused"
+        );
+        let io: Result<()> =
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound)).wrap_err_with(|| "m.sql");
+        assert_eq!(io.unwrap_err().kind(), ErrorKind::NotFound);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod types;
 
 pub use checkpoint::{CheckpointStore, InMemoryCheckpointStore, LocalFileCheckpointStore};
 pub use context::{CancellationToken, Context, ContextBuilder};
-pub use error::{Error, ErrorKind, Result, Retry};
+pub use error::{Error, ErrorKind, Result, ResultExt, Retry};
 pub use http::HttpSettings;
 pub use merge::{DeleteWhen, SchemaEvolution, WriteMode, check_merge_columns};
 pub use metrics::{Metrics, MetricsSnapshot};

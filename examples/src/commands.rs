@@ -1,9 +1,10 @@
 //! One function per subcommand whose body is more than a line or two; `dispatch` in main.rs
 //! only matches the command line onto them.
 
-use crate::{config, print_report, progress, project, prom, report, run_file, with_steps};
+use crate::{print_report, progress, prom, run_file};
 use anyhow::{Context as _, Result, bail};
 use std::path::PathBuf;
+use stratalake_build::{config, project, report, with_steps};
 use stratalake_core::PipelineBuilder;
 
 /// `strata run`.
@@ -22,7 +23,14 @@ pub async fn run(
     };
     let result = run_file(&pipeline, !quiet && !json).await;
     if let Some((lake, node)) = &in_lake {
-        let recorded = project::record_pipeline_run(lake, node, started_micros, &result).await;
+        let recorded = project::record_pipeline_run(
+            lake,
+            crate::logs::run_id(),
+            node,
+            started_micros,
+            &result,
+        )
+        .await;
         if result.is_ok() {
             recorded?;
         }

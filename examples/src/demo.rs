@@ -95,7 +95,7 @@ pub async fn run(
     out: &Path,
     scale: f64,
     mongodb_uri: Option<&str>,
-    medallion_lake: Option<&crate::lake::Lake>,
+    medallion_lake: Option<&stratalake_build::Lake>,
 ) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let out = std::fs::canonicalize(out)?;
@@ -219,7 +219,7 @@ async fn medallion_step(
     data: &Path,
     pipes: &Path,
     m: &Manifest,
-    lake: Option<&crate::lake::Lake>,
+    lake: Option<&stratalake_build::Lake>,
 ) -> Result<()> {
     use crate::medallion::{Lake, scaffold};
     let lake = match lake {
@@ -234,28 +234,24 @@ async fn medallion_step(
     );
     scaffold(data, &lake, pipes)?;
     let here = std::env::current_dir()?;
-    let loaded = std::sync::Arc::new(crate::project::open(pipes)?);
-    let runs = crate::project::build(
-        loaded.clone(),
-        &[],
-        false,
-        crate::logs::run_id(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await;
+    let loaded = std::sync::Arc::new(stratalake_build::project::open(pipes)?);
+    let runs =
+        stratalake_build::project::build(loaded.clone(), &[], false, &crate::session(), &()).await;
     std::env::set_current_dir(here)?;
     let runs = runs?;
     for r in &runs {
         match &r.status {
-            crate::project::Status::Built(d) | crate::project::Status::UpToDate(d) => {
+            stratalake_build::project::Status::Built(d)
+            | stratalake_build::project::Status::UpToDate(d) => {
                 outln!("   {:<24} {:<11} {:>6.2} s  {d}", r.name, r.kind, r.secs);
             }
-            crate::project::Status::Skipped(d) | crate::project::Status::Failed(d, _) => {
+            stratalake_build::project::Status::Skipped(d)
+            | stratalake_build::project::Status::Failed(d, _) => {
                 bail!("the medallion build failed at {}: {d}", r.name)
             }
         }
     }
-    for line in crate::project::expectation_lines(&runs) {
+    for line in stratalake_build::project::expectation_lines(&runs) {
         outln!("   {line}");
     }
     let want = m.dirt.null_customer_id + m.dirt.negative_quantity + m.dirt.unknown_currency;

@@ -16,26 +16,19 @@ macro_rules! outln {
 
 mod api;
 mod commands;
-mod config;
 mod demo;
 mod exit;
-mod lake;
-mod logical;
 mod logs;
 mod medallion;
 mod progress;
-mod project;
 mod prom;
-mod replay;
-mod report;
-mod reset;
-mod status;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
-use stratalake_core::{Metrics, PipelineBuilder, RunOutcome, RunReport};
+use stratalake_build::{config, lake, logical, project, replay, status};
+use stratalake_core::{Metrics, RunOutcome, RunReport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -567,7 +560,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
             yes,
             logical_date: _,
         } => {
-            outln!("{}", reset::run(&pipeline, drop, yes).await?);
+            outln!("{}", reset_command(&pipeline, drop, yes).await?);
             Ok(())
         }
         Command::Airflow {
@@ -710,6 +703,30 @@ fn print_batches(batches: &[arrow_array::RecordBatch], json: bool) -> Result<()>
     Ok(())
 }
 
+/// `strata reset`: check, ask on a terminal (or take `--yes`), then reset.
+async fn reset_command(pipeline: &std::path::Path, drop: bool, yes: bool) -> Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let reset = stratalake_build::reset::Reset::plan(pipeline, drop)?;
+    let (id, what) = (reset.id().to_string(), reset.describe());
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "strata reset {id}: would {what} read the source from the start; pass --yes to do it (there is no terminal to ask)"
+            );
+        }
+        eprint!(
+            "strata reset: this will {what} make `{id}` read its source from the start.\nType the pipeline id to confirm: "
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != id {
+            anyhow::bail!("strata reset {id}: not confirmed; nothing changed");
+        }
+    }
+    Ok(reset.apply().await?)
+}
+
 /// `strata test`: check the expectations without building; fail when a `fail` rule failed.
 async fn test_command(project: &std::path::Path, select: &[String]) -> Result<()> {
     let l = project::open(&project::project_dir(project))?;
@@ -762,9 +779,9 @@ async fn build_command(
     );
     let run_id = logs::run_id();
     outln!("run {run_id}");
-    let bar = progress::counter(0, "building", true);
-    let runs = project::build(l.clone(), select, full_refresh, run_id, &bar).await;
-    bar.finish_and_clear();
+    let bar = progress::BuildProgress(progress::counter(0, "building", true));
+    let runs = project::build(l.clone(), select, full_refresh, &session(), &bar).await;
+    bar.0.finish_and_clear();
     let runs = runs?;
     if let Some(f) = metrics_file {
         let samples: Vec<prom::Sample<'_>> = runs
@@ -840,27 +857,16 @@ async fn build_command(
     Ok(())
 }
 
-/// Add the transform steps in order: batch steps before the first stream step run per split,
-/// later ones follow the stream.
-fn with_steps(mut b: PipelineBuilder, steps: Vec<config::Step>) -> PipelineBuilder {
-    let mut streaming = false;
-    for t in steps {
-        match t {
-            config::Step::Batch(t) if !streaming => b = b.with_batch_transform(t),
-            config::Step::Batch(t) => {
-                b = b.with_stream_transform(Arc::new(stratalake_core::transforms::OnStream(t)));
-            }
-            config::Step::Stream(t) => {
-                streaming = true;
-                b = b.with_stream_transform(t);
-            }
-        }
-    }
-    b
+/// What every run and build of this process shares: its run id and the SIGTERM/Ctrl-C token.
+pub fn session() -> stratalake_build::Session {
+    stratalake_build::Session::new(logs::run_id()).with_cancellation(exit::shutdown())
 }
 
 /// Load, build and run one pipeline file, with a progress bar when asked.
-pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<RunReport> {
+pub async fn run_file(
+    path: &std::path::Path,
+    show_progress: bool,
+) -> stratalake_core::Result<RunReport> {
     let cfg = config::load(path)?;
     if !config::table_checks(&cfg, &cfg.pipeline)?.is_empty() {
         eprintln!(
@@ -868,51 +874,17 @@ pub async fn run_file(path: &std::path::Path, show_progress: bool) -> Result<Run
             path.display()
         );
     }
-    run_config(&cfg, &path.display().to_string(), show_progress).await
-}
-
-/// Build and run one pipeline (`label` names it in errors), with a progress bar when asked.
-pub async fn run_config(
-    cfg: &config::PipelineConfig,
-    label: &str,
-    show_progress: bool,
-) -> Result<RunReport> {
-    run_config_logged(
-        cfg,
-        label,
-        show_progress,
-        &stratalake_core::expect::ResultLog::new(),
-    )
-    .await
-}
-
-/// [`run_config`], the expectations' results going to `log`.
-pub async fn run_config_logged(
-    cfg: &config::PipelineConfig,
-    label: &str,
-    show_progress: bool,
-    log: &stratalake_core::expect::ResultLog,
-) -> Result<RunReport> {
-    let built = config::build_logged(cfg, log).await?;
     let metrics = Metrics::new();
-    let id = cfg.run_id();
-    let bar = progress::RunProgress::new(&id, metrics.clone(), show_progress);
-    let mut b = PipelineBuilder::new(&id, built.source, built.sink, built.checkpoints)
-        .with_options(built.options)
-        .with_metrics(metrics)
-        .with_observer(bar.observer());
-    b = with_steps(b, built.transforms);
-    let pipeline = b.build().with_context(|| label.to_string())?;
-    // SIGINT and SIGTERM cancel the run; it then stops and reports Cancelled (nothing partial
-    // is visible).
-    let result = pipeline.run_with_cancellation(exit::shutdown()).await;
+    let bar = progress::RunProgress::new(&cfg.run_id(), metrics.clone(), show_progress);
+    let watch = stratalake_build::Watch {
+        metrics,
+        observer: bar.observer(),
+    };
+    let label = path.display().to_string();
+    let log = stratalake_core::expect::ResultLog::new();
+    let result = stratalake_build::run_pipeline(&cfg, &label, &session(), &log, Some(watch)).await;
     bar.finish();
-    let mut report = result.with_context(|| format!("pipeline `{id}` failed"))?;
-    report
-        .items
-        .iter_mut()
-        .for_each(|i| *i = format!("{}/{}", built.sink_root.trim_end_matches('/'), i));
-    Ok(report)
+    result
 }
 
 fn print_report(r: &RunReport) -> Result<()> {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use stratalake_datagen::Manifest;
 
-pub use crate::lake::Lake;
+pub use stratalake_build::Lake;
 
 /// The checkpoint block: next to a local lake's tables; on a cloud lake the Delta tables'
 /// own application transactions are the checkpoint (each run resumes from the cursor its sink
@@ -85,8 +85,11 @@ fn pairs(b: &[RecordBatch]) -> BTreeMap<String, i64> {
 }
 
 /// Check the gold tables against the generator's expected totals; the lines printed.
-pub async fn check_gold(p: &crate::project::Loaded, m: &Manifest) -> Result<Vec<String>> {
-    let q = |sql: &'static str| crate::project::query(p, sql);
+pub async fn check_gold(
+    p: &stratalake_build::project::Loaded,
+    m: &Manifest,
+) -> Result<Vec<String>> {
+    let q = |sql: &'static str| stratalake_build::project::query(p, sql);
     let e = &m.expected;
     let orders = int(&q("SELECT COUNT(*) FROM silver.orders").await?, 0);
     let lines = int(&q("SELECT COUNT(*) FROM gold.fact_order_line").await?, 0);
@@ -164,10 +167,11 @@ pub async fn silver_quarantined(lake: &Lake, name: &str) -> Result<u64> {
 }
 
 /// Rows in each gold table.
-pub async fn gold_counts(p: &crate::project::Loaded) -> Result<Vec<(String, i64)>> {
+pub async fn gold_counts(p: &stratalake_build::project::Loaded) -> Result<Vec<(String, i64)>> {
     let mut out = Vec::new();
     for m in p.project.models().iter().filter(|m| m.layer == "gold") {
-        let b = crate::project::query(p, &format!("SELECT COUNT(*) FROM {}", m.name)).await?;
+        let b = stratalake_build::project::query(p, &format!("SELECT COUNT(*) FROM {}", m.name))
+            .await?;
         out.push((m.table.clone(), int(&b, 0)));
     }
     Ok(out)

@@ -96,3 +96,26 @@ pub fn spinner(what: &str) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
+
+/// A build's bar: nodes done of nodes selected, the running ones as its message.
+pub struct BuildProgress(pub ProgressBar);
+
+impl stratalake_build::BuildObserver for BuildProgress {
+    fn planned(&self, nodes: &[String]) {
+        self.0.set_length(nodes.len() as u64);
+    }
+
+    fn running(&self, active: &std::collections::BTreeSet<String>) {
+        self.0
+            .set_message(active.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+
+    fn finished(
+        &self,
+        _run: &stratalake_build::NodeRun,
+        active: &std::collections::BTreeSet<String>,
+    ) {
+        self.0.inc(1);
+        self.running(active);
+    }
+}

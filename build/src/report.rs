@@ -3,12 +3,13 @@
 //! whole to a temporary file and renamed into place.
 
 use crate::project::Loaded;
-use anyhow::{Context as _, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use stratalake_core::{Result, ResultExt as _};
 use stratalake_project::report::{META_TABLES, Report};
 
 /// What drawing a report did.
+#[derive(Debug)]
 pub enum Drawn {
     /// Written, with the sections' count.
     Written(PathBuf, usize),
@@ -67,7 +68,7 @@ pub async fn draw(l: &Loaded, r: &Report, out: Option<&Path>, force: bool) -> Re
         }
         let batches = stratalake_gold::model::query(&present, &s.sql)
             .await
-            .with_context(|| format!("{}: section `{}`", r.file.display(), s.title))?;
+            .wrap_err_with(|| format!("{}: section `{}`", r.file.display(), s.title))?;
         data.push(batches);
     }
     let info = stratalake_report::PageInfo::new(
@@ -77,10 +78,11 @@ pub async fn draw(l: &Loaded, r: &Report, out: Option<&Path>, force: bool) -> Re
     );
     let page = stratalake_report::render(r, &data, &info)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
     }
     let tmp = path.with_extension(format!("html.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, page).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&tmp, page).wrap_err_with(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).wrap_err_with(|| format!("cannot write {}", path.display()))?;
     Ok(Drawn::Written(path, r.sections.len()))
 }

@@ -8,13 +8,14 @@ use crate::config::{
     CheckpointConfig, OptionsConfig, PipelineConfig, SinkConfig, SourceConfig, TransformConfig,
 };
 use crate::lake::{Lake, LakeConnection};
-use anyhow::{Context as _, Result, bail};
+use crate::{Session, run_pipeline};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use stratalake_core::RunOutcome;
 use stratalake_core::expect::{Expectations, ResultLog, RuleResult};
+use stratalake_core::{Error, ErrorKind, Result, ResultExt as _};
 use stratalake_delta::{DeltaSinkConfig, SchemaEvolution, WriteMode};
 use stratalake_gold::expect::{ResultsOf, ResultsTable};
 use stratalake_gold::model::{ModelAction, TableModel};
@@ -23,8 +24,11 @@ use stratalake_project::{Graph, Materialized, Model, Node, NodeKind, PipelineNod
 /// A project opened for building: its files read, its lake resolved, its graph made.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The project's files, read and parsed.
     pub project: Project,
+    /// Its lake.
     pub lake: Lake,
+    /// Its pipelines, models and reports in dependency order.
     pub graph: Graph,
 }
 
@@ -35,7 +39,7 @@ pub struct Loaded {
 /// When a file does not parse, a name is unknown, or the graph has a cycle.
 pub fn open(dir: &Path) -> Result<Loaded> {
     std::env::set_current_dir(dir)
-        .with_context(|| format!("cannot enter the project directory {}", dir.display()))?;
+        .wrap_err_with(|| format!("cannot enter the project directory {}", dir.display()))?;
     let project = Project::load(Path::new("."))?;
     let lake = lake_of(&project)?;
     let mut nodes = Vec::new();
@@ -65,7 +69,7 @@ fn lake_of(project: &Project) -> Result<Lake> {
         project.path(Path::new(&c.lake)).display().to_string()
     };
     let conn = c.lake_connection.as_deref().map(|f| project.path(f));
-    Lake::open(&root, conn.as_deref()).with_context(|| {
+    Lake::open(&root, conn.as_deref()).wrap_err_with(|| {
         format!(
             "{}: `lake`",
             project
@@ -85,12 +89,12 @@ pub fn enclosing_lake(path: &Path) -> Result<Lake> {
         .ancestors()
         .skip(1)
         .find(|d| d.join(stratalake_project::PROJECT_FILE).is_file())
-        .with_context(|| {
-            format!(
+        .ok_or_else(|| {
+            Error::config(format!(
                 "{}: `lake_table` names a table of a project's lake, but no directory above the file holds a {}",
                 path.display(),
                 stratalake_project::PROJECT_FILE
-            )
+            ))
         })?;
     lake_of(&Project::load(dir)?)
 }
@@ -111,9 +115,13 @@ pub enum Status {
 /// One node's line of the build summary.
 #[derive(Debug, Clone)]
 pub struct NodeRun {
+    /// The node (`silver.orders`).
     pub name: String,
+    /// Its kind (see [`kind_name`]).
     pub kind: &'static str,
+    /// What became of it.
     pub status: Status,
+    /// How long it took, in seconds.
     pub secs: f64,
     /// Its expectations' results (also when it failed on one).
     pub results: Vec<RuleResult>,
@@ -121,6 +129,23 @@ pub struct NodeRun {
     pub report: Option<stratalake_core::RunReport>,
 }
 
+/// Told how a build goes, for a progress display; every method has a default that does
+/// nothing. Called from the build's own task, never concurrently.
+pub trait BuildObserver: Send + Sync {
+    /// The nodes selected, in dependency order, before any starts.
+    fn planned(&self, _nodes: &[String]) {}
+    /// The nodes running now (one more has started).
+    fn running(&self, _active: &BTreeSet<String>) {}
+    /// A node ended (built, up to date or failed; skipped nodes are not reported), with those
+    /// still running.
+    fn finished(&self, _run: &NodeRun, _active: &BTreeSet<String>) {}
+}
+
+/// The observer that watches nothing.
+impl BuildObserver for () {}
+
+/// The name of a node's kind in the build summary: `pipeline`, the model's materialisation
+/// (`table`, `incremental`, `merge`, `append`) or `report`.
 pub fn kind_name(n: &Node) -> &'static str {
     match &n.kind {
         NodeKind::Pipeline(_) => "pipeline",
@@ -158,10 +183,10 @@ pub fn model_pipeline(lake: &Lake, m: &Model, privacy: Option<&Path>) -> Result<
     let mut transforms = Vec::new();
     if let Some(table) = &s.mask {
         let Some(policy) = privacy else {
-            bail!(
+            return Err(Error::config(format!(
                 "{}: `mask: {table}` needs the project's privacy policy: set `privacy:` in strata.yaml",
                 m.file.display()
-            );
+            )));
         };
         transforms.push(TransformConfig::Mask {
             policy: policy.to_path_buf(),
@@ -318,12 +343,15 @@ async fn left_results(
 }
 
 /// Record `results` of `name` at table version `v` (once per version).
-async fn record(lake: &Lake, name: &str, v: i64, results: &[RuleResult]) -> Result<()> {
+async fn record(
+    lake: &Lake,
+    run_id: &str,
+    name: &str,
+    v: i64,
+    results: &[RuleResult],
+) -> Result<()> {
     results_table(lake)?
-        .append(
-            &ResultsOf::new(crate::logs::run_id(), "build", name, Some(v)),
-            results,
-        )
+        .append(&ResultsOf::new(run_id, "build", name, Some(v)), results)
         .await?;
     Ok(())
 }
@@ -354,12 +382,13 @@ async fn run_node(
     l: Arc<Loaded>,
     name: String,
     full_refresh: bool,
+    session: Session,
     log: ResultLog,
 ) -> Result<(Status, Option<i64>, Option<stratalake_core::RunReport>)> {
     let node = l
         .graph
         .node(&name)
-        .with_context(|| format!("no node {name}"))?;
+        .ok_or_else(|| Error::internal(format!("no node {name}")))?;
     let privacy = l.project.config().privacy.clone();
     match &node.kind {
         NodeKind::Pipeline(p) => {
@@ -372,15 +401,14 @@ async fn run_node(
             if let Some(loc) = &loc
                 && let Some((v, results)) = left_results(&l.lake, &name, loc).await?
             {
-                record(&l.lake, &name, v, &results).await?;
+                record(&l.lake, session.run_id(), &name, v, &results).await?;
             }
             let checks = crate::config::table_checks(&cfg, &name)?;
             let before = match &loc {
                 Some(loc) => version_of(loc).await?,
                 None => None,
             };
-            let r =
-                crate::run_config_logged(&cfg, &p.file.display().to_string(), false, &log).await?;
+            let r = run_pipeline(&cfg, &p.file.display().to_string(), &session, &log, None).await?;
             if let Some(loc) = &loc
                 && r.outcome != RunOutcome::NothingNew
                 && !checks.is_empty()
@@ -431,11 +459,10 @@ async fn run_node(
                 let checks = ResultLog::new();
                 check_after_commit(&l.lake, m, None, &checks).await?;
                 results.extend(checks.results());
-                record(&l.lake, &m.name, v, &results).await?;
+                record(&l.lake, session.run_id(), &m.name, v, &results).await?;
             }
             let before = version_of(&loc).await?;
-            let r =
-                crate::run_config_logged(&cfg, &m.file.display().to_string(), false, &log).await?;
+            let r = run_pipeline(&cfg, &m.file.display().to_string(), &session, &log, None).await?;
             if r.outcome != RunOutcome::NothingNew {
                 check_after_commit(&l.lake, m, before, &log).await?;
             }
@@ -445,16 +472,16 @@ async fn run_node(
         NodeKind::Model(m) => {
             // SIGTERM/SIGINT drop the build at its next await: its commit is atomic, so
             // nothing partial becomes visible.
-            let token = crate::exit::shutdown();
+            let token = session.cancellation().clone();
             let model = table_model(&l.lake, m, &log)?;
             if !m.expectations.is_empty()
                 && let Some((v, results)) = left_results(&l.lake, &m.name, &model.target).await?
             {
-                record(&l.lake, &m.name, v, &results).await?;
+                record(&l.lake, session.run_id(), &m.name, v, &results).await?;
             }
             let out = tokio::select! {
                 r = model.build(full_refresh) => r?,
-                () = token.cancelled() => return Err(stratalake_core::Error::cancelled().into()),
+                () = token.cancelled() => return Err(Error::cancelled()),
             };
             let version = Some(out.version);
             Ok((
@@ -494,7 +521,10 @@ async fn run_node(
             };
             Ok((status, None, None))
         }
-        _ => bail!("unknown node kind"),
+        _ => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{name}: a kind of node this version cannot build"),
+        )),
     }
 }
 
@@ -529,9 +559,10 @@ pub async fn build(
     l: Arc<Loaded>,
     selectors: &[String],
     full_refresh: bool,
-    run_id: &str,
-    bar: &indicatif::ProgressBar,
+    session: &Session,
+    observer: &dyn BuildObserver,
 ) -> Result<Vec<NodeRun>> {
+    let run_id = session.run_id();
     let selected: Vec<String> = l
         .graph
         .select(selectors)?
@@ -539,7 +570,7 @@ pub async fn build(
         .map(|n| n.name.clone())
         .collect();
     let chosen: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
-    bar.set_length(selected.len() as u64);
+    observer.planned(&selected);
     let mut active: BTreeSet<String> = BTreeSet::new();
     let limit = l.project.config().concurrency;
     let mut results: BTreeMap<String, NodeRun> = BTreeMap::new();
@@ -551,7 +582,10 @@ pub async fn build(
         let mut i = 0;
         while i < waiting.len() {
             let name = waiting[i].clone();
-            let node = l.graph.node(&name).context("a node vanished")?;
+            let node = l
+                .graph
+                .node(&name)
+                .ok_or_else(|| Error::internal(format!("node {name} left the graph")))?;
             let inputs: Vec<&String> = node
                 .inputs
                 .iter()
@@ -588,18 +622,19 @@ pub async fn build(
                 waiting.remove(i);
                 continue;
             }
-            if crate::exit::shutdown().is_cancelled() {
+            if session.is_cancelled() {
                 // Stopping: start nothing new; what runs stops by itself.
                 waiting.clear();
                 break;
             }
             if in_flight < limit && inputs.iter().all(|n| results.contains_key(n.as_str())) {
-                let (l2, n2, run2) = (l.clone(), name.clone(), run_id.to_string());
+                let (l2, n2, run2, s2) =
+                    (l.clone(), name.clone(), run_id.to_string(), session.clone());
                 running.spawn(async move {
                     let t = Instant::now();
                     let started = chrono::Utc::now().timestamp_micros();
                     let log = ResultLog::new();
-                    let r = run_node(l2.clone(), n2.clone(), full_refresh, log.clone()).await;
+                    let r = run_node(l2.clone(), n2.clone(), full_refresh, s2, log.clone()).await;
                     let results = log.results();
                     // The results, also of a failed build (without a version: nothing of it
                     // was committed); once per table version.
@@ -609,12 +644,12 @@ pub async fn build(
                         results_table(&l2.lake)?
                             .append(&ResultsOf::new(&run2, "build", &n2, version), &results)
                             .await?;
-                        anyhow::Ok(())
+                        Ok::<(), Error>(())
                     }
                     .await;
                     let r = match (r, recorded) {
                         (Ok((s, _, _)), Ok(())) => Ok(s),
-                        (Ok(_), Err(e)) => Err(e.context(
+                        (Ok(_), Err(e)) => Err(e.wrap(
                             "the expectations' results could not be recorded in _expectations",
                         )),
                         (Err(e), _) => Err(e),
@@ -629,7 +664,7 @@ pub async fn build(
                 });
                 in_flight += 1;
                 active.insert(name.clone());
-                bar.set_message(active.iter().cloned().collect::<Vec<_>>().join(", "));
+                observer.running(&active);
                 waiting.remove(i);
                 continue;
             }
@@ -639,41 +674,34 @@ pub async fn build(
             break;
         };
         in_flight -= 1;
-        let (name, r, secs, rule_results, facts) = done.context("a build task panicked")?;
+        let (name, r, secs, rule_results, facts) =
+            done.map_err(|e| Error::internal("a build task panicked").with_source(e))?;
         active.remove(&name);
-        bar.inc(1);
-        bar.set_message(active.iter().cloned().collect::<Vec<_>>().join(", "));
-        let node = l.graph.node(&name).context("a node vanished")?;
+        let node = l
+            .graph
+            .node(&name)
+            .ok_or_else(|| Error::internal(format!("node {name} left the graph")))?;
         let status = match r {
             Ok(s) => s,
-            Err(e) => {
-                if crate::exit::status_of(&e) == crate::exit::status::CANCELLED {
-                    return Err(e);
-                }
-                let kind = e
-                    .chain()
-                    .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
-                    .map(stratalake_core::Error::kind);
-                Status::Failed(crate::exit::render(&e), kind)
-            }
+            Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
+            Err(e) => Status::Failed(e.report(), Some(e.kind())),
         };
         runs_table(&l.lake)?
             .append(&[run_record(run_id, &name, kind_name(node), &status, &facts)])
             .await?;
-        results.insert(
-            name.clone(),
-            NodeRun {
-                name,
-                kind: kind_name(node),
-                status,
-                secs,
-                results: rule_results,
-                report: facts.report,
-            },
-        );
+        let run = NodeRun {
+            name: name.clone(),
+            kind: kind_name(node),
+            status,
+            secs,
+            results: rule_results,
+            report: facts.report,
+        };
+        observer.finished(&run, &active);
+        results.insert(name, run);
     }
-    if crate::exit::shutdown().is_cancelled() {
-        return Err(stratalake_core::Error::cancelled().into());
+    if session.is_cancelled() {
+        return Err(Error::cancelled());
     }
     Ok(selected.iter().filter_map(|n| results.remove(n)).collect())
 }
@@ -696,6 +724,7 @@ struct Facts {
 /// When `_runs` cannot be written.
 pub async fn record_pipeline_run(
     lake: &Lake,
+    run_id: &str,
     node: &str,
     started_micros: i64,
     result: &Result<stratalake_core::RunReport>,
@@ -708,12 +737,7 @@ pub async fn record_pipeline_run(
             rows_text(r.rows_written),
             rows_text(r.rows_quarantined)
         )),
-        Err(e) => Status::Failed(
-            crate::exit::render(e),
-            e.chain()
-                .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
-                .map(stratalake_core::Error::kind),
-        ),
+        Err(e) => Status::Failed(e.report(), Some(e.kind())),
     };
     let facts = Facts {
         started: started_micros,
@@ -722,13 +746,7 @@ pub async fn record_pipeline_run(
         report: result.as_ref().ok().cloned(),
     };
     runs_table(lake)?
-        .append(&[run_record(
-            crate::logs::run_id(),
-            node,
-            "pipeline",
-            &status,
-            &facts,
-        )])
+        .append(&[run_record(run_id, node, "pipeline", &status, &facts)])
         .await?;
     Ok(())
 }
@@ -803,7 +821,10 @@ pub async fn runs(
 ) -> Result<Vec<arrow_array::RecordBatch>> {
     let loc = runs_table(&l.lake)?;
     if loc.location().load().await?.is_none() {
-        bail!("no runs recorded in this lake yet: run `strata build` first");
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "no runs recorded in this lake yet: run `strata build` first",
+        ));
     }
     let mut cond = Vec::new();
     if let Some(n) = node {
@@ -824,7 +845,7 @@ pub async fn runs(
          FROM _runs {filter} ORDER BY started_at DESC, node LIMIT {last}"
     );
     let tables = BTreeMap::from([("_runs".to_string(), loc.location().clone())]);
-    Ok(stratalake_gold::model::query(&tables, &sql).await?)
+    stratalake_gold::model::query(&tables, &sql).await
 }
 
 /// A new run id: the UTC time and a random suffix (`20261201T181500Z-3fa2`).
@@ -974,7 +995,7 @@ pub async fn query(l: &Loaded, sql: &str) -> Result<Vec<arrow_array::RecordBatch
     // The expectations' results, as `_expectations`.
     tables.insert("_expectations".into(), l.lake.meta_table("_expectations")?);
     tables.insert("_runs".into(), l.lake.meta_table("_runs")?);
-    Ok(stratalake_gold::model::query(&tables, sql).await?)
+    stratalake_gold::model::query(&tables, sql).await
 }
 
 /// The project's gold models as warehouse tables: name to location and key.
@@ -1019,14 +1040,10 @@ pub async fn check_k_anonymity(l: &Loaded) -> Result<Vec<String>> {
         let b = query(l, &format!("SELECT {cols} FROM {}", m.name)).await?;
         let rep = stratalake_privacy::k_anonymity(&b, &k.quasi_identifiers, k.k)?;
         if !rep.holds(k.k) {
-            bail!(
+            return Err(Error::data(format!(
                 "k-anonymity violated: {} ({cols}) k={}: {} of {} groups below k, {} rows",
-                m.name,
-                k.k,
-                rep.violating_groups,
-                rep.groups,
-                rep.violating_rows
-            );
+                m.name, k.k, rep.violating_groups, rep.groups, rep.violating_rows
+            )));
         }
         out.push(format!(
             "k-anonymity {} ({cols}) k={}: holds (smallest group {}, {} groups)",
@@ -1138,7 +1155,10 @@ pub async fn test(l: &Loaded, selectors: &[String], run_id: &str) -> Result<Vec<
 pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec<String>> {
     let loc = results_table(&l.lake)?;
     if loc.location().load().await?.is_none() {
-        bail!("no expectation results in this lake yet: run `strata build` or `strata test` first");
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "no expectation results in this lake yet: run `strata build` or `strata test` first",
+        ));
     }
     let filter = model.map_or(String::new(), |m| {
         format!("WHERE model = {}", stratalake_project::sql_quoted(m))
@@ -1155,7 +1175,7 @@ pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec
                 arrow_cast::cast(b.column(i), &arrow_schema::DataType::Utf8)?
                     .as_any()
                     .downcast_ref::<arrow_array::StringArray>()
-                    .context("a text column")?
+                    .ok_or_else(|| Error::internal("_expectations: a text column"))?
                     .clone(),
             )
         };
@@ -1164,7 +1184,7 @@ pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec
                 arrow_cast::cast(b.column(i), &arrow_schema::DataType::Int64)?
                     .as_any()
                     .downcast_ref::<arrow_array::Int64Array>()
-                    .context("a number column")?
+                    .ok_or_else(|| Error::internal("_expectations: a number column"))?
                     .clone(),
             )
         };
@@ -1184,7 +1204,10 @@ pub async fn quality(l: &Loaded, model: Option<&str>, last: usize) -> Result<Vec
         }
     }
     if rules.is_empty() {
-        bail!("no results for {}", model.unwrap_or("any model"));
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no results for {}", model.unwrap_or("any model")),
+        ));
     }
     let mut out = vec![format!(
         "{:<24} {:<26} {:<16} {:<w$} {:>6}  last failed",
@@ -1219,12 +1242,17 @@ pub async fn quarantine_show(
     rule: Option<&str>,
     limit: usize,
 ) -> Result<Vec<arrow_array::RecordBatch>> {
-    let (layer, name) = table
-        .split_once('.')
-        .with_context(|| format!("`{table}`: name the table as layer.name (silver.orders)"))?;
+    let (layer, name) = table.split_once('.').ok_or_else(|| {
+        Error::config(format!(
+            "`{table}`: name the table as layer.name (silver.orders)"
+        ))
+    })?;
     let loc = l.lake.table(layer, name)?.child("_quarantine")?;
     if loc.load().await?.is_none() {
-        bail!("{table} has no quarantine: nothing was ever quarantined there");
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{table} has no quarantine: nothing was ever quarantined there"),
+        ));
     }
     let filter = rule.map_or(String::new(), |r| {
         format!(
@@ -1236,5 +1264,5 @@ pub async fn quarantine_show(
         "SELECT reason, \"column\", component, location, position,          CASE WHEN character_length(raw) > 160 THEN concat(substr(raw, 1, 160), '...') ELSE raw END AS raw          FROM quarantine {filter} LIMIT {limit}"
     );
     let tables = BTreeMap::from([("quarantine".to_string(), loc)]);
-    Ok(stratalake_gold::model::query(&tables, &sql).await?)
+    stratalake_gold::model::query(&tables, &sql).await
 }

@@ -1,12 +1,12 @@
 //! The pipeline YAML: a closed set of sources, transforms, sinks and checkpoint stores.
 
-use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use stratalake_azure_blob::{AzureBlobConfig, AzureBlobSinkConfig, AzureBlobSourceConfig};
 use stratalake_core::{BatchTransform, CheckpointStore, RetryPolicy, RunOptions, Sink, Source};
+use stratalake_core::{Error, Result, ResultExt as _};
 use stratalake_files::{
     FileSource, FileSourceConfig, ObjectStoreCheckpointStore, ParquetSink, ParquetSinkConfig,
     StoreLocation,
@@ -355,8 +355,8 @@ pub struct Interpolated {
     pub templated: bool,
 }
 
-fn config_err(msg: String) -> anyhow::Error {
-    anyhow::Error::new(stratalake_core::Error::config(msg))
+fn config_err(msg: String) -> Error {
+    Error::config(msg)
 }
 
 /// Where a YAML comment starts on `line` (a `#` at the start or after a space, outside
@@ -529,7 +529,7 @@ fn interpolate_in(text: &str, file: &Path, mode: crate::logical::Mode) -> Result
 /// Read a configuration file, refusing one over [`MAX_CONFIG_BYTES`].
 pub fn read_config(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        .wrap_err_with(|| format!("cannot read the configuration file {}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(config_err(format!(
             "{}: the configuration file is {} bytes, over the {} bytes a configuration may have",
@@ -539,7 +539,7 @@ pub fn read_config(path: &Path) -> Result<String> {
         )));
     }
     std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the configuration file {}", path.display()))
+        .wrap_err_with(|| format!("cannot read the configuration file {}", path.display()))
 }
 
 /// Read, interpolate and parse a pipeline file; errors name the file, line and key.
@@ -586,7 +586,7 @@ pub fn load_in(
         }
     };
     let (inputs, output) =
-        resolve_lake_tables(&mut cfg, lake).with_context(|| path.display().to_string())?;
+        resolve_lake_tables(&mut cfg, lake).wrap_err_with(|| path.display().to_string())?;
     Ok((cfg, inputs, output))
 }
 
@@ -596,31 +596,17 @@ pub fn parse_interpolated(it: &Interpolated, path: &Path) -> Result<PipelineConf
 }
 
 /// `e` with every interpolated value (of 4 characters or more) shown as its `${VAR}`.
-fn hide_values(e: anyhow::Error, values: &[(String, String)]) -> anyhow::Error {
+fn hide_values(e: Error, values: &[(String, String)]) -> Error {
     if values.is_empty() {
         return e;
     }
-    let kind = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<stratalake_core::Error>())
-        .map(stratalake_core::Error::kind);
-    let mut text = exit_text(&e);
+    let mut text = e.report();
     let mut vals: Vec<&(String, String)> = values.iter().filter(|(_, v)| v.len() >= 4).collect();
     vals.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
     for (name, v) in vals {
         text = text.replace(v.as_str(), &format!("${{{name}}}"));
     }
-    anyhow::Error::new(stratalake_core::Error::new(
-        kind.unwrap_or(stratalake_core::ErrorKind::Config),
-        text,
-    ))
-}
-
-fn exit_text(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    Error::new(e.kind(), text)
 }
 
 /// A Snowflake connection file (`${VAR}` interpolated, validated); errors name the file, line
@@ -630,7 +616,7 @@ pub fn load_snowflake_connection(
 ) -> Result<stratalake_snowflake::config::SnowflakeConfig> {
     let conn: stratalake_snowflake::config::SnowflakeConfig = load_yaml(path)?;
     conn.validate()
-        .with_context(|| format!("{}", path.display()))?;
+        .wrap_err_with(|| format!("{}", path.display()))?;
     Ok(conn)
 }
 
@@ -726,7 +712,7 @@ fn at_line<'a>(
     path: &'a Path,
     section: &'a str,
     key: &'a str,
-) -> impl Fn(stratalake_core::Error) -> anyhow::Error + 'a {
+) -> impl Fn(stratalake_core::Error) -> Error + 'a {
     move |e| {
         let last = key.rsplit('.').next().unwrap_or(key);
         let from = text
@@ -737,7 +723,7 @@ fn at_line<'a>(
             Some(line) => format!("{}:{line}", path.display()),
             None => path.display().to_string(),
         };
-        anyhow::Error::new(e).context(format!("{place}: `{key}`"))
+        e.wrap(format!("{place}: `{key}`"))
     }
 }
 
@@ -753,11 +739,11 @@ pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
     let cfg: PipelineConfig = from_yaml(text, path)?;
     stratalake_core::checkpoint::validate_pipeline_id(&cfg.pipeline)
-        .map_err(|e| anyhow::Error::new(e).context(format!("{}: `pipeline`", path.display())))?;
+        .map_err(|e| e.wrap(format!("{}: `pipeline`", path.display())))?;
     let at = |key: &str| {
         let p = path.display().to_string();
         let key = key.to_string();
-        move |e: stratalake_core::Error| anyhow::Error::new(e).context(format!("{p}: `{key}`"))
+        move |e: stratalake_core::Error| e.wrap(format!("{p}: `{key}`"))
     };
     match &cfg.source {
         SourceConfig::Files(c) => c.validate().map_err(at("source.files"))?,
@@ -844,13 +830,13 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
     for c in s3 {
         let what = stratalake_s3::create_bucket(c)
             .await
-            .with_context(|| format!("bucket {}", c.bucket))?;
+            .wrap_err_with(|| format!("bucket {}", c.bucket))?;
         done.push(format!("s3://{}: {what:?}", c.bucket));
     }
     for c in azure {
         let what = stratalake_azure_blob::create_container(c)
             .await
-            .with_context(|| format!("container {}", c.container))?;
+            .wrap_err_with(|| format!("container {}", c.container))?;
         done.push(format!(
             "az://{}/{}: {what:?}",
             c.account_name(),
@@ -861,6 +847,7 @@ pub async fn setup(cfg: &PipelineConfig) -> Result<Vec<String>> {
 }
 
 /// A transform step: per batch, or over the stream.
+#[derive(Debug)]
 pub enum Step {
     /// A stateless batch transform.
     Batch(Arc<dyn BatchTransform>),
@@ -868,13 +855,21 @@ pub enum Step {
     Stream(Arc<dyn stratalake_core::StreamTransform>),
 }
 
-/// The built components of a pipeline.
+/// The built components of a pipeline, ready for [`stratalake_core::PipelineBuilder`] (see
+/// [`crate::run_pipeline`]).
+#[derive(Debug)]
 pub struct Built {
+    /// The source.
     pub source: Arc<dyn Source>,
+    /// The transform steps, in order (see [`crate::with_steps`]).
     pub transforms: Vec<Step>,
+    /// The sink.
     pub sink: Arc<dyn Sink>,
+    /// Where the runner keeps its checkpoints.
     pub checkpoints: Arc<dyn CheckpointStore>,
+    /// The runner's options.
     pub options: RunOptions,
+    /// The sink's root (a directory, bucket URL or table URL), for naming the files written.
     pub sink_root: String,
 }
 
@@ -952,12 +947,12 @@ pub fn table_checks(
         .cloned()
         .collect();
     let label = format!("pipeline `{}`", cfg.pipeline);
-    Ok(stratalake_project::expect::compile(
+    stratalake_project::expect::compile(
         &checks,
         table,
         Path::new(&label),
         stratalake_project::expect::Checked::Streaming,
-    )?)
+    )
 }
 
 /// The columns that name a pipeline's row in expectation results: the conform step's key,
@@ -985,8 +980,7 @@ pub async fn build_logged(
     log: &stratalake_core::expect::ResultLog,
 ) -> Result<Built> {
     check_roots(cfg)?;
-    let at =
-        |key: &'static str| move |e: stratalake_core::Error| anyhow::Error::new(e).context(key);
+    let at = |key: &'static str| move |e: stratalake_core::Error| e.wrap(key);
     let source: Arc<dyn Source> = match &cfg.source {
         SourceConfig::Files(c) => Arc::new(
             FileSource::try_new(c.clone())
@@ -1011,9 +1005,10 @@ pub async fn build_logged(
             connection,
             change_feed,
         } => {
-            let table = delta_table(table.as_ref(), lake_table.as_ref()).context("source.delta")?;
+            let table =
+                delta_table(table.as_ref(), lake_table.as_ref()).wrap_err("source.delta")?;
             let s = stratalake_delta::DeltaSource::try_new(
-                crate::lake::table_location(table, connection.as_ref()).context("source.delta")?,
+                crate::lake::table_location(table, connection.as_ref()).wrap_err("source.delta")?,
             )
             .await
             .map_err(at("source.delta"))?;
@@ -1034,9 +1029,7 @@ pub async fn build_logged(
                 table,
                 role,
             } => {
-                let at = |e: stratalake_core::Error| {
-                    anyhow::Error::new(e).context(format!("transforms[{i}].mask"))
-                };
+                let at = |e: stratalake_core::Error| e.wrap(format!("transforms[{i}].mask"));
                 let p = stratalake_privacy::Policy::load(policy).map_err(at)?;
                 let key = p.key().map_err(at)?;
                 Step::Batch(Arc::new(
@@ -1054,12 +1047,12 @@ pub async fn build_logged(
                 let spec = c.spec(&cfg.pipeline, &[]);
                 Step::Stream(Arc::new(
                     stratalake_silver::Conform::try_new(spec)
-                        .with_context(|| format!("transforms[{i}].conform"))?,
+                        .wrap_err_with(|| format!("transforms[{i}].conform"))?,
                 ))
             }
             TransformConfig::Sql { query, table } => Step::Batch(Arc::new(
                 stratalake_gold::model::SqlTransform::try_new(&cfg.pipeline, query, table, &schema)
-                    .with_context(|| format!("transforms[{i}].sql"))?,
+                    .wrap_err_with(|| format!("transforms[{i}].sql"))?,
             )),
             TransformConfig::Explode { column, keep } => {
                 let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
@@ -1071,7 +1064,7 @@ pub async fn build_logged(
             Some(Step::Stream(t)) => t.output_schema(&schema),
             None => Ok(schema),
         }
-        .with_context(|| format!("transforms[{i}]"))?;
+        .wrap_err_with(|| format!("transforms[{i}]"))?;
     }
     let rows: Vec<_> = cfg
         .expectations
@@ -1102,7 +1095,7 @@ pub async fn build_logged(
             log.clone(),
         )
         .with_values(masked);
-        stratalake_core::StreamTransform::output_schema(&t, &schema).context("expectations")?;
+        stratalake_core::StreamTransform::output_schema(&t, &schema).wrap_err("expectations")?;
         transforms.push(Step::Stream(Arc::new(t)));
     }
     let (sink, sink_root): (Arc<dyn Sink>, String) = match &cfg.sink {
@@ -1132,9 +1125,9 @@ pub async fn build_logged(
             connection,
             options,
         } => {
-            let table = delta_table(table.as_ref(), lake_table.as_ref()).context("sink.delta")?;
+            let table = delta_table(table.as_ref(), lake_table.as_ref()).wrap_err("sink.delta")?;
             let loc =
-                crate::lake::table_location(table, connection.as_ref()).context("sink.delta")?;
+                crate::lake::table_location(table, connection.as_ref()).wrap_err("sink.delta")?;
             let root = loc.url.to_string();
             let mut sink = stratalake_delta::DeltaSink::try_new(loc, options.clone())
                 .map_err(at("sink.delta"))?;
@@ -1190,16 +1183,6 @@ pub async fn build_logged(
 
 #[cfg(test)]
 mod tests {
-    trait Alt {
-        fn to_string_alt(&self) -> String;
-    }
-    impl Alt for anyhow::Error {
-        /// The whole chain, as the binary prints it.
-        fn to_string_alt(&self) -> String {
-            format!("{self:#}")
-        }
-    }
-
     use super::*;
 
     #[test]
@@ -1264,9 +1247,7 @@ mod tests {
     #[test]
     fn unknown_keys_name_the_line() {
         let yaml = "pipeline: p\nsource:\n  files:\n    root: /tmp\n    format: ndjson\n    colour: red\nsink:\n  parquet:\n    root: /tmp/o\ncheckpoint: memory\n";
-        let e = parse(yaml, Path::new("p.yaml"))
-            .unwrap_err()
-            .to_string_alt();
+        let e = parse(yaml, Path::new("p.yaml")).unwrap_err().report();
         assert!(e.contains("p.yaml:6"), "{e}");
         assert!(e.contains("unknown field `colour`"), "{e}");
     }
@@ -1283,7 +1264,7 @@ mod tests {
         );
         let e = interpolate("x: 1\ny: ${STRATA_SURELY_UNSET_VAR}", Path::new("f.yaml"))
             .unwrap_err()
-            .to_string_alt();
+            .report();
         assert!(
             e.contains("f.yaml:2") && e.contains("STRATA_SURELY_UNSET_VAR"),
             "{e}"
@@ -1297,9 +1278,7 @@ mod tests {
         assert!(matches!(cfg.source, SourceConfig::S3(_)));
         assert!(matches!(cfg.sink, SinkConfig::AzureBlob(_)));
         let bad = yaml.replace("bucket: raw\n      prefix: orders", "bucket: Raw_Bucket");
-        let e = parse(&bad, Path::new("p.yaml"))
-            .unwrap_err()
-            .to_string_alt();
+        let e = parse(&bad, Path::new("p.yaml")).unwrap_err().report();
         assert!(e.contains("source.s3") && e.contains("Raw_Bucket"), "{e}");
     }
 
@@ -1309,7 +1288,7 @@ mod tests {
         assert!(
             parse(yaml, Path::new("p.yaml"))
                 .unwrap_err()
-                .to_string_alt()
+                .report()
                 .contains("`pipeline`")
         );
     }

@@ -12,13 +12,13 @@
 
 use crate::config::Step;
 use crate::project::{Loaded, model_pipeline};
-use anyhow::{Context as _, Result, bail};
 use arrow_array::RecordBatch;
 use futures::StreamExt;
 use stratalake_core::expect::ResultLog;
 use stratalake_core::{
     BatchStreamAdapter, CommitMarker, Context, Cursor, Epoch, QuarantineRecord, SchemaRef,
 };
+use stratalake_core::{Error, ErrorKind, Result, ResultExt as _};
 use stratalake_project::NodeKind;
 
 /// What a replay did.
@@ -59,10 +59,10 @@ fn filter(rule: Option<&str>) -> String {
 
 /// The cursor a replay commits: the quarantine version it read, and the rule it selected.
 fn cursor(version: i64, rule: Option<&str>) -> Result<Cursor> {
-    Ok(Cursor::encode(
+    Cursor::encode(
         "replay/v1:",
         &serde_json::json!({"version": version, "rule": rule}),
-    )?)
+    )
 }
 
 fn decode(c: &Cursor) -> Result<(i64, Option<String>)> {
@@ -70,7 +70,7 @@ fn decode(c: &Cursor) -> Result<(i64, Option<String>)> {
     Ok((
         v["version"]
             .as_i64()
-            .context("a replay cursor without a version")?,
+            .ok_or_else(|| Error::data("a replay cursor without a version"))?,
         v["rule"].as_str().map(str::to_string),
     ))
 }
@@ -80,20 +80,28 @@ fn decode(c: &Cursor) -> Result<(i64, Option<String>)> {
 /// # Errors
 /// When the table is not a merge or append model, has no quarantine, or a step fails.
 pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Replayed> {
-    let node = l
-        .graph
-        .node(table)
-        .with_context(|| format!("`{table}` is not a node of this project"))?;
+    let node = l.graph.node(table).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("`{table}` is not a node of this project"),
+        )
+    })?;
     let NodeKind::Model(m) = &node.kind else {
-        bail!(
-            "`{table}` is a pipeline's table: its quarantined records are raw input; fix the input and run the pipeline again"
-        );
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "`{table}` is a pipeline's table: its quarantined records are raw input; fix the input and run the pipeline again"
+            ),
+        ));
     };
     if !m.settings.materialized.is_streaming() {
-        bail!(
-            "`{table}` is a `{}` model, which quarantines nothing (its rows are computed from its inputs)",
-            m.settings.materialized.as_str()
-        );
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "`{table}` is a `{}` model, which quarantines nothing (its rows are computed from its inputs)",
+                m.settings.materialized.as_str()
+            ),
+        ));
     }
     let privacy = l.project.config().privacy.clone();
     let cfg = model_pipeline(&l.lake, m, privacy.as_deref())?;
@@ -110,15 +118,18 @@ pub async fn replay(l: &Loaded, table: &str, rule: Option<&str>) -> Result<Repla
             let (v, r) = decode(
                 mk.cursor
                     .as_ref()
-                    .context("a replay marker without a cursor")?,
+                    .ok_or_else(|| Error::data("a replay marker without a cursor"))?,
             )?;
             (v, r, true)
         }
         _ => (
             stratalake_gold::expect::quarantine_version(&qloc)
                 .await?
-                .with_context(|| {
-                    format!("{table} has no quarantine: nothing was ever quarantined there")
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("{table} has no quarantine: nothing was ever quarantined there"),
+                    )
                 })?,
             rule.map(str::to_string),
             false,
@@ -237,7 +248,7 @@ fn json_batch(raws: &[String], schema: &SchemaRef, table: &str) -> Result<Record
         .build(std::io::Cursor::new(text.into_bytes()))?;
     let mut batches = Vec::new();
     for b in reader.by_ref() {
-        batches.push(b.with_context(|| {
+        batches.push(b.wrap_err_with(|| {
             format!("{table}: a quarantined record no longer decodes as the step's input")
         })?);
     }

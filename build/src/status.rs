@@ -3,11 +3,11 @@
 //! last ran well: what an on-call engineer looks at first.
 
 use crate::project::{Loaded, runs_table};
-use anyhow::Result;
 use arrow_array::cast::AsArray as _;
 use arrow_array::types::Int64Type;
 use arrow_schema::DataType;
 use std::collections::BTreeMap;
+use stratalake_core::Result;
 
 /// One node's state.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -108,7 +108,7 @@ pub fn check(table: &str, conn: Option<&LakeConnection>) -> Result<()> {
 ///
 /// # Errors
 /// Config naming the file, line and key.
-pub fn resolve(conn: &LakeConnection) -> anyhow::Result<LakeConnection> {
+pub fn resolve(conn: &LakeConnection) -> Result<LakeConnection> {
     match conn {
         LakeConnection::File(path) => load(path),
         c => Ok(c.clone()),
@@ -119,7 +119,7 @@ pub fn resolve(conn: &LakeConnection) -> anyhow::Result<LakeConnection> {
 ///
 /// # Errors
 /// Config naming the file, line and key; a file naming another file.
-pub fn load(path: &Path) -> anyhow::Result<LakeConnection> {
+pub fn load(path: &Path) -> Result<LakeConnection> {
     #[derive(Deserialize)]
     struct InFile(#[serde(with = "serde_yaml_ng::with::singleton_map_recursive")] LakeConnection);
     let InFile(c) = crate::config::load_yaml(path)?;
@@ -128,13 +128,12 @@ pub fn load(path: &Path) -> anyhow::Result<LakeConnection> {
         LakeConnection::AzureBlob(az) => azure_without_container(az).validate(),
         LakeConnection::File(_) => Ok(()),
     };
-    checked.map_err(|e| anyhow::Error::new(e).context(path.display().to_string()))?;
+    checked.map_err(|e| e.wrap(path.display().to_string()))?;
     if matches!(c, LakeConnection::File(_)) {
         return Err(Error::config(format!(
             "{}: a lake connection file holds `s3:` or `azure_blob:`, not another `file:`",
             path.display()
-        ))
-        .into());
+        )));
     }
     Ok(c)
 }
@@ -161,20 +160,19 @@ fn azure_without_container(c: &AzureBlobConfig) -> AzureBlobConfig {
 /// # Errors
 /// Config for an unknown scheme, a missing or mismatched connection, or a bucket/container
 /// in the connection that differs from the URL's.
-pub fn table_location(table: &str, conn: Option<&LakeConnection>) -> anyhow::Result<TableLocation> {
+pub fn table_location(table: &str, conn: Option<&LakeConnection>) -> Result<TableLocation> {
     let resolved = conn.map(resolve).transpose()?;
     check(table, resolved.as_ref())?;
     let (s, url) = scheme(table)?;
     let Some(url) = url.filter(|_| s != Scheme::Local) else {
         let path = table.strip_prefix("file://").unwrap_or(table);
-        return Ok(TableLocation::local(path)?);
+        return TableLocation::local(path);
     };
     let path = url.path().trim_matches('/').to_string();
     if path.is_empty() {
         return Err(
             Error::config("a table URL names a path inside its bucket or container")
-                .with_context("table", table)
-                .into(),
+                .with_context("table", table),
         );
     }
     let differs = |what: &str, configured: &str, named: &str| {
@@ -187,7 +185,7 @@ pub fn table_location(table: &str, conn: Option<&LakeConnection>) -> anyhow::Res
         Some(LakeConnection::S3(c)) => {
             let (bucket, _) = store_name(&url);
             if !c.bucket.is_empty() && c.bucket != bucket {
-                return Err(differs("bucket", &c.bucket, &bucket).into());
+                return Err(differs("bucket", &c.bucket, &bucket));
             }
             let mut c = c;
             c.bucket = bucket.clone();
@@ -197,17 +195,17 @@ pub fn table_location(table: &str, conn: Option<&LakeConnection>) -> anyhow::Res
         Some(LakeConnection::AzureBlob(c)) => {
             let (container, account) = store_name(&url);
             if container.is_empty() {
-                return Err(Error::config("the table URL names no container")
-                    .with_context("table", table)
-                    .into());
+                return Err(
+                    Error::config("the table URL names no container").with_context("table", table)
+                );
             }
             if !c.container.is_empty() && c.container != container {
-                return Err(differs("container", &c.container, &container).into());
+                return Err(differs("container", &c.container, &container));
             }
             let mut c = c;
             if let Some(a) = account {
                 if !c.account.is_empty() && c.account != a {
-                    return Err(differs("account", &c.account, &a).into());
+                    return Err(differs("account", &c.account, &a));
                 }
                 c.account = a;
             }
@@ -240,7 +238,7 @@ impl Lake {
     ///
     /// # Errors
     /// Config for an unknown scheme or a missing or mismatched connection.
-    pub fn open(root: &str, connection_file: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn open(root: &str, connection_file: Option<&Path>) -> Result<Self> {
         let connection = connection_file.map(load).transpose()?;
         check(root, connection.as_ref())?;
         let (s, _) = scheme(root)?;
@@ -292,7 +290,7 @@ impl Lake {
     ///
     /// # Errors
     /// As [`table_location`].
-    pub fn meta_table(&self, name: &str) -> anyhow::Result<TableLocation> {
+    pub fn meta_table(&self, name: &str) -> Result<TableLocation> {
         let url = if self.is_local() {
             Path::new(&self.root).join(name).display().to_string()
         } else {
@@ -305,7 +303,7 @@ impl Lake {
     ///
     /// # Errors
     /// As [`table_location`].
-    pub fn table(&self, layer: &str, name: &str) -> anyhow::Result<TableLocation> {
+    pub fn table(&self, layer: &str, name: &str) -> Result<TableLocation> {
         table_location(&self.table_url(layer, name), self.connection.as_ref())
     }
 
@@ -313,7 +311,7 @@ impl Lake {
     ///
     /// # Errors
     /// When the store refuses.
-    pub async fn setup(&self) -> anyhow::Result<()> {
+    pub async fn setup(&self) -> Result<()> {
         let Some(url) = scheme(&self.root)?.1 else {
             return Ok(());
         };
