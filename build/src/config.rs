@@ -653,56 +653,7 @@ fn from_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<
             path.display()
         )));
     }
-    serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
-        let key = e.path().to_string();
-        let e = e.into_inner();
-        let mut msg = e.to_string();
-        let place = match e.location() {
-            Some(l) => {
-                let suffix = format!(" at line {} column {}", l.line(), l.column());
-                if let Some(m) = msg.strip_suffix(&suffix) {
-                    msg = m.to_string();
-                }
-                // A value refused by its own check is reported at its mapping's start: find
-                // the key's own line from there.
-                let last = key.rsplit('.').next().unwrap_or_default();
-                let line = key_line(text, l.line(), last).unwrap_or(l.line());
-                format!("{}:{line}", path.display())
-            }
-            None => path.display().to_string(),
-        };
-        // serde_yaml names a (shorter) path of its own: the full key is named below.
-        let msg = match msg.split_once(": ") {
-            Some((p, rest)) if !p.is_empty() && key.starts_with(p) && !p.contains(' ') => {
-                rest.to_string()
-            }
-            _ => msg,
-        };
-        config_err(if key.is_empty() || key == "." {
-            format!("{place}: {msg}")
-        } else {
-            format!("{place}: `{key}`: {msg}")
-        })
-    })
-}
-
-/// The 1-based line, at or after `from`, where `key:` is written.
-fn key_line(text: &str, from: usize, key: &str) -> Option<usize> {
-    if key.is_empty() || key.starts_with('?') {
-        return None;
-    }
-    let pat = format!("{key}:");
-    text.lines()
-        .enumerate()
-        .skip(from.saturating_sub(1))
-        .find(|(_, l)| {
-            let t = l
-                .trim_start()
-                .trim_start_matches("- ")
-                .trim_start_matches(['{', ' ']);
-            t.starts_with(&pat) || l.contains(&format!(" {pat}")) || l.contains(&format!("{{{pat}"))
-        })
-        .map(|(i, _)| i + 1)
+    stratalake_project::yaml::parse(text, path, 0)
 }
 
 /// An error at `key` (`sink.delta.table`) in the `section` (`sink`) of a pipeline file, named
@@ -719,7 +670,7 @@ fn at_line<'a>(
             .lines()
             .position(|l| l.starts_with(&format!("{section}:")))
             .map_or(1, |i| i + 1);
-        let place = match key_line(text, from, last) {
+        let place = match stratalake_project::yaml::key_line(text, from, last) {
             Some(line) => format!("{}:{line}", path.display()),
             None => path.display().to_string(),
         };

@@ -7,7 +7,7 @@ pub mod graph;
 pub mod model;
 pub mod report;
 pub mod schedule;
-mod yaml;
+pub mod yaml;
 
 pub use graph::{Graph, Node, NodeKind, PipelineNode};
 pub use model::{Materialized, Model, ModelSettings, Reference};

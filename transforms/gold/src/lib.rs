@@ -5,4 +5,4 @@ pub mod expect;
 pub mod model;
 pub mod runs;
 
-pub use model::{ModelAction, ModelOutcome, SqlTransform, TableModel, query};
+pub use model::{ModelAction, ModelOutcome, ModelPlan, SqlTransform, TableModel, query};

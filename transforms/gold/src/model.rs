@@ -26,8 +26,9 @@ use stratalake_delta::deltalake::DeltaTable;
 use stratalake_delta::deltalake::datafusion::catalog::MemorySchemaProvider;
 use stratalake_delta::deltalake::datafusion::common::ScalarValue;
 use stratalake_delta::deltalake::datafusion::datasource::MemTable;
+use stratalake_delta::deltalake::datafusion::logical_expr::LogicalPlan;
 use stratalake_delta::deltalake::datafusion::prelude::{
-    Expr, SessionConfig, SessionContext, col, lit,
+    DataFrame, Expr, SessionConfig, SessionContext, col, lit,
 };
 use stratalake_delta::deltalake::kernel::Transaction;
 use stratalake_delta::deltalake::kernel::transaction::CommitProperties;
@@ -87,6 +88,63 @@ pub struct ModelOutcome {
     pub input_versions: BTreeMap<String, i64>,
     /// The table's Delta version after the build.
     pub version: i64,
+}
+
+/// A model's build, planned and not yet run ([`TableModel::plan`]): what it will do, the
+/// input versions the table will reflect, and the query computing the rows it will write.
+/// Nothing is written until [`TableModel::commit`]; a plan is for one commit (the inputs'
+/// snapshots it read are pinned in it).
+#[must_use]
+pub struct ModelPlan {
+    action: ModelAction,
+    input_versions: BTreeMap<String, i64>,
+    /// The table's version when planned (`None`: no table yet).
+    version: Option<i64>,
+    /// `None` when up to date.
+    work: Option<Work>,
+}
+
+/// What a plan runs: the session with the inputs' snapshots registered, the query, the
+/// table as it was, and the partitions to replace (`None`: rebuild whole).
+struct Work {
+    ctx: SessionContext,
+    df: DataFrame,
+    existing: Option<DeltaTable>,
+    partitions: Option<(String, Vec<ScalarValue>)>,
+}
+
+impl ModelPlan {
+    /// What the commit will do: nothing (up to date), rebuild whole (and why), or replace
+    /// these partitions.
+    pub fn action(&self) -> &ModelAction {
+        &self.action
+    }
+
+    /// The inputs' versions the plan read, which the commit records.
+    pub fn input_versions(&self) -> &BTreeMap<String, i64> {
+        &self.input_versions
+    }
+
+    /// The query computing the rows to write (DataFusion's logical plan over the inputs'
+    /// snapshots, already filtered to the partitions replaced); `None` when up to date. This
+    /// is the part another engine could execute.
+    pub fn logical_plan(&self) -> Option<&LogicalPlan> {
+        self.work.as_ref().map(|w| w.df.logical_plan())
+    }
+}
+
+impl std::fmt::Debug for ModelPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelPlan")
+            .field("action", &self.action)
+            .field("input_versions", &self.input_versions)
+            .field("version", &self.version)
+            .field(
+                "logical_plan",
+                &self.logical_plan().map(|p| p.display_indent().to_string()),
+            )
+            .finish()
+    }
 }
 
 fn app_id(input: &str) -> String {
@@ -251,12 +309,28 @@ impl TableModel {
     }
 
     /// Bring the model's table up to its inputs' current versions (see the module docs);
-    /// `full_refresh` rebuilds it whole whatever it reflects.
+    /// `full_refresh` rebuilds it whole whatever it reflects. [`TableModel::plan`] then
+    /// [`TableModel::commit`].
     ///
     /// # Errors
     /// NotFound when an input table is missing; Config when the SQL does not plan (naming
     /// the model); Conflict (retryable) when a concurrent writer wins the commit.
     pub async fn build(&self, full_refresh: bool) -> Result<ModelOutcome> {
+        let plan = self.plan(full_refresh).await?;
+        self.commit(plan).await
+    }
+
+    /// Decide what a build would do, and plan the query computing the rows it would write,
+    /// without writing anything: the inputs' snapshots are read (and, for an incremental
+    /// model, their change feeds, to name the changed partitions), the table's application
+    /// transactions say which input versions and which SQL it reflects. The plan's
+    /// [`ModelPlan::logical_plan`] is what an executor runs; [`TableModel::commit`] runs it
+    /// and commits the result.
+    ///
+    /// # Errors
+    /// NotFound when an input table is missing; Config when the SQL or a `partition_from`
+    /// expression does not plan (naming the model).
+    pub async fn plan(&self, full_refresh: bool) -> Result<ModelPlan> {
         let layers: Vec<String> = self
             .inputs
             .keys()
@@ -322,10 +396,11 @@ impl TableModel {
             (r, _) => r,
         };
         if reason.is_none() && changed.is_empty() {
-            return Ok(ModelOutcome {
+            return Ok(ModelPlan {
                 action: ModelAction::UpToDate,
                 input_versions: now,
-                version: existing.as_ref().map_or(0, version_of),
+                version: existing.as_ref().map(version_of),
+                work: None,
             });
         }
         // The partitions to replace: each changed input's changed rows (before and after
@@ -393,12 +468,6 @@ impl TableModel {
             .sql(strip_semicolon(&self.sql))
             .await
             .map_err(df_err("the model's SQL does not plan", &self.name))?;
-        let mut txns: Vec<Transaction> = now
-            .iter()
-            .map(|(n, v)| Transaction::new(app_id(n), *v))
-            .collect();
-        txns.push(Transaction::new(sql_app_id(&self.fingerprint), 1));
-        let props = CommitProperties::default().with_application_transactions(txns);
         // A table whose columns no longer match the SQL's is rebuilt with the new schema.
         if reason.is_none()
             && let Some(t) = &existing
@@ -407,11 +476,63 @@ impl TableModel {
             reason = Some("its columns changed".into());
         }
         let partitions = if reason.is_some() { None } else { partitions };
-        if let Some((p, values)) = &partitions {
-            df = df
-                .filter(in_values(p, values).1)
-                .map_err(df_err("cannot filter the changed partitions", &self.name))?;
-        }
+        let action = match &partitions {
+            Some((p, values)) => {
+                df = df
+                    .filter(in_values(p, values).1)
+                    .map_err(df_err("cannot filter the changed partitions", &self.name))?;
+                ModelAction::Replaced(values.iter().map(ToString::to_string).collect())
+            }
+            None => ModelAction::Rebuilt(reason.unwrap_or_default()),
+        };
+        Ok(ModelPlan {
+            action,
+            input_versions: now,
+            version: existing.as_ref().map(version_of),
+            work: Some(Work {
+                ctx,
+                df,
+                existing,
+                partitions,
+            }),
+        })
+    }
+
+    /// Run `plan` (made by [`TableModel::plan`] of this model) and commit its rows in one
+    /// Delta transaction that also records the input versions and the SQL's fingerprint as
+    /// application transactions, after the expectations pass: a kill before the commit
+    /// leaves the table as it was, and the next build plans the same work again. An
+    /// up-to-date plan commits nothing.
+    ///
+    /// # Errors
+    /// Config when the query fails; Data when a `fail` expectation fails (nothing is
+    /// committed); Conflict (retryable) when a concurrent writer wins the commit.
+    pub async fn commit(&self, plan: ModelPlan) -> Result<ModelOutcome> {
+        let ModelPlan {
+            action,
+            input_versions: now,
+            version,
+            work,
+        } = plan;
+        let Some(Work {
+            ctx,
+            mut df,
+            existing,
+            partitions,
+        }) = work
+        else {
+            return Ok(ModelOutcome {
+                action,
+                input_versions: now,
+                version: version.unwrap_or(0),
+            });
+        };
+        let mut txns: Vec<Transaction> = now
+            .iter()
+            .map(|(n, v)| Transaction::new(app_id(n), *v))
+            .collect();
+        txns.push(Transaction::new(sql_app_id(&self.fingerprint), 1));
+        let props = CommitProperties::default().with_application_transactions(txns);
         let mut results = Vec::new();
         if !self.expectations.is_empty() {
             // The new rows are computed once and held while they are checked and written
@@ -432,24 +553,12 @@ impl TableModel {
             Some(t) => t,
             None => self.target.handle()?,
         };
-        let mut w;
-        let action = match &partitions {
-            Some((p, values)) => {
-                let texts: Vec<String> = values.iter().map(ToString::to_string).collect();
-                let (pred, _) = in_values(p, values);
-                w = table
-                    .write(Vec::new())
-                    .with_input_plan(df.logical_plan().clone())
-                    .with_replace_where(pred);
-                ModelAction::Replaced(texts)
-            }
-            None => {
-                w = table
-                    .write(Vec::new())
-                    .with_input_plan(df.logical_plan().clone())
-                    .with_schema_mode(SchemaMode::Overwrite);
-                ModelAction::Rebuilt(reason.unwrap_or_default())
-            }
+        let mut w = table
+            .write(Vec::new())
+            .with_input_plan(df.logical_plan().clone());
+        w = match &partitions {
+            Some((p, values)) => w.with_replace_where(in_values(p, values).0),
+            None => w.with_schema_mode(SchemaMode::Overwrite),
         };
         w = w
             .with_session_state(Arc::new(ctx.state()))
@@ -707,5 +816,105 @@ impl BatchTransform for SqlTransform {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(schema_err)?;
         RecordBatch::try_new(self.output.clone(), cols).map_err(schema_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+    use arrow_array::cast::AsArray as _;
+    use arrow_schema::{DataType, Field, Schema};
+
+    async fn append(loc: &TableLocation, ids: &[i64], day: i64) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("day", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(Int64Array::from(vec![day; ids.len()])),
+            ],
+        )
+        .unwrap();
+        let t = match loc.load().await.unwrap() {
+            Some(t) => t,
+            None => loc.handle().unwrap(),
+        };
+        t.write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_configuration([("delta.enableChangeDataFeed", Some("true"))])
+            .await
+            .unwrap();
+    }
+
+    async fn rows(target: &TableLocation) -> Vec<(i64, i64)> {
+        let b = query(
+            &BTreeMap::from([("t".to_string(), target.clone())]),
+            "SELECT day, n FROM t ORDER BY day",
+        )
+        .await
+        .unwrap();
+        b.iter()
+            .flat_map(|b| {
+                let (d, n) = (
+                    b.column(0).as_primitive::<arrow_array::types::Int64Type>(),
+                    b.column(1).as_primitive::<arrow_array::types::Int64Type>(),
+                );
+                (0..b.num_rows()).map(move |i| (d.value(i), n.value(i)))
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plan_writes_nothing_and_its_commit_does_what_it_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = TableLocation::local(dir.path().join("silver/orders")).unwrap();
+        let target = TableLocation::local(dir.path().join("gold/per_day")).unwrap();
+        append(&input, &[1, 2], 1).await;
+        append(&input, &[3], 2).await;
+        let model = TableModel::new(
+            "gold.per_day",
+            "SELECT day, COUNT(*) AS n FROM silver.orders GROUP BY day",
+            BTreeMap::from([("silver.orders".to_string(), input.clone())]),
+            target.clone(),
+            "fp-1",
+        )
+        .incremental_by("day", BTreeMap::new());
+
+        // A new table: planned as a whole rebuild; planning twice writes nothing.
+        let plan = model.plan(false).await.unwrap();
+        assert_eq!(plan.action(), &ModelAction::Rebuilt("new table".into()));
+        assert!(model.plan(false).await.is_ok());
+        assert!(
+            target.load().await.unwrap().is_none(),
+            "no table after planning"
+        );
+        assert_eq!(plan.input_versions()["silver.orders"], 1);
+        let shown = format!("{plan:?}");
+        assert!(shown.contains("Aggregate"), "{shown}");
+        let out = model.commit(plan).await.unwrap();
+        assert_eq!(out.version, 0);
+        assert_eq!(rows(&target).await, vec![(1, 2), (2, 1)]);
+
+        // Unchanged inputs: nothing to run, nothing committed.
+        let plan = model.plan(false).await.unwrap();
+        assert_eq!(plan.action(), &ModelAction::UpToDate);
+        assert!(plan.logical_plan().is_none());
+        assert_eq!(model.commit(plan).await.unwrap().version, 0);
+
+        // A late row of day 2: only that partition, and a plan dropped uncommitted (a kill
+        // between plan and commit) leaves the table as it was.
+        append(&input, &[4], 2).await;
+        let plan = model.plan(false).await.unwrap();
+        assert_eq!(plan.action(), &ModelAction::Replaced(vec!["2".into()]));
+        drop(plan);
+        assert_eq!(rows(&target).await, vec![(1, 2), (2, 1)]);
+        let out = model.build(false).await.unwrap();
+        assert_eq!(out.action, ModelAction::Replaced(vec!["2".into()]));
+        assert_eq!(out.version, 1);
+        assert_eq!(rows(&target).await, vec![(1, 2), (2, 2)]);
     }
 }
