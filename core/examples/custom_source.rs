@@ -67,22 +67,16 @@ impl Source for LedgerSource {
             .step_by(self.per_split)
             .map(|from| {
                 let to = (from + self.per_split).min(end);
-                Split {
-                    id: format!("ledger[{}..={to}]", from + 1),
-                    spec: format!("{from}-{to}"),
-                    size_bytes: None,
-                }
+                // The spec is the split's own description (JSON through the split codec), so
+                // splits can be shipped to other workers.
+                Split::encode(format!("ledger[{}..={to}]", from + 1), &(from, to), None)
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(ReadPlan::new(splits, Some(Cursor::encode(TAG, &end)?)))
     }
 
     fn read(&self, split: &Split, _ctx: &Context) -> Result<SendableBatchStream> {
-        let (from, to) = split
-            .spec
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-            .ok_or_else(|| stratalake_core::Error::internal("not a ledger split"))?;
+        let (from, to): (usize, usize) = split.decode("a ledger source")?;
         let (ledger, schema) = (self.ledger.clone(), self.schema.clone());
         // Lazy: nothing is read until the runner polls the stream.
         let once = futures::stream::once(async move {

@@ -153,6 +153,45 @@ pub struct Split {
     pub size_bytes: Option<u64>,
 }
 
+impl Split {
+    /// A split named `id` whose spec is `spec` as JSON (the convention every connector
+    /// follows), with an optional size hint. A spec that cannot be serialised is an error,
+    /// never an empty spec.
+    ///
+    /// # Errors
+    /// Internal when `spec` does not serialise.
+    pub fn encode<T: Serialize>(
+        id: impl Into<String>,
+        spec: &T,
+        size_bytes: Option<u64>,
+    ) -> crate::Result<Self> {
+        let id = id.into();
+        let spec = serde_json::to_string(spec).map_err(|e| {
+            crate::Error::internal("a split does not serialise")
+                .with_context("split", &id)
+                .with_source(e)
+        })?;
+        Ok(Self {
+            id,
+            spec,
+            size_bytes,
+        })
+    }
+
+    /// The spec [`Split::encode`] wrote, read back; `reader` names the connector for the
+    /// error ("a REST source").
+    ///
+    /// # Errors
+    /// Internal when the spec is not one `reader` wrote (a split given to the wrong source).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, reader: &str) -> crate::Result<T> {
+        serde_json::from_str(&self.spec).map_err(|e| {
+            crate::Error::internal(format!("not a split of {reader}"))
+                .with_context("split", &self.id)
+                .with_source(e)
+        })
+    }
+}
+
 /// The result of planning: the splits to read and the position the epoch ends at.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]

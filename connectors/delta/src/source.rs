@@ -198,24 +198,20 @@ impl Source for DeltaSource {
         }
         let spec = Spec { from, to };
         Ok(ReadPlan::new(
-            vec![Split {
-                id: match from {
+            vec![Split::encode(
+                match from {
                     Some(f) => format!("{} versions {}..={to}", self.loc.url, f + 1),
                     None => format!("{} at version {to}", self.loc.url),
                 },
-                spec: serde_json::to_string(&spec).unwrap_or_default(),
-                size_bytes: None,
-            }],
+                &spec,
+                None,
+            )?],
             Some(Cursor::new(format!("{PREFIX}{to}"))),
         ))
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let spec: Spec = serde_json::from_str(&split.spec).map_err(|e| {
-            Error::internal("not a Delta split")
-                .with_context("split", &split.id)
-                .with_source(e)
-        })?;
+        let spec: Spec = split.decode("a Delta source")?;
         let (loc, out) = (self.loc.clone(), self.schema.clone());
         let rows_only = self.rows_only;
         // Batches are aligned to the full change schema, then cut down when only rows are read.

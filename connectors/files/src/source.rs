@@ -519,7 +519,7 @@ impl Inner {
 
     /// Splits of a Parquet file: groups of row groups of about `split_bytes` (compressed).
     /// A file whose footer cannot be read is one split (reading it reports the problem).
-    async fn parquet_splits(&self, meta: &ObjectMeta) -> Vec<Split> {
+    async fn parquet_splits(&self, meta: &ObjectMeta) -> Result<Vec<Split>> {
         let split_bytes = self.split_bytes.load(Ordering::Relaxed);
         let whole = || self.splits_of(meta, None);
         if meta.size <= split_bytes {
@@ -551,13 +551,14 @@ impl Inner {
         if groups.len() <= 1 {
             return whole();
         }
-        groups
-            .into_iter()
-            .flat_map(|g| self.splits_of(meta, Some(g)))
-            .collect()
+        let mut out = Vec::new();
+        for g in groups {
+            out.extend(self.splits_of(meta, Some(g))?);
+        }
+        Ok(out)
     }
 
-    fn splits_of(&self, meta: &ObjectMeta, row_groups: Option<Vec<usize>>) -> Vec<Split> {
+    fn splits_of(&self, meta: &ObjectMeta, row_groups: Option<Vec<usize>>) -> Result<Vec<Split>> {
         match row_groups {
             Some(rgs) => self.splits_at(meta, Some(rgs), 0),
             None => self.splits_at(meta, None, 0),
@@ -565,7 +566,7 @@ impl Inner {
     }
 
     /// Splits of the bytes of a plain file from `start` (a line boundary) on.
-    fn splits_from(&self, meta: &ObjectMeta, start: u64) -> Vec<Split> {
+    fn splits_from(&self, meta: &ObjectMeta, start: u64) -> Result<Vec<Split>> {
         self.splits_at(meta, None, start)
     }
 
@@ -574,7 +575,7 @@ impl Inner {
         meta: &ObjectMeta,
         row_groups: Option<Vec<usize>>,
         from: u64,
-    ) -> Vec<Split> {
+    ) -> Result<Vec<Split>> {
         let rel = self.location.relative(&meta.location);
         let version = version_of(meta);
         let split_bytes = self.split_bytes.load(Ordering::Relaxed);
@@ -594,11 +595,7 @@ impl Inner {
                 from: 0,
                 row_groups: Some(rgs),
             };
-            return vec![Split {
-                id,
-                spec: serde_json::to_string(&spec).unwrap_or_default(),
-                size_bytes: None,
-            }];
+            return Ok(vec![Split::encode(id, &spec, None)?]);
         }
         let splittable = self.cfg.format != Format::Parquet
             && self.cfg.compression.resolve(&rel) == Compression::None;
@@ -625,17 +622,13 @@ impl Inner {
             } else {
                 format!("{rel}[{start}..{end}]")
             };
-            out.push(Split {
-                id,
-                spec: serde_json::to_string(&spec).unwrap_or_default(),
-                size_bytes: Some(end - start),
-            });
+            out.push(Split::encode(id, &spec, Some(end - start))?);
             start = end;
             if start >= meta.size {
                 break;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Lines before the first line of the split starting at `start` (computed once per file).
@@ -1277,7 +1270,7 @@ impl Source for FileSource {
         if start_after && next.after.is_none() {
             next.after = from.after;
         }
-        let splits: Vec<Vec<Split>> = futures::stream::iter(fresh)
+        let splits: Vec<Result<Vec<Split>>> = futures::stream::iter(fresh)
             .map(|(meta, start)| {
                 let inner = self.inner.clone();
                 async move {
@@ -1292,10 +1285,11 @@ impl Source for FileSource {
             .collect()
             .await;
         let end = Cursor::encode(CURSOR_PREFIX, &next)?;
-        Ok(ReadPlan::new(
-            splits.into_iter().flatten().collect(),
-            Some(end),
-        ))
+        let mut all = Vec::new();
+        for s in splits {
+            all.extend(s?);
+        }
+        Ok(ReadPlan::new(all, Some(end)))
     }
 
     async fn check(&self, _ctx: &Context) -> Result<()> {
@@ -1303,11 +1297,7 @@ impl Source for FileSource {
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let spec: SplitSpec = serde_json::from_str(&split.spec).map_err(|e| {
-            Error::internal("not a file source split")
-                .with_context("split", &split.id)
-                .with_source(e)
-        })?;
+        let spec: SplitSpec = split.decode("a file source")?;
         if self.inner.cfg.format == Format::Parquet {
             return Ok(self.inner.read_parquet(spec, ctx));
         }

@@ -529,13 +529,9 @@ impl MongoSource {
                     last: i + 1 == count,
                     changes: false,
                 };
-                Split {
-                    id: format!("{}[{}/{}]", inner.name, i + 1, count),
-                    spec: serde_json::to_string(&spec).unwrap_or_default(),
-                    size_bytes: None,
-                }
+                Split::encode(format!("{}[{}/{}]", inner.name, i + 1, count), &spec, None)
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         inner.plans().insert(token, state);
         Ok(splits)
     }
@@ -590,11 +586,11 @@ impl MongoSource {
             },
         );
         Ok(ReadPlan::new(
-            vec![Split {
-                id: format!("{} changes", inner.name),
-                spec: serde_json::to_string(&spec).unwrap_or_default(),
-                size_bytes: None,
-            }],
+            vec![Split::encode(
+                format!("{} changes", inner.name),
+                &spec,
+                None,
+            )?],
             Some(from.encode()?),
         ))
     }
@@ -833,11 +829,7 @@ impl Source for MongoSource {
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let spec: SplitSpec = serde_json::from_str(&split.spec).map_err(|e| {
-            Error::internal("not a MongoDB split")
-                .with_context("split", &split.id)
-                .with_source(e)
-        })?;
+        let spec: SplitSpec = split.decode("a MongoDB source")?;
         if spec.changes {
             return Ok(self.read_changes(spec, ctx));
         }

@@ -970,11 +970,7 @@ impl Source for RestSource {
                     continue;
                 }
             }
-            splits.push(Split {
-                id: path.clone(),
-                spec: serde_json::to_string(&spec).unwrap_or_default(),
-                size_bytes: None,
-            });
+            splits.push(Split::encode(path.clone(), &spec, None)?);
         }
         // The end is named by `end_cursor` from what the splits read; pin the start as the
         // fallback (nothing read: the position does not move).
@@ -1002,11 +998,7 @@ impl Source for RestSource {
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let spec: SplitSpec = serde_json::from_str(&split.spec).map_err(|e| {
-            Error::internal("not a REST split")
-                .with_context("split", &split.id)
-                .with_source(e)
-        })?;
+        let spec: SplitSpec = split.decode("a REST source")?;
         let inner = self.inner.clone();
         let ctx = ctx.clone();
         let schema = inner.schema.clone();

@@ -136,17 +136,12 @@ impl Source for SnowflakeSource {
 
     async fn plan(&self, req: &ReadRequest, _ctx: &Context) -> Result<ReadPlan> {
         let Some(inc) = &self.cfg.incremental else {
-            let spec = serde_json::to_string(&Spec {
+            let spec = Spec {
                 from: None,
                 to: None,
-            })
-            .map_err(|e| Error::internal("split").with_source(e))?;
+            };
             return Ok(ReadPlan::new(
-                vec![Split {
-                    id: "query".into(),
-                    spec,
-                    size_bytes: None,
-                }],
+                vec![Split::encode("query", &spec, None)?],
                 None,
             ));
         };
@@ -178,31 +173,26 @@ impl Source for SnowflakeSource {
         if from.as_deref() == Some(to.as_str()) {
             return Ok(ReadPlan::new(Vec::new(), req.from.clone()));
         }
-        let spec = serde_json::to_string(&Spec {
+        let spec = Spec {
             from: from.clone(),
             to: Some(to.clone()),
-        })
-        .map_err(|e| Error::internal("split").with_source(e))?;
+        };
         Ok(ReadPlan::new(
-            vec![Split {
-                id: format!(
+            vec![Split::encode(
+                format!(
                     "{} in ({}, {to}]",
                     inc.column,
                     from.as_deref().unwrap_or("-inf")
                 ),
-                spec,
-                size_bytes: None,
-            }],
+                &spec,
+                None,
+            )?],
             Some(Cursor::new(to)),
         ))
     }
 
     fn read(&self, split: &Split, ctx: &Context) -> Result<SendableBatchStream> {
-        let spec: Spec = serde_json::from_str(&split.spec).map_err(|e| {
-            Error::internal("not a Snowflake split")
-                .with_context("split", &split.id)
-                .with_source(e)
-        })?;
+        let spec: Spec = split.decode("a Snowflake source")?;
         let (sql, bindings) = match (&self.cfg.incremental, spec.to) {
             (Some(inc), Some(to)) => {
                 let col = self.column(inc);
