@@ -66,34 +66,54 @@ pub fn empty_stream(schema: SchemaRef) -> SendableBatchStream {
 /// `input` cut and joined into batches of `rows` rows (the last may be shorter), for sources
 /// whose reader decides its own batch sizes (a Delta scan, a warehouse's result chunks) so
 /// that every source honours [`crate::Context::batch_size`]. Lazy like `input`; the first
-/// error ends the stream.
+/// error ends the stream. Rows are copied only to join short batches: a batch arriving with
+/// nothing buffered leaves as zero-copy slices of `rows` rows, its tail buffered.
 pub fn rebatch(input: SendableBatchStream, rows: usize) -> SendableBatchStream {
     use arrow_select::coalesce::BatchCoalescer;
     use futures::StreamExt;
+    let rows = rows.max(1);
     let schema = input.schema();
-    let coalescer = BatchCoalescer::new(schema.clone(), rows.max(1));
-    let state = (input, coalescer, false);
-    let out = futures::stream::unfold(state, |(mut input, mut co, mut done)| async move {
-        loop {
-            if let Some(b) = co.next_completed_batch() {
-                return Some((Ok(b), (input, co, done)));
-            }
-            if done {
-                return None;
-            }
-            let step = match input.next().await {
-                Some(Ok(b)) => co.push_batch(b),
-                Some(Err(e)) => return Some((Err(e), (input, co, true))),
-                None => {
-                    done = true;
-                    co.finish_buffered_batch()
+    let coalescer = BatchCoalescer::new(schema.clone(), rows);
+    // Slices ready to go out, in order: at most one input batch's worth, sharing its buffers.
+    let ready = std::collections::VecDeque::new();
+    let state = (input, coalescer, ready, false);
+    let out = futures::stream::unfold(
+        state,
+        move |(mut input, mut co, mut ready, mut done)| async move {
+            loop {
+                if let Some(b) = ready.pop_front() {
+                    return Some((Ok(b), (input, co, ready, done)));
                 }
-            };
-            if let Err(e) = step {
-                return Some((Err(e.into()), (input, co, true)));
+                if let Some(b) = co.next_completed_batch() {
+                    return Some((Ok(b), (input, co, ready, done)));
+                }
+                if done {
+                    return None;
+                }
+                let step = match input.next().await {
+                    Some(Ok(b)) if co.get_buffered_rows() == 0 && b.num_rows() >= rows => {
+                        let full = b.num_rows() / rows * rows;
+                        ready.extend((0..full).step_by(rows).map(|at| b.slice(at, rows)));
+                        if full < b.num_rows() {
+                            co.push_batch(b.slice(full, b.num_rows() - full))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Some(Ok(b)) => co.push_batch(b),
+                    Some(Err(e)) => return Some((Err(e), (input, co, ready, true))),
+                    None => {
+                        done = true;
+                        co.finish_buffered_batch()
+                    }
+                };
+                if let Err(e) = step {
+                    ready.clear();
+                    return Some((Err(e.into()), (input, co, ready, true)));
+                }
             }
-        }
-    });
+        },
+    );
     BatchStreamAdapter::boxed(schema, Box::pin(out))
 }
 
@@ -108,6 +128,40 @@ mod tests {
     fn batch(schema: &SchemaRef, range: std::ops::Range<i64>) -> RecordBatch {
         let col: ArrayRef = Arc::new(Int64Array::from_iter_values(range));
         RecordBatch::try_new(schema.clone(), vec![col]).expect("batch")
+    }
+
+    #[tokio::test]
+    async fn rebatch_slices_a_batch_that_arrives_with_nothing_buffered_without_copying() {
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let big = batch(&schema, 0..20);
+        let base = big.column(0).to_data().buffers()[0].as_ptr();
+        let input = vec![
+            Ok(big),
+            Ok(batch(&schema, 20..23)),
+            Ok(batch(&schema, 23..40)),
+        ];
+        let s = BatchStreamAdapter::boxed(schema.clone(), futures::stream::iter(input));
+        let out: Vec<RecordBatch> = rebatch(s, 8).try_collect().await.expect("rows");
+        let sizes: Vec<usize> = out.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, [8, 8, 8, 8, 8]);
+        // The first two are slices of the first batch: views into its buffer, rows 0 and 8 on.
+        for (i, b) in out.iter().take(2).enumerate() {
+            let at = b.column(0).to_data().buffers()[0].as_ptr() as usize;
+            assert_eq!(at, base as usize + i * 8 * 8, "batch {i} was copied");
+        }
+        let all: Vec<i64> = out
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("ints")
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(all, (0..40).collect::<Vec<_>>());
     }
 
     #[tokio::test]
