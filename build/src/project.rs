@@ -550,6 +550,13 @@ fn versions_text(v: &BTreeMap<String, i64>) -> String {
         .join(", ")
 }
 
+/// A node of the graph the build is walking (every name it holds came from the graph).
+fn node_of<'a>(graph: &'a Graph, name: &str) -> Result<&'a Node> {
+    graph
+        .node(name)
+        .ok_or_else(|| Error::internal(format!("node {name} left the graph")))
+}
+
 /// Build the selected nodes in dependency order, independent ones at once (up to the
 /// project's `concurrency`); a node whose input failed is skipped. Returns every node's line.
 ///
@@ -582,10 +589,7 @@ pub async fn build(
         let mut i = 0;
         while i < waiting.len() {
             let name = waiting[i].clone();
-            let node = l
-                .graph
-                .node(&name)
-                .ok_or_else(|| Error::internal(format!("node {name} left the graph")))?;
+            let node = node_of(&l.graph, &name)?;
             let inputs: Vec<&String> = node
                 .inputs
                 .iter()
@@ -628,13 +632,19 @@ pub async fn build(
                 break;
             }
             if in_flight < limit && inputs.iter().all(|n| results.contains_key(n.as_str())) {
-                let (l2, n2, run2, s2) =
-                    (l.clone(), name.clone(), run_id.to_string(), session.clone());
+                let (l2, n2, s2) = (l.clone(), name.clone(), session.clone());
                 running.spawn(async move {
                     let t = Instant::now();
                     let started = chrono::Utc::now().timestamp_micros();
                     let log = ResultLog::new();
-                    let r = run_node(l2.clone(), n2.clone(), full_refresh, s2, log.clone()).await;
+                    let r = run_node(
+                        l2.clone(),
+                        n2.clone(),
+                        full_refresh,
+                        s2.clone(),
+                        log.clone(),
+                    )
+                    .await;
                     let results = log.results();
                     // The results, also of a failed build (without a version: nothing of it
                     // was committed); once per table version.
@@ -642,7 +652,10 @@ pub async fn build(
                     let report = r.as_ref().ok().and_then(|(_, _, rep)| rep.clone());
                     let recorded = async {
                         results_table(&l2.lake)?
-                            .append(&ResultsOf::new(&run2, "build", &n2, version), &results)
+                            .append(
+                                &ResultsOf::new(s2.run_id(), "build", &n2, version),
+                                &results,
+                            )
                             .await?;
                         Ok::<(), Error>(())
                     }
@@ -677,10 +690,7 @@ pub async fn build(
         let (name, r, secs, rule_results, facts) =
             done.map_err(|e| Error::internal("a build task panicked").with_source(e))?;
         active.remove(&name);
-        let node = l
-            .graph
-            .node(&name)
-            .ok_or_else(|| Error::internal(format!("node {name} left the graph")))?;
+        let node = node_of(&l.graph, &name)?;
         let status = match r {
             Ok(s) => s,
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
