@@ -9,8 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def timed(cmd, env=None):
-    """Run `cmd` in its own process: (wall seconds, peak RSS bytes from wait4's ru_maxrss).
+def measured(cmd, env=None):
+    """Run `cmd` in its own process: (wall seconds, CPU seconds (user + system), peak RSS bytes),
+    the last two from wait4's rusage.
 
     Linux carries the peak RSS over fork and exec, so a command never reports less than this
     process's own peak when it forked: keep the data out of the benchmark's parent process.
@@ -22,7 +23,13 @@ def timed(cmd, env=None):
     err = proc.stderr.read().decode()
     if status != 0:
         sys.exit(f"command failed ({status}): {' '.join(map(str, cmd))[:300]}\n{err[-3000:]}")
-    return wall, usage.ru_maxrss * 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def timed(cmd, env=None):
+    """Run `cmd` in its own process: (wall seconds, peak RSS bytes); see `measured`."""
+    wall, _, rss = measured(cmd, env)
+    return wall, rss
 
 
 def medians(results):

@@ -121,13 +121,13 @@ def main():
            **{f"{k}_s": round(v, 2) for k, v in med.items()},
            **{f"{k}_rss_mb": round(v, 1) for k, v in rss.items()},
            **{f"{k}_all_s": v for k, v in every.items()},
-           "dlt_over_strata": round(med["dlt"] / med["strata"], 1),
+           "dlt_over_strata": round(med["dlt"] / med["strata"], 1) if "dlt" in med else None,
            "python_fetch_over_strata": round(med["python_fetch"] / med["strata"], 2),
            "python_parquet_over_strata": round(med["python_parquet"] / med["strata"], 2)}
     print(json.dumps(row))
     print("\n| client | s (median) | x Strata's time | peak RSS MB |")
     print("|---|---|---|---|")
-    for k in ["strata", "python_fetch", "python_parquet", "dlt"]:
+    for k in [k for k in ["strata", "python_fetch", "python_parquet", "dlt"] if k in med]:
         print(f"| {k} | {med[k]:.2f} | {med[k] / med['strata']:.1f} | {rss[k]:.0f} |")
 
 

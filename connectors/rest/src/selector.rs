@@ -1,12 +1,73 @@
 //! Record and value selectors: the JSONPath subset REST APIs need (`$`, `.field`,
 //! `['field']`, `[n]`, `[*]`), walked over `serde_json::value::RawValue` so a page's records
 //! are found without building a DOM: only the objects on the path are parsed, each record is
-//! handed on as its raw text.
+//! handed on as its raw text. A page's [`Document`] parses each object or array on a path once,
+//! however many selectors (records, total, cursor, has-more) walk through it.
 
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use stratalake_core::{Error, Result};
+
+type Object<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
+
+/// A JSON body being read by selectors: the objects and arrays they step through are parsed on
+/// first use and kept (by their place in the text), so the records, the total and the next
+/// cursor of one page cost one scan of each value on their paths, not one per selector.
+pub struct Document<'a> {
+    root: &'a RawValue,
+    objects: RefCell<HashMap<usize, Rc<Object<'a>>>>,
+    arrays: RefCell<HashMap<usize, Rc<Vec<&'a RawValue>>>>,
+}
+
+impl std::fmt::Debug for Document<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("bytes", &self.root.get().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Document<'a> {
+    /// A document over an already parsed value.
+    pub fn new(root: &'a RawValue) -> Self {
+        Self {
+            root,
+            objects: RefCell::new(HashMap::new()),
+            arrays: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The document's root value.
+    pub fn root(&self) -> &'a RawValue {
+        self.root
+    }
+
+    fn object(&self, v: &'a RawValue) -> std::result::Result<Rc<Object<'a>>, serde_json::Error> {
+        let at = v.get().as_ptr() as usize;
+        if let Some(o) = self.objects.borrow().get(&at) {
+            return Ok(o.clone());
+        }
+        let o: Rc<Object<'a>> = Rc::new(serde_json::from_str(v.get())?);
+        self.objects.borrow_mut().insert(at, o.clone());
+        Ok(o)
+    }
+
+    fn array(
+        &self,
+        v: &'a RawValue,
+    ) -> std::result::Result<Rc<Vec<&'a RawValue>>, serde_json::Error> {
+        let at = v.get().as_ptr() as usize;
+        if let Some(a) = self.arrays.borrow().get(&at) {
+            return Ok(a.clone());
+        }
+        let a: Rc<Vec<&'a RawValue>> = Rc::new(serde_json::from_str(v.get())?);
+        self.arrays.borrow_mut().insert(at, a.clone());
+        Ok(a)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -90,7 +151,18 @@ impl Selector {
     /// # Errors
     /// A reason naming the step.
     pub fn values<'a>(&self, root: &'a RawValue) -> std::result::Result<Vec<&'a RawValue>, String> {
-        let mut cur = vec![root];
+        self.values_in(&Document::new(root))
+    }
+
+    /// [`Selector::values`] within `doc`, sharing its parsed objects and arrays.
+    ///
+    /// # Errors
+    /// A reason naming the step.
+    pub fn values_in<'a>(
+        &self,
+        doc: &Document<'a>,
+    ) -> std::result::Result<Vec<&'a RawValue>, String> {
+        let mut cur = vec![doc.root];
         for step in &self.steps {
             let mut next = Vec::with_capacity(cur.len());
             for v in cur {
@@ -100,24 +172,26 @@ impl Selector {
                 }
                 match step {
                     Step::Field(name) => {
-                        let map: HashMap<Cow<'a, str>, &'a RawValue> =
-                            serde_json::from_str(text)
-                                .map_err(|e| format!("`{name}`: not a JSON object ({e})"))?;
+                        let map = doc
+                            .object(v)
+                            .map_err(|e| format!("`{name}`: not a JSON object ({e})"))?;
                         if let Some(x) = map.get(name.as_str()) {
                             next.push(*x);
                         }
                     }
                     Step::Index(i) => {
-                        let arr: Vec<&'a RawValue> = serde_json::from_str(text)
+                        let arr = doc
+                            .array(v)
                             .map_err(|e| format!("[{i}]: not a JSON array ({e})"))?;
                         if let Some(x) = arr.get(*i) {
                             next.push(*x);
                         }
                     }
                     Step::All => {
-                        let arr: Vec<&'a RawValue> = serde_json::from_str(text)
+                        let arr = doc
+                            .array(v)
                             .map_err(|e| format!("[*]: not a JSON array ({e})"))?;
-                        next.extend(arr);
+                        next.extend(arr.iter().copied());
                     }
                 }
             }
@@ -135,13 +209,25 @@ impl Selector {
         &self,
         root: &'a RawValue,
     ) -> std::result::Result<Vec<&'a RawValue>, String> {
+        self.records_in(&Document::new(root))
+    }
+
+    /// [`Selector::records`] within `doc`.
+    ///
+    /// # Errors
+    /// As [`Selector::records`].
+    pub fn records_in<'a>(
+        &self,
+        doc: &Document<'a>,
+    ) -> std::result::Result<Vec<&'a RawValue>, String> {
         let mut out = Vec::new();
-        for v in self.values(root)? {
+        for v in self.values_in(doc)? {
             let t = v.get();
             if t.starts_with('[') {
-                let arr: Vec<&'a RawValue> = serde_json::from_str(t)
+                let arr = doc
+                    .array(v)
                     .map_err(|e| format!("the records are not a JSON array ({e})"))?;
-                out.extend(arr);
+                out.extend(arr.iter().copied());
             } else if t.starts_with('{') {
                 out.push(v);
             } else if t != "null" {
@@ -154,7 +240,12 @@ impl Selector {
     /// The first value at the path as text (a string's contents, a number's digits); `None`
     /// when missing or null.
     pub fn text(&self, root: &RawValue) -> Option<String> {
-        let v = *self.values(root).ok()?.first()?;
+        self.text_in(&Document::new(root))
+    }
+
+    /// [`Selector::text`] within `doc`.
+    pub fn text_in(&self, doc: &Document<'_>) -> Option<String> {
+        let v = *self.values_in(doc).ok()?.first()?;
         scalar_text(v)
     }
 }
@@ -226,6 +317,22 @@ mod tests {
             2
         );
         assert!(Selector::parse("$.total").unwrap().records(&body).is_err());
+    }
+
+    #[test]
+    fn selectors_in_one_document_share_its_parses() {
+        let body = raw(r#"{"data":[{"id":1},{"id":2}],"meta":{"total":2,"next":"c"}}"#);
+        let doc = Document::new(&body);
+        let recs = Selector::parse("$.data").unwrap().records_in(&doc).unwrap();
+        assert_eq!(recs.len(), 2);
+        let total = Selector::parse("$.meta.total").unwrap().text_in(&doc);
+        let next = Selector::parse("$.meta.next").unwrap().text_in(&doc);
+        assert_eq!((total.as_deref(), next.as_deref()), (Some("2"), Some("c")));
+        // The root and `meta` were parsed once each, `data` once, whatever walked them.
+        assert_eq!(doc.objects.borrow().len(), 2);
+        assert_eq!(doc.arrays.borrow().len(), 1);
+        // The same answers as without a shared document.
+        assert_eq!(Selector::parse("$.meta.next").unwrap().text(&body), next);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::client::{Client, Response};
 use crate::config::{InvalidPagePolicy, Paginator, RestSourceConfig};
-use crate::selector::{Selector, scalar_text};
+use crate::selector::{Document, Selector, scalar_text};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
@@ -82,8 +82,24 @@ struct Page {
     body: Bytes,
     /// Byte ranges of the records in `body`.
     records: Vec<Range<usize>>,
+    /// The values the walk reads from the body, found in the same parse as the records.
+    values: PageValues,
     /// Why the page could not be read, when it could not.
     invalid: Option<String>,
+}
+
+/// What a page's body tells the walk (each `None` when missing, null, or the body is not
+/// JSON).
+#[derive(Debug, Clone, Default)]
+struct PageValues {
+    /// `stop.total_path`.
+    total: Option<String>,
+    /// `stop.has_more_path`.
+    has_more: Option<String>,
+    /// The page-number paginator's `total_pages_path`.
+    total_pages: Option<String>,
+    /// The cursor paginator's `cursor_path`, or the next-URL paginator's `next_url_path`.
+    next: Option<String>,
 }
 
 /// What one plan's splits share.
@@ -171,26 +187,57 @@ fn encode_cursor(c: &RestCursor) -> Result<Cursor> {
     Cursor::encode(CURSOR_PREFIX, c)
 }
 
-/// Byte ranges of the records the selector finds in `body`.
-fn record_ranges(body: &Bytes, sel: &Selector) -> std::result::Result<Vec<Range<usize>>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
-    let root: &RawValue =
-        serde_json::from_str(text).map_err(|e| format!("the body is not JSON: {e}"))?;
+/// Byte ranges of the records the selector finds in `body`, and the values the walk needs
+/// from it: one parse of the body serves both (every object on a path is parsed once).
+fn read_body(
+    body: &Bytes,
+    sel: &Selector,
+    lookups: &Lookups<'_>,
+) -> (std::result::Result<Vec<Range<usize>>, String>, PageValues) {
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                Err(format!("the body is not UTF-8: {e}")),
+                PageValues::default(),
+            );
+        }
+    };
+    let root: &RawValue = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                Err(format!("the body is not JSON: {e}")),
+                PageValues::default(),
+            );
+        }
+    };
+    let doc = Document::new(root);
     let base = text.as_ptr() as usize;
-    Ok(sel
-        .records(root)?
-        .into_iter()
-        .map(|r| {
-            let start = r.get().as_ptr() as usize - base;
-            start..start + r.get().len()
-        })
-        .collect())
+    let records = sel.records_in(&doc).map(|rs| {
+        rs.into_iter()
+            .map(|r| {
+                let start = r.get().as_ptr() as usize - base;
+                start..start + r.get().len()
+            })
+            .collect()
+    });
+    let value = |s: Option<&Selector>| s.and_then(|s| s.text_in(&doc));
+    let values = PageValues {
+        total: value(lookups.total),
+        has_more: value(lookups.has_more),
+        total_pages: value(lookups.total_pages.as_ref()),
+        next: value(lookups.next.as_ref()),
+    };
+    (records, values)
 }
 
-/// A page body's JSON root: parsed once per page for all of its value lookups (total,
-/// has_more, next cursor or URL), each of which then walks only the objects on its path.
-fn json_root(body: &Bytes) -> Option<&RawValue> {
-    serde_json::from_slice(body).ok()
+/// The selectors whose values a page's walk reads.
+struct Lookups<'a> {
+    total: Option<&'a Selector>,
+    has_more: Option<&'a Selector>,
+    total_pages: Option<Selector>,
+    next: Option<Selector>,
 }
 
 /// `url` with the query parameter `name` set to `value` (replacing any earlier one).
@@ -305,8 +352,31 @@ impl Inner {
         Ok(u)
     }
 
-    async fn fetch(&self, url: &Url, number: u64, sel: &Selector) -> Result<(Page, Response)> {
+    async fn fetch(
+        &self,
+        url: &Url,
+        number: u64,
+        sel: &Selector,
+        paginator: &Paginator,
+    ) -> Result<(Page, Response)> {
         let shown = self.client.redact(url);
+        // The paths were checked when the configuration was validated.
+        let path = |p: Option<&str>| p.and_then(|p| Selector::parse(p).ok());
+        let lookups = Lookups {
+            total: self.total.as_ref(),
+            has_more: self.has_more.as_ref(),
+            total_pages: match paginator {
+                Paginator::PageNumber {
+                    total_pages_path, ..
+                } => path(total_pages_path.as_deref()),
+                _ => None,
+            },
+            next: match paginator {
+                Paginator::Cursor { cursor_path, .. } => path(Some(cursor_path)),
+                Paginator::NextUrl { next_url_path } => path(Some(next_url_path)),
+                _ => None,
+            },
+        };
         let mut tries = 0;
         loop {
             let resp = self
@@ -314,13 +384,15 @@ impl Inner {
                 .get(url)
                 .await
                 .map_err(|e| e.with_context("page", number))?;
-            match record_ranges(&resp.body, sel) {
+            let (records, values) = read_body(&resp.body, sel, &lookups);
+            match records {
                 Ok(records) => {
                     let page = Page {
                         number,
                         url: shown,
                         body: resp.body.clone(),
                         records,
+                        values,
                         invalid: None,
                     };
                     return Ok((page, resp));
@@ -333,6 +405,7 @@ impl Inner {
                         url: shown,
                         body: resp.body.clone(),
                         records: Vec::new(),
+                        values,
                         invalid: Some(reason),
                     };
                     return Ok((page, resp));
@@ -353,7 +426,9 @@ impl Inner {
             ));
         }
         let url = self.url(&path, &self.first_params(None))?;
-        let (page, _) = self.fetch(&url, 1, &self.records).await?;
+        let (page, _) = self
+            .fetch(&url, 1, &self.records, &self.cfg.paginator)
+            .await?;
         if let Some(reason) = page.invalid {
             return Err(Error::new(
                 ErrorKind::Data,
@@ -452,7 +527,7 @@ impl Inner {
                 let (page, resp) = match st.first.take() {
                     Some(p) if !st.started => (p, None),
                     _ => {
-                        let (p, r) = this.fetch(&url, st.number, &sel).await?;
+                        let (p, r) = this.fetch(&url, st.number, &sel, &paginator).await?;
                         (p, Some(r))
                     }
                 };
@@ -475,14 +550,11 @@ impl Inner {
         headers: &reqwest::header::HeaderMap,
     ) -> Result<()> {
         let stop = &self.cfg.stop;
-        let root = json_root(&page.body);
-        let value = |sel: &Selector| root.and_then(|r| sel.text(r));
+        let values = &page.values;
         let n = page.records.len() as u64;
         st.records += n;
-        if st.total.is_none()
-            && let Some(t) = &self.total
-        {
-            st.total = value(t).and_then(|v| v.parse::<u64>().ok());
+        if st.total.is_none() {
+            st.total = values.total.as_deref().and_then(|v| v.parse::<u64>().ok());
         }
         let valid = page.invalid.is_none();
         if valid && n == 0 {
@@ -493,9 +565,7 @@ impl Inner {
         {
             st.done = true;
         }
-        if let Some(h) = &self.has_more
-            && value(h).as_deref() == Some("false")
-        {
+        if values.has_more.as_deref() == Some("false") {
             st.done = true;
         }
         if stop.max_pages > 0 && st.number >= stop.max_pages {
@@ -520,15 +590,11 @@ impl Inner {
                 &(start + st.number * limit).to_string(),
             )),
             Paginator::PageNumber {
-                page_param,
-                start,
-                total_pages_path,
-                ..
+                page_param, start, ..
             } => {
-                let pages = total_pages_path
+                let pages = values
+                    .total_pages
                     .as_deref()
-                    .and_then(|p| Selector::parse(p).ok())
-                    .and_then(|s| value(&s))
                     .and_then(|v| v.parse::<u64>().ok());
                 if pages.is_some_and(|p| st.number >= p) {
                     None
@@ -536,15 +602,11 @@ impl Inner {
                     Some(with_param(page_param, &(start + st.number).to_string()))
                 }
             }
-            Paginator::Cursor {
-                cursor_path,
-                cursor_param,
-            } => {
+            Paginator::Cursor { cursor_param, .. } => {
                 if !valid {
                     return Err(invalid_page_error(page, "the next cursor is in the page"));
                 }
-                let sel = Selector::parse(cursor_path)?;
-                match value(&sel).filter(|c| !c.is_empty()) {
+                match values.next.clone().filter(|c| !c.is_empty()) {
                     Some(c) => Some(self.guard(st, with_param(cursor_param, &c), page)?),
                     None => None,
                 }
@@ -562,12 +624,11 @@ impl Inner {
                 Some(t) => Some(self.guard(st, self.resolve(url, &t)?, page)?),
                 None => None,
             },
-            Paginator::NextUrl { next_url_path } => {
+            Paginator::NextUrl { .. } => {
                 if !valid {
                     return Err(invalid_page_error(page, "the next URL is in the page"));
                 }
-                let sel = Selector::parse(next_url_path)?;
-                match value(&sel).filter(|c| !c.is_empty()) {
+                match values.next.clone().filter(|c| !c.is_empty()) {
                     Some(t) => Some(self.guard(st, self.resolve(url, &t)?, page)?),
                     None => None,
                 }
@@ -610,22 +671,17 @@ impl Inner {
     /// The concurrent page numbers, once the first page told the total.
     fn known_pages(&self, first: &Page) -> Option<u64> {
         let stop = &self.cfg.stop;
-        let root = json_root(&first.body)?;
-        let total = self
+        let total = first
+            .values
             .total
-            .as_ref()
-            .and_then(|t| t.text(root))
+            .as_deref()
             .and_then(|v| v.parse::<u64>().ok());
         let mut pages = match &self.cfg.paginator {
             Paginator::Offset { limit, .. } => total.map(|t| t.div_ceil(*limit)),
-            Paginator::PageNumber {
-                total_pages_path,
-                size,
-                ..
-            } => total_pages_path
+            Paginator::PageNumber { size, .. } => first
+                .values
+                .total_pages
                 .as_deref()
-                .and_then(|p| Selector::parse(p).ok())
-                .and_then(|s| s.text(root))
                 .and_then(|v| v.parse::<u64>().ok())
                 .or_else(|| total.zip(*size).map(|(t, s)| t.div_ceil(s))),
             _ => None,
@@ -676,7 +732,10 @@ impl Inner {
         }
         stream::once(async move {
             let url = this.url(&spec.path, &extra)?;
-            let first = this.fetch(&url, 1, &this.records).await?.0;
+            let first = this
+                .fetch(&url, 1, &this.records, &this.cfg.paginator)
+                .await?
+                .0;
             let rest: BoxStream<'static, Result<Page>> = match this.known_pages(&first) {
                 Some(pages) if first.invalid.is_none() && !first.records.is_empty() => {
                     let t = this.clone();
@@ -685,7 +744,11 @@ impl Inner {
                         .map(move |k| {
                             let t = t.clone();
                             let u = t.page_url(&url, k);
-                            async move { t.fetch(&u, k, &t.records).await.map(|(p, _)| p) }
+                            async move {
+                                t.fetch(&u, k, &t.records, &t.cfg.paginator)
+                                    .await
+                                    .map(|(p, _)| p)
+                            }
                         })
                         .buffered(in_flight)
                         .boxed()
@@ -765,10 +828,17 @@ impl Inner {
                     mark.offer(v, h, inc.lookback_secs);
                 }
             }
-            lines.extend(
-                raw.iter()
-                    .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b }),
-            );
+            // A record may be pretty-printed over several lines: its line breaks (only ever
+            // whitespace between tokens, JSON strings cannot hold them raw) become spaces.
+            let at = lines.len();
+            lines.extend_from_slice(raw);
+            if memchr::memchr2(b'\n', b'\r', raw).is_some() {
+                for b in &mut lines[at..] {
+                    if *b == b'\n' || *b == b'\r' {
+                        *b = b' ';
+                    }
+                }
+            }
             lines.push(b'\n');
             index.push(i as u64);
         }
@@ -960,7 +1030,9 @@ impl Source for RestSource {
                 // Probe: is there anything new since the committed position? (The read asks
                 // again: the probe only decides whether there is an epoch.)
                 let url = inner.url(&path, &inner.first_params(since.as_deref()))?;
-                let (page, _) = inner.fetch(&url, 1, &inner.records).await?;
+                let (page, _) = inner
+                    .fetch(&url, 1, &inner.records, &inner.cfg.paginator)
+                    .await?;
                 let fresh = page.invalid.is_some()
                     || page
                         .records
