@@ -65,26 +65,26 @@ fn bench_file(c: &mut Criterion, rt: &tokio::runtime::Runtime, path: &Path) {
     let mut g = c.benchmark_group("ndjson_file_to_parquet");
     g.throughput(Throughput::Bytes(bytes));
     g.sample_size(10);
-    g.bench_function("pipeline", |b| {
-        b.iter(|| {
-            let out = tempfile::tempdir().unwrap();
-            let source: Arc<dyn Source> =
-                Arc::new(rt.block_on(FileSource::try_new(cfg.clone())).unwrap());
-            let sink = Arc::new(
-                ParquetSink::try_new(ParquetSinkConfig::new(out.path().to_str().unwrap())).unwrap(),
-            );
-            let p = PipelineBuilder::new(
-                "bench",
-                source,
-                sink,
-                Arc::new(InMemoryCheckpointStore::new()),
-            )
-            .build()
-            .unwrap();
-            rt.block_on(p.run()).unwrap()
-        })
-    });
+    g.bench_function("pipeline", |b| b.iter(|| to_parquet(rt, cfg.clone())));
     g.finish();
+}
+
+/// One run of `cfg`'s files to zstd Parquet in a fresh directory, through the runner.
+fn to_parquet(rt: &tokio::runtime::Runtime, cfg: FileSourceConfig) -> u64 {
+    let out = tempfile::tempdir().unwrap();
+    let source: Arc<dyn Source> = Arc::new(rt.block_on(FileSource::try_new(cfg)).unwrap());
+    let sink = Arc::new(
+        ParquetSink::try_new(ParquetSinkConfig::new(out.path().to_str().unwrap())).unwrap(),
+    );
+    let p = PipelineBuilder::new(
+        "bench",
+        source,
+        sink,
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
+    .build()
+    .unwrap();
+    rt.block_on(p.run()).unwrap().rows_written
 }
 
 fn bench(c: &mut Criterion) {
@@ -179,7 +179,7 @@ fn bench(c: &mut Criterion) {
                 Format::Csv(CsvOptions::default()),
             );
             cfg.include = vec!["orders.csv".into()];
-            cfg.schema = SchemaSource::explicit(CSV_COLUMNS.iter().map(|(n, t)| (*n, *t)));
+            cfg.schema = SchemaSource::explicit(csv_columns());
             let csv_source = rt.block_on(FileSource::try_new(cfg)).unwrap();
             let mut g = c.benchmark_group("csv_decode");
             g.throughput(Throughput::Bytes(csv.len() as u64));
@@ -194,26 +194,7 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(m.order_file_bytes));
         g.sample_size(10);
         g.bench_function("pipeline", |b| {
-            b.iter(|| {
-                let out = tempfile::tempdir().unwrap();
-                let source: Arc<dyn Source> = Arc::new(
-                    rt.block_on(FileSource::try_new(config(dir.path())))
-                        .unwrap(),
-                );
-                let sink = Arc::new(
-                    ParquetSink::try_new(ParquetSinkConfig::new(out.path().to_str().unwrap()))
-                        .unwrap(),
-                );
-                let p = PipelineBuilder::new(
-                    "bench",
-                    source,
-                    sink,
-                    Arc::new(InMemoryCheckpointStore::new()),
-                )
-                .build()
-                .unwrap();
-                rt.block_on(p.run()).unwrap()
-            })
+            b.iter(|| to_parquet(&rt, config(dir.path())))
         });
         g.finish();
     }
@@ -235,27 +216,40 @@ fn page_slices(bytes: &[u8], per_page: usize) -> Vec<&[u8]> {
     pages
 }
 
-/// The orders' scalar columns, as the CSV bench declares them.
-const CSV_COLUMNS: [(&str, &str); 8] = [
-    ("order_id", "utf8"),
-    ("partner_id", "utf8"),
-    ("customer_id", "utf8"),
-    ("status", "utf8"),
-    ("channel", "utf8"),
-    ("currency", "utf8"),
-    ("created_at", "timestamp"),
-    ("total_amount", "decimal(14,2)"),
+/// The orders' scalar columns the CSV bench writes, typed as the orders schema types them.
+const CSV_NAMES: [&str; 8] = [
+    "order_id",
+    "partner_id",
+    "customer_id",
+    "status",
+    "channel",
+    "currency",
+    "created_at",
+    "total_amount",
 ];
+
+fn csv_columns() -> Vec<(&'static str, &'static str)> {
+    stratalake_datagen::orders_schema()
+        .into_iter()
+        .filter(|(n, _)| CSV_NAMES.contains(n))
+        .collect()
+}
 
 /// A CSV of the orders' scalar columns (the lines that parse as JSON objects).
 fn flat_csv(ndjson: &[u8]) -> Vec<u8> {
-    let mut out = CSV_COLUMNS.map(|(n, _)| n).join(",").into_bytes();
+    let columns = csv_columns();
+    let mut out = columns
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes();
     out.push(b'\n');
     for line in ndjson.split(|b| *b == b'\n') {
         let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(line) else {
             continue;
         };
-        let cells: Vec<String> = CSV_COLUMNS
+        let cells: Vec<String> = columns
             .iter()
             .map(|(n, _)| match m.get(*n) {
                 Some(serde_json::Value::String(s)) => s.replace(',', " "),
