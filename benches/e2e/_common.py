@@ -38,3 +38,12 @@ def medians(results):
     rss = {k: statistics.median(r for _, r in v) / 2**20 for k, v in results.items() if v}
     every = {k: [round(w, 2) for w, _ in v] for k, v in results.items() if v}
     return med, rss, every
+
+
+def check_versions(pinned):
+    """Refuse to run unless each package in `pinned` ({name: version}) is that version."""
+    import importlib
+    for name, want in pinned.items():
+        have = importlib.import_module(name).__version__
+        if have != want:
+            raise SystemExit(f"{name} {have} is installed; this benchmark is pinned to {want}: pip install {name}=={want}")

@@ -27,17 +27,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from _common import ROOT, medians, timed
+from _common import ROOT, medians, timed, check_versions
 
 PINNED = {"duckdb": "2.0.1", "polars": "2.1.0"}
-
-
-def check_versions():
-    import importlib
-    for name, want in PINNED.items():
-        have = importlib.import_module(name).__version__
-        if have != want:
-            raise SystemExit(f"{name} {have} is installed; this benchmark is pinned to {want}: pip install {name}=={want}")
 
 CURRENCIES = ["AED", "AUD", "BGN", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF",
               "IDR", "ILS", "INR", "ISK", "JPY", "KRW", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON",
@@ -151,7 +143,7 @@ def main():
         subprocess.run([args.strata, "build", str(pipes), "--select", "bronze.*"], check=True,
                        stdout=subprocess.DEVNULL)
     bronze = base / "bronze"
-    check_versions()
+    check_versions(PINNED)
     results = {"strata": [], "duckdb": [], "polars": []}
     per_model = {}
     for _ in range(args.runs):

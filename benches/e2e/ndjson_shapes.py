@@ -37,17 +37,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import ROOT, measured
+from _common import ROOT, measured, check_versions
 
 PINNED = {"duckdb": "2.0.1", "polars": "2.1.0", "pyarrow": "26.0.1"}
 
 
-def check_versions():
-    import importlib
-    for name, want in PINNED.items():
-        have = importlib.import_module(name).__version__
-        if have != want:
-            raise SystemExit(f"{name} {have} is installed; this benchmark is pinned to {want}: pip install {name}=={want}")
 
 
 REGIONS = ["EU-W", "EU-N", "US-E", "US-W", "APAC", "LATAM"]
@@ -166,7 +160,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "benches/data/shapes"))
     args = ap.parse_args()
     if not args.only_strata:
-        check_versions()
+        check_versions(PINNED)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"

@@ -40,11 +40,6 @@ impl<'a> Document<'a> {
         }
     }
 
-    /// The document's root value.
-    pub fn root(&self) -> &'a RawValue {
-        self.root
-    }
-
     fn object(&self, v: &'a RawValue) -> std::result::Result<Rc<Object<'a>>, serde_json::Error> {
         let at = v.get().as_ptr() as usize;
         if let Some(o) = self.objects.borrow().get(&at) {
