@@ -69,7 +69,7 @@ gold = {{
  'fact_order_line': "SELECT order_id, line_no, created_at::DATE AS order_date, partner_id, customer_id, product_id, currency, status, quantity, unit_price, discount, (quantity::DECIMAL(12,2) * unit_price - discount)::DECIMAL(14,2) AS line_amount FROM order_lines",
  'daily_revenue': "SELECT created_at::DATE AS order_date, partner_id, currency, COUNT(*) AS orders, SUM(total_amount)::DECIMAL(18,2) AS revenue, SUM(CASE WHEN status IN ('cancelled','returned') THEN 0 ELSE total_amount END)::DECIMAL(18,2) AS net_revenue FROM orders GROUP BY ALL",
  'orders_by_status': "SELECT created_at::DATE AS order_date, status, COUNT(*) AS orders FROM orders GROUP BY ALL",
- 'product_performance': "SELECT product_id, currency, COUNT(DISTINCT order_id) AS orders, SUM(quantity)::BIGINT AS units, SUM(quantity::DECIMAL(12,2) * unit_price - discount)::DECIMAL(18,2) AS revenue, SUM(CASE WHEN status = 'cancelled' THEN quantity ELSE 0 END)::BIGINT AS cancelled_units, SUM(CASE WHEN status = 'returned' THEN quantity ELSE 0 END)::BIGINT AS returned_units FROM order_lines GROUP BY ALL",
+ 'product_performance': "WITH per_order AS (SELECT product_id, currency, order_id, SUM(quantity) AS units, SUM(quantity::DECIMAL(12,2) * unit_price - discount) AS revenue, SUM(CASE WHEN status = 'cancelled' THEN quantity ELSE 0 END) AS cancelled_units, SUM(CASE WHEN status = 'returned' THEN quantity ELSE 0 END) AS returned_units FROM order_lines GROUP BY ALL) SELECT product_id, currency, COUNT(*) AS orders, SUM(units)::BIGINT AS units, SUM(revenue)::DECIMAL(18,2) AS revenue, SUM(cancelled_units)::BIGINT AS cancelled_units, SUM(returned_units)::BIGINT AS returned_units FROM per_order GROUP BY ALL",
  'customer_activity': "WITH last AS (SELECT MAX(created_at::DATE) AS d FROM orders) SELECT customer_id, currency, COUNT(*) AS orders, SUM(total_amount)::DECIMAL(18,2) AS spend, MIN(created_at) AS first_order_at, MAX(created_at) AS last_order_at, (ANY_VALUE(last.d) - MAX(created_at::DATE))::BIGINT AS recency_days, COUNT(*) AS frequency, SUM(total_amount)::DECIMAL(18,2) AS monetary FROM orders CROSS JOIN last GROUP BY customer_id, currency",
  'partner_activity': "SELECT o.partner_id, p.name AS partner_name, o.currency, COUNT(*) AS orders, COUNT(DISTINCT o.customer_id) AS customers, SUM(o.total_amount)::DECIMAL(18,2) AS revenue, MIN(o.created_at) AS first_order_at, MAX(o.created_at) AS last_order_at FROM orders o LEFT JOIN partners p USING (partner_id) GROUP BY ALL",
  'dim_customer': "SELECT * FROM customers", 'dim_partner': "SELECT * FROM partners", 'dim_product': "SELECT * FROM products",
@@ -124,13 +124,16 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dirt-rate", type=float, default=0.01)
-    ap.add_argument("--strata", default=str(ROOT / "target/release/strata"))
+    ap.add_argument("--strata", nargs="+", default=[str(ROOT / "target/release/strata")],
+                    help="one or more strata binaries (say, before and after a change), run interleaved")
+    ap.add_argument("--only-strata", action="store_true", help="skip the peers")
     ap.add_argument("--work", default=str(ROOT / "benches/data/medallion"))
     args = ap.parse_args()
+    strata = args.strata[0]
     work = Path(args.work)
     data = work / f"data-sf{args.scale}"
     if not (data / "manifest.json").exists():
-        subprocess.run([args.strata, "generate", "--scale", str(args.scale), "--dirt-rate",
+        subprocess.run([strata, "generate", "--scale", str(args.scale), "--dirt-rate",
                         str(args.dirt_rate), "--out", str(data)], check=True)
     manifest = json.loads((data / "manifest.json").read_text())
     # Bronze once (not timed): Delta tables whose data files are the peers' Parquet input.
@@ -138,32 +141,36 @@ def main():
     if not (base / "bronze/orders/_delta_log").exists():
         shutil.rmtree(base, ignore_errors=True)
         pipes = work / "project-base"
-        subprocess.run([args.strata, "scaffold", "--data", str(data), "--lake", str(base), "--out", str(pipes)],
+        subprocess.run([strata, "scaffold", "--data", str(data), "--lake", str(base), "--out", str(pipes)],
                        check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([args.strata, "build", str(pipes), "--select", "bronze.*"], check=True,
+        subprocess.run([strata, "build", str(pipes), "--select", "bronze.*"], check=True,
                        stdout=subprocess.DEVNULL)
     bronze = base / "bronze"
-    check_versions(PINNED)
-    results = {"strata": [], "duckdb": [], "polars": []}
-    per_model = {}
+    peers = [] if args.only_strata else [("duckdb", duckdb_script), ("polars", polars_script)]
+    if peers:
+        check_versions(PINNED)
+    names = ["strata" if k == 0 else f"strata[{Path(s).parent.name}]" for k, s in enumerate(args.strata)]
+    results = {n: [] for n in names + [p for p, _ in peers]}
+    per_model = {n: {} for n in names}
     for _ in range(args.runs):
-        # Strata: a fresh lake holding a copy of bronze; silver pipelines, then gold.
-        lake = work / "lake-run"
-        shutil.rmtree(lake, ignore_errors=True)
-        shutil.copytree(bronze, lake / "bronze")
-        pipes = work / "project-run"
-        shutil.rmtree(pipes, ignore_errors=True)
-        subprocess.run([args.strata, "scaffold", "--data", str(data), "--lake", str(lake), "--out", str(pipes)],
-                       check=True, stdout=subprocess.DEVNULL)
-        log = work / "strata-build.txt"
-        script = work / "strata-medallion.sh"
-        script.write_text(f"set -e\n'{args.strata}' build '{pipes}' --select 'silver.*,gold.*' > '{log}'\n")
-        results["strata"].append(timed(["bash", str(script)]))
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) > 4 and parts[0].startswith(("silver.", "gold.")) and parts[4] == "s":
-                per_model.setdefault(parts[0], []).append(float(parts[3]))
-        for name, make in [("duckdb", duckdb_script), ("polars", polars_script)]:
+        for name, binary in zip(names, args.strata):
+            # Strata: a fresh lake holding a copy of bronze; silver models, then gold.
+            lake = work / "lake-run"
+            shutil.rmtree(lake, ignore_errors=True)
+            shutil.copytree(bronze, lake / "bronze")
+            pipes = work / "project-run"
+            shutil.rmtree(pipes, ignore_errors=True)
+            subprocess.run([binary, "scaffold", "--data", str(data), "--lake", str(lake), "--out", str(pipes)],
+                           check=True, stdout=subprocess.DEVNULL)
+            log = work / "strata-build.txt"
+            script = work / "strata-medallion.sh"
+            script.write_text(f"set -e\n'{binary}' build '{pipes}' --select 'silver.*,gold.*' > '{log}'\n")
+            results[name].append(timed(["bash", str(script)]))
+            for line in log.read_text().splitlines():
+                parts = line.split()
+                if len(parts) > 4 and parts[0].startswith(("silver.", "gold.")) and parts[4] == "s":
+                    per_model[name].setdefault(parts[0], []).append(float(parts[3]))
+        for name, make in peers:
             out = work / f"out-{name}"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
@@ -173,9 +180,10 @@ def main():
         "scale": args.scale, "orders": manifest["orders"], "runs": args.runs,
         "seconds": {k: round(v, 2) for k, v in med.items()},
         "ratio_vs_strata": {k: round(v / med["strata"], 2) for k, v in med.items()},
+        "ratio_vs_duckdb": {k: round(v / med["duckdb"], 2) for k, v in med.items()} if "duckdb" in med else None,
         "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "all_seconds": every,
-        "strata_model_seconds": {k: sorted(v)[len(v) // 2] for k, v in per_model.items()},
+        "strata_model_seconds": {n: {k: sorted(v)[len(v) // 2] for k, v in m.items()} for n, m in per_model.items()},
     }
     print(json.dumps(row, indent=1))
 

@@ -10,6 +10,6 @@ mod table;
 pub use config::{DeleteWhen, DeltaSinkConfig, SchemaEvolution, WriteMode};
 /// The deltalake crate, for callers that build on its tables (gold's SQL).
 pub use deltalake;
-pub use sink::DeltaSink;
+pub use sink::{DeltaSink, parquet_properties};
 pub use source::DeltaSource;
 pub use table::{TableLocation, delta_err};

@@ -135,6 +135,7 @@ impl DeltaSink {
             &[],
             &CommitMarker::new(pipeline_id, epoch, None),
             None,
+            SaveMode::Append,
         )
         .await?;
         Ok(Some(epoch))
@@ -160,14 +161,28 @@ async fn commit_adds(
     adds: &[Add],
     marker: &CommitMarker,
     results: Option<&ResultLog>,
+    mode: SaveMode,
+) -> Result<CommitOutcome> {
+    let table = open(loc).await?.ok_or_else(|| {
+        Error::new(ErrorKind::NotFound, "the table disappeared")
+            .with_context("table", loc.url.as_str())
+    })?;
+    commit_adds_to(&table, loc, adds, marker, results, mode).await
+}
+
+/// [`commit_adds`] on `table` as read: a commit since is checked for conflicts against it.
+async fn commit_adds_to(
+    table: &DeltaTable,
+    loc: &TableLocation,
+    adds: &[Add],
+    marker: &CommitMarker,
+    results: Option<&ResultLog>,
+    mode: SaveMode,
 ) -> Result<CommitOutcome> {
     let url = loc.url.clone();
-    let table = open(loc).await?.ok_or_else(|| {
-        Error::new(ErrorKind::NotFound, "the table disappeared").with_context("table", url.as_str())
-    })?;
     let pid = marker.pipeline_id.as_str();
     if loc
-        .app_version(&table, pid)
+        .app_version(table, pid)
         .await?
         .is_some_and(|v| v >= marker.epoch.0 as i64)
     {
@@ -192,9 +207,14 @@ async fn commit_adds(
             Some(snapshot),
             table.log_store(),
             DeltaOperation::Write {
-                mode: SaveMode::Append,
+                mode,
                 partition_by,
-                predicate: None,
+                // An overwrite read the whole table (a first load found it empty): the read
+                // predicate makes deltalake's conflict checker fail it when another writer
+                // added files since, and the runner's retry then MERGEs into what is there.
+                // Without it, two first loads of one table would both commit. Appends stay
+                // blind: they read nothing.
+                predicate: (mode == SaveMode::Overwrite).then(|| "true".to_string()),
             },
         )
         .await;
@@ -384,7 +404,10 @@ impl Sink for DeltaSink {
     }
 }
 
-fn parquet_properties() -> deltalake::parquet::file::properties::WriterProperties {
+/// How every Parquet file of a table Strata writes is encoded: zstd, and dictionary pages of
+/// at most 128 KiB (a column whose values do not repeat falls back to plain pages early,
+/// and a writer open per partition holds a small dictionary per column, not 1 MiB).
+pub fn parquet_properties() -> deltalake::parquet::file::properties::WriterProperties {
     use deltalake::parquet::basic::{Compression, ZstdLevel};
     deltalake::parquet::file::properties::WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -449,8 +472,12 @@ impl Staging {
                 .clone()
                 .join(format!("part-{:05}.parquet", self.files));
             self.files += 1;
+            // Staged files are read back once, by the commit: plain LZ4 pages cost a fraction
+            // of dictionary-encoded zstd's time to write and to read, for larger files.
             let props = parquet_properties()
                 .into_builder()
+                .set_compression(deltalake::parquet::basic::Compression::LZ4_RAW)
+                .set_dictionary_enabled(false)
                 .set_max_row_group_row_count(Some(STAGED_ROW_GROUP_ROWS))
                 .build();
             let w = AsyncArrowWriter::try_new(
@@ -630,10 +657,16 @@ impl EpochWriter {
             Ok(CommitOutcome::AlreadyCommitted)
         } else if staged.rows == 0 {
             // Nothing to merge: record the transaction with an empty commit.
-            commit_adds(&self.sink.loc, &[], marker, self.sink.results.as_ref()).await
+            commit_adds(
+                &self.sink.loc,
+                &[],
+                marker,
+                self.sink.results.as_ref(),
+                SaveMode::Append,
+            )
+            .await
         } else {
-            self.merge(table, staged, marker).await?;
-            Ok(CommitOutcome::Committed)
+            self.merge(table, staged, marker).await
         }
     }
 
@@ -644,9 +677,7 @@ impl EpochWriter {
         table: DeltaTable,
         staged: &Staged,
         marker: &CommitMarker,
-    ) -> Result<()> {
-        use deltalake::datafusion::functions_window::expr_fn::row_number;
-        use deltalake::datafusion::logical_expr::ExprFunctionExt;
+    ) -> Result<CommitOutcome> {
         use deltalake::datafusion::prelude::{col, lit};
         let WriteMode::Merge {
             key,
@@ -654,7 +685,9 @@ impl EpochWriter {
             delete_when,
         } = &self.sink.cfg.write
         else {
-            return Ok(());
+            return Err(Error::internal(
+                "a MERGE commit of a sink that does not merge",
+            ));
         };
         let loc = &self.sink.loc;
         let url = loc.url.clone();
@@ -664,9 +697,15 @@ impl EpochWriter {
                 .with_source(e)
         };
 
-        // Memory is bounded: the sort under the deduplication and the join spill to the local
-        // temporary directory beyond `merge_memory_megabytes` (a sort-merge join, which
-        // spills, instead of a hash join, which holds its build side).
+        let empty = table
+            .snapshot()
+            .map_err(|e| delta_err(e, "the table has no state", &url))?
+            .log_data()
+            .num_files()
+            == 0;
+        // Memory is bounded: the deduplication's aggregate and sort and the MERGE's join
+        // spill to the local temporary directory beyond `merge_memory_megabytes` (a
+        // sort-merge join, which spills, instead of a hash join, which holds its build side).
         let mut state = deltalake::delta_datafusion::create_session_state_with_spill_config(
             Some((self.sink.cfg.merge_memory_megabytes as usize).saturating_mul(1 << 20)),
             None,
@@ -676,52 +715,43 @@ impl EpochWriter {
         // Each sorter reserves this for its merge phase up front (10 MB by default, too much
         // of a small pool shared by every partition's sorter).
         opts.execution.sort_spill_reservation_bytes = 1 << 20;
-        // A sorter must hold at least one batch within its share of the pool: small batches
-        // keep wide rows (nested orders) inside it.
-        if let Err(e) = opts.set("datafusion.execution.batch_size", "1024") {
+        // The staged rows come back with the types they were written with (not as string
+        // views), which is the table's schema a first load's file writers expect.
+        opts.execution.parquet.schema_force_view_types = false;
+        // The MERGE's sorters must each hold at least one batch of the table's rows within
+        // their share of the pool: small batches keep wide rows (nested orders) inside it. A
+        // first load sorts no wide rows and keeps the default batch size.
+        if !empty && let Err(e) = opts.set("datafusion.execution.batch_size", "1024") {
             tracing::debug!(error = %e, "delta: cannot set the MERGE batch size");
         }
         let ctx = deltalake::datafusion::prelude::SessionContext::new_with_state(state);
         let mut store_url = url.clone();
         store_url.set_path("/");
         ctx.register_object_store(&store_url, staged.store.clone());
-        let mut df = ctx
+        let staged_df = ctx
             .read_parquet(
                 staged.url(&url).as_str(),
                 deltalake::datafusion::prelude::ParquetReadOptions::default(),
             )
             .await
             .map_err(df_err)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        // One row per key: the highest version, ties and no version by arrival (__seq).
-        let mut order = Vec::new();
-        if let Some(v) = version_column {
-            order.push(col(v.as_str()).sort(false, false));
-        }
-        order.push(col(SEQ).sort(false, false));
-        let rn = row_number()
-            .partition_by(key.iter().map(|k| col(k.as_str())).collect())
-            .order_by(order)
-            .build()
-            .map_err(df_err)?
-            .alias("__rn");
-        df = df
-            .window(vec![rn])
-            .map_err(df_err)?
-            .filter(col("__rn").eq(lit(1_u64)))
-            .map_err(df_err)?
-            .drop_columns(&["__rn", SEQ])
-            .map_err(df_err)?;
-        let empty = table
-            .snapshot()
-            .map_err(|e| delta_err(e, "the table has no state", &url))?
-            .log_data()
-            .num_files()
-            == 0;
+        let schema: SchemaRef = Arc::new(staged_df.schema().as_arrow().clone());
+        // One row per key: the highest version, ties and no version by arrival (SEQ).
+        let started = std::time::Instant::now();
+        let mut df = newest_per_key(
+            staged_df,
+            key,
+            version_column.as_deref(),
+            staged.rows,
+            REPEATED_KEYS_HELD,
+        )
+        .await
+        .map_err(df_err)?;
+        tracing::debug!(table = %url, rows = staged.rows, elapsed_ms = started.elapsed().as_millis() as u64, "delta: the newest version per key found");
         if empty {
-            // Nothing to match (a first load): write the newest rows per key directly. As an
-            // overwrite of the empty table, a concurrent writer's commit makes this one
-            // conflict and retry (then through the MERGE), so keys are never written twice.
+            // Nothing to match (a first load): write the newest rows per key directly,
+            // committed as an overwrite of the table as it was found empty. Two runs of this
+            // pipeline carry the same application transaction: one commits the epoch.
             if let Some(d) = delete_when {
                 // A null operation is not a delete.
                 df = df
@@ -732,17 +762,52 @@ impl EpochWriter {
                     )
                     .map_err(df_err)?;
             }
-            table
-                .write(Vec::new())
-                .with_input_plan(df.logical_plan().clone())
-                .with_session_state(Arc::new(ctx.state()))
-                .with_save_mode(SaveMode::Overwrite)
-                .with_commit_properties(commit_properties(marker, self.sink.results.as_ref()))
-                .await
-                .map_err(|e| {
-                    delta_err(e, "the first load failed", &url).with_context("epoch", marker.epoch)
-                })?;
-            return Ok(());
+            // Each of the plan's partitions encodes its own files (deltalake's `write` funnels
+            // every partition into one Parquet encoder: one core for the whole table), then
+            // one commit adds them all, with the same operation `write` would record.
+            let plan = df.create_physical_plan().await.map_err(df_err)?;
+            let streams = deltalake::datafusion::physical_plan::execute_stream_partitioned(
+                plan,
+                ctx.task_ctx(),
+            )
+            .map_err(df_err)?;
+            let mut writers = tokio::task::JoinSet::new();
+            for mut rows in streams {
+                let mut w = self.sink.file_writer(&table)?;
+                let url = url.clone();
+                writers.spawn(async move {
+                    while let Some(b) = futures::StreamExt::next(&mut rows).await {
+                        let b = b.map_err(|e| {
+                            Error::new(ErrorKind::Internal, "reading the staged MERGE rows failed")
+                                .with_context("table", url.as_str())
+                                .with_source(e)
+                        })?;
+                        w.write(b)
+                            .await
+                            .map_err(|e| delta_err(e, "writing the first load failed", &url))?;
+                    }
+                    w.flush()
+                        .await
+                        .map_err(|e| delta_err(e, "finishing the first load's files failed", &url))
+                });
+            }
+            let mut adds = Vec::new();
+            while let Some(done) = writers.join_next().await {
+                adds.extend(done.map_err(|e| {
+                    Error::internal("a first-load writer stopped").with_source(e)
+                })??);
+            }
+            let outcome = commit_adds_to(
+                &table,
+                &self.sink.loc,
+                &adds,
+                marker,
+                self.sink.results.as_ref(),
+                SaveMode::Overwrite,
+            )
+            .await?;
+            tracing::debug!(table = %url, files = adds.len(), elapsed_ms = started.elapsed().as_millis() as u64, "delta: first load written");
+            return Ok(outcome);
         }
         let columns: Vec<String> = schema
             .fields()
@@ -814,8 +879,158 @@ impl EpochWriter {
         m.await.map_err(|e| {
             delta_err(e, "the MERGE failed", &url).with_context("epoch", marker.epoch)
         })?;
-        Ok(())
+        Ok(CommitOutcome::Committed)
     }
+}
+
+/// The epoch's staged rows without the versions that a newer one of the same key supersedes
+/// (the highest `version` wins; ties and rows without a version by arrival, `SEQ`), `SEQ`
+/// dropped.
+///
+/// Only narrow columns are ever sorted, and usually none: an aggregate over the key finds
+/// the keys that arrived more than once (the usual epoch, and every epoch whose input is
+/// already one row per key, has none: the rows pass as they are). When up to `keys_held`
+/// ([`REPEATED_KEYS_HELD`]) did, a hash semi join picks their rows' key, version and `SEQ` and a
+/// window numbers each key's versions; when more did, the window runs over those narrow
+/// columns of every row (its sort spills beyond the session's memory pool, as the aggregate
+/// does). The losers' arrival numbers are set in a bitmap of one bit per staged row, which
+/// a filter then applies to the full rows.
+async fn newest_per_key(
+    staged: deltalake::datafusion::prelude::DataFrame,
+    key: &[String],
+    version_column: Option<&str>,
+    rows: u64,
+    keys_held: usize,
+) -> deltalake::datafusion::error::Result<deltalake::datafusion::prelude::DataFrame> {
+    use arrow_array::cast::AsArray as _;
+    use deltalake::datafusion::common::JoinType;
+    use deltalake::datafusion::functions_aggregate::expr_fn::count;
+    use deltalake::datafusion::functions_window::expr_fn::row_number;
+    use deltalake::datafusion::logical_expr::{
+        ColumnarValue, ExprFunctionExt, Volatility, create_udf,
+    };
+    use deltalake::datafusion::prelude::{SessionContext, col, lit};
+    use futures::StreamExt as _;
+    let keys: Vec<_> = key.iter().map(|k| col(k.as_str())).collect();
+    let mut repeated_keys = staged
+        .clone()
+        .aggregate(keys.clone(), vec![count(lit(1)).alias("__n")])?
+        .filter(col("__n").gt(lit(1_i64)))?
+        .select(
+            key.iter()
+                .enumerate()
+                .map(|(i, k)| col(k.as_str()).alias(format!("__k{i}")))
+                .collect::<Vec<_>>(),
+        )?
+        .execute_stream()
+        .await?;
+    let mut held = Vec::new();
+    let mut repeated = 0;
+    let mut all_held = true;
+    while let Some(b) = repeated_keys.next().await {
+        let b = b?;
+        repeated += b.num_rows();
+        if repeated > keys_held {
+            all_held = false;
+            break;
+        }
+        held.push(b);
+    }
+    drop(repeated_keys);
+    if repeated == 0 {
+        return staged.drop_columns(&[SEQ]);
+    }
+    let rows = usize::try_from(rows).map_err(|_| {
+        deltalake::datafusion::error::DataFusionError::Execution(
+            "too many rows in one MERGE epoch".into(),
+        )
+    })?;
+    let mut order = Vec::new();
+    let mut narrow = keys.clone();
+    if let Some(v) = version_column {
+        order.push(col(v).sort(false, false));
+        narrow.push(col(v));
+    }
+    order.push(col(SEQ).sort(false, false));
+    narrow.push(col(SEQ));
+    let candidates = if all_held {
+        // The repeated keys are few: a hash join (its build side is them) finds their rows
+        // without sorting the epoch. Keys compare as the window's partitions do (NULL with
+        // NULL).
+        let (mut state, plan) = staged.clone().into_parts();
+        state.config_mut().options_mut().optimizer.prefer_hash_join = true;
+        let ctx = SessionContext::new_with_state(state);
+        let narrow_rows =
+            deltalake::datafusion::prelude::DataFrame::new(ctx.state(), plan).select(narrow)?;
+        let keys_df = ctx.read_batches(held)?;
+        let on: Vec<_> = key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                deltalake::datafusion::logical_expr::binary_expr(
+                    col(k.as_str()),
+                    deltalake::datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                    col(format!("__k{i}")),
+                )
+            })
+            .collect();
+        narrow_rows.join_on(keys_df, JoinType::LeftSemi, on)?
+    } else {
+        staged.clone().select(narrow)?
+    };
+    let rn = row_number()
+        .partition_by(keys)
+        .order_by(order)
+        .build()?
+        .alias("__rn");
+    let mut losers = candidates
+        .window(vec![rn])?
+        .filter(col("__rn").gt(lit(1_u64)))?
+        .select(vec![col(SEQ)])?
+        .execute_stream()
+        .await?;
+    let mut superseded = arrow_array::builder::BooleanBufferBuilder::new(rows);
+    superseded.append_n(rows, false);
+    while let Some(b) = losers.next().await {
+        let b = b?;
+        for &seq in b
+            .column(0)
+            .as_primitive::<arrow_array::types::UInt64Type>()
+            .values()
+        {
+            match usize::try_from(seq) {
+                Ok(i) if i < rows => superseded.set_bit(i, true),
+                _ => {
+                    return Err(deltalake::datafusion::error::DataFusionError::Internal(
+                        format!("arrival number {seq} beyond the epoch's {rows} rows"),
+                    ));
+                }
+            }
+        }
+    }
+    let superseded = superseded.finish();
+    let newest = create_udf(
+        "strata_newest_version",
+        vec![arrow_schema::DataType::UInt64],
+        arrow_schema::DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let seqs = args[0].to_array(1)?;
+            let seqs = seqs.as_primitive::<arrow_array::types::UInt64Type>();
+            let keep = arrow_array::BooleanArray::from(
+                deltalake::arrow::buffer::BooleanBuffer::collect_bool(seqs.len(), |i| {
+                    usize::try_from(seqs.value(i))
+                        .ok()
+                        .filter(|&s| s < superseded.len())
+                        .is_none_or(|s| !superseded.value(s))
+                }),
+            );
+            Ok(ColumnarValue::Array(Arc::new(keep)))
+        }),
+    );
+    staged
+        .filter(newest.call(vec![col(SEQ)]))?
+        .drop_columns(&[SEQ])
 }
 
 /// Delta has no unsigned integers: such columns are written as the next wider signed type
@@ -873,6 +1088,10 @@ fn delta_compatible(batch: RecordBatch) -> Result<RecordBatch> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
         .map_err(|e| Error::internal("cannot widen unsigned columns").with_source(e))
 }
+
+/// The most repeated keys of one MERGE epoch held in memory to find their rows with a hash
+/// join (beyond it, a window over every row's key, version and arrival number; spills).
+const REPEATED_KEYS_HELD: usize = 1 << 20;
 
 /// The arrival order column added to buffered MERGE rows.
 const SEQ: &str = "__strata_seq";
@@ -975,12 +1194,26 @@ impl SinkWriter for EpochWriter {
         // leaves the epoch uncommitted (the data table decides), and the rerun skips the
         // quarantine's.
         if !self.q_adds.is_empty() {
-            commit_adds(&self.sink.quarantine, &self.q_adds, marker, None).await?;
+            commit_adds(
+                &self.sink.quarantine,
+                &self.q_adds,
+                marker,
+                None,
+                SaveMode::Append,
+            )
+            .await?;
             crash_point("delta.sink.after_quarantine_commit").await;
         }
         let outcome = match std::mem::replace(&mut self.data, Data::Append(None, Vec::new())) {
             Data::Append(_, adds) => {
-                commit_adds(&self.sink.loc, &adds, marker, self.sink.results.as_ref()).await?
+                commit_adds(
+                    &self.sink.loc,
+                    &adds,
+                    marker,
+                    self.sink.results.as_ref(),
+                    SaveMode::Append,
+                )
+                .await?
             }
             Data::Merge(staging) => {
                 let staged = staging.staged();
@@ -1016,5 +1249,87 @@ impl SinkWriter for EpochWriter {
             staged.staged().delete().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SEQ, newest_per_key};
+    use arrow_array::{Array as _, ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
+    use deltalake::datafusion::prelude::SessionContext;
+    use std::sync::Arc;
+
+    /// Rows of `(key, version, arrival)`: the newest version of each key wins, ties and
+    /// missing versions by the later arrival; a NULL key is one key, as in the window.
+    fn staged(rows: &[(Option<&str>, Option<i64>)]) -> RecordBatch {
+        let keys: StringArray = rows.iter().map(|r| r.0).collect();
+        let versions: Int64Array = rows.iter().map(|r| r.1).collect();
+        let tags: StringArray = (0..rows.len()).map(|i| Some(format!("r{i}"))).collect();
+        let seq = UInt64Array::from_iter_values(0..rows.len() as u64);
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(keys) as ArrayRef),
+            ("v", Arc::new(versions) as ArrayRef),
+            ("tag", Arc::new(tags) as ArrayRef),
+            (SEQ, Arc::new(seq) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    async fn kept(b: &RecordBatch, keys_held: usize) -> Vec<String> {
+        let ctx = SessionContext::new();
+        let df = ctx.read_batch(b.clone()).unwrap();
+        let out = newest_per_key(
+            df,
+            &["id".to_string()],
+            Some("v"),
+            b.num_rows() as u64,
+            keys_held,
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+        let mut tags: Vec<String> = out
+            .iter()
+            .flat_map(|b| {
+                assert!(
+                    b.schema().index_of(SEQ).is_err(),
+                    "the arrival number is dropped"
+                );
+                let i = b.schema().index_of("tag").unwrap();
+                let t = arrow_array::cast::AsArray::as_string::<i32>(b.column(i)).clone();
+                (0..t.len()).map(move |j| t.value(j).to_string())
+            })
+            .collect();
+        tags.sort();
+        tags
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_newest_version_per_key_is_the_same_by_join_and_by_window() {
+        let b = staged(&[
+            (Some("a"), Some(1)), // r0: superseded by r2
+            (Some("b"), Some(5)), // r1: alone
+            (Some("a"), Some(3)), // r2: newest a
+            (Some("a"), Some(2)), // r3
+            (Some("c"), Some(7)), // r4: tie with r5, earlier
+            (Some("c"), Some(7)), // r5: tie, later: wins
+            (Some("d"), None),    // r6: no version, earlier
+            (Some("d"), None),    // r7: later: wins
+            (None, Some(1)),      // r8: NULL key, older
+            (None, Some(2)),      // r9: NULL key, newest
+            (Some("e"), None),    // r10: a missing version loses to a version
+            (Some("e"), Some(0)), // r11
+        ]);
+        let want = ["r1", "r11", "r2", "r5", "r7", "r9"];
+        // Up to a million repeated keys held: the hash semi join; none held: the window over
+        // every row's narrow columns.
+        assert_eq!(kept(&b, 1 << 20).await, want);
+        assert_eq!(kept(&b, 0).await, want);
+        assert_eq!(kept(&b, 2).await, want, "more repeated keys than held");
+        // No key twice: every row passes.
+        let unique = staged(&[(Some("x"), Some(1)), (Some("y"), None), (None, Some(3))]);
+        assert_eq!(kept(&unique, 1 << 20).await, ["r0", "r1", "r2"]);
     }
 }

@@ -476,6 +476,27 @@ async fn concurrent_merges_into_one_table_retry_their_conflicts_and_both_land() 
     assert!(rows.iter().any(|r| r.contains("b99")));
 }
 
+/// Two pipelines loading the same new table at once, with overlapping keys: each may find
+/// the table empty and take the first-load path (files written without a MERGE); the commit
+/// that comes second conflicts with the first, is retried against the table it now finds,
+/// and MERGEs, so every key is in the table once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_loads_of_one_table_keep_one_row_per_key() {
+    for round in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = TableLocation::local(dir.path().join("t")).unwrap();
+        let merge = || DeltaSinkConfig::default().with_merge(&["id"], None);
+        let (a, b) = tokio::join!(
+            append(&loc, "a", vec![batch(0..600, "a")], merge()),
+            append(&loc, "b", vec![batch(400..1000, "b")], merge()),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.rows_written + b.rows_written, 1200, "round {round}");
+        let rows = sorted_rows(&visible(&loc, &["id", "name"]).await);
+        assert_eq!(rows.len(), 1000, "round {round}: one row per key");
+    }
+}
+
 /// Files under `<table>/_strata_staging`.
 fn staged_files(table: &std::path::Path) -> Vec<std::path::PathBuf> {
     fn walk(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

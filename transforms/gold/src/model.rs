@@ -562,6 +562,7 @@ impl TableModel {
         };
         w = w
             .with_session_state(Arc::new(ctx.state()))
+            .with_writer_properties(stratalake_delta::parquet_properties())
             .with_save_mode(SaveMode::Overwrite)
             .with_configuration([("delta.enableChangeDataFeed", Some("true"))])
             .with_commit_properties(props);
