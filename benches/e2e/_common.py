@@ -47,3 +47,24 @@ def check_versions(pinned):
         have = importlib.import_module(name).__version__
         if have != want:
             raise SystemExit(f"{name} {have} is installed; this benchmark is pinned to {want}: pip install {name}=={want}")
+
+
+def fresh_project(strata, data, bronze, lake, project):
+    """A fresh lake at `lake` holding a copy of the `bronze` tables, and the retail project
+    scaffolded over it at `project` (neither timed)."""
+    import shutil
+    shutil.rmtree(lake, ignore_errors=True)
+    shutil.copytree(bronze, Path(lake) / "bronze")
+    shutil.rmtree(project, ignore_errors=True)
+    subprocess.run([strata, "scaffold", "--data", str(data), "--lake", str(lake), "--out", str(project)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def model_seconds(build_output, prefixes):
+    """Each model's seconds from `strata build`'s lines (`<model> built ... <seconds> s`)."""
+    out = {}
+    for line in build_output.splitlines():
+        p = line.split()
+        if len(p) > 4 and p[0].startswith(tuple(prefixes)) and p[4] == "s":
+            out[p[0]] = float(p[3])
+    return out

@@ -10,10 +10,11 @@ first, or give --work where they are.
 
 import argparse
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from _common import fresh_project, model_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,24 +37,15 @@ def strip_expectations(project: Path) -> int:
 
 
 def run(strata: str, data: Path, bronze: Path, work: Path, strip: bool) -> dict:
-    lake = work / "lake-expect"
-    shutil.rmtree(lake, ignore_errors=True)
-    shutil.copytree(bronze, lake / "bronze")
-    project = work / "project-expect"
-    shutil.rmtree(project, ignore_errors=True)
-    subprocess.run([strata, "scaffold", "--data", str(data), "--lake", str(lake), "--out", str(project)],
-                   check=True, stdout=subprocess.DEVNULL)
+    lake, project = work / "lake-expect", work / "project-expect"
+    fresh_project(strata, data, bronze, lake, project)
     if strip:
         assert strip_expectations(project) > 0
     t = time.monotonic()
     out = subprocess.run([strata, "build", str(project), "--select", "silver.*"], check=True,
                          capture_output=True, text=True).stdout
     wall = time.monotonic() - t
-    models = {}
-    for line in out.splitlines():
-        p = line.split()
-        if len(p) > 4 and p[0].startswith("silver.") and p[4] == "s":
-            models[p[0]] = float(p[3])
+    models = model_seconds(out, ["silver."])
     return {"wall": wall, "models": models}
 
 

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from _common import ROOT, medians, timed, check_versions
+from _common import ROOT, check_versions, fresh_project, medians, model_seconds, timed
 
 PINNED = {"duckdb": "2.0.1", "polars": "2.1.0"}
 
@@ -155,21 +155,14 @@ def main():
     for _ in range(args.runs):
         for name, binary in zip(names, args.strata):
             # Strata: a fresh lake holding a copy of bronze; silver models, then gold.
-            lake = work / "lake-run"
-            shutil.rmtree(lake, ignore_errors=True)
-            shutil.copytree(bronze, lake / "bronze")
-            pipes = work / "project-run"
-            shutil.rmtree(pipes, ignore_errors=True)
-            subprocess.run([binary, "scaffold", "--data", str(data), "--lake", str(lake), "--out", str(pipes)],
-                           check=True, stdout=subprocess.DEVNULL)
+            lake, pipes = work / "lake-run", work / "project-run"
+            fresh_project(binary, data, bronze, lake, pipes)
             log = work / "strata-build.txt"
             script = work / "strata-medallion.sh"
             script.write_text(f"set -e\n'{binary}' build '{pipes}' --select 'silver.*,gold.*' > '{log}'\n")
             results[name].append(timed(["bash", str(script)]))
-            for line in log.read_text().splitlines():
-                parts = line.split()
-                if len(parts) > 4 and parts[0].startswith(("silver.", "gold.")) and parts[4] == "s":
-                    per_model[name].setdefault(parts[0], []).append(float(parts[3]))
+            for model, secs in model_seconds(log.read_text(), ["silver.", "gold."]).items():
+                per_model[name].setdefault(model, []).append(secs)
         for name, make in peers:
             out = work / f"out-{name}"
             shutil.rmtree(out, ignore_errors=True)
